@@ -1,0 +1,50 @@
+# Trellis: `make run` runs the main job, `make test` runs the whole suite. Both install what they need.
+SWIFT ?= swift
+SUDO := $(shell [ "$$(id -u)" -eq 0 ] || echo sudo)
+
+APT_BUILD := libsystemd-dev libsqlite3-dev pkg-config
+APT_TEST  := $(APT_BUILD) victoria-metrics curl
+APT_BENCH := $(APT_BUILD) nginx-light wrk etcd-server etcd-client curl
+
+# Installs the listed Debian packages that are missing (apt-get update first, non-interactive).
+define apt_install
+	@missing=""; for p in $(1); do dpkg -s $$p >/dev/null 2>&1 || missing="$$missing $$p"; done; \
+	if [ -n "$$missing" ]; then \
+		echo "installing:$$missing"; \
+		$(SUDO) env DEBIAN_FRONTEND=noninteractive apt-get update -q && \
+		$(SUDO) env DEBIAN_FRONTEND=noninteractive apt-get install -y -q --no-install-recommends $$missing; \
+	fi
+endef
+
+.PHONY: run test build release deps-build deps-test deps-bench bench clean
+
+deps-build:
+	$(call apt_install,$(APT_BUILD))
+
+deps-test:
+	$(call apt_install,$(APT_TEST))
+
+deps-bench:
+	$(call apt_install,$(APT_BENCH))
+
+build: deps-build
+	$(SWIFT) build
+
+release: deps-build
+	$(SWIFT) build -c release --product trellis
+
+## The main job: the registry on an embedded SQLite store in ./data.
+run: release
+	./.build/release/trellis registry --http-addr 127.0.0.1:8500 --data-dir ./data
+
+## The whole suite: unit tests and integration tests against the real binary.
+test: deps-test
+	$(SWIFT) build --build-tests
+	TRELLIS_BIN=$(CURDIR)/.build/debug/trellis $(SWIFT) test --skip-build
+
+## Benchmarks (never part of `make test`); figures go to benchmarks/README.md.
+bench: deps-bench release
+	./benchmarks/registry.sh
+
+clean:
+	rm -rf .build

@@ -1,0 +1,273 @@
+import NIOCore
+import TrellisCore
+
+/// `/v1/agent/*`: services and checks registered on this registry's own node.
+extension ConsulAPI {
+    func agentServices(_ context: Context) -> EventLoopFuture<HTTPResponse> {
+        let node = identity.nodeName, dc = identity.datacenter
+        return blockingJSON(context, key: WatchKey.node(node)) { state in
+            .object(JSONObject(state.instances(onNode: node).filter { $0.id != "consul" }.map {
+                ($0.id, CatalogJSON.agentService($0, datacenter: dc))
+            }))
+        }
+    }
+
+    func agentService(_ context: Context) -> EventLoopFuture<HTTPResponse> {
+        let key = InstanceKey(node: identity.nodeName, id: context.rest)
+        guard let instance = catalog.read({ $0.instance(key) }), instance.id != "consul" else {
+            return immediate(.text(.notFound, "unknown service ID: \(context.rest)"), context)
+        }
+        return immediate(json(CatalogJSON.agentService(instance, datacenter: identity.datacenter), context), context)
+    }
+
+    func agentChecks(_ context: Context) -> EventLoopFuture<HTTPResponse> {
+        let node = identity.nodeName
+        return blockingJSON(context, key: WatchKey.node(node)) { state in
+            .object(JSONObject(state.checks(onNode: node).filter { $0.checkID != "serfHealth" }.map {
+                ($0.checkID, CatalogJSON.check($0))
+            }))
+        }
+    }
+
+    func agentRegisterService(_ context: Context) -> EventLoopFuture<HTTPResponse> {
+        let node = identity.nodeName
+        let instance: ServiceInstance
+        var checkRequests: [CheckRequest] = []
+        do {
+            let r = try decodeBody(context)
+            instance = try ServiceFields.decode(r, node: node, nameField: "Name")
+            if let check = try r.object("Check") { checkRequests.append(try CheckFields.decode(check)) }
+            for check in try r.objects("Checks") ?? [] { checkRequests.append(try CheckFields.decode(check)) }
+        } catch {
+            return decodeFailed(error, context)
+        }
+        guard !instance.name.isEmpty else { return badRequest("Missing service name", context) }
+        guard !["0.0.0.0", "::", "[::]"].contains(instance.address) else { return badRequest("Invalid service address", context) }
+        guard instance.id != "consul" else { return badRequest("Service ID \"consul\" is reserved for the registry itself", context) }
+        var checks: [HealthCheck] = []
+        for (i, request) in checkRequests.enumerated() {
+            let definition: CheckDefinition
+            do { definition = try CheckFields.validateRunnable(request.definition) } catch {
+                return badRequest(error.message, context)
+            }
+            let defaultID = checkRequests.count > 1 ? "service:\(instance.id):\(i + 1)" : "service:\(instance.id)"
+            var check = HealthCheck(node: node, checkID: request.id.isEmpty ? defaultID : request.id,
+                                    name: request.name.isEmpty ? "Service '\(instance.name)' check" : request.name)
+            check.notes = request.notes
+            check.status = request.status ?? .critical
+            check.serviceID = instance.id
+            check.serviceName = instance.name
+            check.serviceTags = instance.tags
+            check.definition = definition
+            checks.append(check)
+            checkRequests[i].status = request.status
+        }
+        let explicitStatus = Set(zip(checks, checkRequests).filter { $0.1.status != nil }.map { $0.0.checkID })
+        let replace = context.request.query.flag("replace-existing-checks") ?? false
+        let key = InstanceKey(node: node, id: instance.id)
+        return write(context, { (state: inout CatalogState) throws(CatalogError) -> [HealthCheck] in
+            state.putInstance(instance)
+            if replace {
+                let keep = Set(checks.map(\.checkID))
+                for old in state.checks(node: node, serviceID: key.id) where !keep.contains(old.checkID) {
+                    state.removeCheck(CheckKey(node: node, checkID: old.checkID))
+                }
+            }
+            var stored: [HealthCheck] = []
+            for var check in checks {
+                // Re-registering keeps a check's current state unless a Status is given, so it does not flap.
+                if let existing = state.check(CheckKey(node: node, checkID: check.checkID)),
+                   !explicitStatus.contains(check.checkID) {
+                    check.status = existing.status
+                    check.output = existing.output
+                }
+                state.putCheck(check)
+                stored.append(check)
+            }
+            return stored
+        }, render: { [checker] stored in
+            stored.forEach(checker.checkRegistered)
+            return HTTPResponse(status: .ok)
+        })
+    }
+
+    func agentDeregisterService(_ context: Context) -> EventLoopFuture<HTTPResponse> {
+        let key = InstanceKey(node: identity.nodeName, id: context.rest)
+        guard key.id != "consul" else { return badRequest("Service ID \"consul\" is reserved for the registry itself", context) }
+        return write(context, { (state: inout CatalogState) throws(CatalogError) in
+            guard state.instance(key) != nil else { throw .notFound("Unknown service ID \"\(key.id)\". Ensure that the service ID is passed, not the service name.") }
+            state.removeInstance(key)
+        }, render: { _ in HTTPResponse(status: .ok) })
+    }
+
+    func agentServiceMaintenance(_ context: Context) -> EventLoopFuture<HTTPResponse> {
+        let query = context.request.query
+        guard !context.rest.isEmpty else { return badRequest("Missing service ID", context) }
+        guard query.has("enable") else { return badRequest("Missing value for enable", context) }
+        let raw = query["enable"] ?? ""
+        guard let enable = GoBool.parse(raw) else { return badRequest("Invalid value for enable: \"\(raw)\"", context) }
+        let node = identity.nodeName, serviceID = context.rest
+        var reason = query["reason"] ?? ""
+        if reason.isEmpty { reason = "Maintenance mode is enabled for this service, but no reason was provided. This is a default message." }
+        let checkID = "_service_maintenance:\(serviceID)"
+        return write(context, { (state: inout CatalogState) throws(CatalogError) in
+            guard let instance = state.instance(InstanceKey(node: node, id: serviceID)) else {
+                throw .notFound("No service registered with ID \"\(serviceID)\"")
+            }
+            if enable {
+                var check = HealthCheck(node: node, checkID: checkID, name: "Service Maintenance Mode")
+                check.notes = reason
+                check.status = .critical
+                check.serviceID = serviceID
+                check.serviceName = instance.name
+                check.serviceTags = instance.tags
+                state.putCheck(check)
+            } else {
+                state.removeCheck(CheckKey(node: node, checkID: checkID))
+            }
+        }, render: { _ in HTTPResponse(status: .ok) })
+    }
+
+    func agentRegisterCheck(_ context: Context) -> EventLoopFuture<HTTPResponse> {
+        let node = identity.nodeName
+        let request: CheckRequest
+        let definition: CheckDefinition
+        do {
+            request = try CheckFields.decode(try decodeBody(context))
+        } catch {
+            return decodeFailed(error, context)
+        }
+        guard !request.name.isEmpty else { return badRequest("Missing check name", context) }
+        do { definition = try CheckFields.validateRunnable(request.definition) } catch {
+            return badRequest(error.message, context)
+        }
+        var check = HealthCheck(node: node, checkID: request.id.isEmpty ? request.name : request.id, name: request.name)
+        check.notes = request.notes
+        check.status = request.status ?? .critical
+        check.serviceID = request.serviceID
+        check.definition = definition
+        let explicitStatus = request.status != nil
+        return write(context, { (state: inout CatalogState) throws(CatalogError) -> HealthCheck in
+            var check = check
+            if !check.serviceID.isEmpty {
+                guard let instance = state.instance(InstanceKey(node: node, id: check.serviceID)) else {
+                    throw .notFound("ServiceID \"\(check.serviceID)\" does not exist")
+                }
+                check.serviceName = instance.name
+                check.serviceTags = instance.tags
+            }
+            if let existing = state.check(CheckKey(node: node, checkID: check.checkID)), !explicitStatus {
+                check.status = existing.status
+                check.output = existing.output
+            }
+            state.putCheck(check)
+            return check
+        }, render: { [checker] check in
+            checker.checkRegistered(check)
+            return HTTPResponse(status: .ok)
+        })
+    }
+
+    func agentDeregisterCheck(_ context: Context) -> EventLoopFuture<HTTPResponse> {
+        let key = CheckKey(node: identity.nodeName, checkID: context.rest)
+        guard key.checkID != "serfHealth" else { return badRequest("Check \"serfHealth\" belongs to the node and cannot be removed", context) }
+        return write(context, { (state: inout CatalogState) throws(CatalogError) in
+            guard state.check(key) != nil else { throw .notFound("Unknown check ID \"\(key.checkID)\". Ensure that the check ID is passed, not the check name.") }
+            state.removeCheck(key)
+        }, render: { _ in HTTPResponse(status: .ok) })
+    }
+
+    func agentCheckTTL(_ context: Context, _ status: HealthStatus) -> EventLoopFuture<HTTPResponse> {
+        setCheckStatus(context, status: status, output: context.request.query["note"] ?? "")
+    }
+
+    func agentCheckUpdate(_ context: Context) -> EventLoopFuture<HTTPResponse> {
+        let statusText: String
+        let output: String
+        do {
+            let r = try decodeBody(context)
+            statusText = try r.string("Status") ?? ""
+            output = try r.string("Output") ?? ""
+        } catch {
+            return decodeFailed(error, context)
+        }
+        guard let status = HealthStatus(rawValue: statusText), status != .maintenance else {
+            return badRequest("Invalid check status: '\(statusText)'", context)
+        }
+        return setCheckStatus(context, status: status, output: Probes.truncated(output))
+    }
+
+    private func setCheckStatus(_ context: Context, status: HealthStatus, output: String) -> EventLoopFuture<HTTPResponse> {
+        let key = CheckKey(node: identity.nodeName, checkID: context.rest)
+        return write(context, { (state: inout CatalogState) throws(CatalogError) -> HealthCheck in
+            guard var check = state.check(key) else {
+                throw .notFound("Unknown check ID \"\(key.checkID)\". Ensure that the check ID is passed, not the check name.")
+            }
+            guard check.definition.ttl != nil else {
+                throw .badRequest("CheckID \"\(key.checkID)\" does not have associated TTL")
+            }
+            check.status = status
+            check.output = output
+            state.putCheck(check)
+            return check
+        }, render: { [checker] check in
+            checker.statusSet(check)
+            return HTTPResponse(status: .ok)
+        })
+    }
+
+    func agentSelf(_ context: Context) -> EventLoopFuture<HTTPResponse> {
+        let id = identity
+        let config = JSONObject([
+            ("Datacenter", .string(id.datacenter)), ("PrimaryDatacenter", .string(id.datacenter)),
+            ("NodeName", .string(id.nodeName)), ("NodeID", .string(id.nodeID)),
+            ("Revision", .string("trellis-\(AgentIdentity.trellisVersion)")), ("Server", .bool(true)),
+            ("Version", .string(AgentIdentity.consulVersion)), ("BuildDate", .string("2026-01-01T00:00:00Z")),
+        ])
+        let debug = JSONObject([
+            ("Datacenter", .string(id.datacenter)), ("NodeName", .string(id.nodeName)), ("NodeID", .string(id.nodeID)),
+            ("ServerMode", .bool(true)), ("Bootstrap", .bool(true)), ("BindAddr", .string(id.address)),
+            ("ClientAddrs", .strings([id.address])), ("HTTPPort", .int(Int64(id.httpPort))),
+            ("ServerPort", .int(Int64(AgentIdentity.serverPort))), ("EnableScriptChecks", .bool(false)),
+            ("CheckOutputMaxSize", .int(Int64(Probes.outputLimit))),
+        ])
+        let coord = JSONObject([
+            ("Vec", .array(Array(repeating: .int(0), count: 8))), ("Error", .double(1.5)),
+            ("Adjustment", .int(0)), ("Height", .double(1e-05)),
+        ])
+        let stats = JSONObject([
+            ("agent", .stringMap(["checks": String(catalog.read { $0.checks(onNode: id.nodeName).count }),
+                                  "services": String(catalog.read { $0.instances(onNode: id.nodeName).count })])),
+            ("consul", .stringMap(["leader": "true", "leader_addr": id.leaderAddress, "server": "true",
+                                   "bootstrap": "true", "known_datacenters": "1"])),
+            ("raft", .stringMap(["state": "Leader", "num_peers": "0",
+                                 "last_log_index": String(catalog.read { $0.index })])),
+            ("runtime", .stringMap(["os": "linux", "cpu_count": String(System.coreCount)])),
+        ])
+        let xds = JSONObject([("SupportedProxies", .object(JSONObject())), ("Port", .int(-1)),
+                              ("Ports", .object(JSONObject([("Plaintext", .int(-1)), ("TLS", .int(-1))])))])
+        let body = JSONObject([
+            ("Config", .object(config)), ("DebugConfig", .object(debug)), ("Coord", .object(coord)),
+            ("Member", memberJSON()), ("Stats", .object(stats)),
+            ("Meta", .stringMap(["consul-network-segment": "", "consul-version": AgentIdentity.consulVersion])),
+            ("xDS", .object(xds)),
+        ])
+        return immediate(json(.object(body), context), context)
+    }
+
+    func agentMembers(_ context: Context) -> EventLoopFuture<HTTPResponse> {
+        immediate(json(.array([memberJSON()]), context), context)
+    }
+
+    private func memberJSON() -> JSON {
+        let id = identity
+        return .object(JSONObject([
+            ("Name", .string(id.nodeName)), ("Addr", .string(id.address)), ("Port", .int(8301)),
+            ("Tags", .stringMap(["role": "consul", "dc": id.datacenter, "port": String(AgentIdentity.serverPort),
+                                 "build": "\(AgentIdentity.consulVersion):trellis", "id": id.nodeID,
+                                 "vsn": "2", "vsn_min": "2", "vsn_max": "3", "bootstrap": "1", "segment": ""])),
+            ("Status", .int(1)), ("ProtocolMin", .int(1)), ("ProtocolMax", .int(5)), ("ProtocolCur", .int(2)),
+            ("DelegateMin", .int(2)), ("DelegateMax", .int(5)), ("DelegateCur", .int(4)),
+        ]))
+    }
+}

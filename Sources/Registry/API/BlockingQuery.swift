@@ -1,0 +1,117 @@
+import NIOCore
+import NIOHTTP1
+import TrellisCore
+
+/// `?index=` and `?wait=` of a read, checked the way Consul checks them.
+struct BlockingParameters {
+    static let defaultWait: TimeAmount = .minutes(5)
+    static let maxWait: TimeAmount = .minutes(10)
+
+    let minIndex: UInt64
+    let wait: TimeAmount
+
+    init(_ query: QueryParameters) throws(CatalogError) {
+        if let text = query["index"], !text.isEmpty {
+            guard let index = UInt64(text) else { throw .badRequest("Invalid index") }
+            minIndex = index
+        } else {
+            minIndex = 0
+        }
+        var wait = Self.defaultWait
+        if let text = query["wait"], !text.isEmpty {
+            guard let nanos = GoDuration.parseNanoseconds(text), nanos >= 0 else { throw .badRequest("Invalid wait time") }
+            wait = .nanoseconds(nanos)
+        }
+        wait = min(wait, Self.maxWait)
+        if wait == .zero { wait = Self.defaultWait }
+        // Consul adds up to wait/16 of jitter so that watchers woken together spread out.
+        let jitter = wait.nanoseconds / 16
+        self.wait = wait + .nanoseconds(jitter > 0 ? Int64.random(in: 0...jitter) : 0)
+    }
+}
+
+/// A read that may long-poll: answered at once when its data is newer than `?index=`, else parked
+/// on its watch key until that key changes or the wait runs out.
+final class BlockingQuery: @unchecked Sendable {
+    typealias Render = @Sendable (borrowing CatalogState) -> HTTPResponse
+
+    private let catalog: Catalog
+    private let key: String
+    private let render: Render
+    private let loop: any EventLoop
+    private let promise: EventLoopPromise<HTTPResponse>
+    private let minIndex: UInt64
+    // Touched only on `loop`.
+    private var token: WatchHub.Token?
+    private var timer: Scheduled<Void>?
+    private var done = false
+
+    private init(catalog: Catalog, key: String, minIndex: UInt64, loop: any EventLoop, render: @escaping Render) {
+        self.catalog = catalog
+        self.key = key
+        self.minIndex = minIndex
+        self.loop = loop
+        self.render = render
+        self.promise = loop.makePromise()
+    }
+
+    /// Runs a read on `key`, blocking per the request's parameters; `render` builds the body from a snapshot.
+    static func run(_ request: HTTPRequest, catalog: Catalog, key: String, on loop: any EventLoop,
+                    cancellation: CancellationSignal, render: @escaping Render) -> EventLoopFuture<HTTPResponse> {
+        let parameters: BlockingParameters
+        do {
+            parameters = try BlockingParameters(request.query)
+        } catch {
+            return loop.makeSucceededFuture(.text(.badRequest, error.description))
+        }
+        if parameters.minIndex == 0 {
+            return loop.makeSucceededFuture(snapshot(catalog, key, render).response)
+        }
+        let query = BlockingQuery(catalog: catalog, key: key, minIndex: parameters.minIndex, loop: loop, render: render)
+        loop.execute {
+            query.timer = loop.scheduleTask(in: parameters.wait) { query.finish(query.snapshot().response) }
+            query.evaluate()
+        }
+        cancellation.onCancel { loop.execute { query.finish(nil) } }
+        return query.promise.futureResult
+    }
+
+    private func snapshot() -> (index: UInt64, response: HTTPResponse) {
+        Self.snapshot(catalog, key, render)
+    }
+
+    private static func snapshot(_ catalog: Catalog, _ key: String, _ render: Render) -> (index: UInt64, response: HTTPResponse) {
+        catalog.read { state in
+            let index = state.watchIndex(key)
+            var response = render(state)
+            ConsulHeaders.addQueryMeta(&response.headers, index: index)
+            return (index, response)
+        }
+    }
+
+    /// Parks first, then reads, so that a change landing in between is never missed.
+    private func evaluate() {
+        guard !done else { return }
+        token = catalog.hub.wait(on: key) { [loop] in loop.execute { self.evaluate() } }
+        let (index, response) = snapshot()
+        if index != minIndex { finish(response) }
+    }
+
+    private func finish(_ response: HTTPResponse?) {
+        guard !done else { return }
+        done = true
+        timer?.cancel()
+        if let token { catalog.hub.cancel(token) }
+        if let response { promise.succeed(response) } else { promise.succeed(.text(.requestTimeout, "client went away")) }
+    }
+}
+
+/// The query-meta headers Consul puts on every blocking-capable read.
+enum ConsulHeaders {
+    static func addQueryMeta(_ headers: inout HTTPHeaders, index: UInt64) {
+        headers.add(name: "X-Consul-Index", value: String(max(index, 1)))
+        headers.add(name: "X-Consul-KnownLeader", value: "true")
+        headers.add(name: "X-Consul-LastContact", value: "0")
+        headers.add(name: "X-Consul-Effective-Consistency", value: "leader")
+    }
+}

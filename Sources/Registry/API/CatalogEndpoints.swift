@@ -1,0 +1,151 @@
+import NIOCore
+import TrellisCore
+
+/// `/v1/catalog/*`: the cluster-wide view of nodes and services, and direct catalog writes.
+extension ConsulAPI {
+    func catalogServices(_ context: Context) -> EventLoopFuture<HTTPResponse> {
+        let metaFilter = nodeMetaFilter(context)
+        return blockingJSON(context, key: WatchKey.services) { state in
+            if metaFilter.isEmpty {
+                return .object(JSONObject(state.serviceTags().map { ($0.name, .strings($0.tags)) }))
+            }
+            var tagsByName: [(String, [String])] = []
+            for (name, _) in state.serviceTags() {
+                let matching = state.instances(named: name).filter { Self.nodeMatches(state.node($0.node), metaFilter) }
+                guard !matching.isEmpty else { continue }
+                var seen = Set<String>()
+                tagsByName.append((name, matching.flatMap(\.tags).filter { seen.insert($0).inserted }))
+            }
+            return .object(JSONObject(tagsByName.map { ($0.0, .strings($0.1)) }))
+        }
+    }
+
+    func catalogService(_ context: Context) -> EventLoopFuture<HTTPResponse> {
+        let name = context.rest
+        let tags = context.request.query.all("tag")
+        let metaFilter = nodeMetaFilter(context)
+        return blockingJSON(context, key: WatchKey.service(name)) { state in
+            .array(state.instances(named: name).compactMap { instance in
+                guard tags.allSatisfy(instance.tags.contains), let node = state.node(instance.node),
+                      Self.nodeMatches(node, metaFilter) else { return nil }
+                return CatalogJSON.catalogServiceNode(node, instance)
+            })
+        }
+    }
+
+    func catalogNodes(_ context: Context) -> EventLoopFuture<HTTPResponse> {
+        let metaFilter = nodeMetaFilter(context)
+        return blockingJSON(context, key: WatchKey.nodes) { state in
+            .array(state.allNodes.filter { Self.nodeMatches($0, metaFilter) }.map(CatalogJSON.node))
+        }
+    }
+
+    func catalogNode(_ context: Context) -> EventLoopFuture<HTTPResponse> {
+        let name = context.rest
+        return blockingJSON(context, key: WatchKey.node(name)) { state in
+            guard let node = state.node(name) else { return .null }
+            return .object(JSONObject([
+                ("Node", CatalogJSON.node(node)),
+                ("Services", .object(JSONObject(state.instances(onNode: name).map { ($0.id, CatalogJSON.nodeService($0)) }))),
+            ]))
+        }
+    }
+
+    func catalogDatacenters(_ context: Context) -> EventLoopFuture<HTTPResponse> {
+        immediate(json(.strings([identity.datacenter]), context), context)
+    }
+
+    func catalogRegister(_ context: Context) -> EventLoopFuture<HTTPResponse> {
+        let nodeName: String
+        var node: Node
+        var service: ServiceInstance?
+        var checkRequests: [CheckRequest] = []
+        let skipNodeUpdate: Bool
+        do {
+            let r = try decodeBody(context)
+            nodeName = try r.string("Node") ?? ""
+            node = Node(id: try r.string("ID") ?? "", name: nodeName, address: try r.string("Address") ?? "",
+                        datacenter: identity.datacenter, taggedAddresses: try r.stringMap("TaggedAddresses") ?? [:],
+                        meta: try r.stringMap("NodeMeta") ?? [:])
+            skipNodeUpdate = try r.bool("SkipNodeUpdate") ?? false
+            if let s = try r.object("Service") { service = try ServiceFields.decode(s, node: nodeName, nameField: "Service") }
+            if let check = try r.object("Check") { checkRequests.append(try CheckFields.decode(check)) }
+            for check in try r.objects("Checks") ?? [] { checkRequests.append(try CheckFields.decode(check)) }
+            if let dc = try r.string("Datacenter"), !dc.isEmpty, dc != identity.datacenter {
+                return immediate(.text(.internalServerError, "No path to datacenter"), context)
+            }
+        } catch {
+            return decodeFailed(error, context)
+        }
+        guard !nodeName.isEmpty, !nodeName.contains("\n") else { return badRequest("Must provide node", context) }
+        guard skipNodeUpdate || !node.address.isEmpty else {
+            return badRequest("Must provide address if SkipNodeUpdate is not set", context)
+        }
+        if let service, service.name.isEmpty { return badRequest("Must provide service name with ID", context) }
+        if !node.id.isEmpty && !Self.isUUID(node.id) { return badRequest("Invalid node ID: \"\(node.id)\"", context) }
+        var checks: [HealthCheck] = []
+        for request in checkRequests {
+            var check = HealthCheck(node: nodeName, checkID: request.id.isEmpty ? request.name : request.id, name: request.name)
+            guard !check.checkID.isEmpty else { return badRequest("Missing check ID", context) }
+            check.status = request.status ?? .critical
+            check.notes = request.notes
+            check.serviceID = request.serviceID
+            check.definition = request.definition
+            checks.append(check)
+        }
+        return write(context, { (state: inout CatalogState) throws(CatalogError) -> Bool in
+            let existing = state.node(nodeName)
+            if existing == nil && skipNodeUpdate && node.address.isEmpty { throw .badRequest("Must provide address if SkipNodeUpdate is not set") }
+            for check in checks where !check.serviceID.isEmpty {
+                let known = state.instance(InstanceKey(node: nodeName, id: check.serviceID)) != nil || service?.id == check.serviceID
+                if !known { throw .badRequest("Unknown service ID \"\(check.serviceID)\" for check ID \"\(check.checkID)\"") }
+            }
+            if let existing, skipNodeUpdate {
+                node = existing
+            } else if node.id.isEmpty, let existing {
+                node.id = existing.id
+            }
+            state.putNode(node)
+            if let service { state.putInstance(service) }
+            for var check in checks {
+                if let instance = state.instance(InstanceKey(node: nodeName, id: check.serviceID)), !check.serviceID.isEmpty {
+                    check.serviceName = instance.name
+                    check.serviceTags = instance.tags
+                }
+                state.putCheck(check)
+            }
+            return true
+        }, render: { _ in .json(Array("true".utf8)) })
+    }
+
+    func catalogDeregister(_ context: Context) -> EventLoopFuture<HTTPResponse> {
+        let nodeName: String, serviceID: String, checkID: String
+        do {
+            let r = try decodeBody(context)
+            nodeName = try r.string("Node") ?? ""
+            serviceID = try r.string("ServiceID") ?? ""
+            checkID = try r.string("CheckID") ?? ""
+        } catch {
+            return decodeFailed(error, context)
+        }
+        guard !nodeName.isEmpty else { return badRequest("Must provide node", context) }
+        guard nodeName != identity.nodeName || !serviceID.isEmpty || !checkID.isEmpty else {
+            return badRequest("The registry's own node \"\(nodeName)\" cannot be deregistered", context)
+        }
+        return write(context, { (state: inout CatalogState) throws(CatalogError) -> Bool in
+            if !serviceID.isEmpty {
+                state.removeInstance(InstanceKey(node: nodeName, id: serviceID))
+            } else if !checkID.isEmpty {
+                state.removeCheck(CheckKey(node: nodeName, checkID: checkID))
+            } else {
+                state.removeNode(nodeName)
+            }
+            return true
+        }, render: { _ in .json(Array("true".utf8)) })
+    }
+
+    static func isUUID(_ text: String) -> Bool {
+        let parts = text.split(separator: "-", omittingEmptySubsequences: false)
+        return parts.map(\.count) == [8, 4, 4, 4, 12] && parts.allSatisfy { $0.allSatisfy(\.isHexDigit) }
+    }
+}

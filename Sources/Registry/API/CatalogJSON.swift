@@ -1,0 +1,200 @@
+import TrellisCore
+
+/// Consul's JSON shapes for catalog values, used both on the wire and in the store.
+enum CatalogJSON {
+    static func node(_ node: Node) -> JSON {
+        .object(JSONObject([
+            ("ID", .string(node.id)),
+            ("Node", .string(node.name)),
+            ("Address", .string(node.address)),
+            ("Datacenter", .string(node.datacenter)),
+            ("TaggedAddresses", .stringMap(node.taggedAddresses)),
+            ("Meta", .stringMap(node.meta)),
+            ("CreateIndex", .int(Int64(node.createIndex))),
+            ("ModifyIndex", .int(Int64(node.modifyIndex))),
+        ]))
+    }
+
+    static func weights(_ weights: ServiceInstance.Weights) -> JSON {
+        .object(JSONObject([("Passing", .int(Int64(weights.passing))), ("Warning", .int(Int64(weights.warning)))]))
+    }
+
+    static func serviceAddresses(_ addresses: [String: ServiceAddress]) -> JSON {
+        .object(JSONObject(addresses.sorted { $0.key < $1.key }.map { entry in
+            (entry.key, .object(JSONObject([("Address", .string(entry.value.address)),
+                                            ("Port", .int(Int64(entry.value.port)))])))
+        }))
+    }
+
+    static let emptyProxy: JSON = .object(JSONObject([("Mode", .string("")), ("MeshGateway", .object(JSONObject())),
+                                                      ("Expose", .object(JSONObject()))]))
+
+    /// `NodeService`: the `Service` of a health entry and the values of `/v1/catalog/node/:node`.
+    static func nodeService(_ s: ServiceInstance) -> JSON {
+        var object = JSONObject([
+            ("ID", .string(s.id)),
+            ("Service", .string(s.name)),
+            ("Tags", .strings(s.tags)),
+            ("Address", .string(s.address)),
+        ])
+        if !s.taggedAddresses.isEmpty { object.append("TaggedAddresses", serviceAddresses(s.taggedAddresses)) }
+        object.pairs += [
+            ("Meta", .stringMap(s.meta)),
+            ("Port", .int(Int64(s.port))),
+            ("Weights", weights(s.weights)),
+            ("EnableTagOverride", .bool(s.enableTagOverride)),
+            ("Proxy", emptyProxy),
+            ("Connect", .object(JSONObject())),
+            ("CreateIndex", .int(Int64(s.createIndex))),
+            ("ModifyIndex", .int(Int64(s.modifyIndex))),
+        ]
+        return .object(object)
+    }
+
+    /// `AgentService`: the values of `/v1/agent/services`.
+    static func agentService(_ s: ServiceInstance, datacenter: String) -> JSON {
+        var object = JSONObject([
+            ("ID", .string(s.id)),
+            ("Service", .string(s.name)),
+            ("Tags", .strings(s.tags)),
+            ("Meta", .stringMap(s.meta)),
+            ("Port", .int(Int64(s.port))),
+            ("Address", .string(s.address)),
+        ])
+        if !s.taggedAddresses.isEmpty { object.append("TaggedAddresses", serviceAddresses(s.taggedAddresses)) }
+        object.pairs += [
+            ("Weights", weights(s.weights)),
+            ("EnableTagOverride", .bool(s.enableTagOverride)),
+            ("Datacenter", .string(datacenter)),
+        ]
+        return .object(object)
+    }
+
+    /// `ServiceNode`: the items of `/v1/catalog/service/:name`.
+    static func catalogServiceNode(_ node: Node, _ s: ServiceInstance) -> JSON {
+        .object(JSONObject([
+            ("ID", .string(node.id)),
+            ("Node", .string(node.name)),
+            ("Address", .string(node.address)),
+            ("Datacenter", .string(node.datacenter)),
+            ("TaggedAddresses", .stringMap(node.taggedAddresses)),
+            ("NodeMeta", .stringMap(node.meta)),
+            ("ServiceKind", .string("")),
+            ("ServiceID", .string(s.id)),
+            ("ServiceName", .string(s.name)),
+            ("ServiceTags", .strings(s.tags)),
+            ("ServiceAddress", .string(s.address)),
+            ("ServiceTaggedAddresses", serviceAddresses(s.taggedAddresses)),
+            ("ServiceWeights", weights(s.weights)),
+            ("ServiceMeta", .stringMap(s.meta)),
+            ("ServicePort", .int(Int64(s.port))),
+            ("ServiceSocketPath", .string("")),
+            ("ServiceEnableTagOverride", .bool(s.enableTagOverride)),
+            ("ServiceProxy", emptyProxy),
+            ("ServiceConnect", .object(JSONObject())),
+            ("CreateIndex", .int(Int64(s.createIndex))),
+            ("ModifyIndex", .int(Int64(s.modifyIndex))),
+        ]))
+    }
+
+    static func definition(_ d: CheckDefinition) -> JSON {
+        var object = JSONObject()
+        if !d.http.isEmpty {
+            object.append("HTTP", .string(d.http))
+            if !d.header.isEmpty {
+                object.append("Header", .object(JSONObject(d.header.sorted { $0.key < $1.key }.map { ($0.key, .strings($0.value)) })))
+            }
+            if !d.method.isEmpty { object.append("Method", .string(d.method)) }
+            if !d.body.isEmpty { object.append("Body", .string(d.body)) }
+            if d.tlsSkipVerify { object.append("TLSSkipVerify", .bool(true)) }
+        }
+        if !d.tcp.isEmpty { object.append("TCP", .string(d.tcp)) }
+        if let interval = d.interval { object.append("Interval", .string(GoDuration.format(interval))) }
+        if let timeout = d.timeout { object.append("Timeout", .string(GoDuration.format(timeout))) }
+        if let after = d.deregisterCriticalServiceAfter {
+            object.append("DeregisterCriticalServiceAfter", .string(GoDuration.format(after)))
+        }
+        return .object(object)
+    }
+
+    static func check(_ c: HealthCheck) -> JSON {
+        .object(JSONObject([
+            ("Node", .string(c.node)),
+            ("CheckID", .string(c.checkID)),
+            ("Name", .string(c.name)),
+            ("Status", .string(c.status.rawValue)),
+            ("Notes", .string(c.notes)),
+            ("Output", .string(c.output)),
+            ("ServiceID", .string(c.serviceID)),
+            ("ServiceName", .string(c.serviceName)),
+            ("ServiceTags", .strings(c.serviceTags)),
+            ("Type", .string(c.definition.type)),
+            ("Interval", .string(c.definition.interval.map(GoDuration.format) ?? "")),
+            ("Timeout", .string(c.definition.timeout.map(GoDuration.format) ?? "")),
+            ("ExposedPort", .int(0)),
+            ("Definition", definition(c.definition)),
+            ("CreateIndex", .int(Int64(c.createIndex))),
+            ("ModifyIndex", .int(Int64(c.modifyIndex))),
+        ]))
+    }
+}
+
+/// The store's record form: the wire shapes plus what the wire leaves out (TTL, thresholds).
+enum StoredCatalog {
+    static func encode(_ node: Node) -> [UInt8] { CatalogJSON.node(node).serialized() }
+
+    static func encode(_ service: ServiceInstance) -> [UInt8] {
+        guard case .object(var object) = CatalogJSON.nodeService(service) else { return [] }
+        object.append("Node", .string(service.node))
+        return JSON.object(object).serialized()
+    }
+
+    static func encode(_ check: HealthCheck) -> [UInt8] {
+        guard case .object(var object) = CatalogJSON.check(check) else { return [] }
+        let d = check.definition
+        if let ttl = d.ttl { object.append("TTL", .string(GoDuration.format(ttl))) }
+        object.append("SuccessBeforePassing", .int(Int64(d.successBeforePassing)))
+        object.append("FailuresBeforeWarning", .int(Int64(d.failuresBeforeWarning)))
+        object.append("FailuresBeforeCritical", .int(Int64(d.failuresBeforeCritical)))
+        return JSON.object(object).serialized()
+    }
+
+    static func decodeNode(_ bytes: [UInt8]) throws -> Node {
+        let r = try FieldReader(try JSON.parse(bytes), context: "node")
+        var node = Node(id: try r.string("ID") ?? "", name: try r.string("Node") ?? "",
+                        address: try r.string("Address") ?? "", datacenter: try r.string("Datacenter") ?? "",
+                        taggedAddresses: try r.stringMap("TaggedAddresses") ?? [:], meta: try r.stringMap("Meta") ?? [:])
+        node.createIndex = try r.uint64("CreateIndex") ?? 0
+        node.modifyIndex = try r.uint64("ModifyIndex") ?? 0
+        return node
+    }
+
+    static func decodeService(_ bytes: [UInt8]) throws -> ServiceInstance {
+        let r = try FieldReader(try JSON.parse(bytes), context: "service")
+        var s = try ServiceFields.decode(r, node: try r.string("Node") ?? "", nameField: "Service")
+        s.createIndex = try r.uint64("CreateIndex") ?? 0
+        s.modifyIndex = try r.uint64("ModifyIndex") ?? 0
+        return s
+    }
+
+    static func decodeCheck(_ bytes: [UInt8]) throws -> HealthCheck {
+        let r = try FieldReader(try JSON.parse(bytes), context: "check")
+        var check = HealthCheck(node: try r.string("Node") ?? "", checkID: try r.string("CheckID") ?? "",
+                                name: try r.string("Name") ?? "")
+        check.status = HealthStatus(rawValue: try r.string("Status") ?? "") ?? .critical
+        check.notes = try r.string("Notes") ?? ""
+        check.output = try r.string("Output") ?? ""
+        check.serviceID = try r.string("ServiceID") ?? ""
+        check.serviceName = try r.string("ServiceName") ?? ""
+        check.serviceTags = try r.strings("ServiceTags") ?? []
+        var d = try CheckFields.decodeDefinition(try r.object("Definition") ?? FieldReader(JSONObject()))
+        d.ttl = try r.duration("TTL")
+        d.successBeforePassing = try r.int("SuccessBeforePassing") ?? 0
+        d.failuresBeforeWarning = try r.int("FailuresBeforeWarning") ?? 0
+        d.failuresBeforeCritical = try r.int("FailuresBeforeCritical") ?? 0
+        check.definition = d
+        check.createIndex = try r.uint64("CreateIndex") ?? 0
+        check.modifyIndex = try r.uint64("ModifyIndex") ?? 0
+        return check
+    }
+}

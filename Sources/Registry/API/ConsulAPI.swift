@@ -1,0 +1,198 @@
+import Logging
+import NIOCore
+import NIOHTTP1
+import Telemetry
+import TrellisCore
+
+/// Who this registry is, as its Consul API reports it.
+public struct AgentIdentity: Sendable {
+    public var nodeName: String
+    public var nodeID: String
+    public var datacenter: String
+    public var address: String
+    public var httpPort: Int
+    /// The Consul API version whose behaviour the registry follows.
+    public static let consulVersion = "1.20.0"
+    public static let trellisVersion = "0.1.0"
+    /// Consul's server RPC port, which clients see in the `consul` service and leader address.
+    public static let serverPort = 8300
+
+    public var leaderAddress: String { "\(address):\(Self.serverPort)" }
+}
+
+/// The registry's HTTP API: Consul's v1 endpoints plus `/metrics`.
+public final class ConsulAPI: HTTPResponder {
+    let catalog: Catalog
+    let identity: AgentIdentity
+    let checker: HealthChecker
+    let metrics: RegistryMetrics
+    let logger: Logger
+
+    public init(catalog: Catalog, identity: AgentIdentity, checker: HealthChecker, metrics: RegistryMetrics, logger: Logger) {
+        self.catalog = catalog
+        self.identity = identity
+        self.checker = checker
+        self.metrics = metrics
+        self.logger = logger
+    }
+
+    /// A routed request: the handler and the endpoint label its metrics are recorded under.
+    struct Context {
+        let request: HTTPRequest
+        let loop: any EventLoop
+        let cancellation: CancellationSignal
+        /// Path segments after the endpoint's fixed prefix, rejoined (IDs may contain `/`).
+        let rest: String
+    }
+
+    public func respond(to request: HTTPRequest, on loop: any EventLoop, cancellation: CancellationSignal) -> EventLoopFuture<HTTPResponse> {
+        let started = NIODeadline.now()
+        let (endpoint, future) = route(request, loop: loop, cancellation: cancellation)
+        return future.map { response in
+            let seconds = Double((NIODeadline.now() - started).nanoseconds) / 1e9
+            self.metrics.recordRequest(endpoint: endpoint, method: request.method.rawValue,
+                                       code: Int(response.status.code), seconds: seconds)
+            return response
+        }
+    }
+
+    private typealias Handler = @Sendable (ConsulAPI) -> (Context) -> EventLoopFuture<HTTPResponse>
+
+    /// Routes by longest matching prefix; `:rest` endpoints take the remainder of the path.
+    private static let routes: [(method: [HTTPMethod], prefix: String, takesRest: Bool, handler: Handler)] = [
+        ([.GET], "/v1/agent/services", false, { $0.agentServices }),
+        ([.PUT, .POST], "/v1/agent/service/register", false, { $0.agentRegisterService }),
+        ([.PUT, .POST], "/v1/agent/service/deregister/", true, { $0.agentDeregisterService }),
+        ([.PUT, .POST], "/v1/agent/service/maintenance/", true, { $0.agentServiceMaintenance }),
+        ([.GET], "/v1/agent/service/", true, { $0.agentService }),
+        ([.GET], "/v1/agent/checks", false, { $0.agentChecks }),
+        ([.PUT, .POST], "/v1/agent/check/register", false, { $0.agentRegisterCheck }),
+        ([.PUT, .POST], "/v1/agent/check/deregister/", true, { $0.agentDeregisterCheck }),
+        ([.PUT, .POST], "/v1/agent/check/pass/", true, { api in { api.agentCheckTTL($0, .passing) } }),
+        ([.PUT, .POST], "/v1/agent/check/warn/", true, { api in { api.agentCheckTTL($0, .warning) } }),
+        ([.PUT, .POST], "/v1/agent/check/fail/", true, { api in { api.agentCheckTTL($0, .critical) } }),
+        ([.PUT, .POST], "/v1/agent/check/update/", true, { $0.agentCheckUpdate }),
+        ([.GET], "/v1/agent/self", false, { $0.agentSelf }),
+        ([.GET], "/v1/agent/members", false, { $0.agentMembers }),
+        ([.GET], "/v1/catalog/services", false, { $0.catalogServices }),
+        ([.GET], "/v1/catalog/service/", true, { $0.catalogService }),
+        ([.GET], "/v1/catalog/nodes", false, { $0.catalogNodes }),
+        ([.GET], "/v1/catalog/node/", true, { $0.catalogNode }),
+        ([.PUT, .POST], "/v1/catalog/register", false, { $0.catalogRegister }),
+        ([.PUT, .POST], "/v1/catalog/deregister", false, { $0.catalogDeregister }),
+        ([.GET], "/v1/catalog/datacenters", false, { $0.catalogDatacenters }),
+        ([.GET], "/v1/health/service/", true, { $0.healthService }),
+        ([.GET], "/v1/health/checks/", true, { $0.healthChecks }),
+        ([.GET], "/v1/health/state/", true, { $0.healthState }),
+        ([.GET], "/v1/health/node/", true, { $0.healthNode }),
+        ([.GET], "/v1/status/leader", false, { $0.statusLeader }),
+        ([.GET], "/v1/status/peers", false, { $0.statusPeers }),
+        ([.GET], "/metrics", false, { $0.prometheusMetrics }),
+    ]
+
+    private func route(_ request: HTTPRequest, loop: any EventLoop, cancellation: CancellationSignal) -> (String, EventLoopFuture<HTTPResponse>) {
+        let path = request.path
+        for route in Self.routes {
+            let matches = route.takesRest ? path.hasPrefix(route.prefix) : path == route.prefix
+            guard matches else { continue }
+            let endpoint = route.takesRest ? route.prefix + ":id" : route.prefix
+            let method = request.method == .HEAD ? .GET : request.method
+            guard route.method.contains(method) else {
+                var response = HTTPResponse.text(.methodNotAllowed, "method \(request.method.rawValue) not allowed")
+                response.headers.add(name: "Allow", value: route.method.map(\.rawValue).joined(separator: ","))
+                return (endpoint, loop.makeSucceededFuture(response))
+            }
+            if let dc = request.query["dc"], !dc.isEmpty, dc != identity.datacenter {
+                return (endpoint, loop.makeSucceededFuture(.text(.internalServerError, "No path to datacenter")))
+            }
+            let rest = route.takesRest ? String(path.dropFirst(route.prefix.count)) : ""
+            let context = Context(request: request, loop: loop, cancellation: cancellation, rest: rest)
+            return (endpoint, route.handler(self)(context))
+        }
+        return ("unknown", loop.makeSucceededFuture(.text(.notFound, "404 page not found")))
+    }
+
+    // MARK: Helpers shared by the endpoint files
+
+    func json(_ value: JSON, _ context: Context, status: HTTPResponseStatus = .ok) -> HTTPResponse {
+        .json(value.serialized(pretty: context.request.query.has("pretty")), status: status)
+    }
+
+    func immediate(_ response: HTTPResponse, _ context: Context) -> EventLoopFuture<HTTPResponse> {
+        context.loop.makeSucceededFuture(response)
+    }
+
+    func badRequest(_ message: String, _ context: Context) -> EventLoopFuture<HTTPResponse> {
+        immediate(.text(.badRequest, message), context)
+    }
+
+    /// Parses the body as a JSON object, answering Consul's decode error when it is not.
+    func decodeBody(_ context: Context) throws(DecodeError) -> FieldReader {
+        let bytes = context.request.bodyBytes
+        guard !bytes.isEmpty else { throw DecodeError("Request decode failed: EOF") }
+        do {
+            return try FieldReader(try JSON.parse(bytes), context: "request body")
+        } catch let error as DecodeError {
+            throw DecodeError("Request decode failed: \(error.message)")
+        } catch {
+            throw DecodeError("Request decode failed: \(error)")
+        }
+    }
+
+    /// Consul's 400 for a body that does not decode.
+    func decodeFailed(_ error: DecodeError, _ context: Context) -> EventLoopFuture<HTTPResponse> {
+        badRequest(error.message.hasPrefix("Request decode failed") ? error.message : "Request decode failed: \(error.message)", context)
+    }
+
+    /// Applies a write and answers once it is durable: `render` builds the success response.
+    func write<T: Sendable>(_ context: Context, _ body: (inout CatalogState) throws(CatalogError) -> T,
+                            render: @escaping @Sendable (T) -> HTTPResponse) -> EventLoopFuture<HTTPResponse> {
+        let promise = context.loop.makePromise(of: HTTPResponse.self)
+        catalog.write(body) { result in
+            switch result {
+            case .success(let value): promise.succeed(render(value))
+            case .failure(CatalogError.badRequest(let message)): promise.succeed(.text(.badRequest, message))
+            case .failure(CatalogError.notFound(let message)): promise.succeed(.text(.notFound, message))
+            case .failure(let error): promise.succeed(.text(.internalServerError, "write failed: \(error)"))
+            }
+        }
+        return promise.futureResult
+    }
+
+    /// A blocking-capable read of JSON, with `?filter` applied to list items.
+    func blockingJSON(_ context: Context, key: String,
+                      _ build: @escaping @Sendable (borrowing CatalogState) -> JSON) -> EventLoopFuture<HTTPResponse> {
+        let filter: FilterExpression?
+        do {
+            filter = try context.request.query["filter"].flatMap { $0.isEmpty ? nil : try FilterExpression($0) }
+        } catch {
+            return badRequest("Failed to create boolean expression evaluator: \(error)", context)
+        }
+        let pretty = context.request.query.has("pretty")
+        return BlockingQuery.run(context.request, catalog: catalog, key: key, on: context.loop,
+                                 cancellation: context.cancellation) { state in
+            var value = build(state)
+            if let filter { value = filter.apply(to: value) }
+            return .json(value.serialized(pretty: pretty))
+        }
+    }
+
+    /// `?node-meta=key:value` filters (all must match).
+    func nodeMetaFilter(_ context: Context) -> [(String, String)] {
+        context.request.query.all("node-meta").map { pair in
+            guard let colon = pair.firstIndex(of: ":") else { return (pair, "") }
+            return (String(pair[..<colon]), String(pair[pair.index(after: colon)...]))
+        }
+    }
+
+    static func nodeMatches(_ node: Node?, _ filters: [(String, String)]) -> Bool {
+        guard let node else { return false }
+        return filters.allSatisfy { node.meta[$0.0] == $0.1 }
+    }
+
+    private func prometheusMetrics(_ context: Context) -> EventLoopFuture<HTTPResponse> {
+        var response = HTTPResponse(body: ByteBuffer(bytes: metrics.render(catalog: catalog)))
+        response.headers.add(name: "Content-Type", value: MetricsRegistry.contentType)
+        return immediate(response, context)
+    }
+}

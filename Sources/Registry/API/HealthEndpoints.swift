@@ -1,0 +1,56 @@
+import NIOCore
+import TrellisCore
+
+/// `/v1/health/*` and `/v1/status/*`.
+extension ConsulAPI {
+    func healthService(_ context: Context) -> EventLoopFuture<HTTPResponse> {
+        let name = context.rest
+        let query = context.request.query
+        guard let passing = query.flag("passing") else { return badRequest("Invalid value for ?passing", context) }
+        let tags = query.all("tag")
+        let metaFilter = nodeMetaFilter(context)
+        return blockingJSON(context, key: WatchKey.service(name)) { state in
+            .array(state.healthEntries(service: name).compactMap { entry in
+                guard tags.allSatisfy(entry.service.tags.contains), Self.nodeMatches(entry.node, metaFilter) else { return nil }
+                if passing && entry.checks.contains(where: { $0.status != .passing }) { return nil }
+                return .object(JSONObject([
+                    ("Node", CatalogJSON.node(entry.node)),
+                    ("Service", CatalogJSON.nodeService(entry.service)),
+                    ("Checks", .array(entry.checks.map(CatalogJSON.check))),
+                ]))
+            })
+        }
+    }
+
+    func healthChecks(_ context: Context) -> EventLoopFuture<HTTPResponse> {
+        let name = context.rest
+        return blockingJSON(context, key: WatchKey.service(name)) { state in
+            .array(state.checks(ofService: name).map(CatalogJSON.check))
+        }
+    }
+
+    func healthState(_ context: Context) -> EventLoopFuture<HTTPResponse> {
+        let wanted = context.rest
+        guard wanted == "any" || [HealthStatus.passing, .warning, .critical].map(\.rawValue).contains(wanted) else {
+            return badRequest("Invalid state", context)
+        }
+        return blockingJSON(context, key: WatchKey.checks) { state in
+            .array(state.allChecks.filter { wanted == "any" || $0.status.rawValue == wanted }.map(CatalogJSON.check))
+        }
+    }
+
+    func healthNode(_ context: Context) -> EventLoopFuture<HTTPResponse> {
+        let name = context.rest
+        return blockingJSON(context, key: WatchKey.node(name)) { state in
+            .array(state.checks(onNode: name).map(CatalogJSON.check))
+        }
+    }
+
+    func statusLeader(_ context: Context) -> EventLoopFuture<HTTPResponse> {
+        immediate(json(.string(identity.leaderAddress), context), context)
+    }
+
+    func statusPeers(_ context: Context) -> EventLoopFuture<HTTPResponse> {
+        immediate(json(.strings([identity.leaderAddress]), context), context)
+    }
+}

@@ -1,0 +1,116 @@
+import TrellisCore
+
+/// Reads the service part of a registration body (agent `Name` or catalog `Service`).
+enum ServiceFields {
+    static func decode(_ r: FieldReader, node: String, nameField: String) throws(DecodeError) -> ServiceInstance {
+        let name = try r.string(nameField) ?? ""
+        let id = try r.string("ID") ?? ""
+        var s = ServiceInstance(node: node, id: id.isEmpty ? name : id, name: name)
+        s.tags = try r.strings("Tags") ?? []
+        s.address = try r.string("Address") ?? ""
+        s.port = try r.int("Port") ?? 0
+        guard (0...65535).contains(s.port) else { throw DecodeError("Port must be between 0 and 65535") }
+        s.meta = try r.stringMap("Meta") ?? [:]
+        s.enableTagOverride = try r.bool("EnableTagOverride") ?? false
+        if let weights = try r.object("Weights") {
+            s.weights = .init(passing: try weights.int("Passing") ?? 1, warning: try weights.int("Warning") ?? 1)
+            guard s.weights.passing >= 1 else { throw DecodeError("Passing must be greater than 0") }
+            guard s.weights.warning >= 0 else { throw DecodeError("Warning must be greater or equal than 0") }
+        }
+        if let tagged = try r.object("TaggedAddresses") {
+            for (key, value) in tagged.object.pairs {
+                let entry = try FieldReader(value, context: "TaggedAddresses.\(key)")
+                s.taggedAddresses[key] = ServiceAddress(address: try entry.string("Address") ?? "",
+                                                        port: try entry.int("Port") ?? 0)
+            }
+        }
+        for (key, _) in s.meta where key.isEmpty || key.count > 128 {
+            throw DecodeError("Invalid service: Key names must be between 1 and 128 characters")
+        }
+        return s
+    }
+}
+
+/// A check as submitted in a registration: its identity, initial state and how to run it.
+struct CheckRequest {
+    var id: String
+    var name: String
+    var notes: String
+    var serviceID: String
+    var status: HealthStatus?
+    var definition: CheckDefinition
+}
+
+/// Reads check definitions and validates them with Consul's rules and messages.
+enum CheckFields {
+    static let invalidCheckMessage = "Must provide TTL or HTTP/TCP and Interval"
+
+    static func decodeDefinition(_ r: FieldReader) throws(DecodeError) -> CheckDefinition {
+        var d = CheckDefinition()
+        d.http = try r.string("HTTP") ?? ""
+        d.method = try r.string("Method") ?? ""
+        d.body = try r.string("Body") ?? ""
+        d.tlsSkipVerify = try r.bool("TLSSkipVerify") ?? false
+        d.tcp = try r.string("TCP") ?? ""
+        d.ttl = try r.duration("TTL")
+        d.interval = try r.duration("Interval")
+        d.timeout = try r.duration("Timeout")
+        d.deregisterCriticalServiceAfter = try r.duration("DeregisterCriticalServiceAfter")
+        d.successBeforePassing = try r.int("SuccessBeforePassing") ?? 0
+        d.failuresBeforeWarning = try r.int("FailuresBeforeWarning") ?? 0
+        d.failuresBeforeCritical = try r.int("FailuresBeforeCritical") ?? 0
+        if let header = try r.object("Header") {
+            for (key, value) in header.object.pairs {
+                guard let items = value.arrayValue, items.allSatisfy({ $0.stringValue != nil }) else {
+                    throw DecodeError("Header.\(key) must be an array of strings")
+                }
+                d.header[key] = items.compactMap(\.stringValue)
+            }
+        }
+        return d
+    }
+
+    /// Decodes one check of a registration body. `checkIDField` is `CheckID` (catalog) or `ID` (agent).
+    static func decode(_ r: FieldReader) throws(DecodeError) -> CheckRequest {
+        for unsupported in ["Args", "ScriptArgs", "Script"] where r.has(unsupported) {
+            throw DecodeError("Scripts are disabled on this agent; to enable, configure 'enable_script_checks' to true")
+        }
+        for unsupported in ["GRPC", "H2PING", "UDP", "DockerContainerID", "AliasService", "AliasNode", "OSService"]
+        where r.has(unsupported) {
+            throw DecodeError("\(unsupported) checks are not supported by this registry; use HTTP, TCP or TTL")
+        }
+        var status: HealthStatus?
+        if let text = try r.string("Status"), !text.isEmpty {
+            guard let parsed = HealthStatus(rawValue: text), parsed != .maintenance else {
+                throw DecodeError("Status for checks must 'passing', 'warning', 'critical'")
+            }
+            status = parsed
+        }
+        var id = try r.string("CheckID") ?? ""
+        if id.isEmpty { id = try r.string("ID") ?? "" }
+        var definition = try decodeDefinition(r)
+        if let nested = try r.object("Definition") {
+            let inner = try decodeDefinition(nested)
+            if definition.http.isEmpty && definition.tcp.isEmpty && definition.ttl == nil { definition = inner }
+        }
+        return CheckRequest(id: id, name: try r.string("Name") ?? "", notes: try r.string("Notes") ?? "",
+                            serviceID: try r.string("ServiceID") ?? "", status: status, definition: definition)
+    }
+
+    /// Consul's `CheckType.Validate` for checks the agent runs.
+    static func validateRunnable(_ d: CheckDefinition) throws(DecodeError) -> CheckDefinition {
+        var d = d
+        let runnable = !d.http.isEmpty || !d.tcp.isEmpty
+        if d.ttl == nil && !(runnable && d.interval != nil) { throw DecodeError(invalidCheckMessage) }
+        if d.ttl != nil && runnable { throw DecodeError("TTL must not be combined with HTTP or TCP") }
+        if !d.http.isEmpty {
+            guard d.http.hasPrefix("http://") || d.http.hasPrefix("https://") else {
+                throw DecodeError("HTTP check URL must start with http:// or https://: \"\(d.http)\"")
+            }
+        }
+        if let interval = d.interval, interval < .seconds(1) { d.interval = .seconds(1) }
+        if let timeout = d.timeout, timeout <= .zero { throw DecodeError("Timeout must be positive") }
+        if let ttl = d.ttl, ttl <= .zero { throw DecodeError("TTL must be > 0 for TTL checks") }
+        return d
+    }
+}

@@ -1,0 +1,159 @@
+import Logging
+import NIOCore
+import NIOHTTP1
+import NIOPosix
+import Synchronization
+
+/// Answers one request; the future may complete much later (blocking queries).
+public protocol HTTPResponder: Sendable {
+    func respond(to request: HTTPRequest, on eventLoop: any EventLoop, cancellation: CancellationSignal) -> EventLoopFuture<HTTPResponse>
+}
+
+/// Fired when the client of a pending request goes away, so long waits can be released early.
+public final class CancellationSignal: Sendable {
+    private struct State {
+        var handlers: [@Sendable () -> Void] = []
+        var cancelled = false
+    }
+
+    private let state = Mutex(State())
+
+    public init() {}
+
+    /// Runs `handler` on cancellation (at once if already cancelled).
+    public func onCancel(_ handler: @escaping @Sendable () -> Void) {
+        let runNow = state.withLock { state -> Bool in
+            if state.cancelled { return true }
+            state.handlers.append(handler)
+            return false
+        }
+        if runNow { handler() }
+    }
+
+    func cancel() {
+        let toRun = state.withLock { state -> [@Sendable () -> Void] in
+            state.cancelled = true
+            defer { state.handlers = [] }
+            return state.handlers
+        }
+        toRun.forEach { $0() }
+    }
+}
+
+/// A small HTTP/1.1 server on SwiftNIO: keep-alive, pipelining, body size limit.
+public final class HTTPServer: Sendable {
+    private let channel: any Channel
+    public let localAddress: SocketAddress
+
+    private init(channel: any Channel) {
+        self.channel = channel
+        self.localAddress = channel.localAddress!
+    }
+
+    public static func start(host: String, port: Int, group: any EventLoopGroup, maxBodySize: Int,
+                             responder: any HTTPResponder, logger: Logger) async throws -> HTTPServer {
+        let channel = try await ServerBootstrap(group: group)
+            .serverChannelOption(.backlog, value: 1024)
+            .serverChannelOption(.socketOption(.so_reuseaddr), value: 1)
+            .childChannelOption(.socketOption(.tcp_nodelay), value: 1)
+            .childChannelOption(.maxMessagesPerRead, value: 16)
+            .childChannelInitializer { channel in
+                channel.eventLoop.makeCompletedFuture {
+                    try channel.pipeline.syncOperations.configureHTTPServerPipeline(withErrorHandling: true)
+                    try channel.pipeline.syncOperations.addHandler(
+                        HTTPRequestHandler(responder: responder, maxBodySize: maxBodySize, logger: logger))
+                }
+            }
+            .bind(host: host, port: port).get()
+        return HTTPServer(channel: channel)
+    }
+
+    public func close() async {
+        try? await channel.close()
+    }
+}
+
+final class HTTPRequestHandler: ChannelInboundHandler {
+    typealias InboundIn = HTTPServerRequestPart
+    typealias OutboundOut = HTTPServerResponsePart
+
+    private let responder: any HTTPResponder
+    private let maxBodySize: Int
+    private let logger: Logger
+    private var head: HTTPRequestHead?
+    private var body = ByteBuffer()
+    private var tooLarge = false
+    private var cancellation: CancellationSignal?
+
+    init(responder: any HTTPResponder, maxBodySize: Int, logger: Logger) {
+        self.responder = responder
+        self.maxBodySize = maxBodySize
+        self.logger = logger
+    }
+
+    func channelRead(context: ChannelHandlerContext, data: NIOAny) {
+        switch unwrapInboundIn(data) {
+        case .head(let head):
+            self.head = head
+            body.clear()
+            tooLarge = false
+            if let length = head.headers.first(name: "content-length").flatMap(Int.init), length > maxBodySize {
+                tooLarge = true
+            }
+        case .body(var chunk):
+            guard !tooLarge else { return }
+            if body.readableBytes + chunk.readableBytes > maxBodySize {
+                tooLarge = true
+                body.clear()
+            } else {
+                body.writeBuffer(&chunk)
+            }
+        case .end:
+            guard let head else { return }
+            self.head = nil
+            if tooLarge {
+                var response = HTTPResponse.text(.payloadTooLarge, "Request body too large (limit \(maxBodySize) bytes)")
+                response.headers.add(name: "Connection", value: "close")
+                write(response, for: head, context: context, close: true)
+                return
+            }
+            let request = HTTPRequest(method: head.method, uri: head.uri, headers: head.headers, body: body)
+            body = ByteBuffer()
+            let signal = CancellationSignal()
+            cancellation = signal
+            let future = responder.respond(to: request, on: context.eventLoop, cancellation: signal)
+            future.hop(to: context.eventLoop).assumeIsolated().whenComplete { result in
+                self.cancellation = nil
+                switch result {
+                case .success(let response):
+                    self.write(response, for: head, context: context, close: !head.isKeepAlive)
+                case .failure(let error):
+                    self.logger.error("request failed", metadata: ["uri": "\(head.uri)", "error": "\(error)"])
+                    self.write(.text(.internalServerError, "\(error)"), for: head, context: context, close: true)
+                }
+            }
+        }
+    }
+
+    func channelInactive(context: ChannelHandlerContext) {
+        cancellation?.cancel()
+        cancellation = nil
+        context.fireChannelInactive()
+    }
+
+    private func write(_ response: HTTPResponse, for request: HTTPRequestHead, context: ChannelHandlerContext, close: Bool) {
+        guard context.channel.isActive else { return }
+        var headers = response.headers
+        headers.replaceOrAdd(name: "Content-Length", value: String(response.body.readableBytes))
+        if close { headers.replaceOrAdd(name: "Connection", value: "close") }
+        let head = HTTPResponseHead(version: request.version, status: response.status, headers: headers)
+        context.write(wrapOutboundOut(.head(head)), promise: nil)
+        if request.method != .HEAD && response.body.readableBytes > 0 {
+            context.write(wrapOutboundOut(.body(.byteBuffer(response.body))), promise: nil)
+        }
+        let done = context.writeAndFlush(wrapOutboundOut(.end(nil)))
+        if close {
+            done.assumeIsolated().whenComplete { _ in context.close(promise: nil) }
+        }
+    }
+}

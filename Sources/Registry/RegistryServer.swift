@@ -1,0 +1,93 @@
+import Foundation
+import Logging
+import NIOCore
+import NIOPosix
+import ServiceLifecycle
+import TrellisCore
+
+/// Settings of `trellis registry`.
+public struct RegistryConfiguration: Sendable {
+    public var host = "127.0.0.1"
+    public var port = 8500
+    public var dataDirectory = "./data"
+    public var nodeName = ProcessInfo.processInfo.hostName
+    public var datacenter = "dc1"
+    /// Largest request body accepted; bigger ones get 413.
+    public var maxBodySize = 1 << 20
+
+    public init() {}
+}
+
+/// The registry daemon: durable catalog, health checker and Consul-compatible HTTP API.
+public final class RegistryServer: Service {
+    private let config: RegistryConfiguration
+    private let logger: Logger
+    private let onListening: @Sendable (String) -> Void
+
+    /// `onListening` receives the address actually bound (useful with port 0).
+    public init(config: RegistryConfiguration, logger: Logger, onListening: @escaping @Sendable (String) -> Void = { _ in }) {
+        self.config = config
+        self.logger = logger
+        self.onListening = onListening
+    }
+
+    public func run() async throws {
+        try FileManager.default.createDirectory(atPath: config.dataDirectory, withIntermediateDirectories: true)
+        let metrics = RegistryMetrics()
+        let store = try SQLiteStore(path: config.dataDirectory + "/registry.db") { seconds, batches in
+            metrics.recordCommit(seconds: seconds, batches: batches)
+        }
+        defer { store.close() }
+        let catalog = try Catalog(store: store)
+        let group = MultiThreadedEventLoopGroup(numberOfThreads: System.coreCount)
+        let advertised = config.host == "0.0.0.0" || config.host == "::" ? "127.0.0.1" : config.host
+
+        let nodeID = catalog.read { $0.node(config.nodeName)?.id } ?? UUID().uuidString.lowercased()
+        let identity = AgentIdentity(nodeName: config.nodeName, nodeID: nodeID, datacenter: config.datacenter,
+                                     address: advertised, httpPort: config.port)
+        try await Self.registerSelf(identity, in: catalog)
+
+        let checker = HealthChecker(catalog: catalog, node: identity.nodeName, loop: group.next(), logger: logger) {
+            metrics.recordProbe(type: $0, status: $1)
+        }
+        checker.start()
+        let api = ConsulAPI(catalog: catalog, identity: identity, checker: checker, metrics: metrics, logger: logger)
+        let server = try await HTTPServer.start(host: config.host, port: config.port, group: group,
+                                                maxBodySize: config.maxBodySize, responder: api, logger: logger)
+        let address = "\(config.host):\(server.localAddress.port ?? config.port)"
+        logger.info("registry listening", metadata: ["address": "\(address)", "data_dir": "\(config.dataDirectory)",
+                                                     "node": "\(identity.nodeName)", "index": "\(catalog.read { $0.index })"])
+        onListening(address)
+        SystemdNotifier.ready(status: "serving Consul API on \(address)")
+
+        try? await gracefulShutdown()
+
+        SystemdNotifier.stopping()
+        logger.info("registry shutting down")
+        await server.close()
+        checker.stop()
+        try await group.shutdownGracefully()
+    }
+
+    /// The registry's own node, its `serfHealth` check and the `consul` service, as Consul shows them.
+    static func registerSelf(_ identity: AgentIdentity, in catalog: Catalog) async throws {
+        let address = identity.address
+        var node = Node(id: identity.nodeID, name: identity.nodeName, address: address, datacenter: identity.datacenter,
+                        taggedAddresses: ["lan": address, "lan_ipv4": address, "wan": address, "wan_ipv4": address],
+                        meta: ["consul-network-segment": "", "consul-version": AgentIdentity.consulVersion])
+        var consul = ServiceInstance(node: identity.nodeName, id: "consul", name: "consul")
+        consul.port = AgentIdentity.serverPort
+        consul.meta = ["raft_version": "3", "serf_protocol_current": "2", "serf_protocol_max": "5",
+                       "serf_protocol_min": "1", "version": AgentIdentity.consulVersion, "non_voter": "false",
+                       "read_replica": "false"]
+        var serf = HealthCheck(node: identity.nodeName, checkID: "serfHealth", name: "Serf Health Status")
+        serf.status = .passing
+        serf.output = "Agent alive and reachable"
+        try await catalog.write { (state: inout CatalogState) throws(CatalogError) in
+            if let existing = state.node(node.name) { node.createIndex = existing.createIndex }
+            state.putNode(node)
+            state.putInstance(consul)
+            state.putCheck(serf)
+        }
+    }
+}

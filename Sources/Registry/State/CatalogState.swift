@@ -1,0 +1,299 @@
+import TrellisCore
+
+/// Identifies a service instance: its node and service ID.
+public struct InstanceKey: Hashable, Sendable {
+    public let node: String
+    public let id: String
+    public init(node: String, id: String) {
+        self.node = node
+        self.id = id
+    }
+}
+
+/// Identifies a check: its node and check ID.
+public struct CheckKey: Hashable, Sendable {
+    public let node: String
+    public let checkID: String
+    public init(node: String, checkID: String) {
+        self.node = node
+        self.checkID = checkID
+    }
+}
+
+/// The keys blocking queries park on. A write touches every key whose readers may see a change.
+public enum WatchKey {
+    public static let nodes = "nodes"
+    public static let services = "services"
+    public static let checks = "checks"
+    public static func service(_ name: String) -> String { "svc:" + name }
+    public static func node(_ name: String) -> String { "node:" + name }
+}
+
+/// A write the state refused, with the HTTP status Consul gives it.
+public enum CatalogError: Error, Equatable, CustomStringConvertible {
+    case badRequest(String)
+    case notFound(String)
+
+    public var description: String {
+        switch self {
+        case .badRequest(let m), .notFound(let m): m
+        }
+    }
+}
+
+/// What one committed write changed: the index it got, the records to persist, the keys to wake.
+public struct WriteEffect: Sendable {
+    public var index: UInt64
+    public var ops: [StoreOp] = []
+    public var touched: Set<String> = []
+}
+
+/// One entry of `/v1/health/service/:name`: an instance with its node and all checks that apply.
+public struct HealthEntry: Sendable {
+    public let node: Node
+    public let service: ServiceInstance
+    public let checks: [HealthCheck]
+}
+
+/// The catalog in memory: nodes, service instances and checks, the global index, and per-key indexes.
+///
+/// Every read is answered from here. Writes are applied here (serialized by the caller) and yield a
+/// `WriteEffect` whose ops the store makes durable before the write is acknowledged.
+public struct CatalogState: Sendable {
+    public private(set) var index: UInt64 = 0
+    private(set) var nodes: [String: Node] = [:]
+    private(set) var instances: [InstanceKey: ServiceInstance] = [:]
+    private var instancesByName: [String: Set<InstanceKey>] = [:]
+    private var instancesByNode: [String: Set<String>] = [:]
+    private(set) var checks: [CheckKey: HealthCheck] = [:]
+    private var checksByInstance: [InstanceKey: Set<String>] = [:]
+    private var watchIndexes: [String: UInt64] = [:]
+    private var pending: WriteEffect?
+
+    public init() {}
+
+    // MARK: Loading
+
+    /// Rebuilds the state from the records of a store.
+    public init(records: [StoredRecord]) throws {
+        for record in records {
+            switch record.table {
+            case "node": let n = try StoredCatalog.decodeNode(record.value); nodes[n.name] = n
+            case "service": insert(try StoredCatalog.decodeService(record.value))
+            case "check": insert(try StoredCatalog.decodeCheck(record.value))
+            case "watch": watchIndexes[record.key] = UInt64(String(decoding: record.value, as: UTF8.self)) ?? 0
+            case "meta" where record.key == "index": index = UInt64(String(decoding: record.value, as: UTF8.self)) ?? 0
+            default: continue
+            }
+        }
+    }
+
+    // MARK: Writing
+
+    /// Runs `body` as one write. Bodies must validate before they change anything.
+    public mutating func write<T>(_ body: (inout CatalogState) throws(CatalogError) -> T) throws(CatalogError) -> (T, WriteEffect?) {
+        pending = WriteEffect(index: index + 1)
+        let result: T
+        do {
+            result = try body(&self)
+        } catch {
+            pending = nil
+            throw error
+        }
+        guard var effect = pending, !effect.ops.isEmpty else {
+            pending = nil
+            return (result, nil)
+        }
+        pending = nil
+        index = effect.index
+        for key in effect.touched {
+            watchIndexes[key] = index
+            effect.ops.append(.put(table: "watch", key: key, value: Array(String(index).utf8)))
+        }
+        effect.ops.append(.put(table: "meta", key: "index", value: Array(String(index).utf8)))
+        return (result, effect)
+    }
+
+    private mutating func record(_ op: StoreOp, touching keys: [String]) {
+        pending?.ops.append(op)
+        for key in keys { pending?.touched.insert(key) }
+    }
+
+    private var writeIndex: UInt64 { pending?.index ?? index + 1 }
+
+    private func servicesOnNode(_ node: String) -> [String] {
+        (instancesByNode[node] ?? []).compactMap { instances[InstanceKey(node: node, id: $0)]?.name }
+    }
+
+    public mutating func putNode(_ node: Node) {
+        var node = node
+        if let existing = nodes[node.name] {
+            node.createIndex = existing.createIndex
+            node.modifyIndex = existing.modifyIndex
+            if existing == node { return }
+        } else {
+            node.createIndex = writeIndex
+        }
+        node.modifyIndex = writeIndex
+        nodes[node.name] = node
+        record(.put(table: "node", key: node.name, value: StoredCatalog.encode(node)),
+               touching: [WatchKey.nodes, WatchKey.node(node.name)] + servicesOnNode(node.name).map(WatchKey.service))
+    }
+
+    public mutating func removeNode(_ name: String) {
+        guard nodes[name] != nil else { return }
+        for id in instancesByNode[name] ?? [] { removeInstance(InstanceKey(node: name, id: id)) }
+        for checkID in checksByInstance[InstanceKey(node: name, id: "")] ?? [] {
+            removeCheck(CheckKey(node: name, checkID: checkID))
+        }
+        nodes[name] = nil
+        record(.delete(table: "node", key: name), touching: [WatchKey.nodes, WatchKey.node(name)])
+    }
+
+    public mutating func putInstance(_ service: ServiceInstance) {
+        var service = service
+        let key = InstanceKey(node: service.node, id: service.id)
+        var touched = [WatchKey.services, WatchKey.node(service.node), WatchKey.service(service.name)]
+        if let existing = instances[key] {
+            service.createIndex = existing.createIndex
+            service.modifyIndex = existing.modifyIndex
+            if existing == service { return }
+            if existing.name != service.name {
+                instancesByName[existing.name]?.remove(key)
+                if instancesByName[existing.name]?.isEmpty == true { instancesByName[existing.name] = nil }
+                touched.append(WatchKey.service(existing.name))
+            }
+        } else {
+            service.createIndex = writeIndex
+        }
+        service.modifyIndex = writeIndex
+        insert(service)
+        record(.put(table: "service", key: "\(key.node)\n\(key.id)", value: StoredCatalog.encode(service)), touching: touched)
+        for checkID in checksByInstance[key] ?? [] {
+            guard var check = checks[CheckKey(node: key.node, checkID: checkID)] else { continue }
+            check.serviceName = service.name
+            check.serviceTags = service.tags
+            putCheck(check)
+        }
+    }
+
+    public mutating func removeInstance(_ key: InstanceKey) {
+        guard let existing = instances.removeValue(forKey: key) else { return }
+        instancesByName[existing.name]?.remove(key)
+        if instancesByName[existing.name]?.isEmpty == true { instancesByName[existing.name] = nil }
+        instancesByNode[key.node]?.remove(key.id)
+        for checkID in checksByInstance[key] ?? [] { removeCheck(CheckKey(node: key.node, checkID: checkID)) }
+        record(.delete(table: "service", key: "\(key.node)\n\(key.id)"),
+               touching: [WatchKey.services, WatchKey.node(key.node), WatchKey.service(existing.name)])
+    }
+
+    public mutating func putCheck(_ check: HealthCheck) {
+        var check = check
+        let key = CheckKey(node: check.node, checkID: check.checkID)
+        if let existing = checks[key] {
+            check.createIndex = existing.createIndex
+            check.modifyIndex = existing.modifyIndex
+            if existing == check { return }
+            if existing.serviceID != check.serviceID {
+                checksByInstance[InstanceKey(node: key.node, id: existing.serviceID)]?.remove(key.checkID)
+            }
+        } else {
+            check.createIndex = writeIndex
+        }
+        check.modifyIndex = writeIndex
+        insert(check)
+        record(.put(table: "check", key: "\(key.node)\n\(key.checkID)", value: StoredCatalog.encode(check)),
+               touching: checkWatchKeys(check))
+    }
+
+    public mutating func removeCheck(_ key: CheckKey) {
+        guard let existing = checks.removeValue(forKey: key) else { return }
+        checksByInstance[InstanceKey(node: key.node, id: existing.serviceID)]?.remove(key.checkID)
+        record(.delete(table: "check", key: "\(key.node)\n\(key.checkID)"), touching: checkWatchKeys(existing))
+    }
+
+    private func checkWatchKeys(_ check: HealthCheck) -> [String] {
+        let services = check.serviceID.isEmpty
+            ? servicesOnNode(check.node)
+            : [instances[InstanceKey(node: check.node, id: check.serviceID)]?.name ?? check.serviceName]
+        return [WatchKey.checks, WatchKey.node(check.node)] + services.map(WatchKey.service)
+    }
+
+    private mutating func insert(_ service: ServiceInstance) {
+        let key = InstanceKey(node: service.node, id: service.id)
+        instances[key] = service
+        instancesByName[service.name, default: []].insert(key)
+        instancesByNode[service.node, default: []].insert(service.id)
+    }
+
+    private mutating func insert(_ check: HealthCheck) {
+        checks[CheckKey(node: check.node, checkID: check.checkID)] = check
+        checksByInstance[InstanceKey(node: check.node, id: check.serviceID), default: []].insert(check.checkID)
+    }
+
+    // MARK: Reading
+
+    /// The index of the data behind `key`: when it last changed, never 0.
+    public func watchIndex(_ key: String) -> UInt64 {
+        let value = watchIndexes[key] ?? 0
+        return value > 0 ? value : max(index, 1)
+    }
+
+    public func node(_ name: String) -> Node? { nodes[name] }
+    public func instance(_ key: InstanceKey) -> ServiceInstance? { instances[key] }
+    public func check(_ key: CheckKey) -> HealthCheck? { checks[key] }
+
+    public var allNodes: [Node] { nodes.values.sorted { $0.name < $1.name } }
+    public var allChecks: [HealthCheck] { checks.values.sorted(by: Self.checkOrder) }
+    public var instanceCount: Int { instances.count }
+
+    static func checkOrder(_ a: HealthCheck, _ b: HealthCheck) -> Bool {
+        (a.node, a.checkID) < (b.node, b.checkID)
+    }
+
+    public func instances(onNode node: String) -> [ServiceInstance] {
+        (instancesByNode[node] ?? []).compactMap { instances[InstanceKey(node: node, id: $0)] }.sorted { $0.id < $1.id }
+    }
+
+    /// Instances of `name`, ordered by node then service ID, as Consul orders them.
+    public func instances(named name: String) -> [ServiceInstance] {
+        (instancesByName[name] ?? []).compactMap { instances[$0] }.sorted { ($0.node, $0.id) < ($1.node, $1.id) }
+    }
+
+    /// The checks of one instance; `id` "" gives the node's own checks.
+    public func checks(node: String, serviceID: String) -> [HealthCheck] {
+        (checksByInstance[InstanceKey(node: node, id: serviceID)] ?? [])
+            .compactMap { checks[CheckKey(node: node, checkID: $0)] }
+            .sorted(by: Self.checkOrder)
+    }
+
+    public func checks(onNode node: String) -> [HealthCheck] {
+        checks.values.filter { $0.node == node }.sorted(by: Self.checkOrder)
+    }
+
+    public func checks(ofService name: String) -> [HealthCheck] {
+        instances(named: name).flatMap { checks(node: $0.node, serviceID: $0.id) }
+    }
+
+    /// Health entries of a service: each instance with its node checks followed by its own checks.
+    public func healthEntries(service name: String) -> [HealthEntry] {
+        instances(named: name).compactMap { instance in
+            guard let node = nodes[instance.node] else { return nil }
+            return HealthEntry(node: node, service: instance,
+                               checks: checks(node: instance.node, serviceID: "")
+                                   + checks(node: instance.node, serviceID: instance.id))
+        }
+    }
+
+    /// Every service name with the union of its instances' tags.
+    public func serviceTags() -> [(name: String, tags: [String])] {
+        instancesByName.keys.sorted().map { name in
+            var seen = Set<String>()
+            var tags: [String] = []
+            for instance in instances(named: name) {
+                for tag in instance.tags where seen.insert(tag).inserted { tags.append(tag) }
+            }
+            return (name, tags)
+        }
+    }
+}

@@ -1,0 +1,94 @@
+import Dispatch
+import Foundation
+import GRDB
+import Synchronization
+
+/// The embedded store: one SQLite file in WAL mode, fsync on every commit, group-committed.
+public final class SQLiteStore: Store {
+    private struct Pending {
+        var batches: [(ops: [StoreOp], completion: @Sendable (Result<Void, any Error>) -> Void)] = []
+        var draining = false
+    }
+
+    private let database: DatabaseQueue
+    private let pending = Mutex(Pending())
+    private let writer = DispatchQueue(label: "trellis.sqlite.writer")
+    private let onCommit: @Sendable (_ seconds: Double, _ batches: Int) -> Void
+
+    /// Opens (or creates) `path`. `onCommit` observes each group commit's latency and size.
+    public init(path: String, onCommit: @escaping @Sendable (Double, Int) -> Void = { _, _ in }) throws {
+        var config = Configuration()
+        config.journalMode = .wal
+        config.busyMode = .timeout(5)
+        config.prepareDatabase { db in
+            try db.execute(sql: "PRAGMA synchronous = FULL")
+        }
+        database = try DatabaseQueue(path: path, configuration: config)
+        self.onCommit = onCommit
+        try database.write { db in
+            try db.execute(sql: """
+                CREATE TABLE IF NOT EXISTS records (
+                    tbl TEXT NOT NULL, key TEXT NOT NULL, value BLOB NOT NULL,
+                    PRIMARY KEY (tbl, key)
+                ) WITHOUT ROWID
+                """)
+        }
+    }
+
+    public func loadAll() throws -> [StoredRecord] {
+        try database.read { db in
+            try Row.fetchAll(db, sql: "SELECT tbl, key, value FROM records").map { row in
+                let data: Data = row["value"]
+                return StoredRecord(table: row["tbl"], key: row["key"], value: [UInt8](data))
+            }
+        }
+    }
+
+    public func append(_ ops: [StoreOp], completion: @escaping @Sendable (Result<Void, any Error>) -> Void) {
+        let startDrain = pending.withLock { state -> Bool in
+            state.batches.append((ops, completion))
+            if state.draining { return false }
+            state.draining = true
+            return true
+        }
+        if startDrain { writer.async { self.drain() } }
+    }
+
+    /// Commits everything that queued up while the previous commit was syncing, in one transaction.
+    private func drain() {
+        while true {
+            let batches = pending.withLock { state in
+                let taken = state.batches
+                state.batches = []
+                if taken.isEmpty { state.draining = false }
+                return taken
+            }
+            if batches.isEmpty { return }
+            let started = ContinuousClock.now
+            let result: Result<Void, any Error> = Result {
+                try database.write { db in
+                    let put = try db.cachedStatement(sql: "INSERT OR REPLACE INTO records (tbl, key, value) VALUES (?, ?, ?)")
+                    let delete = try db.cachedStatement(sql: "DELETE FROM records WHERE tbl = ? AND key = ?")
+                    for batch in batches {
+                        for op in batch.ops {
+                            switch op {
+                            case .put(let table, let key, let value):
+                                try put.execute(arguments: [table, key, Data(value)])
+                            case .delete(let table, let key):
+                                try delete.execute(arguments: [table, key])
+                            }
+                        }
+                    }
+                }
+            }
+            let elapsed = ContinuousClock.now - started
+            onCommit(Double(elapsed.nanoseconds) / 1e9, batches.count)
+            for batch in batches { batch.completion(result) }
+        }
+    }
+
+    public func close() {
+        writer.sync {}
+        try? database.close()
+    }
+}

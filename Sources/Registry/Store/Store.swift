@@ -1,0 +1,28 @@
+/// One change to durable storage: a record put or deleted in a table.
+public enum StoreOp: Sendable, Equatable {
+    case put(table: String, key: String, value: [UInt8])
+    case delete(table: String, key: String)
+}
+
+/// A record read back from durable storage at start-up.
+public struct StoredRecord: Sendable {
+    public let table: String
+    public let key: String
+    public let value: [UInt8]
+
+    public init(table: String, key: String, value: [UInt8]) {
+        self.table = table
+        self.key = key
+        self.value = value
+    }
+}
+
+/// Durable storage below the in-memory state: every batch is on disk before its completion runs.
+///
+/// Batches are applied in the order they were appended; implementations commit several
+/// waiting batches together (group commit) so durability does not cost throughput.
+public protocol Store: Sendable {
+    func loadAll() throws -> [StoredRecord]
+    func append(_ ops: [StoreOp], completion: @escaping @Sendable (Result<Void, any Error>) -> Void)
+    func close()
+}

@@ -1,0 +1,177 @@
+import ArgumentParser
+import Foundation
+import TrellisCore
+import Yams
+
+struct ServicesCommand: AsyncParsableCommand {
+    static let configuration = CommandConfiguration(commandName: "services", abstract: "List services with instance health.")
+
+    @OptionGroup var options: RegistryOption
+
+    func run() async throws {
+        let client = RegistryClient(address: options.registry)
+        let (services, _) = try await CLI.call { try await client.json("GET", "/v1/catalog/services") }
+        var rows = [["SERVICE", "INSTANCES", "PASSING", "WARNING", "CRITICAL", "TAGS"]]
+        for (name, tags) in services.objectValue?.pairs ?? [] {
+            let (entries, _) = try await CLI.call { try await client.json("GET", "/v1/health/service/\(RegistryClient.escape(name))") }
+            var counts: [HealthStatus: Int] = [:]
+            for entry in entries.arrayValue ?? [] { counts[CLI.aggregateStatus(entry), default: 0] += 1 }
+            rows.append([name, String(entries.arrayValue?.count ?? 0), String(counts[.passing] ?? 0),
+                         String(counts[.warning] ?? 0), String((counts[.critical] ?? 0) + (counts[.maintenance] ?? 0)),
+                         (tags.arrayValue ?? []).compactMap(\.stringValue).joined(separator: ",")])
+        }
+        CLI.printTable(rows)
+    }
+}
+
+struct HealthCommand: AsyncParsableCommand {
+    static let configuration = CommandConfiguration(commandName: "health", abstract: "Show the health of every instance of a service.")
+
+    @OptionGroup var options: RegistryOption
+    @Argument(help: "Service name.") var service: String
+    @Flag(name: .long, help: "Only instances whose checks all pass.") var passing = false
+
+    func run() async throws {
+        let client = RegistryClient(address: options.registry)
+        let path = "/v1/health/service/\(RegistryClient.escape(service))" + (passing ? "?passing" : "")
+        let (entries, _) = try await CLI.call { try await client.json("GET", path) }
+        let items = entries.arrayValue ?? []
+        if items.isEmpty {
+            print("no \(passing ? "passing " : "")instances of \"\(service)\"")
+            throw ExitCode(1)
+        }
+        var rows = [["INSTANCE", "NODE", "ADDRESS", "STATUS", "CHECK", "CHECK STATUS", "OUTPUT"]]
+        for entry in items {
+            guard let object = entry.objectValue else { continue }
+            let svc = object.field("Service")?.objectValue
+            let node = object.field("Node")?.objectValue
+            let address = svc?.field("Address")?.stringValue.flatMap { $0.isEmpty ? nil : $0 }
+                ?? node?.field("Address")?.stringValue ?? ""
+            let port = svc?.field("Port")?.intValue ?? 0
+            let checks = object.field("Checks")?.arrayValue ?? []
+            let first = [svc?.field("ID")?.stringValue ?? "", node?.field("Node")?.stringValue ?? "",
+                         "\(address):\(port)", CLI.aggregateStatus(entry).rawValue]
+            if checks.isEmpty { rows.append(first + ["", "", ""]) }
+            for (i, check) in checks.enumerated() {
+                let c = check.objectValue
+                let output = (c?.field("Output")?.stringValue ?? "").split(separator: "\n").first.map(String.init) ?? ""
+                rows.append((i == 0 ? first : ["", "", "", ""]) + [c?.field("CheckID")?.stringValue ?? "",
+                                                                  c?.field("Status")?.stringValue ?? "",
+                                                                  String(output.prefix(60))])
+            }
+        }
+        CLI.printTable(rows)
+    }
+}
+
+struct RegisterCommand: AsyncParsableCommand {
+    static let configuration = CommandConfiguration(
+        commandName: "register",
+        abstract: "Register services from a JSON or YAML file (Consul service definition format).")
+
+    @OptionGroup var options: RegistryOption
+    @Argument(help: "File with a service definition: {\"Service\": {...}}, {\"Services\": [...]} or the bare definition.")
+    var file: String
+
+    func run() async throws {
+        let definitions = try ServiceFile.load(path: file)
+        let client = RegistryClient(address: options.registry)
+        for definition in definitions {
+            _ = try await CLI.call { try await client.json("PUT", "/v1/agent/service/register", body: definition.serialized()) }
+            let name = definition.objectValue?.field("Name")?.stringValue ?? "?"
+            print("registered service \"\(name)\"")
+        }
+    }
+}
+
+struct DeregisterCommand: AsyncParsableCommand {
+    static let configuration = CommandConfiguration(commandName: "deregister", abstract: "Deregister a service instance by ID.")
+
+    @OptionGroup var options: RegistryOption
+    @Argument(help: "Service ID.") var id: String
+
+    func run() async throws {
+        let client = RegistryClient(address: options.registry)
+        _ = try await CLI.call { try await client.json("PUT", "/v1/agent/service/deregister/\(RegistryClient.escape(id))") }
+        print("deregistered service \"\(id)\"")
+    }
+}
+
+/// Reads service definitions from JSON or YAML files.
+enum ServiceFile {
+    static func load(path: String) throws -> [JSON] {
+        guard let data = FileManager.default.contents(atPath: path) else {
+            throw ValidationError("cannot read \(path)")
+        }
+        let document: JSON
+        let text = String(decoding: data, as: UTF8.self)
+        if path.hasSuffix(".json") {
+            do { document = try JSON.parse(Array(data)) } catch {
+                throw ValidationError("\(path): \(error)")
+            }
+        } else {
+            do {
+                document = try YAMLBridge.json(from: Yams.load(yaml: text) as Any)
+            } catch {
+                throw ValidationError("\(path): \(error)")
+            }
+        }
+        guard let object = document.objectValue else { throw ValidationError("\(path): expected an object") }
+        if let list = object.field("Services")?.arrayValue { return list }
+        if let one = object.field("Service"), one.objectValue != nil { return [one] }
+        return [document]
+    }
+}
+
+/// Converts what Yams parses into `JSON`.
+enum YAMLBridge {
+    struct Unsupported: Error, CustomStringConvertible { let description: String }
+
+    static func json(from value: Any) throws -> JSON {
+        switch value {
+        case is NSNull: return .null
+        case let b as Bool: return .bool(b)
+        case let i as Int: return .int(Int64(i))
+        case let d as Double: return .double(d)
+        case let s as String: return .string(s)
+        case let a as [Any]: return .array(try a.map(json(from:)))
+        case let m as [String: Any]:
+            return .object(JSONObject(try m.sorted { $0.key < $1.key }.map { ($0.key, try json(from: $0.value)) }))
+        case Optional<Any>.none: return .null
+        default: throw Unsupported(description: "unsupported YAML value \(value)")
+        }
+    }
+}
+
+/// Shared output and error handling of the CLI.
+enum CLI {
+    /// Runs a registry call, turning transport and API errors into a one-line message and exit code 1.
+    static func call<T>(_ body: () async throws -> T) async throws -> T {
+        do {
+            return try await body()
+        } catch let failure as RegistryClient.Failure {
+            FileHandle.standardError.write(Data("error: \(failure.message.trimmingCharacters(in: .whitespacesAndNewlines)) (HTTP \(failure.status))\n".utf8))
+            throw ExitCode(1)
+        } catch let error as URLError {
+            FileHandle.standardError.write(Data("error: cannot reach the registry: \(error.localizedDescription)\n".utf8))
+            throw ExitCode(1)
+        }
+    }
+
+    static func aggregateStatus(_ entry: JSON) -> HealthStatus {
+        let checks = entry.objectValue?.field("Checks")?.arrayValue ?? []
+        return HealthStatus.aggregate(checks.compactMap {
+            $0.objectValue?.field("Status")?.stringValue.flatMap(HealthStatus.init(rawValue:))
+        })
+    }
+
+    static func printTable(_ rows: [[String]]) {
+        guard let header = rows.first else { return }
+        let widths = header.indices.map { column in rows.map { $0[column].count }.max() ?? 0 }
+        for row in rows {
+            print(row.enumerated().map { i, cell in
+                i == row.count - 1 ? cell : cell.padding(toLength: widths[i], withPad: " ", startingAt: 0)
+            }.joined(separator: "  "))
+        }
+    }
+}
