@@ -40,7 +40,7 @@ run: release
 ## The whole suite: unit tests and integration tests against the real binary.
 test: deps-test
 	$(SWIFT) build --build-tests
-	TRELLIS_BIN=$(CURDIR)/.build/debug/trellis $(SWIFT) test --skip-build
+	TRELLIS_BIN=$(CURDIR)/.build/debug/trellis $(SWIFT) test --skip-build --disable-swift-testing
 
 ## Benchmarks (never part of `make test`); figures go to benchmarks/README.md.
 bench: deps-bench release

@@ -14,6 +14,15 @@ public struct RegistryClient: Sendable {
 
     public let baseURL: String
 
+    /// One session for all clients: many connections per host, since blocking queries hold theirs for minutes.
+    private static let session: URLSession = {
+        let configuration = URLSessionConfiguration.default
+        configuration.httpMaximumConnectionsPerHost = 1024
+        configuration.timeoutIntervalForRequest = 11 * 60
+        configuration.timeoutIntervalForResource = 11 * 60
+        return URLSession(configuration: configuration)
+    }()
+
     /// Resolves the registry address: explicit value, else `TRELLIS_ADDR`, else `CONSUL_HTTP_ADDR`, else 127.0.0.1:8500.
     public static func resolveAddress(_ explicit: String?, environment: [String: String] = ProcessInfo.processInfo.environment) -> String {
         let raw = [explicit, environment["TRELLIS_ADDR"], environment["CONSUL_HTTP_ADDR"]]
@@ -32,11 +41,12 @@ public struct RegistryClient: Sendable {
         guard let url = URL(string: baseURL + path) else { throw Failure(status: 0, message: "invalid URL \(baseURL + path)") }
         var request = URLRequest(url: url, timeoutInterval: timeout)
         request.httpMethod = method
-        if let body { request.httpBody = Data(body) }
+        // An explicit (possibly empty) body: without one, PUTs go out chunked and some servers wait for it.
+        if method != "GET" && method != "HEAD" { request.httpBody = Data(body ?? []) }
         if let token = ProcessInfo.processInfo.environment["CONSUL_HTTP_TOKEN"] {
             request.setValue(token, forHTTPHeaderField: "X-Consul-Token")
         }
-        let (data, response) = try await URLSession.shared.data(for: request)
+        let (data, response) = try await Self.session.data(for: request)
         let http = response as? HTTPURLResponse
         var headers: [String: String] = [:]
         for (key, value) in http?.allHeaderFields ?? [:] {

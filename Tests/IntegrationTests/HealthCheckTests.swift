@@ -1,0 +1,78 @@
+import TrellisCore
+import XCTest
+
+final class HealthCheckTests: XCTestCase {
+    private func status(_ registry: RegistryUnderTest, _ checkID: String) async throws -> String? {
+        try await registry.json("/v1/agent/checks")[checkID]?["Status"]?.stringValue
+    }
+
+    func testHTTPCheckFollowsTheTargetsAnswers() async throws {
+        let registry = try await RegistryUnderTest.start(self)
+        let target = try await ScriptedHTTPServer(self, status: 200)
+        let (code, _, body) = try await registry.put("/v1/agent/service/register", """
+            {"Name": "api", "ID": "api1", "Port": \(target.port),
+             "Check": {"HTTP": "http://127.0.0.1:\(target.port)/health", "Interval": "1s", "Timeout": "500ms"}}
+            """)
+        XCTAssertEqual(code, 200, String(decoding: body, as: UTF8.self))
+        try await eventually("HTTP 200 makes the check pass") { try await status(registry, "service:api1") == "passing" }
+        let output = try await registry.json("/v1/agent/checks")["service:api1"]?["Output"]?.stringValue ?? ""
+        XCTAssertTrue(output.contains("200 OK"), output)
+        XCTAssertTrue(output.contains("status 200"), output)
+        let v1 = try await registry.json("/v1/health/service/api?passing=1").arrayValue?.count
+        XCTAssertEqual(v1, 1)
+
+        try target.answer(429)
+        try await eventually("HTTP 429 is a warning") { try await status(registry, "service:api1") == "warning" }
+        try target.answer(503)
+        try await eventually("HTTP 503 is critical") { try await status(registry, "service:api1") == "critical" }
+        let v2 = try await registry.json("/v1/health/service/api?passing=true").arrayValue?.count
+        XCTAssertEqual(v2, 0)
+        try target.answer(200)
+        try await eventually("recovers") { try await status(registry, "service:api1") == "passing" }
+        target.stop()
+        try await eventually("a dead target is critical") { try await status(registry, "service:api1") == "critical" }
+    }
+
+    func testTCPCheck() async throws {
+        let registry = try await RegistryUnderTest.start(self)
+        let target = try await ScriptedHTTPServer(self)
+        _ = try await registry.put("/v1/agent/service/register", """
+            {"Name": "tcp", "ID": "t1", "Check": {"TCP": "127.0.0.1:\(target.port)", "Interval": "1s"}}
+            """)
+        try await eventually("TCP connect passes") { try await status(registry, "service:t1") == "passing" }
+        target.stop()
+        try await eventually("refused connect is critical") { try await status(registry, "service:t1") == "critical" }
+        let output = try await registry.json("/v1/agent/checks")["service:t1"]?["Output"]?.stringValue ?? ""
+        XCTAssertTrue(output.contains("connection refused"), output)
+    }
+
+    func testThresholdsDelayTransitions() async throws {
+        let registry = try await RegistryUnderTest.start(self)
+        let target = try await ScriptedHTTPServer(self, status: 500)
+        _ = try await registry.put("/v1/agent/service/register", """
+            {"Name": "slow", "ID": "s1", "Check": {"HTTP": "http://127.0.0.1:\(target.port)/", "Interval": "1s",
+             "SuccessBeforePassing": 3, "Status": "critical"}}
+            """)
+        try await Task.sleep(for: .seconds(1))
+        try target.answer(200)
+        try await Task.sleep(for: .milliseconds(1500))
+        let v3 = try await status(registry, "service:s1")
+        XCTAssertEqual(v3, "critical", "one or two successes are not enough")
+        try await eventually("three successes pass") { try await status(registry, "service:s1") == "passing" }
+    }
+
+    func testTTLExpiresAndCriticalServiceIsDeregistered() async throws {
+        let registry = try await RegistryUnderTest.start(self)
+        _ = try await registry.put("/v1/agent/service/register", """
+            {"Name": "batch", "ID": "b1", "Check": {"TTL": "1s", "Status": "passing", "DeregisterCriticalServiceAfter": "2s"}}
+            """)
+        let v4 = try await status(registry, "service:b1")
+        XCTAssertEqual(v4, "passing")
+        try await eventually("TTL lapses") { try await status(registry, "service:b1") == "critical" }
+        let v5 = try await registry.json("/v1/agent/checks")["service:b1"]?["Output"]
+        XCTAssertEqual(v5, .string("TTL expired"))
+        try await eventually(timeout: 10, "service removed after staying critical") {
+            try await registry.json("/v1/catalog/service/batch").arrayValue?.isEmpty == true
+        }
+    }
+}

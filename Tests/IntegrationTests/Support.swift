@@ -1,0 +1,177 @@
+import Foundation
+import TrellisCore
+import XCTest
+
+/// Where the real `trellis` binary is: `$TRELLIS_BIN`, else the debug build of this checkout.
+enum TrellisBinary {
+    static var path: String {
+        if let path = ProcessInfo.processInfo.environment["TRELLIS_BIN"] { return path }
+        let root = URL(fileURLWithPath: #filePath).deletingLastPathComponent().deletingLastPathComponent().deletingLastPathComponent()
+        return root.appendingPathComponent(".build/debug/trellis").path
+    }
+}
+
+/// A temporary directory removed when the test ends.
+func temporaryDirectory(_ test: XCTestCase) throws -> String {
+    let dir = FileManager.default.temporaryDirectory.appendingPathComponent("trellis-it-\(UUID().uuidString)").path
+    try FileManager.default.createDirectory(atPath: dir, withIntermediateDirectories: true)
+    test.addTeardownBlock { try? FileManager.default.removeItem(atPath: dir) }
+    return dir
+}
+
+/// A child process whose stdout lines can be awaited.
+final class ChildProcess: @unchecked Sendable {
+    let process = Process()
+    private let lock = NSLock()
+    private var lines: [String] = []
+    private var partial = ""
+
+    init(_ executable: String, _ arguments: [String], environment: [String: String] = [:]) throws {
+        process.executableURL = URL(fileURLWithPath: executable)
+        process.arguments = arguments
+        var env = ProcessInfo.processInfo.environment
+        env.merge(environment) { $1 }
+        process.environment = env
+        let out = Pipe()
+        process.standardOutput = out
+        process.standardError = FileHandle.standardError
+        out.fileHandleForReading.readabilityHandler = { [weak self] handle in
+            let data = handle.availableData
+            guard let self, !data.isEmpty else { return }
+            self.lock.lock()
+            self.partial += String(decoding: data, as: UTF8.self)
+            while let newline = self.partial.firstIndex(of: "\n") {
+                self.lines.append(String(self.partial[..<newline]))
+                self.partial = String(self.partial[self.partial.index(after: newline)...])
+            }
+            self.lock.unlock()
+        }
+        try process.run()
+    }
+
+    var output: [String] { lock.lock(); defer { lock.unlock() }; return lines }
+
+    /// Waits for a stdout line containing `marker` and returns it.
+    func waitForLine(containing marker: String, timeout: TimeInterval = 30) async throws -> String {
+        let deadline = Date().addingTimeInterval(timeout)
+        while Date() < deadline {
+            if let line = output.first(where: { $0.contains(marker) }) { return line }
+            if !process.isRunning { break }
+            try await Task.sleep(for: .milliseconds(20))
+        }
+        throw XCTSkip("process never printed \"\(marker)\"; output: \(output)")
+    }
+
+    func terminate() { if process.isRunning { process.terminate() }; process.waitUntilExit() }
+
+    func kill9() {
+        if process.isRunning { kill(process.processIdentifier, SIGKILL) }
+        process.waitUntilExit()
+    }
+}
+
+/// A real `trellis registry` on a free loopback port, with a data dir that outlives restarts.
+final class RegistryUnderTest: @unchecked Sendable {
+    let dataDir: String
+    let node: String
+    private(set) var child: ChildProcess?
+    private(set) var address = ""
+    var client: RegistryClient { RegistryClient(address: address) }
+
+    init(dataDir: String, node: String = "node-1") {
+        self.dataDir = dataDir
+        self.node = node
+    }
+
+    static func start(_ test: XCTestCase, environment: [String: String] = [:]) async throws -> RegistryUnderTest {
+        let registry = RegistryUnderTest(dataDir: try temporaryDirectory(test))
+        try await registry.start(environment: environment)
+        test.addTeardownBlock { registry.child?.kill9() }
+        return registry
+    }
+
+    func start(environment: [String: String] = [:], port: Int = 0) async throws {
+        let child = try ChildProcess(TrellisBinary.path, ["registry", "--http-addr", "127.0.0.1:\(port)", "--data-dir", dataDir,
+                                                         "--node", node, "--log-level", "warning"],
+                                     environment: environment)
+        self.child = child
+        let line = try await child.waitForLine(containing: "listening on http://")
+        address = String(line.split(separator: " ").first { $0.hasPrefix("http://") }!.dropFirst(7))
+    }
+
+    /// `kill -9`, then start again on the same port and data.
+    func crashAndRestart() async throws {
+        let port = Int(address.split(separator: ":").last!)!
+        child?.kill9()
+        try await start(port: port)
+    }
+
+    func get(_ path: String) async throws -> (status: Int, headers: [String: String], body: [UInt8]) {
+        try await client.send("GET", path)
+    }
+
+    func put(_ path: String, _ body: String? = nil) async throws -> (status: Int, headers: [String: String], body: [UInt8]) {
+        try await client.send("PUT", path, body: body.map { Array($0.utf8) })
+    }
+
+    func json(_ path: String) async throws -> JSON {
+        let (status, _, body) = try await get(path)
+        XCTAssertEqual(status, 200, "GET \(path): \(String(decoding: body, as: UTF8.self))")
+        return try JSON.parse(body)
+    }
+}
+
+/// A throwaway HTTP server (python3) whose answer status can be changed through a file.
+final class ScriptedHTTPServer: @unchecked Sendable {
+    let port: Int
+    private let statusFile: String
+    private let child: ChildProcess
+
+    init(_ test: XCTestCase, status: Int = 200) async throws {
+        let dir = try temporaryDirectory(test)
+        statusFile = dir + "/status"
+        try String(status).write(toFile: statusFile, atomically: true, encoding: .utf8)
+        let script = """
+        import http.server, sys
+        status_file = sys.argv[1]
+        class H(http.server.BaseHTTPRequestHandler):
+            def do_GET(self):
+                code = int(open(status_file).read().strip())
+                body = ("status %d" % code).encode()
+                self.send_response(code)
+                self.send_header("Content-Length", str(len(body)))
+                self.end_headers()
+                self.wfile.write(body)
+            def log_message(self, *args): pass
+        s = http.server.HTTPServer(("127.0.0.1", 0), H)
+        print("port %d" % s.server_address[1], flush=True)
+        s.serve_forever()
+        """
+        let process = try ChildProcess("/usr/bin/env", ["python3", "-c", script, statusFile])
+        child = process
+        test.addTeardownBlock { process.kill9() }
+        let line = try await process.waitForLine(containing: "port ")
+        port = Int(line.split(separator: " ")[1])!
+    }
+
+    func answer(_ status: Int) throws {
+        try String(status).write(toFile: statusFile, atomically: true, encoding: .utf8)
+    }
+
+    func stop() { child.kill9() }
+}
+
+/// Polls `condition` until it holds or `timeout` passes.
+func eventually(timeout: TimeInterval = 10, _ message: String, _ condition: () async throws -> Bool) async throws {
+    let deadline = Date().addingTimeInterval(timeout)
+    while Date() < deadline {
+        if try await condition() { return }
+        try await Task.sleep(for: .milliseconds(50))
+    }
+    XCTFail("timed out: \(message)")
+}
+
+extension JSON {
+    subscript(_ field: String) -> JSON? { objectValue?.field(field) }
+    subscript(_ index: Int) -> JSON? { arrayValue.flatMap { $0.indices.contains(index) ? $0[index] : nil } }
+}
