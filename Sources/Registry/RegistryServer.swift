@@ -51,6 +51,7 @@ public final class RegistryServer: Service {
             metrics.recordProbe(type: $0, status: $1)
         }
         checker.start()
+        let sessionExpiry = SessionExpiry(catalog: catalog, loop: group.next())
         let api = ConsulAPI(catalog: catalog, identity: identity, checker: checker, metrics: metrics, logger: logger)
         let server = try await HTTPServer.start(host: config.host, port: config.port, group: group,
                                                 maxBodySize: config.maxBodySize, responder: api, logger: logger)
@@ -66,6 +67,7 @@ public final class RegistryServer: Service {
         logger.info("registry shutting down")
         await server.close()
         checker.stop()
+        sessionExpiry.stop()
         try await group.shutdownGracefully()
     }
 

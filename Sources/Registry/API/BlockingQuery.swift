@@ -34,9 +34,12 @@ struct BlockingParameters {
 /// on its watch key until that key changes or the wait runs out.
 final class BlockingQuery: @unchecked Sendable {
     typealias Render = @Sendable (borrowing CatalogState) -> HTTPResponse
+    /// The index of the data a query reads (`X-Consul-Index`), from a snapshot.
+    typealias IndexOf = @Sendable (borrowing CatalogState) -> UInt64
 
     private let catalog: Catalog
     private let key: String
+    private let indexOf: IndexOf
     private let render: Render
     private let loop: any EventLoop
     private let promise: EventLoopPromise<HTTPResponse>
@@ -46,18 +49,22 @@ final class BlockingQuery: @unchecked Sendable {
     private var timer: Scheduled<Void>?
     private var done = false
 
-    private init(catalog: Catalog, key: String, minIndex: UInt64, loop: any EventLoop, render: @escaping Render) {
+    private init(catalog: Catalog, key: String, indexOf: @escaping IndexOf, minIndex: UInt64, loop: any EventLoop,
+                 render: @escaping Render) {
         self.catalog = catalog
         self.key = key
+        self.indexOf = indexOf
         self.minIndex = minIndex
         self.loop = loop
         self.render = render
         self.promise = loop.makePromise()
     }
 
-    /// Runs a read on `key`, blocking per the request's parameters; `render` builds the body from a snapshot.
-    static func run(_ request: HTTPRequest, catalog: Catalog, key: String, on loop: any EventLoop,
+    /// Runs a read parked on watch `key`, blocking per the request's parameters; `indexOf` gives the
+    /// read's index (by default the key's own), `render` builds the body from a snapshot.
+    static func run(_ request: HTTPRequest, catalog: Catalog, key: String, indexOf: IndexOf? = nil, on loop: any EventLoop,
                     cancellation: CancellationSignal, render: @escaping Render) -> EventLoopFuture<HTTPResponse> {
+        let indexOf = indexOf ?? { $0.watchIndex(key) }
         let parameters: BlockingParameters
         do {
             parameters = try BlockingParameters(request.query)
@@ -65,9 +72,10 @@ final class BlockingQuery: @unchecked Sendable {
             return loop.makeSucceededFuture(.text(.badRequest, error.description))
         }
         if parameters.minIndex == 0 {
-            return loop.makeSucceededFuture(snapshot(catalog, key, render).response)
+            return loop.makeSucceededFuture(snapshot(catalog, indexOf, render).response)
         }
-        let query = BlockingQuery(catalog: catalog, key: key, minIndex: parameters.minIndex, loop: loop, render: render)
+        let query = BlockingQuery(catalog: catalog, key: key, indexOf: indexOf, minIndex: parameters.minIndex, loop: loop,
+                                  render: render)
         loop.execute {
             query.timer = loop.scheduleTask(in: parameters.wait) { query.finish(query.snapshot().response) }
             query.evaluate()
@@ -77,12 +85,12 @@ final class BlockingQuery: @unchecked Sendable {
     }
 
     private func snapshot() -> (index: UInt64, response: HTTPResponse) {
-        Self.snapshot(catalog, key, render)
+        Self.snapshot(catalog, indexOf, render)
     }
 
-    private static func snapshot(_ catalog: Catalog, _ key: String, _ render: Render) -> (index: UInt64, response: HTTPResponse) {
+    private static func snapshot(_ catalog: Catalog, _ indexOf: IndexOf, _ render: Render) -> (index: UInt64, response: HTTPResponse) {
         catalog.read { state in
-            let index = state.watchIndex(key)
+            let index = max(indexOf(state), 1)
             var response = render(state)
             ConsulHeaders.addQueryMeta(&response.headers, index: index)
             return (index, response)

@@ -87,6 +87,14 @@ public final class ConsulAPI: HTTPResponder {
         ([.GET], "/v1/health/node/", true, { $0.healthNode }),
         ([.GET], "/v1/status/leader", false, { $0.statusLeader }),
         ([.GET], "/v1/status/peers", false, { $0.statusPeers }),
+        ([.GET, .PUT, .POST, .DELETE], "/v1/kv/", true, { $0.kv }),
+        ([.PUT, .POST], "/v1/session/create", false, { $0.sessionCreate }),
+        ([.PUT, .POST], "/v1/session/destroy/", true, { $0.sessionDestroy }),
+        ([.PUT, .POST], "/v1/session/renew/", true, { $0.sessionRenew }),
+        ([.GET], "/v1/session/info/", true, { $0.sessionInfo }),
+        ([.GET], "/v1/session/node/", true, { $0.sessionNode }),
+        ([.GET], "/v1/session/list", false, { $0.sessionList }),
+        ([.PUT, .POST], "/v1/txn", false, { $0.txn }),
         ([.GET], "/metrics", false, { $0.prometheusMetrics }),
     ]
 
@@ -140,8 +148,9 @@ public final class ConsulAPI: HTTPResponder {
     }
 
     /// Consul's 400 for a body that does not decode.
-    func decodeFailed(_ error: DecodeError, _ context: Context) -> EventLoopFuture<HTTPResponse> {
-        badRequest(error.message.hasPrefix("Request decode failed") ? error.message : "Request decode failed: \(error.message)", context)
+    func decodeFailed(_ error: any Error, _ context: Context) -> EventLoopFuture<HTTPResponse> {
+        let message = (error as? DecodeError)?.message ?? "\(error)"
+        return badRequest(message.hasPrefix("Request decode failed") ? message : "Request decode failed: \(message)", context)
     }
 
     /// Applies a write and answers once it is durable: `render` builds the success response.

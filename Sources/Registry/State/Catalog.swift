@@ -29,7 +29,7 @@ public final class Catalog: Sendable {
                 store.append(effect?.ops ?? []) { [hub] outcome in
                     switch outcome {
                     case .success:
-                        if let effect { hub.notify(effect.touched) }
+                        if let effect { hub.notify(effect.wake) }
                         completion(.success(result))
                     case .failure(let error):
                         completion(.failure(error))

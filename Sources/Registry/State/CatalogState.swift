@@ -45,7 +45,13 @@ public enum CatalogError: Error, Equatable, CustomStringConvertible {
 public struct WriteEffect: Sendable {
     public var index: UInt64
     public var ops: [StoreOp] = []
+    /// Keys whose index is kept (and persisted) for blocking queries.
     public var touched: Set<String> = []
+    /// Keys whose waiters wake but whose index is computed from the data (KV prefixes).
+    public var wakeOnly: Set<String> = []
+
+    /// Every key whose parked queries must be woken.
+    public var wake: Set<String> { touched.union(wakeOnly) }
 }
 
 /// One entry of `/v1/health/service/:name`: an instance with its node and all checks that apply.
@@ -68,7 +74,16 @@ public struct CatalogState: Sendable {
     private(set) var checks: [CheckKey: HealthCheck] = [:]
     private var checksByInstance: [InstanceKey: Set<String>] = [:]
     private var watchIndexes: [String: UInt64] = [:]
-    private var pending: WriteEffect?
+    var pending: WriteEffect?
+    // KV store and sessions (CatalogState+KV.swift).
+    var kv: [String: KVEntry] = [:]
+    var kvTombstones: [String: UInt64] = [:]
+    var kvLastIndex: UInt64 = 0
+    var sessions: [String: Session] = [:]
+    /// When each TTL session lapses; in memory only: a restart grants a full TTL again, as Consul does.
+    var sessionDeadlines: [String: ContinuousClock.Instant] = [:]
+    /// Keys that cannot be acquired until the given instant (lock-delay after an invalidation).
+    var lockDelays: [String: ContinuousClock.Instant] = [:]
 
     public init() {}
 
@@ -83,6 +98,18 @@ public struct CatalogState: Sendable {
             case "check": insert(try StoredCatalog.decodeCheck(record.value))
             case "watch": watchIndexes[record.key] = UInt64(String(decoding: record.value, as: UTF8.self)) ?? 0
             case "meta" where record.key == "index": index = UInt64(String(decoding: record.value, as: UTF8.self)) ?? 0
+            case "kv":
+                let entry = try KVJSON.decodeEntry(record.value)
+                kv[entry.key] = entry
+                kvLastIndex = max(kvLastIndex, entry.modifyIndex)
+            case "kvtomb":
+                let deleted = UInt64(String(decoding: record.value, as: UTF8.self)) ?? 0
+                kvTombstones[record.key] = deleted
+                kvLastIndex = max(kvLastIndex, deleted)
+            case "session":
+                let session = try KVJSON.decodeSession(record.value)
+                sessions[session.id] = session
+                if let ttl = session.ttl { sessionDeadlines[session.id] = .now + ttl * 2 }
             default: continue
             }
         }
@@ -114,12 +141,13 @@ public struct CatalogState: Sendable {
         return (result, effect)
     }
 
-    private mutating func record(_ op: StoreOp, touching keys: [String]) {
+    mutating func record(_ op: StoreOp, touching keys: [String], waking wakeOnly: [String] = []) {
         pending?.ops.append(op)
         for key in keys { pending?.touched.insert(key) }
+        for key in wakeOnly { pending?.wakeOnly.insert(key) }
     }
 
-    private var writeIndex: UInt64 { pending?.index ?? index + 1 }
+    var writeIndex: UInt64 { pending?.index ?? index + 1 }
 
     private func servicesOnNode(_ node: String) -> [String] {
         (instancesByNode[node] ?? []).compactMap { instances[InstanceKey(node: node, id: $0)]?.name }
@@ -204,12 +232,14 @@ public struct CatalogState: Sendable {
         insert(check)
         record(.put(table: "check", key: "\(key.node)\n\(key.checkID)", value: StoredCatalog.encode(check)),
                touching: checkWatchKeys(check))
+        if check.status == .critical { invalidateSessions(linkedTo: key) }
     }
 
     public mutating func removeCheck(_ key: CheckKey) {
         guard let existing = checks.removeValue(forKey: key) else { return }
         checksByInstance[InstanceKey(node: key.node, id: existing.serviceID)]?.remove(key.checkID)
         record(.delete(table: "check", key: "\(key.node)\n\(key.checkID)"), touching: checkWatchKeys(existing))
+        invalidateSessions(linkedTo: key)
     }
 
     private func checkWatchKeys(_ check: HealthCheck) -> [String] {

@@ -1,0 +1,145 @@
+import Foundation
+import NIOCore
+import TrellisCore
+
+/// `/v1/kv/*`: Consul's KV store with CAS, locks and blocking reads.
+extension ConsulAPI {
+    /// Largest KV value, as in Consul.
+    static let maxValueSize = 512 * 1024
+
+    func kv(_ context: Context) -> EventLoopFuture<HTTPResponse> {
+        switch context.request.method {
+        case .GET, .HEAD: kvGet(context)
+        case .PUT, .POST: kvPut(context)
+        case .DELETE: kvDelete(context)
+        default: immediate(.text(.methodNotAllowed, "method \(context.request.method.rawValue) not allowed"), context)
+        }
+    }
+
+    private func kvGet(_ context: Context) -> EventLoopFuture<HTTPResponse> {
+        let key = context.rest
+        let query = context.request.query
+        guard let recurse = query.flag("recurse"), let keysOnly = query.flag("keys"), let raw = query.flag("raw") else {
+            return badRequest("Invalid boolean query parameter", context)
+        }
+        let listing = recurse || keysOnly
+        guard listing || !key.isEmpty else { return badRequest("Missing key name", context) }
+        let separator = query["separator"] ?? ""
+        let pretty = query.has("pretty")
+        return BlockingQuery.run(context.request, catalog: catalog, key: CatalogState.kvWatchKey(key),
+                                 indexOf: { $0.kvIndex(key, recurse: listing) }, on: context.loop,
+                                 cancellation: context.cancellation) { state in
+            if keysOnly {
+                var seen = Set<String>()
+                let keys = state.kvEntries(prefix: key).map { entry -> String in
+                    guard !separator.isEmpty,
+                          let range = entry.key.dropFirst(key.count).range(of: separator) else { return entry.key }
+                    return String(entry.key[..<range.upperBound])
+                }.filter { seen.insert($0).inserted }
+                return keys.isEmpty ? HTTPResponse(status: .notFound) : .json(JSON.strings(keys).serialized(pretty: pretty))
+            }
+            let entries = recurse ? state.kvEntries(prefix: key) : state.kvEntry(key).map { [$0] } ?? []
+            guard let first = entries.first else { return HTTPResponse(status: .notFound) }
+            if raw {
+                var response = HTTPResponse(body: ByteBuffer(bytes: first.value))
+                response.headers.add(name: "Content-Type", value: "application/octet-stream")
+                response.headers.add(name: "X-Content-Type-Options", value: "nosniff")
+                return response
+            }
+            return .json(JSON.array(entries.map { KVJSON.entry($0) }).serialized(pretty: pretty))
+        }
+    }
+
+    private func kvPut(_ context: Context) -> EventLoopFuture<HTTPResponse> {
+        let key = context.rest
+        let query = context.request.query
+        guard !key.isEmpty else { return badRequest("Missing key name", context) }
+        guard !key.hasPrefix("/") else { return badRequest("Invalid key name: keys must not begin with '/'", context) }
+        let value = context.request.bodyBytes
+        guard value.count <= Self.maxValueSize else {
+            return immediate(.text(.payloadTooLarge, "Value exceeds \(Self.maxValueSize) byte limit"), context)
+        }
+        var flags: UInt64 = 0
+        if let text = query["flags"], !text.isEmpty {
+            guard let parsed = UInt64(text) else { return badRequest("Invalid flags: \"\(text)\"", context) }
+            flags = parsed
+        }
+        var cas: UInt64?
+        if let text = query["cas"], !text.isEmpty {
+            guard let parsed = UInt64(text) else { return badRequest("Invalid cas: \"\(text)\"", context) }
+            cas = parsed
+        }
+        let acquire = query["acquire"].flatMap { $0.isEmpty ? nil : $0 }
+        let release = query["release"].flatMap { $0.isEmpty ? nil : $0 }
+        if acquire != nil && release != nil { return badRequest("Conflicting flags: acquire and release", context) }
+        let op: KVWrite = acquire.map { .lock(session: $0) } ?? release.map { .unlock(session: $0) } ?? .set
+        return write(context, { (state: inout CatalogState) throws(CatalogError) -> Bool in
+            try state.applyKVWrite(key: key, value: value, flags: flags, cas: cas, op: op, now: .now)
+        }, render: { Self.boolResponse($0) })
+    }
+
+    private func kvDelete(_ context: Context) -> EventLoopFuture<HTTPResponse> {
+        let key = context.rest
+        let query = context.request.query
+        guard let recurse = query.flag("recurse") else { return badRequest("Invalid value for ?recurse", context) }
+        guard recurse || !key.isEmpty else { return badRequest("Missing key name", context) }
+        var cas: UInt64?
+        if let text = query["cas"], !text.isEmpty {
+            guard let parsed = UInt64(text) else { return badRequest("Invalid cas: \"\(text)\"", context) }
+            cas = parsed
+        }
+        if recurse && cas != nil { return badRequest("Conflicting flags: cas and recurse", context) }
+        return write(context, { (state: inout CatalogState) throws(CatalogError) -> Bool in
+            if recurse {
+                for entry in state.kvEntries(prefix: key) { state.deleteKV(entry.key) }
+                return true
+            }
+            if let cas {
+                guard let existing = state.kvEntry(key) else { return cas == 0 }
+                guard existing.modifyIndex == cas else { return false }
+            }
+            state.deleteKV(key)
+            return true
+        }, render: { Self.boolResponse($0) })
+    }
+
+    static func boolResponse(_ value: Bool) -> HTTPResponse { .json(Array((value ? "true" : "false").utf8)) }
+}
+
+/// How a KV put treats the key's lock.
+enum KVWrite: Sendable {
+    case set
+    case lock(session: String)
+    case unlock(session: String)
+}
+
+extension CatalogState {
+    /// One KV put with Consul's CAS and lock rules; false when a condition is not met.
+    mutating func applyKVWrite(key: String, value: [UInt8], flags: UInt64, cas: UInt64?, op: KVWrite,
+                               now: ContinuousClock.Instant) throws(CatalogError) -> Bool {
+        let existing = kvEntry(key)
+        if let cas {
+            if cas == 0 ? existing != nil : existing?.modifyIndex != cas { return false }
+        }
+        var entry = existing ?? KVEntry(key: key, value: value)
+        entry.value = value
+        entry.flags = flags
+        switch op {
+        case .set:
+            break
+        case .lock(let session):
+            guard self.session(session) != nil else { throw .badRequest("invalid session \"\(session)\"") }
+            if entry.session != session {
+                if !entry.session.isEmpty || isLockDelayed(key, now: now) { return false }
+                entry.session = session
+                entry.lockIndex += 1
+            }
+        case .unlock(let session):
+            guard self.session(session) != nil else { throw .badRequest("invalid session \"\(session)\"") }
+            guard entry.session == session else { return false }
+            entry.session = ""
+        }
+        putKV(entry)
+        return true
+    }
+}

@@ -1,0 +1,107 @@
+#!/usr/bin/env bash
+# Registry benchmarks, each side by side with its peer in the same run (see README.md here).
+#   1. catalog reads: /v1/health/service/:name?passing (10 instances) vs nginx serving the same bytes
+#   2. durable registrations vs etcd 3.4 durable puts (JSON gateway), 64 connections
+#   3. blocking-query fan-out: 10,000 watchers, one change
+#   4. 10,000 instances with an HTTP check every 10 s: registry CPU and RSS
+# Servers are pinned to CPU 0, load generators to CPU 1.
+set -euo pipefail
+cd "$(dirname "$0")/.."
+BIN=${TRELLIS_BIN:-.build/release/trellis}
+WORK=$(mktemp -d /tmp/trellis-bench.XXXXXX)
+DURATION=${DURATION:-10s}
+PIDS=()
+cleanup() { for p in "${PIDS[@]}"; do kill -9 "$p" 2>/dev/null || true; done; rm -rf "$WORK"; }
+trap cleanup EXIT
+
+start_registry() {
+  rm -rf "$WORK/reg"
+  taskset -c 0 "$BIN" registry --http-addr 127.0.0.1:18500 --data-dir "$WORK/reg" --node bench --log-level error \
+    > "$WORK/registry.out" 2>&1 &
+  REG_PID=$!; PIDS+=("$REG_PID")
+  for _ in $(seq 100); do curl -sf 127.0.0.1:18500/v1/status/leader >/dev/null && return; sleep 0.1; done
+  echo "registry did not start"; exit 1
+}
+stop_registry() { kill "$REG_PID"; wait "$REG_PID" 2>/dev/null || true; }
+
+wrk_rps() { # prints "req/s p50 p99" from wrk --latency output
+  awk '/Requests\/sec/ {rps=$2} /^ +50%/ {p50=$2} /^ +99%/ {p99=$2} END {print rps, p50, p99}'
+}
+
+cpu_ticks() { awk '{print $14 + $15}' "/proc/$1/stat"; }
+rss_kib() { awk '/VmRSS/ {print $2}' "/proc/$1/status"; }
+
+echo "== 1. catalog reads: health/service?passing, 10 instances, 50 connections, $DURATION"
+start_registry
+for i in $(seq 1 10); do
+  curl -sf -X PUT 127.0.0.1:18500/v1/agent/service/register \
+    -d "{\"Name\":\"web\",\"ID\":\"web-$i\",\"Port\":$((9000 + i)),\"Tags\":[\"v1\"],\"Meta\":{\"version\":\"1.2.$i\"},\"Check\":{\"TTL\":\"1h\",\"Status\":\"passing\"}}"
+done
+mkdir -p "$WORK/www"
+curl -sf "127.0.0.1:18500/v1/health/service/web?passing" -o "$WORK/www/health.json"
+echo "response: $(wc -c < "$WORK/www/health.json") bytes"
+cat > "$WORK/nginx.conf" <<NGINX
+worker_processes 1;
+daemon off;
+pid $WORK/nginx.pid;
+error_log $WORK/nginx-error.log;
+events { worker_connections 4096; }
+http {
+  access_log off;
+  server { listen 127.0.0.1:18080; root $WORK/www; location / { default_type application/json; } }
+}
+NGINX
+taskset -c 0 nginx -c "$WORK/nginx.conf" & NGINX_PID=$!; PIDS+=("$NGINX_PID"); sleep 0.5
+for round in 1 2 3; do
+  T=$(taskset -c 1 wrk -t1 -c50 -d"$DURATION" --latency "http://127.0.0.1:18500/v1/health/service/web?passing" | wrk_rps)
+  N=$(taskset -c 1 wrk -t1 -c50 -d"$DURATION" --latency "http://127.0.0.1:18080/health.json" | wrk_rps)
+  echo "round $round  trellis: $T   nginx: $N   ratio: $(echo "$T $N" | awk '{printf "%.2f", $1 / $4}')"
+done
+kill "$NGINX_PID"; stop_registry
+
+echo "== 2. durable writes at 64 connections, $DURATION"
+for round in 1 2 3; do
+  start_registry
+  T=$(taskset -c 1 wrk -t1 -c64 -d"$DURATION" --latency -s benchmarks/register.lua "http://127.0.0.1:18500" | wrk_rps)
+  stop_registry
+  rm -rf "$WORK/etcd"
+  taskset -c 0 etcd --data-dir "$WORK/etcd" --listen-client-urls http://127.0.0.1:12379 \
+    --advertise-client-urls http://127.0.0.1:12379 --listen-peer-urls http://127.0.0.1:12380 \
+    --log-level error > "$WORK/etcd.log" 2>&1 & ETCD_PID=$!; PIDS+=("$ETCD_PID")
+  for _ in $(seq 100); do curl -sf 127.0.0.1:12379/health >/dev/null && break; sleep 0.1; done
+  E=$(taskset -c 1 wrk -t1 -c64 -d"$DURATION" --latency -s benchmarks/etcd-put.lua "http://127.0.0.1:12379" | wrk_rps)
+  kill "$ETCD_PID"; wait "$ETCD_PID" 2>/dev/null || true
+  echo "round $round  trellis registrations: $T   etcd puts: $E   ratio: $(echo "$T $E" | awk '{printf "%.2f", $1 / $4}')"
+done
+
+echo "== 3. blocking-query fan-out: 10,000 watchers"
+start_registry
+taskset -c 1 python3 benchmarks/fanout.py 127.0.0.1:18500 "$REG_PID" 10000
+stop_registry
+
+echo "== 4. 10,000 instances with an HTTP check every 10s"
+start_registry
+cat > "$WORK/nginx.conf" <<NGINX
+worker_processes 1;
+daemon off;
+pid $WORK/nginx.pid;
+error_log $WORK/nginx-error.log;
+events { worker_connections 4096; }
+http { access_log off; server { listen 127.0.0.1:18080; location /health { return 200 "ok"; } } }
+NGINX
+taskset -c 1 nginx -c "$WORK/nginx.conf" & NGINX_PID=$!; PIDS+=("$NGINX_PID"); sleep 0.5
+python3 - <<PY
+import concurrent.futures, urllib.request
+def register(i):
+    body = ('{"Name":"svc-%d","ID":"svc-%d","Port":18080,"Check":{"HTTP":"http://127.0.0.1:18080/health",'
+            '"Interval":"10s","Timeout":"2s"}}' % (i % 100, i)).encode()
+    urllib.request.urlopen(urllib.request.Request("http://127.0.0.1:18500/v1/agent/service/register", data=body, method="PUT")).read()
+with concurrent.futures.ThreadPoolExecutor(32) as pool:
+    list(pool.map(register, range(10000)))
+PY
+sleep 15  # every check has run at least once
+START=$(cpu_ticks "$REG_PID"); sleep 60; END=$(cpu_ticks "$REG_PID")
+HZ=$(getconf CLK_TCK)
+PASSING=$(curl -sf 127.0.0.1:18500/v1/health/state/passing | python3 -c 'import json,sys; print(len(json.load(sys.stdin)))')
+echo "checks passing: $PASSING   registry CPU: $(echo "$START $END $HZ" | awk '{printf "%.1f%% of one core", ($2 - $1) / $3 / 60 * 100}')   RSS: $(( $(rss_kib "$REG_PID") / 1024 )) MiB"
+kill "$NGINX_PID"; stop_registry
