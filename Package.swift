@@ -59,7 +59,11 @@ let package = Package(
             swiftSettings: strict
         ),
         .testTarget(name: "TrellisCoreTests", dependencies: ["TrellisCore"]),
-        .testTarget(name: "RegistryTests", dependencies: ["Registry", "TrellisCore"]),
+        .testTarget(name: "RegistryTests", dependencies: [
+            "Registry", "TrellisCore",
+            .product(name: "NIOCore", package: "swift-nio"),
+            .product(name: "NIOPosix", package: "swift-nio"),
+        ]),
         .testTarget(name: "IntegrationTests", dependencies: ["TrellisCore"]),
     ]
 )

@@ -4,8 +4,10 @@
 #   2. durable registrations vs etcd 3.4 durable puts (JSON gateway), 64 connections
 #   3. blocking-query fan-out: 10,000 watchers, one change
 #   4. 10,000 instances with an HTTP check every 10 s: registry CPU and RSS
-# Servers are pinned to CPU 0, load generators to CPU 1.
+# Servers are pinned to CPU 0, load generators to CPU 1. Arguments pick sections (default: all).
 set -euo pipefail
+SECTIONS=" ${*:-1 2 3 4} "
+want() { [[ "$SECTIONS" == *" $1 "* ]]; }
 cd "$(dirname "$0")/.."
 BIN=${TRELLIS_BIN:-.build/release/trellis}
 WORK=$(mktemp -d /tmp/trellis-bench.XXXXXX)
@@ -31,6 +33,7 @@ wrk_rps() { # prints "req/s p50 p99" from wrk --latency output
 cpu_ticks() { awk '{print $14 + $15}' "/proc/$1/stat"; }
 rss_kib() { awk '/VmRSS/ {print $2}' "/proc/$1/status"; }
 
+if want 1; then
 echo "== 1. catalog reads: health/service?passing, 10 instances, 50 connections, $DURATION"
 start_registry
 for i in $(seq 1 10); do
@@ -58,7 +61,9 @@ for round in 1 2 3; do
   echo "round $round  trellis: $T   nginx: $N   ratio: $(echo "$T $N" | awk '{printf "%.2f", $1 / $4}')"
 done
 kill "$NGINX_PID"; stop_registry
+fi
 
+if want 2; then
 echo "== 2. durable writes at 64 connections, $DURATION"
 for round in 1 2 3; do
   start_registry
@@ -73,12 +78,16 @@ for round in 1 2 3; do
   kill "$ETCD_PID"; wait "$ETCD_PID" 2>/dev/null || true
   echo "round $round  trellis registrations: $T   etcd puts: $E   ratio: $(echo "$T $E" | awk '{printf "%.2f", $1 / $4}')"
 done
+fi
 
+if want 3; then
 echo "== 3. blocking-query fan-out: 10,000 watchers"
 start_registry
 taskset -c 1 python3 benchmarks/fanout.py 127.0.0.1:18500 "$REG_PID" 10000
 stop_registry
+fi
 
+if want 4; then
 echo "== 4. 10,000 instances with an HTTP check every 10s"
 start_registry
 cat > "$WORK/nginx.conf" <<NGINX
@@ -105,3 +114,4 @@ HZ=$(getconf CLK_TCK)
 PASSING=$(curl -sf 127.0.0.1:18500/v1/health/state/passing | python3 -c 'import json,sys; print(len(json.load(sys.stdin)))')
 echo "checks passing: $PASSING   registry CPU: $(echo "$START $END $HZ" | awk '{printf "%.1f%% of one core", ($2 - $1) / $3 / 60 * 100}')   RSS: $(( $(rss_kib "$REG_PID") / 1024 )) MiB"
 kill "$NGINX_PID"; stop_registry
+fi

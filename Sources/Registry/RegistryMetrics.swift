@@ -1,4 +1,5 @@
 import Prometheus
+import Synchronization
 import Telemetry
 import TrellisCore
 
@@ -21,11 +22,23 @@ public final class RegistryMetrics: Sendable {
         index = registry.gauge("raft_index", help: "The catalog's current index (X-Consul-Index).")
     }
 
+    /// Per-request instruments, looked up once per label set.
+    private let requestInstruments = Mutex<[String: (Counter, ValueHistogram)]>([:])
+
     public func recordRequest(endpoint: String, method: String, code: Int, seconds: Double) {
-        registry.counter("http_requests", help: "HTTP requests by endpoint, method and status code.",
-                         labels: [("endpoint", endpoint), ("method", method), ("code", String(code))]).increment()
-        registry.histogram("http_request_duration", help: "HTTP request latency by endpoint (blocking waits included).",
-                           labels: [("endpoint", endpoint)]).record(seconds)
+        let key = "\(endpoint) \(method) \(code)"
+        let (counter, histogram) = requestInstruments.withLock { cache in
+            if let found = cache[key] { return found }
+            let made = (
+                registry.counter("http_requests", help: "HTTP requests by endpoint, method and status code.",
+                                 labels: [("endpoint", endpoint), ("method", method), ("code", String(code))]),
+                registry.histogram("http_request_duration", help: "HTTP request latency by endpoint (blocking waits included).",
+                                   labels: [("endpoint", endpoint)]))
+            cache[key] = made
+            return made
+        }
+        counter.increment()
+        histogram.record(seconds)
     }
 
     public func recordCommit(seconds: Double, batches: Int) {

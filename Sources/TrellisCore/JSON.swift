@@ -59,6 +59,11 @@ extension JSON {
         }
     }
 
+    /// The field of an object (case-insensitive, like `JSONObject.field`), nil otherwise.
+    public subscript(_ field: String) -> JSON? { objectValue?.field(field) }
+    /// The element of an array, nil when out of range or not an array.
+    public subscript(_ index: Int) -> JSON? { arrayValue.flatMap { $0.indices.contains(index) ? $0[index] : nil } }
+
     public static func strings(_ values: [String]) -> JSON { .array(values.map { .string($0) }) }
     public static func stringMap(_ map: [String: String]) -> JSON {
         .object(JSONObject(map.sorted { $0.key < $1.key }.map { ($0.key, .string($0.value)) }))

@@ -158,6 +158,26 @@ enum CLI {
         }
     }
 
+    /// Exits with the registry's message when `status` is not 2xx.
+    static func check(_ status: Int, _ body: [UInt8]) throws {
+        guard (200..<300).contains(status) else {
+            let message = String(decoding: body, as: UTF8.self).trimmingCharacters(in: .whitespacesAndNewlines)
+            FileHandle.standardError.write(Data("error: \(message) (HTTP \(status))\n".utf8))
+            throw ExitCode(1)
+        }
+    }
+
+    /// Prints `message` on stderr and exits with status 1.
+    static func fail(_ message: String) -> Never {
+        FileHandle.standardError.write(Data((message + "\n").utf8))
+        Foundation.exit(1)
+    }
+
+    /// Writes a line to stdout at once (no buffering), for streaming output.
+    static func emit(_ line: String) {
+        FileHandle.standardOutput.write(Data((line + "\n").utf8))
+    }
+
     static func aggregateStatus(_ entry: JSON) -> HealthStatus {
         let checks = entry.objectValue?.field("Checks")?.arrayValue ?? []
         return HealthStatus.aggregate(checks.compactMap {

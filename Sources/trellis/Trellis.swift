@@ -6,7 +6,7 @@ struct Trellis: AsyncParsableCommand {
         commandName: "trellis",
         abstract: "Service discovery, configuration and observability around thin services.",
         subcommands: [RegistryCommand.self, ServicesCommand.self, HealthCommand.self,
-                      RegisterCommand.self, DeregisterCommand.self]
+                      RegisterCommand.self, DeregisterCommand.self, KVCommand.self, LockCommand.self]
     )
 }
 

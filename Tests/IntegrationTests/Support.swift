@@ -171,7 +171,3 @@ func eventually(timeout: TimeInterval = 10, _ message: String, _ condition: () a
     XCTFail("timed out: \(message)")
 }
 
-extension JSON {
-    subscript(_ field: String) -> JSON? { objectValue?.field(field) }
-    subscript(_ index: Int) -> JSON? { arrayValue.flatMap { $0.indices.contains(index) ? $0[index] : nil } }
-}

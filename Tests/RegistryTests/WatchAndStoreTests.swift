@@ -1,38 +1,61 @@
 import Foundation
+import NIOCore
+import NIOPosix
 @testable import Registry
 import Synchronization
 import TrellisCore
 import XCTest
 
 final class WatchHubTests: XCTestCase {
-    func testWakesOnlyWaitersOfTheChangedKey() {
+    private let group = MultiThreadedEventLoopGroup(numberOfThreads: 2)
+
+    override func tearDown() { try? group.syncShutdownGracefully() }
+
+    /// Waits until every loop has run what was queued so far.
+    private func drain() throws {
+        for loop in group.makeIterator() { try loop.submit {}.wait() }
+    }
+
+    func testWakesOnlyWaitersOfTheChangedKey() throws {
         let hub = WatchHub()
         let woken = Mutex<[String]>([])
-        _ = hub.wait(on: "svc:a") { woken.withLock { $0.append("a") } }
-        _ = hub.wait(on: "svc:b") { woken.withLock { $0.append("b") } }
+        _ = hub.wait(on: "svc:a", loop: group.next()) { woken.withLock { $0.append("a") } }
+        _ = hub.wait(on: "svc:b", loop: group.next()) { woken.withLock { $0.append("b") } }
         hub.notify(["svc:a"])
+        try drain()
         XCTAssertEqual(woken.withLock { $0 }, ["a"])
         XCTAssertEqual(hub.waitingCount, 1)
         hub.notify(["svc:a"])
+        try drain()
         XCTAssertEqual(woken.withLock { $0 }, ["a"], "a waiter fires once")
     }
 
-    func testCancelledWaiterIsNeverWoken() {
+    func testCancelledWaiterIsNeverWoken() throws {
         let hub = WatchHub()
         let fired = Mutex(false)
-        let token = hub.wait(on: "k") { fired.withLock { $0 = true } }
+        let token = hub.wait(on: "k", loop: group.next()) { fired.withLock { $0 = true } }
         hub.cancel(token)
         hub.notify(["k"])
+        try drain()
         XCTAssertFalse(fired.withLock { $0 })
         XCTAssertEqual(hub.waitingCount, 0)
     }
 
-    func testTenThousandWaitersWakeTogether() {
+    func testTenThousandWaitersWakeTogetherOnTheirOwnLoops() throws {
         let hub = WatchHub()
         let count = Mutex(0)
-        for _ in 0..<10_000 { _ = hub.wait(on: "svc:web") { count.withLock { $0 += 1 } } }
+        let wrongLoop = Mutex(0)
+        for _ in 0..<10_000 {
+            let loop = group.next()
+            _ = hub.wait(on: "svc:web", loop: loop) {
+                count.withLock { $0 += 1 }
+                if !loop.inEventLoop { wrongLoop.withLock { $0 += 1 } }
+            }
+        }
         hub.notify(["svc:web"])
+        try drain()
         XCTAssertEqual(count.withLock { $0 }, 10_000)
+        XCTAssertEqual(wrongLoop.withLock { $0 }, 0)
     }
 }
 

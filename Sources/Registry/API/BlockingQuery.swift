@@ -1,4 +1,5 @@
 import NIOCore
+import Synchronization
 import NIOHTTP1
 import TrellisCore
 
@@ -39,6 +40,7 @@ final class BlockingQuery: @unchecked Sendable {
 
     private let catalog: Catalog
     private let key: String
+    private let cacheKey: String
     private let indexOf: IndexOf
     private let render: Render
     private let loop: any EventLoop
@@ -46,13 +48,13 @@ final class BlockingQuery: @unchecked Sendable {
     private let minIndex: UInt64
     // Touched only on `loop`.
     private var token: WatchHub.Token?
-    private var timer: Scheduled<Void>?
     private var done = false
 
-    private init(catalog: Catalog, key: String, indexOf: @escaping IndexOf, minIndex: UInt64, loop: any EventLoop,
-                 render: @escaping Render) {
+    private init(catalog: Catalog, key: String, cacheKey: String, indexOf: @escaping IndexOf, minIndex: UInt64,
+                 loop: any EventLoop, render: @escaping Render) {
         self.catalog = catalog
         self.key = key
+        self.cacheKey = cacheKey
         self.indexOf = indexOf
         self.minIndex = minIndex
         self.loop = loop
@@ -71,13 +73,16 @@ final class BlockingQuery: @unchecked Sendable {
         } catch {
             return loop.makeSucceededFuture(.text(.badRequest, error.description))
         }
+        let cacheKey = ResponseCache.key(for: request)
         if parameters.minIndex == 0 {
-            return loop.makeSucceededFuture(snapshot(catalog, indexOf, render).response)
+            return loop.makeSucceededFuture(snapshot(catalog, cacheKey, indexOf, render).response)
         }
-        let query = BlockingQuery(catalog: catalog, key: key, indexOf: indexOf, minIndex: parameters.minIndex, loop: loop,
-                                  render: render)
+        let query = BlockingQuery(catalog: catalog, key: key, cacheKey: cacheKey, indexOf: indexOf,
+                                  minIndex: parameters.minIndex, loop: loop, render: render)
         loop.execute {
-            query.timer = loop.scheduleTask(in: parameters.wait) { query.finish(query.snapshot().response) }
+            DeadlineSweep.on(loop).add(ObjectIdentifier(query), deadline: .now() + parameters.wait) {
+                query.finish(query.snapshot().response)
+            }
             query.evaluate()
         }
         cancellation.onCancel { loop.execute { query.finish(nil) } }
@@ -85,30 +90,36 @@ final class BlockingQuery: @unchecked Sendable {
     }
 
     private func snapshot() -> (index: UInt64, response: HTTPResponse) {
-        Self.snapshot(catalog, indexOf, render)
+        Self.snapshot(catalog, cacheKey, indexOf, render)
     }
 
-    private static func snapshot(_ catalog: Catalog, _ indexOf: IndexOf, _ render: Render) -> (index: UInt64, response: HTTPResponse) {
+    /// Renders the read, or reuses the last rendering of the same request while its index is unchanged.
+    private static func snapshot(_ catalog: Catalog, _ cacheKey: String, _ indexOf: IndexOf,
+                                 _ render: Render) -> (index: UInt64, response: HTTPResponse) {
         catalog.read { state in
             let index = max(indexOf(state), 1)
+            if let cached = catalog.responses.lookup(cacheKey, index: index) { return (index, cached) }
             var response = render(state)
             ConsulHeaders.addQueryMeta(&response.headers, index: index)
+            catalog.responses.store(cacheKey, index: index, response: response)
             return (index, response)
         }
     }
 
-    /// Parks first, then reads, so that a change landing in between is never missed.
+    /// Reads; when nothing changed, parks and reads again, so that a change landing in between is never missed.
     private func evaluate() {
         guard !done else { return }
-        token = catalog.hub.wait(on: key) { [loop] in loop.execute { self.evaluate() } }
         let (index, response) = snapshot()
-        if index != minIndex { finish(response) }
+        if index != minIndex { return finish(response) }
+        token = catalog.hub.wait(on: key, loop: loop) { self.evaluate() }
+        let (again, latest) = snapshot()
+        if again != minIndex { finish(latest) }
     }
 
     private func finish(_ response: HTTPResponse?) {
         guard !done else { return }
         done = true
-        timer?.cancel()
+        DeadlineSweep.on(loop).remove(ObjectIdentifier(self))
         if let token { catalog.hub.cancel(token) }
         if let response { promise.succeed(response) } else { promise.succeed(.text(.requestTimeout, "client went away")) }
     }
@@ -121,5 +132,53 @@ enum ConsulHeaders {
         headers.add(name: "X-Consul-KnownLeader", value: "true")
         headers.add(name: "X-Consul-LastContact", value: "0")
         headers.add(name: "X-Consul-Effective-Consistency", value: "leader")
+    }
+}
+
+/// Ends the waits of parked queries on one event loop by sweeping their deadlines a few times a second.
+///
+/// A sweep costs a pass over the parked queries; an NIO timer per query would instead make every
+/// early answer pay a linear removal from the loop's timer heap, which dominates at 10,000 waiters.
+final class DeadlineSweep: @unchecked Sendable {
+    private static let interval: TimeAmount = .milliseconds(100)
+    private static let sweeps = Mutex<[ObjectIdentifier: DeadlineSweep]>([:])
+
+    private let loop: any EventLoop
+    // Touched only on `loop`.
+    private var entries: [ObjectIdentifier: (deadline: NIODeadline, expire: () -> Void)] = [:]
+
+    private init(loop: any EventLoop) {
+        self.loop = loop
+        loop.scheduleRepeatedTask(initialDelay: Self.interval, delay: Self.interval) { _ in self.sweep() }
+    }
+
+    /// The sweep of `loop`, created on first use.
+    static func on(_ loop: any EventLoop) -> DeadlineSweep {
+        sweeps.withLock { sweeps in
+            if let existing = sweeps[ObjectIdentifier(loop)] { return existing }
+            let created = DeadlineSweep(loop: loop)
+            sweeps[ObjectIdentifier(loop)] = created
+            return created
+        }
+    }
+
+    func add(_ id: ObjectIdentifier, deadline: NIODeadline, expire: @escaping () -> Void) {
+        loop.preconditionInEventLoop()
+        entries[id] = (deadline, expire)
+    }
+
+    func remove(_ id: ObjectIdentifier) {
+        loop.preconditionInEventLoop()
+        entries[id] = nil
+    }
+
+    private func sweep() {
+        guard !entries.isEmpty else { return }
+        let now = NIODeadline.now()
+        var due: [ObjectIdentifier] = []
+        for (id, entry) in entries where entry.deadline <= now { due.append(id) }
+        for id in due {
+            entries.removeValue(forKey: id)?.expire()
+        }
     }
 }

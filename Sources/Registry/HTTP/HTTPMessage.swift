@@ -54,7 +54,7 @@ public struct HTTPResponse: Sendable {
 
 /// Query string parameters as Go's `url.ParseQuery` reads them: repeated keys kept, `+` is a space.
 public struct QueryParameters: Sendable {
-    private var items: [(name: String, value: String)] = []
+    public private(set) var items: [(name: String, value: String)] = []
 
     public init(_ raw: String) {
         for part in raw.split(separator: "&", omittingEmptySubsequences: true) {

@@ -137,6 +137,11 @@ public final class HealthChecker: @unchecked Sendable {
 
     private func update(_ key: CheckKey, _ outcome: ProbeResult) {
         let output = Probes.truncated(outcome.output)
+        // Most probes confirm what is already recorded: that costs a read, not a write.
+        let unchanged = catalog.read { state in
+            state.check(key).map { $0.status == outcome.status && $0.output == output }
+        }
+        if unchanged == true { return }
         catalog.write({ (state: inout CatalogState) throws(CatalogError) -> HealthCheck? in
             guard var check = state.check(key) else { return nil }
             guard check.status != outcome.status || check.output != output else { return check }

@@ -6,6 +6,8 @@ public final class Catalog: Sendable {
     private let state: Mutex<CatalogState>
     private let store: any Store
     public let hub = WatchHub()
+    /// Rendered reads, reused while the data behind them is unchanged.
+    let responses = ResponseCache()
 
     public init(store: any Store) throws {
         self.store = store

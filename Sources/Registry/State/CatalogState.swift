@@ -165,7 +165,8 @@ public struct CatalogState: Sendable {
         node.modifyIndex = writeIndex
         nodes[node.name] = node
         record(.put(table: "node", key: node.name, value: StoredCatalog.encode(node)),
-               touching: [WatchKey.nodes, WatchKey.node(node.name)] + servicesOnNode(node.name).map(WatchKey.service))
+               touching: [WatchKey.nodes, WatchKey.services, WatchKey.node(node.name)]
+                   + servicesOnNode(node.name).map(WatchKey.service))
     }
 
     public mutating func removeNode(_ name: String) {

@@ -1,3 +1,4 @@
+import NIOCore
 import Synchronization
 
 /// Parks blocking queries on a watch key and wakes exactly those whose key changed.
@@ -10,9 +11,14 @@ public final class WatchHub: Sendable {
         let id: UInt64
     }
 
+    private struct Waiter {
+        let loop: any EventLoop
+        let wake: @Sendable () -> Void
+    }
+
     private struct State {
         var nextID: UInt64 = 0
-        var waiters: [String: [UInt64: @Sendable () -> Void]] = [:]
+        var waiters: [String: [UInt64: Waiter]] = [:]
         var count = 0
     }
 
@@ -20,11 +26,11 @@ public final class WatchHub: Sendable {
 
     public init() {}
 
-    /// Registers `wake` to run once, the next time `key` changes.
-    public func wait(on key: String, _ wake: @escaping @Sendable () -> Void) -> Token {
+    /// Registers `wake` to run once on `loop`, the next time `key` changes.
+    public func wait(on key: String, loop: any EventLoop, _ wake: @escaping @Sendable () -> Void) -> Token {
         state.withLock { state in
             state.nextID += 1
-            state.waiters[key, default: [:]][state.nextID] = wake
+            state.waiters[key, default: [:]][state.nextID] = Waiter(loop: loop, wake: wake)
             state.count += 1
             return Token(key: key, id: state.nextID)
         }
@@ -40,18 +46,21 @@ public final class WatchHub: Sendable {
         }
     }
 
-    /// Wakes every waiter of every key in `keys`.
+    /// Wakes every waiter of every key in `keys`, with one task per event loop rather than one per waiter.
     public func notify(_ keys: some Sequence<String>) {
-        var toWake: [@Sendable () -> Void] = []
+        var byLoop: [ObjectIdentifier: (loop: any EventLoop, wakes: [@Sendable () -> Void])] = [:]
         state.withLock { state in
             for key in keys {
-                if let waiters = state.waiters.removeValue(forKey: key) {
-                    state.count -= waiters.count
-                    toWake.append(contentsOf: waiters.values)
+                guard let waiters = state.waiters.removeValue(forKey: key) else { continue }
+                state.count -= waiters.count
+                for waiter in waiters.values {
+                    byLoop[ObjectIdentifier(waiter.loop), default: (waiter.loop, [])].wakes.append(waiter.wake)
                 }
             }
         }
-        for wake in toWake { wake() }
+        for (loop, wakes) in byLoop.values {
+            loop.execute { for wake in wakes { wake() } }
+        }
     }
 
     /// How many queries are parked right now.
