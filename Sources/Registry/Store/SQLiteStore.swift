@@ -20,11 +20,15 @@ public final class SQLiteStore: Store {
         var config = Configuration()
         config.journalMode = .wal
         config.busyMode = .timeout(5)
-        config.prepareDatabase { db in
-            try db.execute(sql: "PRAGMA synchronous = FULL")
-        }
         database = try DatabaseQueue(path: path, configuration: config)
         self.onCommit = onCommit
+        // GRDB sets synchronous=NORMAL with WAL (no fsync per commit); acknowledged writes need FULL.
+        try database.writeWithoutTransaction { db in
+            try db.execute(sql: "PRAGMA synchronous = FULL")
+            guard try Int.fetchOne(db, sql: "PRAGMA synchronous") == 2 else {
+                throw DatabaseError(message: "could not enable synchronous=FULL")
+            }
+        }
         try database.write { db in
             try db.execute(sql: """
                 CREATE TABLE IF NOT EXISTS records (
