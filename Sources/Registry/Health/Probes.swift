@@ -37,7 +37,7 @@ enum Probes {
         }
         let prefix = "HTTP \(method) \(d.http)"
         let requestHead = head
-        let connect = ClientBootstrap(group: loop)
+        let bootstrap = ClientBootstrap(group: loop)
             .connectTimeout(timeout)
             .channelInitializer { channel in
                 channel.eventLoop.makeCompletedFuture {
@@ -45,8 +45,8 @@ enum Probes {
                     try channel.pipeline.syncOperations.addHandler(ProbeResponseHandler(prefix: prefix, promise: promise))
                 }
             }
-            .connect(host: target.host, port: target.port)
-        connect.whenComplete { result in
+        let connected = connect(bootstrap, host: target.host, port: target.port)
+        connected.whenComplete { result in
             switch result {
             case .failure(let error):
                 promise.succeed(ProbeResult(status: .critical, output: "\(prefix): \(describe(error))"))
@@ -72,11 +72,15 @@ enum Probes {
         guard let (host, port) = splitHostPort(address) else {
             return loop.makeSucceededFuture(ProbeResult(status: .critical, output: "invalid TCP address \"\(address)\""))
         }
-        return ClientBootstrap(group: loop)
-            .connectTimeout(timeout)
-            .connect(host: host, port: port)
+        return connect(ClientBootstrap(group: loop).connectTimeout(timeout), host: host, port: port)
             .flatMap { channel in channel.close().map { ProbeResult(status: .passing, output: "TCP connect \(address): Success") } }
             .recover { error in ProbeResult(status: .critical, output: "dial tcp \(address): \(describe(error))") }
+    }
+
+    /// Connects without a resolver round trip when the host is an IP literal (the common case for checks).
+    static func connect(_ bootstrap: ClientBootstrap, host: String, port: Int) -> EventLoopFuture<any Channel> {
+        if let address = try? SocketAddress(ipAddress: host, port: port) { return bootstrap.connect(to: address) }
+        return bootstrap.connect(host: host, port: port)
     }
 
     static func splitHostPort(_ text: String) -> (String, Int)? {
