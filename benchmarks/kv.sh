@@ -1,25 +1,12 @@
 #!/usr/bin/env bash
 # KV store vs etcd 3.4, side by side: durable puts and gets at 1, 16 and 64 connections (wrk, kv.lua).
 # Both fsync before answering (Trellis: SQLite WAL synchronous=FULL; etcd: its WAL). Servers on CPU 0, wrk on CPU 1.
-set -euo pipefail
-cd "$(dirname "$0")/.."
-BIN=${TRELLIS_BIN:-.build/release/trellis}
-WORK=$(mktemp -d /tmp/trellis-kvbench.XXXXXX)
-DURATION=${DURATION:-10s}
-PIDS=()
-cleanup() { for p in "${PIDS[@]}"; do kill -9 "$p" 2>/dev/null || true; done; rm -rf "$WORK"; }
-trap cleanup EXIT
+source "$(dirname "$0")/common.sh"
 
-rm -rf "$WORK/reg"
 taskset -c 0 "$BIN" registry --http-addr 127.0.0.1:18500 --data-dir "$WORK/reg" --log-level error > /dev/null 2>&1 &
 PIDS+=($!)
-taskset -c 0 etcd --data-dir "$WORK/etcd" --listen-client-urls http://127.0.0.1:12379 \
-  --advertise-client-urls http://127.0.0.1:12379 --listen-peer-urls http://127.0.0.1:12380 --log-level error > "$WORK/etcd.log" 2>&1 &
-PIDS+=($!)
-for _ in $(seq 100); do
-  curl -sf 127.0.0.1:18500/v1/status/leader >/dev/null && curl -sf 127.0.0.1:12379/health >/dev/null && break
-  sleep 0.1
-done
+start_etcd
+for _ in $(seq 100); do curl -sf 127.0.0.1:18500/v1/status/leader >/dev/null && break; sleep 0.1; done
 
 run() { # target op connections
   local url=http://127.0.0.1:18500; [ "$1" = etcd ] && url=http://127.0.0.1:12379

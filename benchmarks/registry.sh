@@ -1,20 +1,13 @@
 #!/usr/bin/env bash
 # Registry benchmarks, each side by side with its peer in the same run (see README.md here).
 #   1. catalog reads: /v1/health/service/:name?passing (10 instances) vs nginx serving the same bytes
-#   2. durable registrations vs etcd 3.4 durable puts (JSON gateway), 64 connections
+#   2. durable registrations vs etcd 3.4 durable puts (JSON gateway, kv.lua), 64 connections
 #   3. blocking-query fan-out: 10,000 watchers, one change
 #   4. 10,000 instances with an HTTP check every 10 s: registry CPU and RSS
 # Servers are pinned to CPU 0, load generators to CPU 1. Arguments pick sections (default: all).
-set -euo pipefail
+source "$(dirname "$0")/common.sh"
 SECTIONS=" ${*:-1 2 3 4} "
 want() { [[ "$SECTIONS" == *" $1 "* ]]; }
-cd "$(dirname "$0")/.."
-BIN=${TRELLIS_BIN:-.build/release/trellis}
-WORK=$(mktemp -d /tmp/trellis-bench.XXXXXX)
-DURATION=${DURATION:-10s}
-PIDS=()
-cleanup() { for p in "${PIDS[@]}"; do kill -9 "$p" 2>/dev/null || true; done; rm -rf "$WORK"; }
-trap cleanup EXIT
 
 start_registry() {
   rm -rf "$WORK/reg"
@@ -43,18 +36,7 @@ done
 mkdir -p "$WORK/www"
 curl -sf "127.0.0.1:18500/v1/health/service/web?passing" -o "$WORK/www/health.json"
 echo "response: $(wc -c < "$WORK/www/health.json") bytes"
-cat > "$WORK/nginx.conf" <<NGINX
-worker_processes 1;
-daemon off;
-pid $WORK/nginx.pid;
-error_log $WORK/nginx-error.log;
-events { worker_connections 4096; }
-http {
-  access_log off;
-  server { listen 127.0.0.1:18080; root $WORK/www; location / { default_type application/json; } }
-}
-NGINX
-taskset -c 0 nginx -c "$WORK/nginx.conf" & NGINX_PID=$!; PIDS+=("$NGINX_PID"); sleep 0.5
+start_nginx 0 "root $WORK/www; location / { default_type application/json; }"
 for round in 1 2 3; do
   T=$(taskset -c 1 wrk -t1 -c50 -d"$DURATION" --latency "http://127.0.0.1:18500/v1/health/service/web?passing" | wrk_rps)
   N=$(taskset -c 1 wrk -t1 -c50 -d"$DURATION" --latency "http://127.0.0.1:18080/health.json" | wrk_rps)
@@ -69,12 +51,8 @@ for round in 1 2 3; do
   start_registry
   T=$(taskset -c 1 wrk -t1 -c64 -d"$DURATION" --latency -s benchmarks/register.lua "http://127.0.0.1:18500" | wrk_rps)
   stop_registry
-  rm -rf "$WORK/etcd"
-  taskset -c 0 etcd --data-dir "$WORK/etcd" --listen-client-urls http://127.0.0.1:12379 \
-    --advertise-client-urls http://127.0.0.1:12379 --listen-peer-urls http://127.0.0.1:12380 \
-    --log-level error > "$WORK/etcd.log" 2>&1 & ETCD_PID=$!; PIDS+=("$ETCD_PID")
-  for _ in $(seq 100); do curl -sf 127.0.0.1:12379/health >/dev/null && break; sleep 0.1; done
-  E=$(taskset -c 1 wrk -t1 -c64 -d"$DURATION" --latency -s benchmarks/etcd-put.lua "http://127.0.0.1:12379" | wrk_rps)
+  start_etcd
+  E=$(taskset -c 1 wrk -t1 -c64 -d"$DURATION" --latency -s benchmarks/kv.lua "http://127.0.0.1:12379" -- etcd put | wrk_rps)
   kill "$ETCD_PID"; wait "$ETCD_PID" 2>/dev/null || true
   echo "round $round  trellis registrations: $T   etcd puts: $E   ratio: $(echo "$T $E" | awk '{printf "%.2f", $1 / $4}')"
 done
@@ -90,15 +68,7 @@ fi
 if want 4; then
 echo "== 4. 10,000 instances with an HTTP check every 10s"
 start_registry
-cat > "$WORK/nginx.conf" <<NGINX
-worker_processes 1;
-daemon off;
-pid $WORK/nginx.pid;
-error_log $WORK/nginx-error.log;
-events { worker_connections 4096; }
-http { access_log off; server { listen 127.0.0.1:18080; location /health { return 200 "ok"; } } }
-NGINX
-taskset -c 1 nginx -c "$WORK/nginx.conf" & NGINX_PID=$!; PIDS+=("$NGINX_PID"); sleep 0.5
+start_nginx 1 'location /health { return 200 "ok"; }'
 python3 - <<PY
 import concurrent.futures, urllib.request
 def register(i):

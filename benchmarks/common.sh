@@ -1,0 +1,32 @@
+# Shared by the benchmark scripts: scratch directory, process cleanup, peers on loopback.
+set -euo pipefail
+cd "$(dirname "$0")/.."
+BIN=${TRELLIS_BIN:-.build/release/trellis}
+WORK=$(mktemp -d /tmp/trellis-bench.XXXXXX)
+DURATION=${DURATION:-10s}
+PIDS=()
+cleanup() { for p in "${PIDS[@]}"; do kill -9 "$p" 2>/dev/null || true; done; rm -rf "$WORK"; }
+trap cleanup EXIT
+
+# Starts nginx (1 worker, CPU $1) with the given `server { ... }` block on 127.0.0.1:18080.
+start_nginx() {
+  cat > "$WORK/nginx.conf" <<NGINX
+worker_processes 1;
+daemon off;
+pid $WORK/nginx.pid;
+error_log $WORK/nginx-error.log;
+events { worker_connections 4096; }
+http { access_log off; server { listen 127.0.0.1:18080; $2 } }
+NGINX
+  taskset -c "$1" nginx -c "$WORK/nginx.conf" & NGINX_PID=$!; PIDS+=("$NGINX_PID"); sleep 0.5
+}
+
+# Starts a single-node etcd on CPU 0, client port 12379.
+start_etcd() {
+  rm -rf "$WORK/etcd"
+  taskset -c 0 etcd --data-dir "$WORK/etcd" --listen-client-urls http://127.0.0.1:12379 \
+    --advertise-client-urls http://127.0.0.1:12379 --listen-peer-urls http://127.0.0.1:12380 \
+    --log-level error > "$WORK/etcd.log" 2>&1 & ETCD_PID=$!; PIDS+=("$ETCD_PID")
+  for _ in $(seq 100); do curl -sf 127.0.0.1:12379/health >/dev/null && return; sleep 0.1; done
+  echo "etcd did not start"; exit 1
+}
