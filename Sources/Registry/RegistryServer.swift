@@ -32,6 +32,7 @@ public final class RegistryServer: Service {
     }
 
     public func run() async throws {
+        Self.raiseOpenFileLimit()
         try FileManager.default.createDirectory(atPath: config.dataDirectory, withIntermediateDirectories: true)
         let metrics = RegistryMetrics()
         let store = try SQLiteStore(path: config.dataDirectory + "/registry.db") { seconds, batches in
@@ -69,6 +70,15 @@ public final class RegistryServer: Service {
         checker.stop()
         sessionExpiry.stop()
         try await group.shutdownGracefully()
+    }
+
+    /// Lifts the soft open-file limit to the hard one: every parked blocking query and every kept-alive
+    /// check connection holds a descriptor.
+    static func raiseOpenFileLimit() {
+        var limit = rlimit()
+        guard getrlimit(Int32(RLIMIT_NOFILE.rawValue), &limit) == 0, limit.rlim_cur < limit.rlim_max else { return }
+        limit.rlim_cur = limit.rlim_max
+        _ = setrlimit(Int32(RLIMIT_NOFILE.rawValue), &limit)
     }
 
     /// The registry's own node, its `serfHealth` check and the `consul` service, as Consul shows them.

@@ -33,6 +33,33 @@ final class HealthCheckTests: XCTestCase {
         try await eventually("a dead target is critical") { try await status(registry, "service:api1") == "critical" }
     }
 
+    func testHTTPChecksReuseKeepAliveConnections() async throws {
+        let registry = try await RegistryUnderTest.start(self)
+        let target = try await ScriptedHTTPServer(self, status: 200, keepAlive: true)
+        _ = try await registry.put("/v1/agent/service/register", """
+            {"Name": "ka", "ID": "ka1", "Check": {"HTTP": "http://127.0.0.1:\(target.port)/", "Interval": "1s", "Status": "critical"}}
+            """)
+        try await eventually("passes") { try await status(registry, "service:ka1") == "passing" }
+        try target.answer(503)
+        try await eventually("follows the answers on the same connection") { try await status(registry, "service:ka1") == "critical" }
+        try target.answer(200)
+        try await eventually("and back") { try await status(registry, "service:ka1") == "passing" }
+        XCTAssertEqual(target.connectionsAccepted, 1, "every probe went over one kept-alive connection")
+    }
+
+    func testTargetClosingIdleConnectionsDoesNotFailChecks() async throws {
+        let registry = try await RegistryUnderTest.start(self)
+        let target = try await ScriptedHTTPServer(self, status: 200, keepAlive: true, idleTimeout: 0.3)
+        _ = try await registry.put("/v1/agent/service/register", """
+            {"Name": "idle", "ID": "i1", "Check": {"HTTP": "http://127.0.0.1:\(target.port)/", "Interval": "1s", "Status": "passing"}}
+            """)
+        try await eventually("probed at least four times") { target.connectionsAccepted >= 4 }
+        let r1 = try await status(registry, "service:i1")
+        XCTAssertEqual(r1, "passing")
+        let output = try await registry.json("/v1/agent/checks")["service:i1"]?["Output"]?.stringValue ?? ""
+        XCTAssertTrue(output.contains("200 OK"), output)
+    }
+
     func testTCPCheck() async throws {
         let registry = try await RegistryUnderTest.start(self)
         let target = try await ScriptedHTTPServer(self)

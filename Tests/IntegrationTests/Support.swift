@@ -127,7 +127,9 @@ final class ScriptedHTTPServer: @unchecked Sendable {
     private let statusFile: String
     private let child: ChildProcess
 
-    init(_ test: XCTestCase, status: Int = 200) async throws {
+    /// `keepAlive` answers HTTP/1.1 and keeps connections open (closing them after `idleTimeout` seconds);
+    /// every accepted connection is printed as a `connection` line.
+    init(_ test: XCTestCase, status: Int = 200, keepAlive: Bool = false, idleTimeout: Double = 60) async throws {
         let dir = try temporaryDirectory(test)
         statusFile = dir + "/status"
         try String(status).write(toFile: statusFile, atomically: true, encoding: .utf8)
@@ -135,6 +137,11 @@ final class ScriptedHTTPServer: @unchecked Sendable {
         import http.server, sys
         status_file = sys.argv[1]
         class H(http.server.BaseHTTPRequestHandler):
+            protocol_version = "HTTP/1.1" if sys.argv[2] == "1" else "HTTP/1.0"
+            timeout = float(sys.argv[3])
+            def setup(self):
+                super().setup()
+                print("connection %d" % self.client_address[1], flush=True)
             def do_GET(self):
                 code = int(open(status_file).read().strip())
                 body = ("status %d" % code).encode()
@@ -143,11 +150,12 @@ final class ScriptedHTTPServer: @unchecked Sendable {
                 self.end_headers()
                 self.wfile.write(body)
             def log_message(self, *args): pass
-        s = http.server.HTTPServer(("127.0.0.1", 0), H)
+        s = http.server.ThreadingHTTPServer(("127.0.0.1", 0), H)
         print("port %d" % s.server_address[1], flush=True)
         s.serve_forever()
         """
-        let process = try ChildProcess("/usr/bin/env", ["python3", "-c", script, statusFile])
+        let process = try ChildProcess("/usr/bin/env", ["python3", "-c", script, statusFile, keepAlive ? "1" : "0",
+                                                        String(idleTimeout)])
         child = process
         test.addTeardownBlock { process.kill9() }
         let line = try await process.waitForLine(containing: "port ")
@@ -159,6 +167,9 @@ final class ScriptedHTTPServer: @unchecked Sendable {
     }
 
     func stop() { child.kill9() }
+
+    /// How many connections the server has accepted so far.
+    var connectionsAccepted: Int { child.output.filter { $0.hasPrefix("connection ") }.count }
 }
 
 /// Polls `condition` until it holds or `timeout` passes.

@@ -18,6 +18,7 @@ public final class HealthChecker: @unchecked Sendable {
     private let node: String
     private let loop: any EventLoop
     private let logger: Logger
+    private let httpProbe: HTTPProbe
     private var runners: [CheckKey: Runner] = [:]
     private var criticalSince: [CheckKey: NIODeadline] = [:]
     private var reaper: RepeatedTask?
@@ -30,6 +31,7 @@ public final class HealthChecker: @unchecked Sendable {
         self.loop = loop
         self.logger = logger
         self.onProbe = onProbe
+        self.httpProbe = HTTPProbe(loop: loop)
     }
 
     /// Schedules every check of the node found in the catalog (after a restart too) and starts the reaper.
@@ -41,6 +43,7 @@ public final class HealthChecker: @unchecked Sendable {
             }
             self.reaper = self.loop.scheduleRepeatedTask(initialDelay: .seconds(1), delay: .seconds(1)) { _ in
                 self.reapCritical()
+                self.httpProbe.pruneIdle()
             }
         }
     }
@@ -99,7 +102,7 @@ public final class HealthChecker: @unchecked Sendable {
         let d = runner.definition
         let interval = d.interval ?? .seconds(10)
         let timeout = TimeAmount.nanoseconds((d.timeout ?? min(.seconds(10), interval)).nanoseconds)
-        let result = d.http.isEmpty ? Probes.tcp(d.tcp, timeout: timeout, on: loop) : Probes.http(d, timeout: timeout, on: loop)
+        let result = d.http.isEmpty ? Probes.tcp(d.tcp, timeout: timeout, on: loop) : httpProbe.run(d, timeout: timeout)
         result.whenSuccess { outcome in
             self.onProbe(d.type, outcome.status)
             guard self.runners[key] != nil else { return }

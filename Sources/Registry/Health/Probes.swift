@@ -14,58 +14,6 @@ enum Probes {
     /// Longest check output kept, as Consul's default `check_output_max_size`.
     static let outputLimit = 4096
 
-    /// HTTP check: 2xx passing, 429 warning, anything else (or no answer in time) critical.
-    static func http(_ d: CheckDefinition, timeout: TimeAmount, on loop: any EventLoop) -> EventLoopFuture<ProbeResult> {
-        let method = d.method.isEmpty ? "GET" : d.method.uppercased()
-        guard let target = ProbeURL(d.http) else {
-            return loop.makeSucceededFuture(ProbeResult(status: .critical, output: "invalid check URL \"\(d.http)\""))
-        }
-        guard !target.tls else {
-            return loop.makeSucceededFuture(ProbeResult(
-                status: .critical, output: "HTTP \(method) \(d.http): https checks are not supported by this registry"))
-        }
-        let promise = loop.makePromise(of: ProbeResult.self)
-        var head = HTTPRequestHead(version: .http1_1, method: HTTPMethod(rawValue: method), uri: target.requestURI)
-        head.headers.add(name: "Host", value: target.hostHeader)
-        head.headers.add(name: "User-Agent", value: "Consul Health Check")
-        head.headers.add(name: "Accept", value: "text/plain, text/*, */*")
-        for (name, values) in d.header { for value in values { head.headers.replaceOrAdd(name: name, value: value) } }
-        head.headers.replaceOrAdd(name: "Connection", value: "close")
-        let body = ByteBuffer(string: d.body)
-        if !d.body.isEmpty || method == "POST" || method == "PUT" {
-            head.headers.replaceOrAdd(name: "Content-Length", value: String(body.readableBytes))
-        }
-        let prefix = "HTTP \(method) \(d.http)"
-        let requestHead = head
-        let bootstrap = ClientBootstrap(group: loop)
-            .connectTimeout(timeout)
-            .channelInitializer { channel in
-                channel.eventLoop.makeCompletedFuture {
-                    try channel.pipeline.syncOperations.addHTTPClientHandlers()
-                    try channel.pipeline.syncOperations.addHandler(ProbeResponseHandler(prefix: prefix, promise: promise))
-                }
-            }
-        let connected = connect(bootstrap, host: target.host, port: target.port)
-        connected.whenComplete { result in
-            switch result {
-            case .failure(let error):
-                promise.succeed(ProbeResult(status: .critical, output: "\(prefix): \(describe(error))"))
-            case .success(let channel):
-                channel.write(HTTPClientRequestPart.head(requestHead), promise: nil)
-                if body.readableBytes > 0 { channel.write(HTTPClientRequestPart.body(.byteBuffer(body)), promise: nil) }
-                channel.writeAndFlush(HTTPClientRequestPart.end(nil), promise: nil)
-                // The timer is left to fire rather than cancelled: cancelling is a linear search of the
-                // loop's timer heap, which holds every check's next run; firing late is a no-op.
-                loop.scheduleTask(in: timeout) {
-                    promise.succeed(ProbeResult(status: .critical,
-                                                output: "\(prefix): timed out after \(timeout.nanoseconds / 1_000_000)ms"))
-                }
-                promise.futureResult.whenComplete { _ in channel.close(promise: nil) }
-            }
-        }
-        return promise.futureResult
-    }
-
     /// TCP check: passing when a connection opens in time.
     static func tcp(_ address: String, timeout: TimeAmount, on loop: any EventLoop) -> EventLoopFuture<ProbeResult> {
         guard let (host, port) = splitHostPort(address) else {
@@ -149,55 +97,5 @@ struct ProbeURL {
         }
         requestURI = path
         hostHeader = authority
-    }
-}
-
-private final class ProbeResponseHandler: ChannelInboundHandler {
-    typealias InboundIn = HTTPClientResponsePart
-
-    private let prefix: String
-    private let promise: EventLoopPromise<ProbeResult>
-    private var status: HTTPResponseStatus?
-    private var body: [UInt8] = []
-    private var totalBytes = 0
-
-    init(prefix: String, promise: EventLoopPromise<ProbeResult>) {
-        self.prefix = prefix
-        self.promise = promise
-    }
-
-    func channelRead(context: ChannelHandlerContext, data: NIOAny) {
-        switch unwrapInboundIn(data) {
-        case .head(let head):
-            status = head.status
-        case .body(let buffer):
-            totalBytes += buffer.readableBytes
-            let room = Probes.outputLimit - body.count
-            if room > 0 { body.append(contentsOf: buffer.readableBytesView.prefix(room)) }
-        case .end:
-            finish()
-        }
-    }
-
-    func channelInactive(context: ChannelHandlerContext) {
-        if status != nil { finish() } else {
-            promise.succeed(ProbeResult(status: .critical, output: "\(prefix): connection closed before a response"))
-        }
-    }
-
-    func errorCaught(context: ChannelHandlerContext, error: any Error) {
-        promise.succeed(ProbeResult(status: .critical, output: "\(prefix): \(Probes.describe(error))"))
-        context.close(promise: nil)
-    }
-
-    private func finish() {
-        guard let status else { return }
-        var text = String(decoding: body, as: UTF8.self)
-        if totalBytes > body.count {
-            text += " ... (captured \(body.count) of \(totalBytes) bytes)"
-        }
-        let output = "\(prefix): \(status.code) \(status.reasonPhrase) Output: \(text)"
-        let health: HealthStatus = (200..<300).contains(status.code) ? .passing : status.code == 429 ? .warning : .critical
-        promise.succeed(ProbeResult(status: health, output: output))
     }
 }
