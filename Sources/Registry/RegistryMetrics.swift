@@ -47,9 +47,17 @@ public final class RegistryMetrics: Sendable {
         registry.counter("store_writes", help: "Writes made durable.").increment(by: Int64(batches))
     }
 
+    private let probeCounters = Mutex<[String: Counter]>([:])
+
     public func recordProbe(type: String, status: HealthStatus) {
-        registry.counter("check_runs", help: "Health check probes run, by type and result.",
-                         labels: [("type", type), ("status", status.rawValue)]).increment()
+        let key = type + " " + status.rawValue
+        probeCounters.withLock { cache in
+            if let counter = cache[key] { return counter }
+            let counter = registry.counter("check_runs", help: "Health check probes run, by type and result.",
+                                           labels: [("type", type), ("status", status.rawValue)])
+            cache[key] = counter
+            return counter
+        }.increment()
     }
 
     /// Refreshes the state gauges and renders the exposition text.

@@ -18,16 +18,21 @@ final class HTTPProbe: @unchecked Sendable {
 
     init(loop: any EventLoop) { self.loop = loop }
 
-    /// Runs one HTTP check: 2xx passing, 429 warning, anything else (or no answer in time) critical.
-    func run(_ d: CheckDefinition, timeout: TimeAmount) -> EventLoopFuture<ProbeResult> {
+    /// A check's request, built once when the check is adopted and sent on every run.
+    enum Prepared: Sendable {
+        case invalid(ProbeResult)
+        case ready(ProbeURL, ProbeRequest)
+    }
+
+    /// Builds the request of an HTTP check definition.
+    static func prepare(_ d: CheckDefinition, timeout: TimeAmount) -> Prepared {
         let method = d.method.isEmpty ? "GET" : d.method.uppercased()
         let prefix = "HTTP \(method) \(d.http)"
         guard let target = ProbeURL(d.http) else {
-            return loop.makeSucceededFuture(ProbeResult(status: .critical, output: "invalid check URL \"\(d.http)\""))
+            return .invalid(ProbeResult(status: .critical, output: "invalid check URL \"\(d.http)\""))
         }
         guard !target.tls else {
-            return loop.makeSucceededFuture(ProbeResult(status: .critical,
-                                                        output: "\(prefix): https checks are not supported by this registry"))
+            return .invalid(ProbeResult(status: .critical, output: "\(prefix): https checks are not supported by this registry"))
         }
         var head = HTTPRequestHead(version: .http1_1, method: HTTPMethod(rawValue: method), uri: target.requestURI)
         head.headers.add(name: "Host", value: target.hostHeader)
@@ -38,8 +43,15 @@ final class HTTPProbe: @unchecked Sendable {
         if !d.body.isEmpty || method == "POST" || method == "PUT" {
             head.headers.replaceOrAdd(name: "Content-Length", value: String(body.readableBytes))
         }
-        let request = ProbeRequest(head: head, body: body, prefix: prefix, timeout: timeout)
-        return attempt(request, target: target, reuse: true)
+        return .ready(target, ProbeRequest(head: head, body: body, prefix: prefix, timeout: timeout))
+    }
+
+    /// Runs one HTTP check: 2xx passing, 429 warning, anything else (or no answer in time) critical.
+    func run(_ prepared: Prepared) -> EventLoopFuture<ProbeResult> {
+        switch prepared {
+        case .invalid(let result): loop.makeSucceededFuture(result)
+        case .ready(let target, let request): attempt(request, target: target, reuse: true)
+        }
     }
 
     /// Closes idle connections unused for a while (their checks may be gone).
@@ -127,7 +139,7 @@ final class HTTPProbe: @unchecked Sendable {
 }
 
 /// What one probe needs to send and report.
-private struct ProbeRequest {
+struct ProbeRequest: Sendable {
     let head: HTTPRequestHead
     let body: ByteBuffer
     let prefix: String

@@ -10,6 +10,7 @@ public final class HealthChecker: @unchecked Sendable {
     private struct Runner {
         var definition: CheckDefinition
         var task: Scheduled<Void>?
+        var http: HTTPProbe.Prepared?
         var successes = 0
         var failures = 0
     }
@@ -82,7 +83,9 @@ public final class HealthChecker: @unchecked Sendable {
         } else if let interval = d.interval, !d.http.isEmpty || !d.tcp.isEmpty {
             // Like Consul, the first run is staggered within the interval so checks spread out.
             let stagger = Int64.random(in: 0...max(1, interval.nanoseconds))
-            runners[key] = Runner(definition: d, task: loop.scheduleTask(in: .nanoseconds(stagger)) { self.probe(key) })
+            var runner = Runner(definition: d, task: loop.scheduleTask(in: .nanoseconds(stagger)) { self.probe(key) })
+            if !d.http.isEmpty { runner.http = HTTPProbe.prepare(d, timeout: Self.timeout(d)) }
+            runners[key] = runner
         }
     }
 
@@ -92,17 +95,16 @@ public final class HealthChecker: @unchecked Sendable {
         update(key, ProbeResult(status: .critical, output: "TTL expired"))
     }
 
+    /// The probe timeout: the check's, else 10s capped at the interval (Consul's default).
+    private static func timeout(_ d: CheckDefinition) -> TimeAmount {
+        .nanoseconds((d.timeout ?? min(.seconds(10), d.interval ?? .seconds(10))).nanoseconds)
+    }
+
     private func probe(_ key: CheckKey) {
         guard let runner = runners[key] else { return }
-        guard catalog.read({ $0.check(key) }) != nil else {
-            runners[key] = nil
-            criticalSince[key] = nil
-            return
-        }
         let d = runner.definition
         let interval = d.interval ?? .seconds(10)
-        let timeout = TimeAmount.nanoseconds((d.timeout ?? min(.seconds(10), interval)).nanoseconds)
-        let result = d.http.isEmpty ? Probes.tcp(d.tcp, timeout: timeout, on: loop) : httpProbe.run(d, timeout: timeout)
+        let result = runner.http.map(httpProbe.run) ?? Probes.tcp(d.tcp, timeout: Self.timeout(d), on: loop)
         result.whenSuccess { outcome in
             self.onProbe(d.type, outcome.status)
             guard self.runners[key] != nil else { return }
@@ -144,7 +146,13 @@ public final class HealthChecker: @unchecked Sendable {
         let unchanged = catalog.read { state in
             state.check(key).map { $0.status == outcome.status && $0.output == output }
         }
-        if unchanged == true { return }
+        guard let unchanged else {
+            // The check was deregistered: stop running it.
+            runners[key] = nil
+            criticalSince[key] = nil
+            return
+        }
+        if unchanged { return }
         catalog.write({ (state: inout CatalogState) throws(CatalogError) -> HealthCheck? in
             guard var check = state.check(key) else { return nil }
             guard check.status != outcome.status || check.output != output else { return check }

@@ -63,7 +63,7 @@ enum Probes {
 }
 
 /// The parts of an `http://` check URL that a request needs.
-struct ProbeURL {
+struct ProbeURL: Sendable {
     let tls: Bool
     let host: String
     let port: Int
