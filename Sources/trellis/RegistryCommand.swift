@@ -3,38 +3,49 @@ import Foundation
 import Logging
 import Registry
 import ServiceLifecycle
+import Yams
 
 struct RegistryCommand: AsyncParsableCommand {
     static let configuration = CommandConfiguration(
         commandName: "registry",
         abstract: "Run the registry: Consul-compatible catalog, health checks and API, durable on SQLite.")
 
-    @Option(name: .long, help: "Where the HTTP API listens (HOST:PORT; port 0 picks a free one).")
-    var httpAddr = "127.0.0.1:8500"
+    @Option(name: .long, help: "Where the HTTP API listens (HOST:PORT; port 0 picks a free one). Default 127.0.0.1:8500.")
+    var httpAddr: String?
 
-    @Option(name: .long, help: "Directory of the SQLite store.")
-    var dataDir = "./data"
+    @Option(name: .long, help: "Directory of the SQLite store. Default ./data.")
+    var dataDir: String?
 
     @Option(name: .long, help: "Node name of this registry (default: host name).")
     var node: String?
 
-    @Option(name: .long, help: "Datacenter name.")
-    var datacenter = "dc1"
+    @Option(name: .long, help: "Datacenter name. Default dc1.")
+    var datacenter: String?
 
-    @Option(name: .long, help: "Log level: trace, debug, info, notice, warning, error, critical.")
-    var logLevel: Logger.Level = .info
+    @Option(name: .long, help: "Log level: trace, debug, info, notice, warning, error, critical. Default info.")
+    var logLevel: Logger.Level?
+
+    @Option(name: .long, help: "YAML file with the same settings in snake_case (http_addr, data_dir, node, datacenter, log_level); flags win.")
+    var config: String?
 
     func run() async throws {
-        var config = RegistryConfiguration()
-        guard let (host, port) = HostPort.parse(httpAddr) else {
-            throw ValidationError("--http-addr must be HOST:PORT, got \"\(httpAddr)\"")
+        let file = try config.map { try DaemonConfigFile(path: $0, allowed: ["http_addr", "data_dir", "node", "datacenter", "log_level"]) }
+        var settings = RegistryConfiguration()
+        let address = httpAddr ?? file?["http_addr"] ?? "127.0.0.1:8500"
+        guard let (host, port) = HostPort.parse(address) else {
+            throw ValidationError("http_addr must be HOST:PORT, got \"\(address)\"")
         }
-        config.host = host
-        config.port = port
-        config.dataDirectory = dataDir
-        config.datacenter = datacenter
-        if let node { config.nodeName = node }
-        let logger = LogSetup.make(label: "trellis.registry", level: logLevel)
+        settings.host = host
+        settings.port = port
+        settings.dataDirectory = dataDir ?? file?["data_dir"] ?? "./data"
+        settings.datacenter = datacenter ?? file?["datacenter"] ?? "dc1"
+        if let name = node ?? file?["node"] { settings.nodeName = name }
+        let levelText = file?["log_level"]
+        guard let level = logLevel ?? (levelText.map { Logger.Level(rawValue: $0) } ?? .info) else {
+            throw ValidationError("log_level must be one of trace, debug, info, notice, warning, error, critical")
+        }
+        let config = settings
+        let logger = LogSetup.make(label: "trellis.registry", level: level)
         let dataDirectory = config.dataDirectory
         let server = RegistryServer(config: config, logger: logger) { address in
             let line = "trellis registry listening on http://\(address) (data in \(dataDirectory))\n"
@@ -67,4 +78,28 @@ enum LogSetup {
         logger.logLevel = level
         return logger
     }
+}
+
+/// A daemon's `--config` YAML file: a flat map of settings, unknown keys refused by name.
+struct DaemonConfigFile {
+    private let values: [String: String]
+
+    init(path: String, allowed: Set<String>) throws {
+        guard let data = FileManager.default.contents(atPath: path) else { throw ValidationError("cannot read config file \(path)") }
+        let parsed: Any?
+        do { parsed = try Yams.load(yaml: String(decoding: data, as: UTF8.self)) } catch {
+            throw ValidationError("\(path): \(error)")
+        }
+        guard let map = parsed as? [String: Any] else { throw ValidationError("\(path): expected a map of settings") }
+        var values: [String: String] = [:]
+        for (key, value) in map {
+            guard allowed.contains(key) else {
+                throw ValidationError("\(path): unknown setting \"\(key)\" (known: \(allowed.sorted().joined(separator: ", ")))")
+            }
+            values[key] = "\(value)"
+        }
+        self.values = values
+    }
+
+    subscript(_ key: String) -> String? { values[key] }
 }

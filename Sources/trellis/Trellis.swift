@@ -5,6 +5,7 @@ struct Trellis: AsyncParsableCommand {
     static let configuration = CommandConfiguration(
         commandName: "trellis",
         abstract: "Service discovery, configuration and observability around thin services.",
+        version: "0.1.0",
         subcommands: [RegistryCommand.self, ServicesCommand.self, HealthCommand.self,
                       RegisterCommand.self, DeregisterCommand.self, KVCommand.self, LockCommand.self]
     )

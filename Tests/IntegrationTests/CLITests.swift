@@ -51,3 +51,24 @@ final class CLITests: XCTestCase {
         XCTAssertEqual(down.code, 1)
     }
 }
+
+final class RegistryConfigFileTests: XCTestCase {
+    func testConfigFileSettingsAndUnknownKeys() async throws {
+        let dir = try temporaryDirectory(self)
+        try "http_addr: 127.0.0.1:0\ndata_dir: \(dir)/data\nnode: from-file\ndatacenter: east\n"
+            .write(toFile: dir + "/registry.yaml", atomically: true, encoding: .utf8)
+        let child = try ChildProcess(TrellisBinary.path, ["registry", "--config", dir + "/registry.yaml", "--log-level", "error"])
+        addTeardownBlock { child.kill9() }
+        let line = try await child.waitForLine(containing: "listening on http://")
+        let address = String(line.split(separator: " ").first { $0.hasPrefix("http://") }!.dropFirst(7))
+        let me = try await RegistryClient(address: address).json("GET", "/v1/agent/self").0
+        XCTAssertEqual(me["Config"]?["NodeName"], .string("from-file"))
+        XCTAssertEqual(me["Config"]?["Datacenter"], .string("east"))
+        XCTAssertTrue(FileManager.default.fileExists(atPath: dir + "/data/registry.db"))
+
+        try "http_addr: 127.0.0.1:0\nlisten_port: 1\n".write(toFile: dir + "/bad.yaml", atomically: true, encoding: .utf8)
+        let bad = try ChildProcess(TrellisBinary.path, ["registry", "--config", dir + "/bad.yaml"])
+        bad.process.waitUntilExit()
+        XCTAssertNotEqual(bad.process.terminationStatus, 0, "an unknown setting is refused before anything starts")
+    }
+}
