@@ -2,6 +2,7 @@ import ArgumentParser
 import Foundation
 import Logging
 import Registry
+import Telemetry
 import ServiceLifecycle
 import Yams
 
@@ -25,6 +26,9 @@ struct RegistryCommand: AsyncParsableCommand {
     @Option(name: .long, help: "Log level: trace, debug, info, notice, warning, error, critical. Default info.")
     var logLevel: Logger.Level?
 
+    @Option(name: .long, help: "Log format: json, text, or auto (json unless stderr is a terminal).")
+    var logFormat: LogSetup.Format = .auto
+
     @Option(name: .long, help: "YAML file with the same settings in snake_case (http_addr, data_dir, node, datacenter, log_level); flags win.")
     var config: String?
 
@@ -45,7 +49,7 @@ struct RegistryCommand: AsyncParsableCommand {
             throw ValidationError("log_level must be one of trace, debug, info, notice, warning, error, critical")
         }
         let config = settings
-        let logger = LogSetup.make(label: "trellis.registry", level: level)
+        let logger = LogSetup.make(label: "trellis.registry", level: level, format: logFormat)
         let dataDirectory = config.dataDirectory
         let server = RegistryServer(config: config, logger: logger) { address in
             let line = "trellis registry listening on http://\(address) (data in \(dataDirectory))\n"
@@ -72,9 +76,14 @@ enum HostPort {
 }
 
 enum LogSetup {
+    enum Format: String, ExpressibleByArgument, CaseIterable { case auto, json, text }
+
     /// A stderr logger at `level`, so stdout stays for the command's own output.
-    static func make(label: String, level: Logger.Level) -> Logger {
-        var logger = Logger(label: label) { StreamLogHandler.standardError(label: $0) }
+    static func make(label: String, level: Logger.Level, format: Format) -> Logger {
+        let json = format == .json || (format == .auto && isatty(STDERR_FILENO) == 0)
+        var logger = Logger(label: label) { label -> any LogHandler in
+            json ? JSONLogHandler(label: label) : StreamLogHandler.standardError(label: label)
+        }
         logger.logLevel = level
         return logger
     }

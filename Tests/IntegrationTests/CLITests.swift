@@ -72,3 +72,18 @@ final class RegistryConfigFileTests: XCTestCase {
         XCTAssertNotEqual(bad.process.terminationStatus, 0, "an unknown setting is refused before anything starts")
     }
 }
+
+final class RegistryLogTests: XCTestCase {
+    func testJSONLogLinesCarryLevelMessageAndMetadata() async throws {
+        let dir = try temporaryDirectory(self)
+        let child = try ChildProcess("/bin/sh", ["-c", "exec \"$0\" registry --http-addr 127.0.0.1:0 --data-dir \"$1\" --log-format json 2>&1",
+                                                 TrellisBinary.path, dir + "/data"])
+        addTeardownBlock { child.kill9() }
+        let line = try await child.waitForLine(containing: "registry listening\"")
+        let entry = try JSON.parse(line)
+        XCTAssertEqual(entry["level"], .string("info"))
+        XCTAssertEqual(entry["logger"], .string("trellis.registry"))
+        XCTAssertEqual(entry["data_dir"], .string(dir + "/data"))
+        XCTAssertTrue(entry["ts"]?.stringValue?.hasSuffix("Z") ?? false)
+    }
+}

@@ -72,6 +72,7 @@ extension ConsulAPI {
 
     func sessionRenew(_ context: Context) -> EventLoopFuture<HTTPResponse> {
         let id = context.rest
+        guard !id.isEmpty else { return badRequest("Missing session", context) }
         let pretty = context.request.query.has("pretty")
         return write(context, { (state: inout CatalogState) throws(CatalogError) -> JSON in
             guard let session = state.renewSession(id, now: .now) else { throw .notFound("Session id '\(id)' not found") }
@@ -81,6 +82,7 @@ extension ConsulAPI {
 
     func sessionInfo(_ context: Context) -> EventLoopFuture<HTTPResponse> {
         let id = context.rest
+        guard !id.isEmpty else { return badRequest("Missing session", context) }
         return blockingJSON(context, key: WatchKey.sessions) { state in
             .array(state.session(id).map { [KVJSON.session($0)] } ?? [])
         }
@@ -88,6 +90,7 @@ extension ConsulAPI {
 
     func sessionNode(_ context: Context) -> EventLoopFuture<HTTPResponse> {
         let node = context.rest
+        guard !node.isEmpty else { return badRequest("Missing node name", context) }
         return blockingJSON(context, key: WatchKey.sessions) { state in
             .array(state.allSessions.filter { $0.node == node }.map(KVJSON.session))
         }
