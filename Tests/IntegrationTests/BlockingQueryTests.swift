@@ -71,4 +71,22 @@ final class BlockingQueryTests: XCTestCase {
         }
         XCTAssertEqual(woke, watchers)
     }
+
+    func testHashBasedBlockingOnAgentService() async throws {
+        let registry = try await RegistryUnderTest.start(self)
+        _ = try await registry.put("/v1/agent/service/register", #"{"Name":"api","ID":"api1","Tags":["v1"]}"#)
+        let (_, headers, _) = try await registry.get("/v1/agent/service/api1")
+        let hash = try XCTUnwrap(headers["x-consul-contenthash"])
+        let started = Date()
+        async let blocked = registry.get("/v1/agent/service/api1?hash=\(hash)&wait=20s")
+        try await Task.sleep(for: .milliseconds(300))
+        _ = try await registry.put("/v1/agent/service/register", #"{"Name":"other","ID":"o1"}"#)
+        try await Task.sleep(for: .milliseconds(300))
+        _ = try await registry.put("/v1/agent/service/register", #"{"Name":"api","ID":"api1","Tags":["v2"]}"#)
+        let (status, after, body) = try await blocked
+        XCTAssertEqual(status, 200)
+        XCTAssertGreaterThan(Date().timeIntervalSince(started), 0.55, "another service's change does not answer it")
+        XCTAssertNotEqual(after["x-consul-contenthash"], hash)
+        XCTAssertEqual(try JSON.parse(body)["Tags"], .strings(["v2"]))
+    }
 }

@@ -12,12 +12,19 @@ extension ConsulAPI {
         }
     }
 
+    /// One agent service; blocks on `?hash=` (Consul's hash-based blocking) until the service changes.
     func agentService(_ context: Context) -> EventLoopFuture<HTTPResponse> {
         let key = InstanceKey(node: identity.nodeName, id: context.rest)
-        guard let instance = catalog.read({ $0.instance(key) }), instance.id != "consul" else {
+        let dc = identity.datacenter
+        let pretty = context.request.query.has("pretty")
+        guard key.id != "consul", catalog.read({ $0.instance(key) }) != nil else {
             return immediate(.text(.notFound, "unknown service ID: \(context.rest)"), context)
         }
-        return immediate(json(CatalogJSON.agentService(instance, datacenter: identity.datacenter), context), context)
+        return BlockingQuery.run(context.request, catalog: catalog, key: WatchKey.node(key.node), hashed: true,
+                                 on: context.loop, cancellation: context.cancellation) { state in
+            guard let instance = state.instance(key) else { return .text(.notFound, "unknown service ID: \(key.id)") }
+            return .json(CatalogJSON.agentService(instance, datacenter: dc).serialized(pretty: pretty))
+        }
     }
 
     func agentChecks(_ context: Context) -> EventLoopFuture<HTTPResponse> {

@@ -9,9 +9,12 @@ struct BlockingParameters {
     static let maxWait: TimeAmount = .minutes(10)
 
     let minIndex: UInt64
+    /// `?hash=`: the content hash the client already has (hash-based blocking of agent endpoints).
+    let minHash: String?
     let wait: TimeAmount
 
     init(_ query: QueryParameters) throws(CatalogError) {
+        minHash = query["hash"].flatMap { $0.isEmpty ? nil : $0 }
         if let text = query["index"], !text.isEmpty {
             guard let index = UInt64(text) else { throw .badRequest("Invalid index") }
             minIndex = index
@@ -45,27 +48,35 @@ final class BlockingQuery: @unchecked Sendable {
     private let render: Render
     private let loop: any EventLoop
     private let promise: EventLoopPromise<HTTPResponse>
-    private let minIndex: UInt64
+    private let wanted: Version
     // Touched only on `loop`.
     private var token: WatchHub.Token?
     private var done = false
 
-    private init(catalog: Catalog, key: String, cacheKey: String, indexOf: @escaping IndexOf, minIndex: UInt64,
+    /// What the client already has: an index (`?index=`) or a content hash (`?hash=`).
+    enum Version {
+        case index(UInt64)
+        case hash(String)
+    }
+
+    private init(catalog: Catalog, key: String, cacheKey: String, indexOf: @escaping IndexOf, wanted: Version,
                  loop: any EventLoop, render: @escaping Render) {
         self.catalog = catalog
         self.key = key
         self.cacheKey = cacheKey
         self.indexOf = indexOf
-        self.minIndex = minIndex
+        self.wanted = wanted
         self.loop = loop
         self.render = render
         self.promise = loop.makePromise()
     }
 
     /// Runs a read parked on watch `key`, blocking per the request's parameters; `indexOf` gives the
-    /// read's index (by default the key's own), `render` builds the body from a snapshot.
-    static func run(_ request: HTTPRequest, catalog: Catalog, key: String, indexOf: IndexOf? = nil, on loop: any EventLoop,
-                    cancellation: CancellationSignal, render: @escaping Render) -> EventLoopFuture<HTTPResponse> {
+    /// read's index (by default the key's own), `render` builds the body from a snapshot. With
+    /// `hashed`, the answer carries `X-Consul-ContentHash` and `?hash=` blocks, as Consul's agent endpoints do.
+    static func run(_ request: HTTPRequest, catalog: Catalog, key: String, indexOf: IndexOf? = nil, hashed: Bool = false,
+                    on loop: any EventLoop, cancellation: CancellationSignal,
+                    render: @escaping Render) -> EventLoopFuture<HTTPResponse> {
         let indexOf = indexOf ?? { $0.watchIndex(key) }
         let parameters: BlockingParameters
         do {
@@ -74,11 +85,15 @@ final class BlockingQuery: @unchecked Sendable {
             return loop.makeSucceededFuture(.text(.badRequest, error.description))
         }
         let cacheKey = ResponseCache.key(for: request)
-        if parameters.minIndex == 0 {
-            return loop.makeSucceededFuture(snapshot(catalog, cacheKey, indexOf, render).response)
+        let render = hashed ? withContentHash(render) : render
+        let wanted: Version
+        switch (hashed, parameters.minHash) {
+        case (true, let hash?): wanted = .hash(hash)
+        case (false, _) where parameters.minIndex != 0: wanted = .index(parameters.minIndex)
+        default: return loop.makeSucceededFuture(snapshot(catalog, cacheKey, indexOf, render).response)
         }
         let query = BlockingQuery(catalog: catalog, key: key, cacheKey: cacheKey, indexOf: indexOf,
-                                  minIndex: parameters.minIndex, loop: loop, render: render)
+                                  wanted: wanted, loop: loop, render: render)
         loop.execute {
             DeadlineSweep.on(loop).add(ObjectIdentifier(query), deadline: .now() + parameters.wait) {
                 query.finish(query.snapshot().response)
@@ -109,11 +124,29 @@ final class BlockingQuery: @unchecked Sendable {
     /// Reads; when nothing changed, parks and reads again, so that a change landing in between is never missed.
     private func evaluate() {
         guard !done else { return }
-        let (index, response) = snapshot()
-        if index != minIndex { return finish(response) }
+        let first = snapshot()
+        if changed(first) { return finish(first.response) }
         token = catalog.hub.wait(on: key, loop: loop) { self.evaluate() }
-        let (again, latest) = snapshot()
-        if again != minIndex { finish(latest) }
+        let second = snapshot()
+        if changed(second) { finish(second.response) }
+    }
+
+    private func changed(_ snapshot: (index: UInt64, response: HTTPResponse)) -> Bool {
+        switch wanted {
+        case .index(let index): snapshot.index != index
+        case .hash(let hash): snapshot.response.headers.first(name: ConsulHeaders.contentHash) != hash
+        }
+    }
+
+    /// Adds `X-Consul-ContentHash` (FNV-1a of the body) to what `render` answers.
+    private static func withContentHash(_ render: @escaping Render) -> Render {
+        { state in
+            var response = render(state)
+            var hash: UInt64 = 0xcbf2_9ce4_8422_2325
+            for byte in response.body.readableBytesView { hash = (hash ^ UInt64(byte)) &* 0x100_0000_01b3 }
+            response.headers.replaceOrAdd(name: ConsulHeaders.contentHash, value: String(hash, radix: 16))
+            return response
+        }
     }
 
     private func finish(_ response: HTTPResponse?) {
@@ -127,6 +160,8 @@ final class BlockingQuery: @unchecked Sendable {
 
 /// The query-meta headers Consul puts on every blocking-capable read.
 enum ConsulHeaders {
+    static let contentHash = "X-Consul-ContentHash"
+
     static func addQueryMeta(_ headers: inout HTTPHeaders, index: UInt64) {
         headers.add(name: "X-Consul-Index", value: String(max(index, 1)))
         headers.add(name: "X-Consul-KnownLeader", value: "true")
