@@ -60,6 +60,23 @@ final class HealthCheckTests: XCTestCase {
         XCTAssertTrue(output.contains("200 OK"), output)
     }
 
+    func testHTTPSCheckWithAndWithoutCertificateVerification() async throws {
+        let registry = try await RegistryUnderTest.start(self)
+        let target = try await ScriptedHTTPServer(self, status: 200, tls: true)
+        _ = try await registry.put("/v1/agent/service/register", """
+            {"Name": "secure", "ID": "s1", "Checks": [
+              {"CheckID": "insecure", "HTTP": "https://127.0.0.1:\(target.port)/", "Interval": "1s", "TLSSkipVerify": true},
+              {"CheckID": "verified", "HTTP": "https://127.0.0.1:\(target.port)/", "Interval": "1s", "Status": "passing"}]}
+            """)
+        try await eventually("TLSSkipVerify accepts the self-signed certificate") {
+            try await status(registry, "insecure") == "passing"
+        }
+        try await eventually("a verifying check refuses it") { try await status(registry, "verified") == "critical" }
+        let checks = try await registry.json("/v1/agent/checks")
+        XCTAssertTrue(checks["insecure"]?["Output"]?.stringValue?.contains("200 OK") ?? false)
+        XCTAssertEqual(checks["insecure"]?["Definition"]?["TLSSkipVerify"], .bool(true))
+    }
+
     func testTCPCheck() async throws {
         let registry = try await RegistryUnderTest.start(self)
         let target = try await ScriptedHTTPServer(self)

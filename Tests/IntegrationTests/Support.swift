@@ -129,8 +129,15 @@ final class ScriptedHTTPServer: @unchecked Sendable {
 
     /// `keepAlive` answers HTTP/1.1 and keeps connections open (closing them after `idleTimeout` seconds);
     /// every accepted connection is printed as a `connection` line.
-    init(_ test: XCTestCase, status: Int = 200, keepAlive: Bool = false, idleTimeout: Double = 60) async throws {
+    /// `tls` serves HTTPS with a fresh self-signed certificate.
+    init(_ test: XCTestCase, status: Int = 200, keepAlive: Bool = false, idleTimeout: Double = 60, tls: Bool = false) async throws {
         let dir = try temporaryDirectory(test)
+        if tls {
+            let openssl = try ChildProcess("/usr/bin/openssl", ["req", "-x509", "-newkey", "rsa:2048", "-nodes", "-days", "1",
+                                                               "-subj", "/CN=localhost", "-keyout", dir + "/key.pem",
+                                                               "-out", dir + "/cert.pem"])
+            openssl.process.waitUntilExit()
+        }
         statusFile = dir + "/status"
         try String(status).write(toFile: statusFile, atomically: true, encoding: .utf8)
         let script = """
@@ -151,11 +158,16 @@ final class ScriptedHTTPServer: @unchecked Sendable {
                 self.wfile.write(body)
             def log_message(self, *args): pass
         s = http.server.ThreadingHTTPServer(("127.0.0.1", 0), H)
+        if sys.argv[4]:
+            import ssl
+            context = ssl.SSLContext(ssl.PROTOCOL_TLS_SERVER)
+            context.load_cert_chain(sys.argv[4] + "/cert.pem", sys.argv[4] + "/key.pem")
+            s.socket = context.wrap_socket(s.socket, server_side=True)
         print("port %d" % s.server_address[1], flush=True)
         s.serve_forever()
         """
         let process = try ChildProcess("/usr/bin/env", ["python3", "-c", script, statusFile, keepAlive ? "1" : "0",
-                                                        String(idleTimeout)])
+                                                        String(idleTimeout), tls ? dir : ""])
         child = process
         test.addTeardownBlock { process.kill9() }
         let line = try await process.waitForLine(containing: "port ")

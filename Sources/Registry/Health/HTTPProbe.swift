@@ -1,6 +1,7 @@
 import NIOCore
 import NIOHTTP1
 import NIOPosix
+import NIOSSL
 import TrellisCore
 
 /// HTTP checks over keep-alive connections that are reused from one run of a check to the next.
@@ -31,9 +32,6 @@ final class HTTPProbe: @unchecked Sendable {
         guard let target = ProbeURL(d.http) else {
             return .invalid(ProbeResult(status: .critical, output: "invalid check URL \"\(d.http)\""))
         }
-        guard !target.tls else {
-            return .invalid(ProbeResult(status: .critical, output: "\(prefix): https checks are not supported by this registry"))
-        }
         var head = HTTPRequestHead(version: .http1_1, method: HTTPMethod(rawValue: method), uri: target.requestURI)
         head.headers.add(name: "Host", value: target.hostHeader)
         head.headers.add(name: "User-Agent", value: "Consul Health Check")
@@ -43,7 +41,8 @@ final class HTTPProbe: @unchecked Sendable {
         if !d.body.isEmpty || method == "POST" || method == "PUT" {
             head.headers.replaceOrAdd(name: "Content-Length", value: String(body.readableBytes))
         }
-        return .ready(target, ProbeRequest(head: head, body: body, prefix: prefix, timeout: timeout))
+        return .ready(target, ProbeRequest(head: head, body: body, prefix: prefix, timeout: timeout,
+                                           skipVerify: d.tlsSkipVerify))
     }
 
     /// Runs one HTTP check: 2xx passing, 429 warning, anything else (or no answer in time) critical.
@@ -67,9 +66,10 @@ final class HTTPProbe: @unchecked Sendable {
     }
 
     private func attempt(_ request: ProbeRequest, target: ProbeURL, reuse: Bool) -> EventLoopFuture<ProbeResult> {
-        let key = "\(target.host):\(target.port)"
+        let key = "\(target.tls ? "https" : "http")\(request.skipVerify ? "-insecure" : "")://\(target.host):\(target.port)"
         let reused = reuse ? takeIdle(key) : nil
-        let channel: EventLoopFuture<any Channel> = reused.map { loop.makeSucceededFuture($0) } ?? connect(target, request.timeout)
+        let channel: EventLoopFuture<any Channel> = reused.map { loop.makeSucceededFuture($0) }
+            ?? connect(target, request.timeout, skipVerify: request.skipVerify)
         return channel.assumeIsolated().flatMap { channel -> EventLoopFuture<ProbeResult> in
             guard let handler = try? channel.pipeline.syncOperations.handler(type: ProbeResponseHandler.self) else {
                 channel.close(promise: nil)
@@ -107,17 +107,42 @@ final class HTTPProbe: @unchecked Sendable {
         }
     }
 
-    private func connect(_ target: ProbeURL, _ timeout: TimeAmount) -> EventLoopFuture<any Channel> {
+    private func connect(_ target: ProbeURL, _ timeout: TimeAmount, skipVerify: Bool) -> EventLoopFuture<any Channel> {
+        let tls: NIOSSLContext?
+        do {
+            tls = target.tls ? try tlsContext(skipVerify: skipVerify) : nil
+        } catch {
+            return loop.makeFailedFuture(error)
+        }
+        // SNI takes names only; an IP target is verified against the certificate chain alone.
+        let serverName = (try? SocketAddress(ipAddress: target.host, port: 0)) == nil ? target.host : nil
         let bootstrap = ClientBootstrap(group: loop)
             .connectTimeout(timeout)
             .channelOption(.socketOption(.tcp_nodelay), value: 1)
             .channelInitializer { channel in
                 channel.eventLoop.makeCompletedFuture {
+                    if let tls {
+                        try channel.pipeline.syncOperations.addHandler(
+                            try NIOSSLClientHandler(context: tls, serverHostname: serverName))
+                    }
                     try channel.pipeline.syncOperations.addHTTPClientHandlers()
                     try channel.pipeline.syncOperations.addHandler(ProbeResponseHandler())
                 }
             }
         return Probes.connect(bootstrap, host: target.host, port: target.port)
+    }
+
+    private var verifyingContext: NIOSSLContext?
+    private var insecureContext: NIOSSLContext?
+
+    /// TLS client contexts, made once: one verifying certificates, one for `TLSSkipVerify` checks.
+    private func tlsContext(skipVerify: Bool) throws -> NIOSSLContext {
+        if let cached = skipVerify ? insecureContext : verifyingContext { return cached }
+        var configuration = TLSConfiguration.makeClientConfiguration()
+        if skipVerify { configuration.certificateVerification = .none }
+        let context = try NIOSSLContext(configuration: configuration)
+        if skipVerify { insecureContext = context } else { verifyingContext = context }
+        return context
     }
 
     private func takeIdle(_ key: String) -> (any Channel)? {
@@ -144,6 +169,7 @@ struct ProbeRequest: Sendable {
     let body: ByteBuffer
     let prefix: String
     let timeout: TimeAmount
+    let skipVerify: Bool
 }
 
 /// How one request on a probe connection ended.
