@@ -1,5 +1,4 @@
 import Prometheus
-import Synchronization
 import Telemetry
 import TrellisCore
 
@@ -8,6 +7,7 @@ public final class RegistryMetrics: Sendable {
     public let registry = MetricsRegistry(component: "registry")
     private let commitLatency: ValueHistogram
     private let commitBatches: Counter
+    private let commitWrites: Counter
     private let waiting: Gauge
     private let services: Gauge
     private let instances: Gauge
@@ -16,47 +16,43 @@ public final class RegistryMetrics: Sendable {
     public init() {
         commitLatency = registry.histogram("store_commit_duration", help: "Time to make one group commit durable.")
         commitBatches = registry.counter("store_commits", help: "Group commits made durable.")
+        commitWrites = registry.counter("store_writes", help: "Writes made durable.")
         waiting = registry.gauge("blocking_queries_waiting", help: "Blocking queries parked waiting for a change.")
         services = registry.gauge("services", help: "Distinct service names in the catalog.")
         instances = registry.gauge("service_instances", help: "Service instances in the catalog.")
         index = registry.gauge("raft_index", help: "The catalog's current index (X-Consul-Index).")
     }
 
-    /// Per-request instruments, looked up once per label set.
-    private let requestInstruments = Mutex<[String: (Counter, ValueHistogram)]>([:])
+    private let requestInstruments = InstrumentCache<RequestInstruments>()
+    private let probeCounters = InstrumentCache<Counter>()
+
+    private struct RequestInstruments: Sendable {
+        let count: Counter
+        let latency: ValueHistogram
+    }
 
     public func recordRequest(endpoint: String, method: String, code: Int, seconds: Double) {
-        let key = "\(endpoint) \(method) \(code)"
-        let (counter, histogram) = requestInstruments.withLock { cache in
-            if let found = cache[key] { return found }
-            let made = (
-                registry.counter("http_requests", help: "HTTP requests by endpoint, method and status code.",
-                                 labels: [("endpoint", endpoint), ("method", method), ("code", String(code))]),
-                registry.histogram("http_request_duration", help: "HTTP request latency by endpoint (blocking waits included).",
-                                   labels: [("endpoint", endpoint)]))
-            cache[key] = made
-            return made
+        let instruments = requestInstruments.get("\(endpoint) \(method) \(code)") {
+            RequestInstruments(
+                count: registry.counter("http_requests", help: "HTTP requests by endpoint, method and status code.",
+                                        labels: [("endpoint", endpoint), ("method", method), ("code", String(code))]),
+                latency: registry.histogram("http_request_duration", help: "HTTP request latency by endpoint (blocking waits included).",
+                                            labels: [("endpoint", endpoint)]))
         }
-        counter.increment()
-        histogram.record(seconds)
+        instruments.count.increment()
+        instruments.latency.record(seconds)
     }
 
     public func recordCommit(seconds: Double, batches: Int) {
         commitLatency.record(seconds)
         commitBatches.increment()
-        registry.counter("store_writes", help: "Writes made durable.").increment(by: Int64(batches))
+        commitWrites.increment(by: Int64(batches))
     }
 
-    private let probeCounters = Mutex<[String: Counter]>([:])
-
     public func recordProbe(type: String, status: HealthStatus) {
-        let key = type + " " + status.rawValue
-        probeCounters.withLock { cache in
-            if let counter = cache[key] { return counter }
-            let counter = registry.counter("check_runs", help: "Health check probes run, by type and result.",
-                                           labels: [("type", type), ("status", status.rawValue)])
-            cache[key] = counter
-            return counter
+        probeCounters.get(type + " " + status.rawValue) {
+            registry.counter("check_runs", help: "Health check probes run, by type and result.",
+                             labels: [("type", type), ("status", status.rawValue)])
         }.increment()
     }
 
@@ -64,9 +60,7 @@ public final class RegistryMetrics: Sendable {
     public func render(catalog: Catalog) -> [UInt8] {
         waiting.set(Int64(catalog.hub.waitingCount))
         let (serviceCount, instanceCount, statusCounts, currentIndex) = catalog.read { state in
-            var counts: [HealthStatus: Int] = [:]
-            for check in state.allChecks { counts[check.status, default: 0] += 1 }
-            return (state.serviceTags().count, state.instanceCount, counts, state.index)
+            (state.serviceCount, state.instanceCount, state.checkCountsByStatus(), state.index)
         }
         services.set(Int64(serviceCount))
         instances.set(Int64(instanceCount))

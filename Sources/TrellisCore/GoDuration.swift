@@ -28,11 +28,6 @@ public enum GoDuration {
         return Int64(negative ? -total : total)
     }
 
-    /// Parses `text` into a `Duration`; nil when invalid.
-    public static func parse(_ text: String) -> Duration? {
-        parseNanoseconds(text).map { Duration.nanoseconds($0) }
-    }
-
     /// Formats nanoseconds as Go's `Duration.String()` does (`1m30s`, `500ms`, `0s`).
     public static func format(nanoseconds: Int64) -> String {
         if nanoseconds == 0 { return "0s" }

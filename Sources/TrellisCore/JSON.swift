@@ -30,17 +30,26 @@ public struct JSONObject: Sendable, Equatable {
 
     /// Field lookup that matches `EnableTagOverride`, `enabletagoverride` and `enable_tag_override`.
     public func field(_ name: String) -> JSON? {
-        let wanted = JSONObject.normalize(name)
-        return pairs.first(where: { JSONObject.normalize($0.key) == wanted })?.value
+        (pairs.first { $0.key == name } ?? pairs.first { Self.sameField($0.key, name) })?.value
     }
 
     public mutating func append(_ key: String, _ value: JSON) { pairs.append((key, value)) }
 
-    static func normalize(_ key: String) -> String {
-        var out = ""
-        out.reserveCapacity(key.utf8.count)
-        for ch in key.lowercased() where ch != "_" && ch != "-" { out.append(ch) }
-        return out
+    /// Compares field names ignoring ASCII case, `_` and `-`, without allocating (request decoding is hot).
+    static func sameField(_ a: String, _ b: String) -> Bool {
+        var left = a.utf8.makeIterator(), right = b.utf8.makeIterator()
+        func next(_ iterator: inout String.UTF8View.Iterator) -> UInt8? {
+            while let byte = iterator.next() {
+                if byte == UInt8(ascii: "_") || byte == UInt8(ascii: "-") { continue }
+                return (UInt8(ascii: "A")...UInt8(ascii: "Z")).contains(byte) ? byte | 0x20 : byte
+            }
+            return nil
+        }
+        while true {
+            let x = next(&left), y = next(&right)
+            if x != y { return false }
+            if x == nil { return true }
+        }
     }
 }
 

@@ -10,6 +10,11 @@ public struct RegistryClient: Sendable {
         public let status: Int
         public let message: String
         public var description: String { "registry answered \(status): \(message)" }
+
+        public init(status: Int, message: String) {
+            self.status = status
+            self.message = message
+        }
     }
 
     public let baseURL: String
@@ -65,8 +70,10 @@ public struct RegistryClient: Sendable {
         return (bytes.isEmpty ? .null : try JSON.parse(bytes), index)
     }
 
-    /// Percent-encodes one path segment (service names, IDs).
-    public static func escape(_ segment: String) -> String {
-        segment.addingPercentEncoding(withAllowedCharacters: .urlPathAllowed.subtracting(CharacterSet(charactersIn: "/?#"))) ?? segment
+    /// Percent-encodes text for a URL path: one segment (service names, IDs), or with `keepingSlashes`
+    /// a KV key, which is itself a path.
+    public static func escape(_ text: String, keepingSlashes: Bool = false) -> String {
+        let reserved = CharacterSet(charactersIn: keepingSlashes ? "?#;" : "/?#;")
+        return text.addingPercentEncoding(withAllowedCharacters: .urlPathAllowed.subtracting(reserved)) ?? text
     }
 }

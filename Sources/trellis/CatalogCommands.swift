@@ -150,8 +150,7 @@ enum CLI {
         do {
             return try await body()
         } catch let failure as RegistryClient.Failure {
-            FileHandle.standardError.write(Data("error: \(failure.message.trimmingCharacters(in: .whitespacesAndNewlines)) (HTTP \(failure.status))\n".utf8))
-            throw ExitCode(1)
+            throw report(failure)
         } catch let error as URLError {
             FileHandle.standardError.write(Data("error: cannot reach the registry: \(error.localizedDescription)\n".utf8))
             throw ExitCode(1)
@@ -161,10 +160,14 @@ enum CLI {
     /// Exits with the registry's message when `status` is not 2xx.
     static func check(_ status: Int, _ body: [UInt8]) throws {
         guard (200..<300).contains(status) else {
-            let message = String(decoding: body, as: UTF8.self).trimmingCharacters(in: .whitespacesAndNewlines)
-            FileHandle.standardError.write(Data("error: \(message) (HTTP \(status))\n".utf8))
-            throw ExitCode(1)
+            throw report(RegistryClient.Failure(status: status, message: String(decoding: body, as: UTF8.self)))
         }
+    }
+
+    private static func report(_ failure: RegistryClient.Failure) -> ExitCode {
+        let message = failure.message.trimmingCharacters(in: .whitespacesAndNewlines)
+        FileHandle.standardError.write(Data("error: \(message) (HTTP \(failure.status))\n".utf8))
+        return ExitCode(1)
     }
 
     /// Prints `message` on stderr and exits with status 1.

@@ -21,9 +21,9 @@ struct KVGet: AsyncParsableCommand {
 
     func run() async throws {
         let client = RegistryClient(address: options.registry)
-        let path = "/v1/kv/\(KVPath.escape(key))"
+        let path = "/v1/kv/\(RegistryClient.escape(key, keepingSlashes: true))"
         if keys {
-            let (status, _, body) = try await CLI.call { try await client.send("GET", path + "?keys&separator=\(KVPath.escape(separator))") }
+            let (status, _, body) = try await CLI.call { try await client.send("GET", path + "?keys&separator=\(RegistryClient.escape(separator, keepingSlashes: true))") }
             guard status != 404 else { return }
             try CLI.check(status, body)
             for key in try JSON.parse(body).arrayValue ?? [] { print(key.stringValue ?? "") }
@@ -58,7 +58,7 @@ struct KVPut: AsyncParsableCommand {
         if cas { query.append("cas=\(modifyIndex)") }
         let client = RegistryClient(address: options.registry)
         let (status, _, body) = try await CLI.call {
-            try await client.send("PUT", "/v1/kv/\(KVPath.escape(key))?" + query.joined(separator: "&"), body: bytes)
+            try await client.send("PUT", "/v1/kv/\(RegistryClient.escape(key, keepingSlashes: true))?" + query.joined(separator: "&"), body: bytes)
         }
         try CLI.check(status, body)
         guard String(decoding: body, as: UTF8.self).trimmingCharacters(in: .whitespacesAndNewlines) == "true" else {
@@ -83,7 +83,7 @@ struct KVDelete: AsyncParsableCommand {
         if cas { query.append("cas=\(modifyIndex)") }
         let client = RegistryClient(address: options.registry)
         let (status, _, body) = try await CLI.call {
-            try await client.send("DELETE", "/v1/kv/\(KVPath.escape(key))" + (query.isEmpty ? "" : "?" + query.joined(separator: "&")))
+            try await client.send("DELETE", "/v1/kv/\(RegistryClient.escape(key, keepingSlashes: true))" + (query.isEmpty ? "" : "?" + query.joined(separator: "&")))
         }
         try CLI.check(status, body)
         guard String(decoding: body, as: UTF8.self).trimmingCharacters(in: .whitespacesAndNewlines) == "true" else {
@@ -100,7 +100,7 @@ struct KVExport: AsyncParsableCommand {
 
     func run() async throws {
         let client = RegistryClient(address: options.registry)
-        let (status, _, body) = try await CLI.call { try await client.send("GET", "/v1/kv/\(KVPath.escape(prefix))?recurse") }
+        let (status, _, body) = try await CLI.call { try await client.send("GET", "/v1/kv/\(RegistryClient.escape(prefix, keepingSlashes: true))?recurse") }
         var items: [JSON] = []
         if status != 404 {
             try CLI.check(status, body)
@@ -135,7 +135,7 @@ struct KVImport: AsyncParsableCommand {
             }
             let flags = item["flags"]?.intValue ?? 0
             let (status, _, body) = try await CLI.call {
-                try await client.send("PUT", "/v1/kv/\(KVPath.escape(key))?flags=\(flags)", body: value)
+                try await client.send("PUT", "/v1/kv/\(RegistryClient.escape(key, keepingSlashes: true))?flags=\(flags)", body: value)
             }
             try CLI.check(status, body)
             print("Imported: \(key)")
@@ -155,7 +155,7 @@ struct KVWatch: AsyncParsableCommand {
         var first = true
         while true {
             let (status, headers, body) = try await CLI.call {
-                try await client.send("GET", "/v1/kv/\(KVPath.escape(prefix))?recurse&index=\(index)&wait=5m", timeout: 660)
+                try await client.send("GET", "/v1/kv/\(RegistryClient.escape(prefix, keepingSlashes: true))?recurse&index=\(index)&wait=5m", timeout: 660)
             }
             let newIndex = headers["x-consul-index"].flatMap(UInt64.init) ?? 0
             // Consul's rule: an index that goes backwards means start over.
@@ -176,12 +176,5 @@ struct KVWatch: AsyncParsableCommand {
             known = current
             first = false
         }
-    }
-}
-
-enum KVPath {
-    /// Escapes a key for the URL path, keeping `/` (keys are paths).
-    static func escape(_ key: String) -> String {
-        key.addingPercentEncoding(withAllowedCharacters: .urlPathAllowed.subtracting(CharacterSet(charactersIn: "?#;"))) ?? key
     }
 }

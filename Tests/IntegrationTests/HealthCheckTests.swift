@@ -105,6 +105,18 @@ final class HealthCheckTests: XCTestCase {
         try await eventually("three successes pass") { try await status(registry, "service:s1") == "passing" }
     }
 
+    func testTTLRefreshesKeepTheCheckAliveUntilTheyStop() async throws {
+        let registry = try await RegistryUnderTest.start(self)
+        _ = try await registry.put("/v1/agent/service/register", #"{"Name":"beat","ID":"b1","Check":{"TTL":"1s"}}"#)
+        for _ in 0..<8 {
+            _ = try await registry.put("/v1/agent/check/pass/service:b1")
+            try await Task.sleep(for: .milliseconds(400))
+            let current = try await status(registry, "service:b1")
+            XCTAssertEqual(current, "passing", "each refresh moves the TTL deadline")
+        }
+        try await eventually("lapses once refreshes stop") { try await status(registry, "service:b1") == "critical" }
+    }
+
     func testTTLExpiresAndCriticalServiceIsDeregistered() async throws {
         let registry = try await RegistryUnderTest.start(self)
         _ = try await registry.put("/v1/agent/service/register", """

@@ -51,7 +51,7 @@ extension ConsulAPI {
         guard !instance.name.isEmpty else { return badRequest("Missing service name", context) }
         guard !["0.0.0.0", "::", "[::]"].contains(instance.address) else { return badRequest("Invalid service address", context) }
         guard instance.id != "consul" else { return badRequest("Service ID \"consul\" is reserved for the registry itself", context) }
-        var checks: [HealthCheck] = []
+        var checks: [(check: HealthCheck, explicitStatus: Bool)] = []
         for (i, request) in checkRequests.enumerated() {
             let definition: CheckDefinition
             do { definition = try CheckFields.validateRunnable(request.definition) } catch {
@@ -66,32 +66,19 @@ extension ConsulAPI {
             check.serviceName = instance.name
             check.serviceTags = instance.tags
             check.definition = definition
-            checks.append(check)
-            checkRequests[i].status = request.status
+            checks.append((check, request.status != nil))
         }
-        let explicitStatus = Set(zip(checks, checkRequests).filter { $0.1.status != nil }.map { $0.0.checkID })
         let replace = context.request.query.flag("replace-existing-checks") ?? false
         let key = InstanceKey(node: node, id: instance.id)
         return write(context, { (state: inout CatalogState) throws(CatalogError) -> [HealthCheck] in
             state.putInstance(instance)
             if replace {
-                let keep = Set(checks.map(\.checkID))
+                let keep = Set(checks.map(\.check.checkID))
                 for old in state.checks(node: node, serviceID: key.id) where !keep.contains(old.checkID) {
                     state.removeCheck(CheckKey(node: node, checkID: old.checkID))
                 }
             }
-            var stored: [HealthCheck] = []
-            for var check in checks {
-                // Re-registering keeps a check's current state unless a Status is given, so it does not flap.
-                if let existing = state.check(CheckKey(node: node, checkID: check.checkID)),
-                   !explicitStatus.contains(check.checkID) {
-                    check.status = existing.status
-                    check.output = existing.output
-                }
-                state.putCheck(check)
-                stored.append(check)
-            }
-            return stored
+            return checks.map { state.registerCheck($0.check, explicitStatus: $0.explicitStatus) }
         }, render: { [checker] stored in
             stored.forEach(checker.checkRegistered)
             return HTTPResponse(status: .ok)
@@ -153,7 +140,6 @@ extension ConsulAPI {
         check.status = request.status ?? .critical
         check.serviceID = request.serviceID
         check.definition = definition
-        let explicitStatus = request.status != nil
         return write(context, { (state: inout CatalogState) throws(CatalogError) -> HealthCheck in
             var check = check
             if !check.serviceID.isEmpty {
@@ -163,12 +149,7 @@ extension ConsulAPI {
                 check.serviceName = instance.name
                 check.serviceTags = instance.tags
             }
-            if let existing = state.check(CheckKey(node: node, checkID: check.checkID)), !explicitStatus {
-                check.status = existing.status
-                check.output = existing.output
-            }
-            state.putCheck(check)
-            return check
+            return state.registerCheck(check, explicitStatus: request.status != nil)
         }, render: { [checker] check in
             checker.checkRegistered(check)
             return HTTPResponse(status: .ok)
@@ -185,7 +166,7 @@ extension ConsulAPI {
     }
 
     func agentCheckTTL(_ context: Context, _ status: HealthStatus) -> EventLoopFuture<HTTPResponse> {
-        setCheckStatus(context, status: status, output: context.request.query["note"] ?? "")
+        setCheckStatus(context, status: status, output: Probes.truncated(context.request.query["note"] ?? ""))
     }
 
     func agentCheckUpdate(_ context: Context) -> EventLoopFuture<HTTPResponse> {
@@ -242,13 +223,16 @@ extension ConsulAPI {
             ("Vec", .array(Array(repeating: .int(0), count: 8))), ("Error", .double(1.5)),
             ("Adjustment", .int(0)), ("Height", .double(1e-05)),
         ])
+        let counts = catalog.read { state in
+            (checks: state.checks(onNode: id.nodeName).count, services: state.instances(onNode: id.nodeName).count,
+             index: state.index)
+        }
         let stats = JSONObject([
-            ("agent", .stringMap(["checks": String(catalog.read { $0.checks(onNode: id.nodeName).count }),
-                                  "services": String(catalog.read { $0.instances(onNode: id.nodeName).count })])),
+            ("agent", .stringMap(["checks": String(counts.checks), "services": String(counts.services)])),
             ("consul", .stringMap(["leader": "true", "leader_addr": id.leaderAddress, "server": "true",
                                    "bootstrap": "true", "known_datacenters": "1"])),
             ("raft", .stringMap(["state": "Leader", "num_peers": "0",
-                                 "last_log_index": String(catalog.read { $0.index })])),
+                                 "last_log_index": String(counts.index)])),
             ("runtime", .stringMap(["os": "linux", "cpu_count": String(System.coreCount)])),
         ])
         let xds = JSONObject([("SupportedProxies", .object(JSONObject())), ("Port", .int(-1)),

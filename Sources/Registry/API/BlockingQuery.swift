@@ -47,6 +47,7 @@ final class BlockingQuery: @unchecked Sendable {
     private let indexOf: IndexOf
     private let render: Render
     private let loop: any EventLoop
+    private let deadlines: DeadlineSweep
     private let promise: EventLoopPromise<HTTPResponse>
     private let wanted: Version
     // Touched only on `loop`.
@@ -67,6 +68,7 @@ final class BlockingQuery: @unchecked Sendable {
         self.indexOf = indexOf
         self.wanted = wanted
         self.loop = loop
+        self.deadlines = DeadlineSweep.on(loop)
         self.render = render
         self.promise = loop.makePromise()
     }
@@ -95,7 +97,7 @@ final class BlockingQuery: @unchecked Sendable {
         let query = BlockingQuery(catalog: catalog, key: key, cacheKey: cacheKey, indexOf: indexOf,
                                   wanted: wanted, loop: loop, render: render)
         loop.execute {
-            DeadlineSweep.on(loop).add(ObjectIdentifier(query), deadline: .now() + parameters.wait) {
+            query.deadlines.add(ObjectIdentifier(query), deadline: .now() + parameters.wait) {
                 query.finish(query.snapshot().response)
             }
             query.evaluate()
@@ -152,7 +154,7 @@ final class BlockingQuery: @unchecked Sendable {
     private func finish(_ response: HTTPResponse?) {
         guard !done else { return }
         done = true
-        DeadlineSweep.on(loop).remove(ObjectIdentifier(self))
+        deadlines.remove(ObjectIdentifier(self))
         if let token { catalog.hub.cancel(token) }
         if let response { promise.succeed(response) } else { promise.succeed(.text(.requestTimeout, "client went away")) }
     }

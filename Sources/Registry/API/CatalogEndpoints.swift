@@ -6,17 +6,8 @@ extension ConsulAPI {
     func catalogServices(_ context: Context) -> EventLoopFuture<HTTPResponse> {
         let metaFilter = nodeMetaFilter(context)
         return blockingJSON(context, key: WatchKey.services) { state in
-            if metaFilter.isEmpty {
-                return .object(JSONObject(state.serviceTags().map { ($0.name, .strings($0.tags)) }))
-            }
-            var tagsByName: [(String, [String])] = []
-            for (name, _) in state.serviceTags() {
-                let matching = state.instances(named: name).filter { Self.nodeMatches(state.node($0.node), metaFilter) }
-                guard !matching.isEmpty else { continue }
-                var seen = Set<String>()
-                tagsByName.append((name, matching.flatMap(\.tags).filter { seen.insert($0).inserted }))
-            }
-            return .object(JSONObject(tagsByName.map { ($0.0, .strings($0.1)) }))
+            let tags = state.serviceTags { Self.nodeMatches(state.node($0.node), metaFilter) }
+            return .object(JSONObject(tags.map { ($0.name, .strings($0.tags)) }))
         }
     }
 

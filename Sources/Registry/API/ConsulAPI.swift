@@ -134,23 +134,22 @@ public final class ConsulAPI: HTTPResponder {
         immediate(.text(.badRequest, message), context)
     }
 
-    /// Parses the body as a JSON object, answering Consul's decode error when it is not.
+    /// Parses the body as a JSON object; `decodeFailed` turns its error into Consul's 400.
     func decodeBody(_ context: Context) throws(DecodeError) -> FieldReader {
         let bytes = context.request.bodyBytes
-        guard !bytes.isEmpty else { throw DecodeError("Request decode failed: EOF") }
+        guard !bytes.isEmpty else { throw DecodeError("EOF") }
         do {
             return try FieldReader(try JSON.parse(bytes), context: "request body")
         } catch let error as DecodeError {
-            throw DecodeError("Request decode failed: \(error.message)")
+            throw error
         } catch {
-            throw DecodeError("Request decode failed: \(error)")
+            throw DecodeError("\(error)")
         }
     }
 
-    /// Consul's 400 for a body that does not decode.
+    /// Consul's 400 for a body that does not decode: `Request decode failed: <why>`.
     func decodeFailed(_ error: any Error, _ context: Context) -> EventLoopFuture<HTTPResponse> {
-        let message = (error as? DecodeError)?.message ?? "\(error)"
-        return badRequest(message.hasPrefix("Request decode failed") ? message : "Request decode failed: \(message)", context)
+        badRequest("Request decode failed: \((error as? DecodeError)?.message ?? "\(error)")", context)
     }
 
     /// Applies a write and answers once it is durable: `render` builds the success response.

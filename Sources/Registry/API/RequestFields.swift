@@ -70,7 +70,7 @@ enum CheckFields {
         return d
     }
 
-    /// Decodes one check of a registration body. `checkIDField` is `CheckID` (catalog) or `ID` (agent).
+    /// Decodes one check of a registration body; its ID comes from `CheckID` or, failing that, `ID`.
     static func decode(_ r: FieldReader) throws(DecodeError) -> CheckRequest {
         for unsupported in ["Args", "ScriptArgs", "Script"] where r.has(unsupported) {
             throw DecodeError("Scripts are disabled on this agent; to enable, configure 'enable_script_checks' to true")

@@ -40,21 +40,8 @@ extension ConsulAPI {
     }
 }
 
-/// One KV operation of a transaction.
-struct TxnOp: Sendable {
-    enum Verb: String, Sendable {
-        case set, cas, lock, unlock, get, getTree = "get-tree", checkIndex = "check-index",
-             checkSession = "check-session", checkNotExists = "check-not-exists", delete,
-             deleteTree = "delete-tree", deleteCAS = "delete-cas"
-    }
-
-    let verb: Verb
-    let key: String
-    let value: [UInt8]
-    let flags: UInt64
-    let index: UInt64
-    let session: String
-
+extension TxnOp {
+    /// Reads one operation of a `PUT /v1/txn` body.
     init(_ json: JSON) throws(DecodeError) {
         let op = try FieldReader(json, context: "operation")
         guard let kv = try op.object("KV") else {
@@ -73,122 +60,5 @@ struct TxnOp: Sendable {
         index = try kv.uint64("Index") ?? 0
         session = try kv.string("Session") ?? ""
         if key.isEmpty && verb != .getTree && verb != .deleteTree { throw DecodeError("Missing key name") }
-    }
-}
-
-/// What a transaction did: every result, or why it changed nothing.
-enum TxnOutcome: Sendable {
-    case committed([JSON])
-    case rolledBack([(index: Int, what: String)])
-}
-
-extension CatalogState {
-    /// Checks every operation against the state as the earlier operations leave it, then applies
-    /// all of them, or none when any fails.
-    mutating func applyTxn(_ ops: [TxnOp], now: ContinuousClock.Instant) -> TxnOutcome {
-        var view = TxnView(state: self)
-        var errors: [(index: Int, what: String)] = []
-        for (i, op) in ops.enumerated() {
-            if let what = view.check(op, now: now) { errors.append((i, what)) }
-        }
-        if !errors.isEmpty { return .rolledBack(errors) }
-        var results: [JSON] = []
-        for op in ops {
-            switch op.verb {
-            case .set, .cas, .lock, .unlock:
-                let write: KVWrite = op.verb == .lock ? .lock(session: op.session)
-                    : op.verb == .unlock ? .unlock(session: op.session) : .set
-                _ = try? applyKVWrite(key: op.key, value: op.value, flags: op.flags, cas: nil, op: write, now: now)
-                if let entry = kvEntry(op.key) { results.append(KVJSON.entry(entry, includeValue: false)) }
-            case .get, .checkIndex, .checkSession:
-                if let entry = kvEntry(op.key) { results.append(KVJSON.entry(entry, includeValue: op.verb == .get)) }
-            case .getTree:
-                results += kvEntries(prefix: op.key).map { KVJSON.entry($0) }
-            case .checkNotExists:
-                break
-            case .delete, .deleteCAS:
-                deleteKV(op.key)
-            case .deleteTree:
-                for entry in kvEntries(prefix: op.key) { deleteKV(entry.key) }
-            }
-        }
-        return .committed(results)
-    }
-}
-
-/// The KV store as a transaction's earlier operations would leave it, for checking later ones.
-private struct TxnView {
-    let state: CatalogState
-    var overlay: [String: KVEntry?] = [:]
-
-    init(state: CatalogState) { self.state = state }
-
-    func entry(_ key: String) -> KVEntry? {
-        if let staged = overlay[key] { return staged }
-        return state.kvEntry(key)
-    }
-
-    /// Nil when `op` can be applied; otherwise Consul's reason.
-    mutating func check(_ op: TxnOp, now: ContinuousClock.Instant) -> String? {
-        let current = entry(op.key)
-        switch op.verb {
-        case .set:
-            stage(op, current)
-        case .cas:
-            if op.index == 0 ? current != nil : current?.modifyIndex != op.index {
-                return "failed to set key \"\(op.key)\", index is stale"
-            }
-            stage(op, current)
-        case .lock:
-            guard state.session(op.session) != nil else { return "invalid session \"\(op.session)\"" }
-            if let holder = current?.session, !holder.isEmpty, holder != op.session {
-                return "failed to lock key \"\(op.key)\", lock is already held"
-            }
-            if current?.session != op.session && state.isLockDelayed(op.key, now: now) {
-                return "failed to lock key \"\(op.key)\", lock-delay is in effect"
-            }
-            var next = stage(op, current)
-            next.session = op.session
-            overlay[op.key] = next
-        case .unlock:
-            guard current?.session == op.session, !op.session.isEmpty else {
-                return "failed to unlock key \"\(op.key)\", lock isn't held, or is held by another session"
-            }
-            var next = stage(op, current)
-            next.session = ""
-            overlay[op.key] = next
-        case .get, .checkIndex, .checkSession:
-            guard let current else { return "key \"\(op.key)\" doesn't exist" }
-            if op.verb == .checkIndex && current.modifyIndex != op.index {
-                return "current modify index \(current.modifyIndex) != \(op.index)"
-            }
-            if op.verb == .checkSession && current.session != op.session {
-                return "current session \"\(current.session)\" != \"\(op.session)\""
-            }
-        case .checkNotExists:
-            if current != nil { return "key \"\(op.key)\" exists" }
-        case .getTree:
-            break
-        case .delete:
-            overlay[op.key] = .some(nil)
-        case .deleteCAS:
-            guard let current, current.modifyIndex == op.index else {
-                return "failed to delete key \"\(op.key)\", index is stale"
-            }
-            overlay[op.key] = .some(nil)
-        case .deleteTree:
-            for existing in state.kvEntries(prefix: op.key) { overlay[existing.key] = .some(nil) }
-            for key in overlay.keys where key.hasPrefix(op.key) { overlay[key] = .some(nil) }
-        }
-        return nil
-    }
-
-    @discardableResult
-    private mutating func stage(_ op: TxnOp, _ current: KVEntry?) -> KVEntry {
-        var next = current ?? KVEntry(key: op.key, value: op.value)
-        next.value = op.value
-        next.flags = op.flags
-        overlay[op.key] = next
-        return next
     }
 }

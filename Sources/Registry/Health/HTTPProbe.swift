@@ -221,8 +221,7 @@ final class ProbeResponseHandler: ChannelInboundHandler {
         case .end:
             guard let head, let pending else { return }
             self.pending = nil
-            var text = String(decoding: body, as: UTF8.self)
-            if totalBytes > body.count { text += " ... (captured \(body.count) of \(totalBytes) bytes)" }
+            let text = Probes.captured(body, of: totalBytes)
             let code = head.status.code
             let status: HealthStatus = (200..<300).contains(code) ? .passing : code == 429 ? .warning : .critical
             let result = ProbeResult(status: status, output: "\(code) \(head.status.reasonPhrase) Output: \(text)")

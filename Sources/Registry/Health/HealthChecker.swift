@@ -11,6 +11,8 @@ public final class HealthChecker: @unchecked Sendable {
         var definition: CheckDefinition
         var task: Scheduled<Void>?
         var http: HTTPProbe.Prepared?
+        /// For TTL checks: when the TTL lapses unless refreshed before.
+        var ttlDeadline: NIODeadline?
         var successes = 0
         var failures = 0
     }
@@ -62,11 +64,19 @@ public final class HealthChecker: @unchecked Sendable {
         loop.execute { self.adopt(check) }
     }
 
-    /// Notes a status set from outside (TTL pass/warn/fail, maintenance): restarts the TTL clock.
+    /// Notes a status set from outside (TTL pass/warn/fail/update): restarts the TTL clock.
     public func statusSet(_ check: HealthCheck) {
         loop.execute {
-            self.trackCritical(CheckKey(node: check.node, checkID: check.checkID), check.status, check.definition)
-            if check.definition.ttl != nil { self.adopt(check) }
+            let key = CheckKey(node: check.node, checkID: check.checkID)
+            self.trackCritical(key, check.status, check.definition)
+            guard let ttl = check.definition.ttl else { return }
+            // Moving the deadline instead of rescheduling: a refresh must not cancel a timer, which
+            // costs a linear search of the loop's timer heap (TTL refreshes are frequent).
+            if self.runners[key]?.task != nil, self.runners[key]?.definition == check.definition {
+                self.runners[key]?.ttlDeadline = .now() + .nanoseconds(ttl.nanoseconds)
+            } else {
+                self.adopt(check)
+            }
         }
     }
 
@@ -77,9 +87,10 @@ public final class HealthChecker: @unchecked Sendable {
         trackCritical(key, check.status, check.definition)
         let d = check.definition
         if let ttl = d.ttl {
-            runners[key] = Runner(definition: d, task: loop.scheduleTask(in: .nanoseconds(ttl.nanoseconds)) {
-                self.ttlExpired(key)
-            })
+            var runner = Runner(definition: d)
+            runner.ttlDeadline = .now() + .nanoseconds(ttl.nanoseconds)
+            runner.task = loop.scheduleTask(in: .nanoseconds(ttl.nanoseconds)) { self.ttlTick(key) }
+            runners[key] = runner
         } else if let interval = d.interval, !d.http.isEmpty || !d.tcp.isEmpty {
             // Like Consul, the first run is staggered within the interval so checks spread out.
             let stagger = Int64.random(in: 0...max(1, interval.nanoseconds))
@@ -89,8 +100,14 @@ public final class HealthChecker: @unchecked Sendable {
         }
     }
 
-    private func ttlExpired(_ key: CheckKey) {
-        guard runners[key] != nil else { return }
+    /// The TTL timer fired: expire the check, or wait on if it was refreshed in the meantime.
+    private func ttlTick(_ key: CheckKey) {
+        guard let deadline = runners[key]?.ttlDeadline else { return }
+        let now = NIODeadline.now()
+        if now < deadline {
+            runners[key]?.task = loop.scheduleTask(deadline: deadline) { self.ttlTick(key) }
+            return
+        }
         runners[key]?.task = nil
         update(key, ProbeResult(status: .critical, output: "TTL expired"))
     }
@@ -140,8 +157,9 @@ public final class HealthChecker: @unchecked Sendable {
         catalog.read { $0.check(key)?.status }
     }
 
+    /// Records a result (whose output the probe already bounded to Consul's size).
     private func update(_ key: CheckKey, _ outcome: ProbeResult) {
-        let output = Probes.truncated(outcome.output)
+        let output = outcome.output
         // Most probes confirm what is already recorded: that costs a read, not a write.
         let unchanged = catalog.read { state in
             state.check(key).map { $0.status == outcome.status && $0.output == output }

@@ -49,16 +49,20 @@ enum Probes {
             default: return "\(io)"
             }
         }
-        if error is ChannelError, case .connectTimeout = error as? ChannelError { return "i/o timeout" }
+        if case .connectTimeout? = error as? ChannelError { return "i/o timeout" }
         return "\(error)"
     }
 
     /// Output truncated the way Consul reports it.
     static func truncated(_ text: String) -> String {
         let bytes = Array(text.utf8)
-        guard bytes.count > outputLimit else { return text }
-        return String(decoding: bytes[..<outputLimit], as: UTF8.self)
-            + " ... (captured \(outputLimit) of \(bytes.count) bytes)"
+        return captured(bytes.prefix(outputLimit), of: bytes.count)
+    }
+
+    /// The `kept` bytes of an output `total` bytes long, marked when cut short.
+    static func captured(_ kept: some Collection<UInt8>, of total: Int) -> String {
+        let text = String(decoding: kept, as: UTF8.self)
+        return total > kept.count ? text + " ... (captured \(kept.count) of \(total) bytes)" : text
     }
 }
 

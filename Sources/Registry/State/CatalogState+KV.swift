@@ -61,10 +61,10 @@ extension CatalogState {
         entry.modifyIndex = writeIndex
         kv[entry.key] = entry
         kvLastIndex = writeIndex
-        var ops: [StoreOp] = [.put(table: "kv", key: entry.key, value: KVJSON.entry(entry).serialized())]
-        if kvTombstones.removeValue(forKey: entry.key) != nil { ops.append(.delete(table: "kvtomb", key: entry.key)) }
-        for (i, op) in ops.enumerated() {
-            record(op, touching: [], waking: i == 0 ? Self.kvWakeKeys(entry.key) : [])
+        record(.put(table: "kv", key: entry.key, value: KVJSON.entry(entry).serialized()), touching: [],
+               waking: Self.kvWakeKeys(entry.key))
+        if kvTombstones.removeValue(forKey: entry.key) != nil {
+            record(.delete(table: "kvtomb", key: entry.key), touching: [])
         }
     }
 
@@ -120,4 +120,42 @@ extension CatalogState {
 
 extension WatchKey {
     public static let sessions = "sessions"
+}
+
+/// How a KV put treats the key's lock.
+enum KVWrite: Sendable {
+    case set
+    case lock(session: String)
+    case unlock(session: String)
+}
+
+extension CatalogState {
+    /// One KV put with Consul's CAS and lock rules; false when a condition is not met.
+    mutating func applyKVWrite(key: String, value: [UInt8], flags: UInt64, cas: UInt64?, op: KVWrite,
+                               now: ContinuousClock.Instant) throws(CatalogError) -> Bool {
+        let existing = kvEntry(key)
+        if let cas {
+            if cas == 0 ? existing != nil : existing?.modifyIndex != cas { return false }
+        }
+        var entry = existing ?? KVEntry(key: key, value: value)
+        entry.value = value
+        entry.flags = flags
+        switch op {
+        case .set:
+            break
+        case .lock(let session):
+            guard self.session(session) != nil else { throw .badRequest("invalid session \"\(session)\"") }
+            if entry.session != session {
+                if !entry.session.isEmpty || isLockDelayed(key, now: now) { return false }
+                entry.session = session
+                entry.lockIndex += 1
+            }
+        case .unlock(let session):
+            guard self.session(session) != nil else { throw .badRequest("invalid session \"\(session)\"") }
+            guard entry.session == session else { return false }
+            entry.session = ""
+        }
+        putKV(entry)
+        return true
+    }
 }

@@ -236,6 +236,18 @@ public struct CatalogState: Sendable {
         if check.status == .critical { invalidateSessions(linkedTo: key) }
     }
 
+    /// Registers a check; re-registering keeps its current status and output unless a status was
+    /// given explicitly, so that a service re-registering itself does not flap. Returns what was stored.
+    public mutating func registerCheck(_ check: HealthCheck, explicitStatus: Bool) -> HealthCheck {
+        var check = check
+        if !explicitStatus, let existing = checks[CheckKey(node: check.node, checkID: check.checkID)] {
+            check.status = existing.status
+            check.output = existing.output
+        }
+        putCheck(check)
+        return check
+    }
+
     public mutating func removeCheck(_ key: CheckKey) {
         guard let existing = checks.removeValue(forKey: key) else { return }
         checksByInstance[InstanceKey(node: key.node, id: existing.serviceID)]?.remove(key.checkID)
@@ -277,6 +289,14 @@ public struct CatalogState: Sendable {
     public var allNodes: [Node] { nodes.values.sorted { $0.name < $1.name } }
     public var allChecks: [HealthCheck] { checks.values.sorted(by: Self.checkOrder) }
     public var instanceCount: Int { instances.count }
+    public var serviceCount: Int { instancesByName.count }
+
+    /// How many checks are in each status, without sorting or copying them.
+    public func checkCountsByStatus() -> [HealthStatus: Int] {
+        var counts: [HealthStatus: Int] = [:]
+        for check in checks.values { counts[check.status, default: 0] += 1 }
+        return counts
+    }
 
     static func checkOrder(_ a: HealthCheck, _ b: HealthCheck) -> Bool {
         (a.node, a.checkID) < (b.node, b.checkID)
@@ -316,15 +336,14 @@ public struct CatalogState: Sendable {
         }
     }
 
-    /// Every service name with the union of its instances' tags.
-    public func serviceTags() -> [(name: String, tags: [String])] {
-        instancesByName.keys.sorted().map { name in
+    /// Every service name with the union of its instances' tags; with `including`, only the names
+    /// (and tags) of the instances it accepts.
+    public func serviceTags(including: (ServiceInstance) -> Bool = { _ in true }) -> [(name: String, tags: [String])] {
+        instancesByName.keys.sorted().compactMap { name in
+            let accepted = instances(named: name).filter(including)
+            guard !accepted.isEmpty else { return nil }
             var seen = Set<String>()
-            var tags: [String] = []
-            for instance in instances(named: name) {
-                for tag in instance.tags where seen.insert(tag).inserted { tags.append(tag) }
-            }
-            return (name, tags)
+            return (name, accepted.flatMap(\.tags).filter { seen.insert($0).inserted })
         }
     }
 }
