@@ -4,6 +4,7 @@ import NIOCore
 import NIOPosix
 import ServiceLifecycle
 import TrellisCore
+import TrellisHTTP
 
 /// Settings of `trellis registry`.
 public struct RegistryConfiguration: Sendable {

@@ -7,7 +7,8 @@ struct Trellis: AsyncParsableCommand {
         abstract: "Service discovery, configuration and observability around thin services.",
         version: "0.1.0",
         subcommands: [RegistryCommand.self, ServicesCommand.self, HealthCommand.self,
-                      RegisterCommand.self, DeregisterCommand.self, KVCommand.self, LockCommand.self]
+                      RegisterCommand.self, DeregisterCommand.self, KVCommand.self, LockCommand.self,
+                      SidecarCommand.self, PolicyCommand.self]
     )
 }
 

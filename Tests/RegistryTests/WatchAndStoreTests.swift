@@ -1,9 +1,10 @@
+@testable import Registry
 import Foundation
 import NIOCore
 import NIOPosix
-@testable import Registry
 import Synchronization
 import TrellisCore
+import TrellisHTTP
 import XCTest
 
 final class WatchHubTests: XCTestCase {

@@ -1,5 +1,6 @@
 import NIOCore
 import TrellisCore
+import TrellisHTTP
 
 /// `/v1/agent/*`: services and checks registered on this registry's own node.
 extension ConsulAPI {

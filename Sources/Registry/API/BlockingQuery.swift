@@ -1,7 +1,8 @@
 import NIOCore
-import Synchronization
 import NIOHTTP1
+import Synchronization
 import TrellisCore
+import TrellisHTTP
 
 /// `?index=` and `?wait=` of a read, checked the way Consul checks them.
 struct BlockingParameters {

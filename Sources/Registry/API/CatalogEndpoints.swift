@@ -1,5 +1,6 @@
 import NIOCore
 import TrellisCore
+import TrellisHTTP
 
 /// `/v1/catalog/*`: the cluster-wide view of nodes and services, and direct catalog writes.
 extension ConsulAPI {

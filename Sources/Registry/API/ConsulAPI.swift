@@ -3,6 +3,7 @@ import NIOCore
 import NIOHTTP1
 import Telemetry
 import TrellisCore
+import TrellisHTTP
 
 /// Who this registry is, as its Consul API reports it.
 public struct AgentIdentity: Sendable {

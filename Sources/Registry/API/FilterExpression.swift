@@ -1,4 +1,5 @@
 import TrellisCore
+import TrellisHTTP
 
 /// Consul's `?filter=` expressions (go-bexpr) evaluated against the JSON of each result item.
 ///

@@ -1,5 +1,6 @@
 import NIOCore
 import TrellisCore
+import TrellisHTTP
 
 /// `/v1/health/*` and `/v1/status/*`.
 extension ConsulAPI {

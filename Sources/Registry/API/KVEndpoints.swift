@@ -1,6 +1,7 @@
 import Foundation
 import NIOCore
 import TrellisCore
+import TrellisHTTP
 
 /// `/v1/kv/*`: Consul's KV store with CAS, locks and blocking reads.
 extension ConsulAPI {

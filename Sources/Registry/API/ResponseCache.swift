@@ -1,4 +1,5 @@
 import Synchronization
+import TrellisHTTP
 
 /// The last rendering of each read, valid while the read's index is unchanged.
 ///

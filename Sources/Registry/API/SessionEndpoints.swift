@@ -1,6 +1,7 @@
 import Foundation
 import NIOCore
 import TrellisCore
+import TrellisHTTP
 
 /// `/v1/session/*`: leases that hold KV locks.
 extension ConsulAPI {

@@ -1,5 +1,6 @@
 import NIOCore
 import TrellisCore
+import TrellisHTTP
 
 /// `PUT /v1/txn`: up to 64 KV operations applied all together or not at all.
 extension ConsulAPI {

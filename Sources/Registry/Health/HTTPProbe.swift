@@ -3,6 +3,7 @@ import NIOHTTP1
 import NIOPosix
 import NIOSSL
 import TrellisCore
+import TrellisHTTP
 
 /// HTTP checks over keep-alive connections that are reused from one run of a check to the next.
 ///

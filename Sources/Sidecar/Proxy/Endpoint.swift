@@ -1,0 +1,54 @@
+import NIOCore
+
+/// One instance of an upstream service as discovery reports it.
+public struct EndpointInfo: Sendable, Equatable {
+    public var id: String
+    public var host: String
+    public var port: Int
+    public var weight: Int
+    public var tags: [String]
+
+    public init(id: String, host: String, port: Int, weight: Int = 1, tags: [String] = []) {
+        self.id = id
+        self.host = host
+        self.port = port
+        self.weight = max(1, weight)
+        self.tags = tags
+    }
+
+    var address: String { host.contains(":") ? "[\(host)]:\(port)" : "\(host):\(port)" }
+}
+
+/// An upstream instance with the live statistics the balancers and outlier detection need.
+/// Confined to the data-plane event loop.
+final class Endpoint {
+    private(set) var info: EndpointInfo
+    let pool: ConnectionPool
+
+    var activeRequests = 0
+    var totalRequests = 0
+    var failures = 0
+    /// Smooth weighted round robin state (nginx's algorithm).
+    var currentWeight = 0
+    var consecutiveErrors = 0
+    var ejections = 0
+    var ejectedUntil: NIODeadline?
+
+    init(info: EndpointInfo, pool: ConnectionPool) {
+        self.info = info
+        self.pool = pool
+    }
+
+    func update(_ info: EndpointInfo) { self.info = info }
+
+    var weight: Int { info.weight }
+
+    func isEjected(at now: NIODeadline) -> Bool {
+        guard let until = ejectedUntil else { return false }
+        if until <= now {
+            ejectedUntil = nil
+            return false
+        }
+        return true
+    }
+}

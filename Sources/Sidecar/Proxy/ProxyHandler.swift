@@ -1,0 +1,498 @@
+import NIOCore
+import NIOHTTP1
+
+/// Proxies the requests of one downstream connection, one at a time (pipelined requests wait in
+/// NIO's pipelining handler): route, rate limit, circuit breaker, balancer, upstream attempt,
+/// retries with backoff, timeouts, trace headers, metrics and access log.
+final class ProxyHandler: ChannelInboundHandler, UpstreamReceiver {
+    typealias InboundIn = HTTPServerRequestPart
+    typealias OutboundOut = HTTPServerResponsePart
+
+    private enum Phase { case idle, connecting, sending, backoff, responding, answered }
+
+    /// Why an attempt failed; the retry condition and the sidecar's own answer follow from it.
+    private enum Failure {
+        case connect(String), reset(String), timeout(String)
+
+        var condition: RetryPolicy.Condition {
+            switch self {
+            case .connect: .connectFailure
+            case .reset: .reset
+            case .timeout: .timeout
+            }
+        }
+    }
+
+    private let plane: DataPlane
+    private let listenerKey: String
+    private var context: ChannelHandlerContext!
+    private var client = "-"
+
+    // The request in flight.
+    private var phase = Phase.idle
+    private var head: HTTPRequestHead!
+    private var upstreamHead: HTTPRequestHead!
+    private var listener: ListenerRuntime!
+    private var route: RouteRuntime!
+    private var subset: String?
+    private var trace: TraceContext?
+    private var started = NIODeadline.now()
+    private var keepAlive = true
+    private var requestEnded = false
+    private var bodyParts: [ByteBuffer] = []
+    private var bufferedBytes = 0
+    /// False once a body part was sent and not kept: the request can no longer be replayed.
+    private var replayable = true
+    private var attempts = 0
+    private var tried: [Endpoint] = []
+    private var endpoint: Endpoint?
+    private var connection: UpstreamConnection?
+    private var waiter: Int?
+    /// Bumped per attempt so that late callbacks of an abandoned attempt are ignored.
+    private var generation = 0
+    private var perTryTimer: Scheduled<Void>?
+    private var requestTimer: Scheduled<Void>?
+    private var backoffTimer: Scheduled<Void>?
+    private var status = 0
+    private var bytesSent = 0
+    private var responseKeepAlive = true
+    private var countedActive = false
+
+    init(plane: DataPlane, listenerKey: String) {
+        self.plane = plane
+        self.listenerKey = listenerKey
+    }
+
+    func handlerAdded(context: ChannelHandlerContext) {
+        self.context = context
+        client = context.channel.remoteAddress?.ipAddress ?? "-"
+        plane.downstreamConnections[listenerKey, default: 0] += 1
+    }
+
+    func handlerRemoved(context: ChannelHandlerContext) {
+        plane.downstreamConnections[listenerKey, default: 1] -= 1
+        self.context = nil
+    }
+
+    // MARK: Downstream
+
+    func channelRead(context: ChannelHandlerContext, data: NIOAny) {
+        switch unwrapInboundIn(data) {
+        case .head(let head): begin(head)
+        case .body(let part): receiveBody(part)
+        case .end:
+            requestEnded = true
+            switch phase {
+            case .sending: connection?.channel.writeAndFlush(HTTPClientRequestPart.end(nil), promise: nil)
+            case .answered: phase = .idle
+            case .idle: if !keepAlive { context.close(promise: nil) }
+            default: break
+            }
+        }
+    }
+
+    func channelReadComplete(context: ChannelHandlerContext) {
+        if phase == .sending { connection?.channel.flush() }
+        context.fireChannelReadComplete()
+    }
+
+    func channelInactive(context: ChannelHandlerContext) {
+        if phase != .idle && phase != .answered {
+            abandonAttempt(reusable: false)
+            status = 0
+            complete(localReason: "client_closed")
+        }
+        context.fireChannelInactive()
+    }
+
+    func channelWritabilityChanged(context: ChannelHandlerContext) {
+        // Back-pressure: read from the upstream only as fast as the client takes the response.
+        if phase == .responding, let channel = connection?.channel {
+            channel.setOption(ChannelOptions.autoRead, value: context.channel.isWritable).whenFailure { _ in }
+        }
+        context.fireChannelWritabilityChanged()
+    }
+
+    func errorCaught(context: ChannelHandlerContext, error: any Error) {
+        context.close(promise: nil)
+    }
+
+    private func begin(_ head: HTTPRequestHead) {
+        let now = NIODeadline.now()
+        self.head = head
+        started = now
+        phase = .connecting
+        requestEnded = false
+        bodyParts.removeAll(keepingCapacity: true)
+        bufferedBytes = 0
+        replayable = true
+        attempts = 0
+        tried.removeAll(keepingCapacity: true)
+        status = 0
+        bytesSent = 0
+        trace = nil
+        keepAlive = head.isKeepAlive && !(plane.draining && listenerKey == DataPlane.inboundKey)
+        listener = plane.listeners[listenerKey]!
+        route = listener.route(for: head)
+        let cluster = listener.cluster
+
+        if let limiter = route.rateLimiter {
+            let decision = limiter.take(key: rateLimitKey(limiter.policy.key, head), at: now)
+            var headers = HTTPHeaders()
+            headers.add(name: "X-RateLimit-Limit", value: String(limiter.policy.requests))
+            headers.add(name: "X-RateLimit-Remaining", value: String(decision.remaining))
+            headers.add(name: "X-RateLimit-Reset", value: String(Int(decision.resetAfter.rounded(.up))))
+            if !decision.allowed {
+                headers.add(name: "Retry-After", value: String(max(1, Int(decision.retryAfter.rounded(.up)))))
+                route.stats.rateLimited.increment()
+                answer(.tooManyRequests, reason: "rate_limited", message: "rate limit of route \(route.name) exceeded", headers: headers)
+                return
+            }
+            rateLimitHeaders = headers
+        } else {
+            rateLimitHeaders = nil
+        }
+        guard cluster.limits.activeRequests < cluster.limits.policy.maxRequests else {
+            plane.metrics.breakerOverflow(upstream: cluster.name, limit: "max_requests")
+            answer(.serviceUnavailable, reason: "overflow",
+                   message: "upstream \(cluster.name): too many active requests (circuit breaker max_requests \(cluster.limits.policy.maxRequests))")
+            return
+        }
+        cluster.limits.activeRequests += 1
+        countedActive = true
+        if listenerKey == DataPlane.inboundKey { plane.inboundInFlight += 1 }
+        cluster.retryBudget.recordRequest(at: now)
+
+        let trace = TraceContext(headers: head.headers, random: &plane.random)
+        self.trace = trace
+        upstreamHead = HTTPRequestHead(version: .http1_1, method: head.method, uri: head.uri, headers: head.headers)
+        HeaderRules.prepareUpstreamRequest(&upstreamHead.headers, client: client, trace: trace)
+        if head.headers.first(name: "expect")?.lowercased() == "100-continue" {
+            context.writeAndFlush(wrapOutboundOut(.head(HTTPResponseHead(version: head.version, status: .continue))), promise: nil)
+        }
+        subset = route.pickSubset(random: &plane.random)
+        if let timeout = route.settings.timeouts.request {
+            let generation = generation
+            requestTimer = plane.loop.assumeIsolated().scheduleTask(in: timeout) { [self] in
+                requestTimedOut(timeout, generation: generation)
+            }
+        }
+        startAttempt()
+    }
+
+    private var rateLimitHeaders: HTTPHeaders?
+
+    private func rateLimitKey(_ key: RateLimitPolicy.Key, _ head: HTTPRequestHead) -> String {
+        switch key {
+        case .none: ""
+        case .source: client
+        case .header(let name): head.headers.first(name: name) ?? ""
+        }
+    }
+
+    private func receiveBody(_ part: ByteBuffer) {
+        switch phase {
+        case .idle, .answered:
+            return
+        case .sending:
+            connection?.channel.write(HTTPClientRequestPart.body(.byteBuffer(part)), promise: nil)
+            keepForReplay(part)
+        default:
+            // Not connected yet: keep the part until the attempt can send it.
+            bodyParts.append(part)
+            bufferedBytes += part.readableBytes
+            if bufferedBytes > route.settings.retries.bufferLimit {
+                context.channel.setOption(ChannelOptions.autoRead, value: false).whenFailure { _ in }
+            }
+        }
+    }
+
+    private func keepForReplay(_ part: ByteBuffer) {
+        guard replayable else { return }
+        if bufferedBytes + part.readableBytes <= route.settings.retries.bufferLimit {
+            bodyParts.append(part)
+            bufferedBytes += part.readableBytes
+        } else {
+            replayable = false
+            bodyParts.removeAll()
+            bufferedBytes = 0
+        }
+    }
+
+    // MARK: Attempts
+
+    private func startAttempt() {
+        attempts += 1
+        generation += 1
+        let now = NIODeadline.now()
+        let cluster = listener.cluster
+        guard let endpoint = cluster.pick(tag: subset, hashKey: cluster.policy.loadBalancer.hashHeader.flatMap { head.headers.first(name: $0) },
+                                          tried: tried, now: now, random: &plane.random) else {
+            let which = subset.map { "\(cluster.name) with tag \($0)" } ?? cluster.name
+            answer(.serviceUnavailable, reason: "no_healthy_upstream", message: "no healthy instance of \(which)")
+            return
+        }
+        self.endpoint = endpoint
+        tried.append(endpoint)
+        endpoint.activeRequests += 1
+        endpoint.totalRequests += 1
+        phase = .connecting
+        let generation = generation
+        if let perTry = route.settings.timeouts.perTry {
+            perTryTimer = plane.loop.assumeIsolated().scheduleTask(in: perTry) { [self] in
+                guard generation == self.generation else { return }
+                if phase == .responding {
+                    abortResponse()
+                } else {
+                    attemptFailed(.timeout("no response from \(endpoint.info.address) within \(perTry)"))
+                }
+            }
+        }
+        waiter = endpoint.pool.acquire(connectTimeout: route.settings.timeouts.connect) { [self] acquired in
+            guard generation == self.generation, phase == .connecting else {
+                if case .ready(let connection) = acquired { endpoint.pool.release(connection, reusable: true) }
+                return
+            }
+            waiter = nil
+            switch acquired {
+            case .ready(let connection): send(on: connection)
+            case .failed(let message): attemptFailed(.connect(message))
+            case .overflow:
+                plane.metrics.breakerOverflow(upstream: cluster.name, limit: "max_pending_requests")
+                finishEndpoint()
+                answer(.serviceUnavailable, reason: "overflow",
+                       message: "upstream \(cluster.name): too many pending requests (circuit breaker max_pending_requests \(cluster.limits.policy.maxPendingRequests))")
+            }
+        }
+    }
+
+    private func send(on connection: UpstreamConnection) {
+        self.connection = connection
+        connection.receiver = self
+        phase = .sending
+        let channel = connection.channel!
+        channel.write(HTTPClientRequestPart.head(upstreamHead), promise: nil)
+        for part in bodyParts { channel.write(HTTPClientRequestPart.body(.byteBuffer(part)), promise: nil) }
+        if !replayable {
+            bodyParts.removeAll()
+            bufferedBytes = 0
+        } else if bufferedBytes > route.settings.retries.bufferLimit {
+            // Kept only because the connection was not there yet: too big to replay.
+            replayable = false
+            bodyParts.removeAll()
+            bufferedBytes = 0
+        }
+        if requestEnded {
+            channel.writeAndFlush(HTTPClientRequestPart.end(nil), promise: nil)
+        } else {
+            channel.flush()
+            context.channel.setOption(ChannelOptions.autoRead, value: true).whenFailure { _ in }
+        }
+    }
+
+    private func attemptFailed(_ failure: Failure) {
+        abandonAttempt(reusable: false)
+        let cluster = listener.cluster
+        if let endpoint { cluster.record(endpoint, failed: true, now: .now()) }
+        finishEndpoint()
+        if mayRetry(failure.condition) {
+            scheduleRetry()
+            return
+        }
+        switch failure {
+        case .connect(let message):
+            answer(.badGateway, reason: "connect_failure", message: "upstream \(cluster.name): \(message)")
+        case .reset(let message):
+            answer(.badGateway, reason: "upstream_reset", message: "upstream \(cluster.name): \(message)")
+        case .timeout(let message):
+            answer(.gatewayTimeout, reason: "timeout", message: "upstream \(cluster.name): \(message)")
+        }
+    }
+
+    /// Waits a jittered backoff, then makes the next attempt.
+    private func scheduleRetry() {
+        phase = .backoff
+        plane.metrics.retry(upstream: listener.cluster.name)
+        let delay = Backoff.delay(retry: attempts - 1, base: route.settings.retries.backoffBase,
+                                  max: route.settings.retries.backoffMax, random: &plane.random)
+        let generation = generation
+        backoffTimer = plane.loop.assumeIsolated().scheduleTask(in: delay) { [self] in
+            if generation == self.generation && phase == .backoff { startAttempt() }
+        }
+    }
+
+    /// Whether one more attempt may be made; spends retry budget when it says yes.
+    private func mayRetry(_ condition: RetryPolicy.Condition) -> Bool {
+        let retries = route.settings.retries
+        guard attempts <= retries.attempts, retries.conditions.contains(condition) else { return false }
+        // A refused connection never reached the service: safe for any method.
+        guard condition == .connectFailure || retries.allMethods || head.method.isIdempotent else { return false }
+        guard replayable else { return false }
+        let cluster = listener.cluster
+        guard cluster.retryBudget.tryRetry(retries.budget, at: .now()) else {
+            plane.metrics.retryBudgetExhausted(upstream: cluster.name)
+            return false
+        }
+        return true
+    }
+
+    private func requestTimedOut(_ timeout: TimeAmount, generation: Int) {
+        guard phase != .responding && phase != .answered && phase != .idle else { return }
+        abandonAttempt(reusable: false)
+        finishEndpoint()
+        answer(.gatewayTimeout, reason: "timeout", message: "upstream \(listener.cluster.name): no response within \(timeout)")
+    }
+
+    /// Drops the current attempt's connection (or its place in the pool's queue).
+    private func abandonAttempt(reusable: Bool) {
+        perTryTimer?.cancel()
+        perTryTimer = nil
+        backoffTimer?.cancel()
+        backoffTimer = nil
+        generation += 1
+        if let waiter, let endpoint {
+            endpoint.pool.cancel(waiter: waiter)
+        }
+        waiter = nil
+        if let connection {
+            connection.receiver = nil
+            connection.channel.setOption(ChannelOptions.autoRead, value: true).whenFailure { _ in }
+            endpoint?.pool.release(connection, reusable: reusable)
+            self.connection = nil
+        }
+    }
+
+    private func finishEndpoint() {
+        guard let endpoint else { return }
+        endpoint.activeRequests -= 1
+        self.endpoint = nil
+    }
+
+    // MARK: Upstream
+
+    func upstreamRead(_ part: HTTPClientResponsePart, from connection: UpstreamConnection) {
+        guard connection === self.connection else { return }
+        switch part {
+        case .head(let response):
+            guard phase == .sending, response.status.code >= 200 || response.status == .switchingProtocols else { return }
+            let code = Int(response.status.code)
+            let cluster = listener.cluster
+            if let endpoint { cluster.record(endpoint, failed: code >= 500, now: .now()) }
+            if route.settings.retries.conditions.contains(.status(code)) && mayRetry(.status(code)) {
+                abandonAttempt(reusable: false)
+                finishEndpoint()
+                scheduleRetry()
+                return
+            }
+            phase = .responding
+            status = code
+            responseKeepAlive = response.isKeepAlive
+            requestTimer?.cancel()
+            requestTimer = nil
+            var headers = response.headers
+            keepAlive = HeaderRules.prepareDownstreamResponse(&headers, keepAlive: keepAlive, requestVersion: head.version)
+            if let rateLimitHeaders { headers.add(contentsOf: rateLimitHeaders) }
+            context.write(wrapOutboundOut(.head(HTTPResponseHead(version: head.version, status: response.status, headers: headers))), promise: nil)
+        case .body(let part):
+            guard phase == .responding else { return }
+            bytesSent += part.readableBytes
+            context.write(wrapOutboundOut(.body(.byteBuffer(part))), promise: nil)
+        case .end(let trailers):
+            guard phase == .responding else { return }
+            let reusable = responseKeepAlive && requestEnded
+            abandonAttempt(reusable: reusable)
+            finishEndpoint()
+            let close = !keepAlive || !requestEnded
+            let done = context.writeAndFlush(wrapOutboundOut(.end(trailers)))
+            complete(localReason: nil)
+            if close { done.assumeIsolated().whenComplete { [context] _ in context?.close(promise: nil) } }
+        }
+    }
+
+    func upstreamReadComplete(from connection: UpstreamConnection) {
+        if connection === self.connection && phase == .responding { context.flush() }
+    }
+
+    func upstreamClosed(_ connection: UpstreamConnection) {
+        guard connection === self.connection else { return }
+        switch phase {
+        case .sending:
+            self.connection = nil
+            attemptFailed(.reset("connection to \(endpoint?.info.address ?? "?") closed before a response"))
+        case .responding:
+            abortResponse()
+        default:
+            break
+        }
+    }
+
+    func upstreamWritabilityChanged(_ connection: UpstreamConnection) {
+        guard connection === self.connection, let context else { return }
+        context.channel.setOption(ChannelOptions.autoRead, value: connection.channel.isWritable).whenFailure { _ in }
+    }
+
+    /// The response was cut after its head went out: nothing can be saved, close the client connection.
+    private func abortResponse() {
+        abandonAttempt(reusable: false)
+        finishEndpoint()
+        complete(localReason: "upstream_reset_after_response_start")
+        context.close(promise: nil)
+    }
+
+    // MARK: Answers
+
+    /// Answers on behalf of the upstream (429, 502, 503, 504), with a one-line reason.
+    private func answer(_ status: HTTPResponseStatus, reason: String, message: String, headers extra: HTTPHeaders = [:]) {
+        abandonAttempt(reusable: false)
+        requestTimer?.cancel()
+        requestTimer = nil
+        self.status = Int(status.code)
+        var headers = extra
+        let body = ByteBuffer(string: message + "\n")
+        headers.add(name: "Content-Type", value: "text/plain; charset=utf-8")
+        headers.add(name: "Content-Length", value: String(body.readableBytes))
+        headers.add(name: "x-trellis-error", value: reason)
+        let close = !keepAlive || !requestEnded
+        if close { headers.add(name: "Connection", value: "close") }
+        bytesSent = body.readableBytes
+        context.write(wrapOutboundOut(.head(HTTPResponseHead(version: head.version, status: status, headers: headers))), promise: nil)
+        if head.method != .HEAD { context.write(wrapOutboundOut(.body(.byteBuffer(body))), promise: nil) }
+        let done = context.writeAndFlush(wrapOutboundOut(.end(nil)))
+        plane.metrics.localResponse(direction: listener.direction, upstream: listener.cluster.name, reason: reason)
+        complete(localReason: reason)
+        if close { done.assumeIsolated().whenComplete { [context] _ in context?.close(promise: nil) } }
+    }
+
+    /// Books the finished request (metrics, access log, counters) and gets ready for the next one.
+    private func complete(localReason: String?) {
+        let duration = Double((NIODeadline.now() - started).nanoseconds) / 1e9
+        route.stats.requests[min(status / 100, 5)].increment()
+        route.stats.duration.record(duration)
+        if countedActive {
+            listener.cluster.limits.activeRequests -= 1
+            if listenerKey == DataPlane.inboundKey { plane.inboundInFlight -= 1 }
+            countedActive = false
+        }
+        plane.accessLog.record(AccessLog.Entry(
+            direction: listener.direction, upstream: listener.cluster.name, route: route.name,
+            method: head.method.rawValue, path: head.uri, status: status, durationSeconds: duration,
+            attempts: attempts, upstreamHost: tried.last?.info.address, bytesSent: bytesSent, client: client,
+            trace: trace, localReason: localReason))
+        requestTimer?.cancel()
+        requestTimer = nil
+        phase = requestEnded ? .idle : .answered
+        bodyParts.removeAll(keepingCapacity: true)
+        bufferedBytes = 0
+        context?.channel.setOption(ChannelOptions.autoRead, value: true).whenFailure { _ in }
+    }
+}
+
+extension HTTPMethod {
+    /// RFC 9110 idempotent methods: safe to send twice.
+    var isIdempotent: Bool {
+        switch self {
+        case .GET, .HEAD, .OPTIONS, .TRACE, .PUT, .DELETE: true
+        default: false
+        }
+    }
+}

@@ -1,0 +1,136 @@
+import NIOHTTP1
+
+/// The trace a request belongs to, read from W3C `traceparent`, B3 (single `b3` or multi `X-B3-*`)
+/// or started here, and written back with a new span id for the next hop.
+struct TraceContext {
+    enum Format { case w3c, b3Single, b3Multi, started }
+
+    /// 32 lowercase hex digits.
+    var traceID: String
+    /// The caller's span (16 hex digits), nil when the trace starts here.
+    var parentSpanID: String?
+    /// This hop's span.
+    var spanID: String
+    var sampled: Bool
+    var format: Format
+    var requestID: String
+
+    /// Reads the incoming headers; starts a new trace when none is present or valid.
+    init(headers: HTTPHeaders, random: inout FastRandom) {
+        spanID = random.hex(bytes: 8)
+        requestID = headers.first(name: "x-request-id") ?? random.uuid()
+        if let parent = headers.first(name: "traceparent"), let parsed = Self.parseTraceparent(parent) {
+            (traceID, parentSpanID, sampled, format) = (parsed.trace, parsed.span, parsed.sampled, .w3c)
+        } else if let single = headers.first(name: "b3"), let parsed = Self.parseB3Single(single) {
+            (traceID, parentSpanID, sampled, format) = (parsed.trace, parsed.span, parsed.sampled, .b3Single)
+        } else if let trace = headers.first(name: "x-b3-traceid").flatMap(Self.normalizedTraceID),
+                  let span = headers.first(name: "x-b3-spanid").flatMap({ Self.isHex($0, count: 16) ? $0.lowercased() : nil }) {
+            let flag = headers.first(name: "x-b3-sampled") ?? "1"
+            let debug = headers.first(name: "x-b3-flags") == "1"
+            (traceID, parentSpanID, sampled, format) = (trace, span, flag == "1" || flag == "true" || debug, .b3Multi)
+        } else {
+            (traceID, parentSpanID, sampled, format) = (random.hex(bytes: 16), nil, true, .started)
+        }
+    }
+
+    /// Sets this hop's headers: `traceparent` always, B3 in the form it came in (multi when the
+    /// trace starts here, for Zipkin-instrumented services), and `x-request-id`.
+    func write(into headers: inout HTTPHeaders) {
+        headers.replaceOrAdd(name: "traceparent", value: "00-\(traceID)-\(spanID)-\(sampled ? "01" : "00")")
+        switch format {
+        case .b3Single:
+            var value = "\(traceID)-\(spanID)-\(sampled ? "1" : "0")"
+            if let parentSpanID { value += "-\(parentSpanID)" }
+            headers.replaceOrAdd(name: "b3", value: value)
+        case .b3Multi, .started:
+            headers.replaceOrAdd(name: "x-b3-traceid", value: traceID)
+            headers.replaceOrAdd(name: "x-b3-spanid", value: spanID)
+            if let parentSpanID { headers.replaceOrAdd(name: "x-b3-parentspanid", value: parentSpanID) }
+            headers.replaceOrAdd(name: "x-b3-sampled", value: sampled ? "1" : "0")
+        case .w3c:
+            break
+        }
+        headers.replaceOrAdd(name: "x-request-id", value: requestID)
+    }
+
+    static func parseTraceparent(_ value: String) -> (trace: String, span: String, sampled: Bool)? {
+        let parts = value.split(separator: "-", omittingEmptySubsequences: false)
+        guard parts.count >= 4, isHex(parts[0], count: 2), parts[0] != "ff",
+              isHex(parts[1], count: 32), isHex(parts[2], count: 16), isHex(parts[3], count: 2),
+              !parts[1].allSatisfy({ $0 == "0" }), !parts[2].allSatisfy({ $0 == "0" }),
+              let flags = UInt8(parts[3], radix: 16) else { return nil }
+        if parts[0] == "00" && parts.count != 4 { return nil }
+        return (parts[1].lowercased(), parts[2].lowercased(), flags & 1 == 1)
+    }
+
+    static func parseB3Single(_ value: String) -> (trace: String, span: String, sampled: Bool)? {
+        let parts = value.split(separator: "-", omittingEmptySubsequences: false)
+        guard parts.count >= 2, let trace = normalizedTraceID(parts[0]), isHex(parts[1], count: 16) else { return nil }
+        let sampled = parts.count < 3 || parts[2] == "1" || parts[2] == "d"
+        return (trace, parts[1].lowercased(), sampled)
+    }
+
+    /// B3 trace ids may be 64-bit; W3C needs 128, so they are left-padded with zeros.
+    static func normalizedTraceID(_ text: some StringProtocol) -> String? {
+        if isHex(text, count: 32) { return text.lowercased() }
+        if isHex(text, count: 16) { return String(repeating: "0", count: 16) + text.lowercased() }
+        return nil
+    }
+
+    static func isHex(_ text: some StringProtocol, count: Int) -> Bool {
+        text.utf8.count == count && text.utf8.allSatisfy { (0x30...0x39).contains($0) || (0x61...0x66).contains($0) || (0x41...0x46).contains($0) }
+    }
+}
+
+/// A small, fast generator (xorshift128+) for span ids, jitter and load balancing; ids need to be
+/// unique, not secret, and the system generator costs a syscall per call.
+struct FastRandom {
+    private var s0: UInt64
+    private var s1: UInt64
+
+    init() {
+        var system = SystemRandomNumberGenerator()
+        s0 = system.next() | 1
+        s1 = system.next()
+    }
+
+    mutating func next() -> UInt64 {
+        var x = s0
+        let y = s1
+        s0 = y
+        x ^= x << 23
+        s1 = x ^ y ^ (x >> 17) ^ (y >> 26)
+        return s1 &+ y
+    }
+
+    /// Uniform in `0..<bound` (bound > 0).
+    mutating func below(_ bound: Int) -> Int { Int(next() % UInt64(bound)) }
+
+    /// Uniform in [0, 1).
+    mutating func unit() -> Double { Double(next() >> 11) / Double(1 << 53) }
+
+    mutating func hex(bytes: Int) -> String {
+        let digits = Array("0123456789abcdef".utf8)
+        var out = [UInt8]()
+        out.reserveCapacity(bytes * 2)
+        var word = next()
+        for i in 0..<bytes {
+            if i > 0 && i % 8 == 0 { word = next() }
+            let byte = UInt8(truncatingIfNeeded: word >> (UInt64(i % 8) * 8))
+            out.append(digits[Int(byte >> 4)])
+            out.append(digits[Int(byte & 0xF)])
+        }
+        return String(decoding: out, as: UTF8.self)
+    }
+
+    /// A version 4 UUID.
+    mutating func uuid() -> String {
+        var h = Array(hex(bytes: 16).utf8)
+        h[12] = UInt8(ascii: "4")
+        h[16] = Array("89ab".utf8)[Int(next() % 4)]
+        let s = String(decoding: h, as: UTF8.self)
+        let i = s.utf8.indices
+        func part(_ a: Int, _ b: Int) -> Substring { s[i.index(i.startIndex, offsetBy: a)..<i.index(i.startIndex, offsetBy: b)] }
+        return "\(part(0, 8))-\(part(8, 12))-\(part(12, 16))-\(part(16, 20))-\(part(20, 32))"
+    }
+}

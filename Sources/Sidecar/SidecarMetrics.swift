@@ -1,0 +1,87 @@
+import Prometheus
+import Telemetry
+
+/// The sidecar's Prometheus instruments (`trellis_sidecar_*`).
+///
+/// `direction` is `inbound` (callers → this service) or `outbound` (this service → `upstream`);
+/// inbound traffic has `upstream="local"`.
+public final class SidecarMetrics: Sendable {
+    public let registry = MetricsRegistry(component: "sidecar")
+    private let localResponses = InstrumentCache<Counter>()
+    private let retryCounters = InstrumentCache<Counter>()
+    private let budgetCounters = InstrumentCache<Counter>()
+    private let ejectionCounters = InstrumentCache<Counter>()
+    private let overflowCounters = InstrumentCache<Counter>()
+    private let gauges = InstrumentCache<Gauge>()
+    let policyApplied: Counter
+    let policyRejected: Counter
+    let serviceRestarts: Counter
+    let serviceUp: Gauge
+
+    public init() {
+        policyApplied = registry.counter("policy_applied", help: "Policies applied (from file or registry KV).")
+        policyRejected = registry.counter("policy_rejected", help: "Policies rejected as invalid; the previous one stays.")
+        serviceRestarts = registry.counter("service_restarts", help: "Restarts of the supervised service process.")
+        serviceUp = registry.gauge("service_up", help: "1 while the supervised service process runs.")
+    }
+
+    /// Instruments of one route, made once when a policy is applied so requests only bump them.
+    final class RouteStats {
+        /// Indexed by status class 1…5; index 0 counts requests that got no answer (client gone).
+        let requests: [Counter]
+        let duration: ValueHistogram
+        let rateLimited: Counter
+
+        init(_ metrics: SidecarMetrics, direction: String, upstream: String, route: String) {
+            let labels = [("direction", direction), ("upstream", upstream), ("route", route)]
+            requests = ["none", "1xx", "2xx", "3xx", "4xx", "5xx"].map { code in
+                metrics.registry.counter("requests", help: "Requests by direction, upstream, route and status class.",
+                                         labels: labels + [("code_class", code)])
+            }
+            duration = metrics.registry.histogram("request_duration", help: "Time from request head to the end of the response.",
+                                                  labels: labels)
+            rateLimited = metrics.registry.counter("rate_limited", help: "Requests refused with 429 by a rate limit.", labels: labels)
+        }
+    }
+
+    /// An answer the sidecar produced itself (502, 503, 504, 429), by reason; the service's own
+    /// errors are only in `requests_total`.
+    func localResponse(direction: String, upstream: String, reason: String) {
+        localResponses.get("\(direction)|\(upstream)|\(reason)") {
+            registry.counter("local_responses", help: "Responses produced by the sidecar itself, by reason.",
+                             labels: [("direction", direction), ("upstream", upstream), ("reason", reason)])
+        }.increment()
+    }
+
+    func retry(upstream: String) {
+        retryCounters.get(upstream) {
+            registry.counter("retries", help: "Attempts retried after a failure.", labels: [("upstream", upstream)])
+        }.increment()
+    }
+
+    func retryBudgetExhausted(upstream: String) {
+        budgetCounters.get(upstream) {
+            registry.counter("retry_budget_exhausted", help: "Retries not made because the retry budget was spent.",
+                             labels: [("upstream", upstream)])
+        }.increment()
+    }
+
+    func ejection(upstream: String) {
+        ejectionCounters.get(upstream) {
+            registry.counter("ejections", help: "Instances ejected by outlier detection.", labels: [("upstream", upstream)])
+        }.increment()
+    }
+
+    func breakerOverflow(upstream: String, limit: String) {
+        overflowCounters.get("\(upstream)|\(limit)") {
+            registry.counter("circuit_breaker_overflows", help: "Requests refused because a circuit breaker limit was reached.",
+                             labels: [("upstream", upstream), ("limit", limit)])
+        }.increment()
+    }
+
+    /// Sets a state gauge (refreshed right before each scrape).
+    func set(_ name: String, help: String, labels: [(String, String)], to value: Int) {
+        let key = name + labels.map { "|\($0.0)=\($0.1)" }.joined()
+        gauges.get(key) { registry.gauge(name, help: help, labels: labels) }.record(Double(value))
+    }
+}

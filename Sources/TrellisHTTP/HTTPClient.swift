@@ -1,0 +1,116 @@
+import NIOCore
+import NIOHTTP1
+import NIOPosix
+
+/// A small HTTP/1.1 client on SwiftNIO for control-plane calls (registry API, scrapes, pushes).
+///
+/// One connection per call: these calls are rare next to the data plane, and a fresh connection
+/// keeps cancellation simple — cancelling the task closes the socket, which ends a blocking query.
+public struct HTTPClient: Sendable {
+    public struct Response: Sendable {
+        public var status: HTTPResponseStatus
+        public var headers: HTTPHeaders
+        public var body: ByteBuffer
+
+        public var bodyBytes: [UInt8] { Array(body.readableBytesView) }
+    }
+
+    public struct Failure: Error, CustomStringConvertible {
+        public var description: String
+    }
+
+    private let group: any EventLoopGroup
+    /// Largest response body accepted.
+    public var maxBodySize = 64 << 20
+
+    public init(group: any EventLoopGroup) { self.group = group }
+
+    /// Sends one request to `host:port` and returns the whole response.
+    /// - Parameter timeout: for the whole exchange, connecting included.
+    public func send(_ method: HTTPMethod, host: String, port: Int, path: String,
+                     headers: HTTPHeaders = [:], body: ByteBuffer? = nil,
+                     timeout: TimeAmount) async throws -> Response {
+        let loop = group.next()
+        let promise = loop.makePromise(of: Response.self)
+        let maxBody = maxBodySize
+        let connect = ClientBootstrap(group: loop)
+            .connectTimeout(min(timeout, .seconds(10)))
+            .channelOption(.socketOption(.tcp_nodelay), value: 1)
+            .channelInitializer { channel in
+                channel.eventLoop.makeCompletedFuture {
+                    try channel.pipeline.syncOperations.addHTTPClientHandlers()
+                    try channel.pipeline.syncOperations.addHandler(ResponseCollector(promise: promise, maxBodySize: maxBody))
+                }
+            }
+            .connect(host: host, port: port)
+        let deadline = loop.scheduleTask(in: timeout) {
+            promise.fail(Failure(description: "\(method) http://\(host):\(port)\(path): no answer within \(timeout)"))
+        }
+        connect.whenFailure { error in
+            promise.fail(Failure(description: "\(method) http://\(host):\(port)\(path): \(error)"))
+        }
+        connect.whenSuccess { channel in
+            var head = HTTPRequestHead(version: .http1_1, method: method, uri: path, headers: headers)
+            head.headers.replaceOrAdd(name: "Host", value: "\(host):\(port)")
+            head.headers.replaceOrAdd(name: "Connection", value: "close")
+            head.headers.replaceOrAdd(name: "Content-Length", value: String(body?.readableBytes ?? 0))
+            channel.write(HTTPClientRequestPart.head(head), promise: nil)
+            if let body, body.readableBytes > 0 {
+                channel.write(HTTPClientRequestPart.body(.byteBuffer(body)), promise: nil)
+            }
+            channel.writeAndFlush(HTTPClientRequestPart.end(nil), promise: nil)
+        }
+        promise.futureResult.whenComplete { _ in
+            deadline.cancel()
+            connect.whenSuccess { $0.close(promise: nil) }
+        }
+        return try await withTaskCancellationHandler {
+            try await promise.futureResult.get()
+        } onCancel: {
+            promise.fail(CancellationError())
+        }
+    }
+}
+
+/// Gathers one response and completes the promise with it.
+private final class ResponseCollector: ChannelInboundHandler {
+    typealias InboundIn = HTTPClientResponsePart
+
+    private let promise: EventLoopPromise<HTTPClient.Response>
+    private let maxBodySize: Int
+    private var head: HTTPResponseHead?
+    private var body = ByteBuffer()
+
+    init(promise: EventLoopPromise<HTTPClient.Response>, maxBodySize: Int) {
+        self.promise = promise
+        self.maxBodySize = maxBodySize
+    }
+
+    func channelRead(context: ChannelHandlerContext, data: NIOAny) {
+        switch unwrapInboundIn(data) {
+        case .head(let head):
+            self.head = head
+        case .body(var chunk):
+            if body.readableBytes + chunk.readableBytes > maxBodySize {
+                promise.fail(HTTPClient.Failure(description: "response body larger than \(maxBodySize) bytes"))
+                context.close(promise: nil)
+            } else {
+                body.writeBuffer(&chunk)
+            }
+        case .end:
+            if let head {
+                promise.succeed(HTTPClient.Response(status: head.status, headers: head.headers, body: body))
+            }
+            context.close(promise: nil)
+        }
+    }
+
+    func channelInactive(context: ChannelHandlerContext) {
+        promise.fail(HTTPClient.Failure(description: "connection closed before the response was complete"))
+    }
+
+    func errorCaught(context: ChannelHandlerContext, error: any Error) {
+        promise.fail(HTTPClient.Failure(description: "\(error)"))
+        context.close(promise: nil)
+    }
+}
