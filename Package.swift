@@ -89,6 +89,7 @@ let package = Package(
         .testTarget(name: "SidecarTests", dependencies: [
             "Sidecar",
             .product(name: "NIOCore", package: "swift-nio"),
+            .product(name: "NIOEmbedded", package: "swift-nio"),
             .product(name: "NIOHTTP1", package: "swift-nio"),
         ]),
         .testTarget(name: "RegistryTests", dependencies: [

@@ -59,7 +59,7 @@ final class ChildProcess: @unchecked Sendable {
             if !process.isRunning { break }
             try await Task.sleep(for: .milliseconds(20))
         }
-        throw XCTSkip("process never printed \"\(marker)\"; output: \(output)")
+        throw ProcessNeverPrinted(marker: marker, output: output)
     }
 
     func terminate() { if process.isRunning { process.terminate() }; process.waitUntilExit() }
@@ -68,6 +68,12 @@ final class ChildProcess: @unchecked Sendable {
         if process.isRunning { kill(process.processIdentifier, SIGKILL) }
         process.waitUntilExit()
     }
+}
+
+struct ProcessNeverPrinted: Error, CustomStringConvertible {
+    let marker: String
+    let output: [String]
+    var description: String { "process never printed \"\(marker)\"; output: \(output)" }
 }
 
 /// A real `trellis registry` on a free loopback port, with a data dir that outlives restarts.
@@ -121,7 +127,8 @@ final class RegistryUnderTest: @unchecked Sendable {
     }
 }
 
-/// A throwaway HTTP server (python3) whose answer status can be changed through a file.
+/// A throwaway HTTP server (python3) whose answer status can be changed through a file. The body
+/// says `status N port P` and echoes the request headers, one `name: value` per line.
 final class ScriptedHTTPServer: @unchecked Sendable {
     let port: Int
     private let statusFile: String
@@ -151,7 +158,8 @@ final class ScriptedHTTPServer: @unchecked Sendable {
                 print("connection %d" % self.client_address[1], flush=True)
             def do_GET(self):
                 code = int(open(status_file).read().strip())
-                body = ("status %d" % code).encode()
+                body = ("status %d port %d\\n" % (code, self.server.server_address[1])
+                        + "".join("%s: %s\\n" % (k.lower(), v) for k, v in self.headers.items())).encode()
                 self.send_response(code)
                 self.send_header("Content-Length", str(len(body)))
                 self.end_headers()
@@ -179,6 +187,16 @@ final class ScriptedHTTPServer: @unchecked Sendable {
     }
 
     func stop() { child.kill9() }
+
+    /// The request headers a response body echoes, by lower-cased name.
+    static func echoedHeaders(_ body: [UInt8]) -> [String: String] {
+        var headers: [String: String] = [:]
+        for line in String(decoding: body, as: UTF8.self).split(separator: "\n").dropFirst() {
+            guard let colon = line.firstIndex(of: ":") else { continue }
+            headers[String(line[..<colon])] = String(line[line.index(after: colon)...].dropFirst())
+        }
+        return headers
+    }
 
     /// How many connections the server has accepted so far.
     var connectionsAccepted: Int { child.output.filter { $0.hasPrefix("connection ") }.count }

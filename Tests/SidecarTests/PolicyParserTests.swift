@@ -1,4 +1,6 @@
 import NIOCore
+import NIOEmbedded
+import NIOHTTP1
 @testable import Sidecar
 import XCTest
 

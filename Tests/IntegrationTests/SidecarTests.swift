@@ -1,0 +1,313 @@
+import Foundation
+#if canImport(FoundationNetworking)
+import FoundationNetworking
+#endif
+import TrellisCore
+import XCTest
+
+/// A real `trellis sidecar` on free loopback ports.
+final class SidecarUnderTest: @unchecked Sendable {
+    let child: ChildProcess
+    let port: Int
+    let adminPort: Int
+    let upstreamPorts: [String: Int]
+
+    init(_ test: XCTestCase, registry: RegistryUnderTest, service: String, upstreams: [String] = [], localPort: Int? = nil,
+         policy: String? = nil, extra: [String] = [], command: [String] = []) async throws {
+        port = try freeLoopbackPort()
+        adminPort = try freeLoopbackPort()
+        var ports: [String: Int] = [:]
+        var arguments = ["sidecar", "--service", service, "--port", String(port), "--admin-port", String(adminPort),
+                         "--registry", registry.address, "--check-interval", "500ms", "--log-level", "warning"]
+        for name in upstreams {
+            ports[name] = try freeLoopbackPort()
+            arguments += ["--upstream", "\(name):\(ports[name]!)"]
+        }
+        upstreamPorts = ports
+        if let localPort { arguments += ["--local-port", String(localPort)] }
+        if let policy {
+            let file = try temporaryDirectory(test) + "/policy.yaml"
+            try policy.write(toFile: file, atomically: true, encoding: .utf8)
+            arguments += ["--policy", file]
+        }
+        arguments += extra
+        if !command.isEmpty { arguments += ["--"] + command }
+        let child = try ChildProcess(TrellisBinary.path, arguments)
+        self.child = child
+        test.addTeardownBlock { child.kill9() }
+        let admin = RegistryClient(address: "127.0.0.1:\(adminPort)")
+        try await eventually(timeout: 30, "sidecar admin port answers") { (try? await admin.send("GET", "/config"))?.status == 200 }
+    }
+
+    func get(_ path: String, port: Int? = nil, headers: [String: String] = [:]) async throws -> (status: Int, headers: [String: String], body: [UInt8]) {
+        var request = URLRequest(url: URL(string: "http://127.0.0.1:\(port ?? self.port)\(path)")!)
+        for (name, value) in headers { request.setValue(value, forHTTPHeaderField: name) }
+        let (data, response) = try await URLSession.shared.data(for: request)
+        let http = response as! HTTPURLResponse
+        var out: [String: String] = [:]
+        for (name, value) in http.allHeaderFields { out[String(describing: name).lowercased()] = String(describing: value) }
+        return (http.statusCode, out, [UInt8](data))
+    }
+
+    func upstream(_ name: String, _ path: String = "/", headers: [String: String] = [:]) async throws -> (status: Int, headers: [String: String], body: [UInt8]) {
+        try await get(path, port: upstreamPorts[name]!, headers: headers)
+    }
+
+    func admin(_ path: String) async throws -> String {
+        String(decoding: try await get(path, port: adminPort).body, as: UTF8.self)
+    }
+
+    /// The value of one sample in the sidecar's `/metrics`, e.g. `trellis_sidecar_retries_total{upstream="catalog"}`.
+    func metric(_ series: String) async throws -> Double? {
+        let text = try await admin("/metrics")
+        for line in text.split(separator: "\n") where line.hasPrefix(series + " ") {
+            return Double(line.split(separator: " ").last!)
+        }
+        return nil
+    }
+}
+
+final class SidecarTests: XCTestCase {
+    private func register(_ registry: RegistryUnderTest, _ service: String, _ server: ScriptedHTTPServer, tags: [String] = [],
+                          ttl: Bool = false) async throws {
+        let check = ttl ? #", "Check": {"CheckID": "ttl-\#(server.port)", "TTL": "60s", "Status": "passing"}"# : ""
+        let tagList = tags.map { "\"\($0)\"" }.joined(separator: ",")
+        let (status, _, body) = try await registry.put("/v1/agent/service/register", """
+            {"ID": "\(service)-\(server.port)", "Name": "\(service)", "Address": "127.0.0.1", "Port": \(server.port), "Tags": [\(tagList)]\(check)}
+            """)
+        XCTAssertEqual(status, 200, String(decoding: body, as: UTF8.self))
+    }
+
+    private func port(of body: [UInt8]) -> Int? {
+        let words = String(decoding: body, as: UTF8.self).split(whereSeparator: { $0 == " " || $0 == "\n" })
+        guard let index = words.firstIndex(of: "port") else { return nil }
+        return Int(words[index + 1])
+    }
+
+    /// Sends `count` GETs from `concurrency` clients and returns the statuses.
+    private func load(_ sidecar: SidecarUnderTest, upstream: String, count: Int, concurrency: Int,
+                      during: (() async throws -> Void)? = nil) async throws -> [Int] {
+        try await withThrowingTaskGroup(of: [Int].self) { group in
+            for _ in 0..<concurrency {
+                group.addTask {
+                    var statuses: [Int] = []
+                    for _ in 0..<(count / concurrency) { statuses.append(try await sidecar.upstream(upstream, "/item").status) }
+                    return statuses
+                }
+            }
+            if let during {
+                try await Task.sleep(for: .milliseconds(300))
+                try await during()
+            }
+            var all: [Int] = []
+            for try await statuses in group { all += statuses }
+            return all
+        }
+    }
+
+    func testBalancesAcrossInstancesAndSavesEveryRequestWhenOneDiesOrFails() async throws {
+        let registry = try await RegistryUnderTest.start(self)
+        var servers: [ScriptedHTTPServer] = []
+        for _ in 0..<4 { servers.append(try await ScriptedHTTPServer(self, keepAlive: true)) }
+        for server in servers { try await register(registry, "catalog", server) }
+        let local = try await ScriptedHTTPServer(self)
+        let sidecar = try await SidecarUnderTest(self, registry: registry, service: "orders", upstreams: ["catalog"], localPort: local.port)
+        try await eventually("four instances discovered") {
+            let clusters = try await sidecar.admin("/clusters")
+            return servers.allSatisfy { clusters.contains("catalog-\($0.port)") }
+        }
+
+        var seen = Set<Int>()
+        for _ in 0..<8 { seen.insert(port(of: try await sidecar.upstream("catalog").body) ?? 0) }
+        XCTAssertEqual(seen, Set(servers.map(\.port)), "round robin reaches every instance")
+
+        let killed = try await load(sidecar, upstream: "catalog", count: 600, concurrency: 6) { servers[0].stop() }
+        XCTAssertEqual(killed.count, 600)
+        XCTAssertEqual(killed.filter { $0 != 200 }.count, 0, "failed requests reached the client: \(Set(killed))")
+        let failing = try await load(sidecar, upstream: "catalog", count: 600, concurrency: 6) { try servers[1].answer(503) }
+        XCTAssertEqual(failing.filter { $0 != 200 }.count, 0, "503s reached the client: \(Set(failing))")
+        let retries = try await sidecar.metric(#"trellis_sidecar_retries_total{upstream="catalog"}"#)
+        XCTAssertGreaterThan(retries ?? 0, 0)
+        let ejections = try await sidecar.metric(#"trellis_sidecar_ejections_total{upstream="catalog"}"#)
+        XCTAssertGreaterThan(ejections ?? 0, 0, "outlier detection ejected a failing instance")
+    }
+
+    func testAnInstanceMarkedCriticalLeavesThePool() async throws {
+        let registry = try await RegistryUnderTest.start(self)
+        let a = try await ScriptedHTTPServer(self, keepAlive: true)
+        let b = try await ScriptedHTTPServer(self, keepAlive: true)
+        try await register(registry, "users", a, ttl: true)
+        try await register(registry, "users", b, ttl: true)
+        let local = try await ScriptedHTTPServer(self)
+        let sidecar = try await SidecarUnderTest(self, registry: registry, service: "orders", upstreams: ["users"], localPort: local.port)
+        try await eventually("both instances discovered") { try await sidecar.admin("/clusters").contains("users-\(b.port)") }
+
+        let (status, _, _) = try await registry.put("/v1/agent/check/fail/ttl-\(a.port)?note=down")
+        XCTAssertEqual(status, 200)
+        try await eventually(timeout: 2, "critical instance leaves at once") { try await !sidecar.admin("/clusters").contains("users-\(a.port)") }
+        for _ in 0..<10 {
+            let body = try await sidecar.upstream("users").body
+            XCTAssertEqual(port(of: body), b.port)
+        }
+        // With no passing instance the sidecar says so itself.
+        _ = try await registry.put("/v1/agent/check/fail/ttl-\(b.port)")
+        try await eventually("no instance left") { try await sidecar.upstream("users").status == 503 }
+        let answer = try await sidecar.upstream("users")
+        XCTAssertEqual(answer.headers["x-trellis-error"], "no_healthy_upstream")
+        XCTAssertTrue(String(decoding: answer.body, as: UTF8.self).contains("no healthy instance of users"))
+    }
+
+    func testTraceHeadersKeepTheTraceIDAndGetANewParentPerHop() async throws {
+        let registry = try await RegistryUnderTest.start(self)
+        let local = try await ScriptedHTTPServer(self)
+        let sidecar = try await SidecarUnderTest(self, registry: registry, service: "orders", localPort: local.port)
+        let incoming = "00-4bf92f3577b34da6a3ce929d0e0e4736-00f067aa0ba902b7-01"
+        let (status, _, body) = try await sidecar.get("/orders", headers: ["traceparent": incoming, "x-request-id": "req-1"])
+        XCTAssertEqual(status, 200)
+        let seen = ScriptedHTTPServer.echoedHeaders(body)
+        let parts = try XCTUnwrap(seen["traceparent"]).split(separator: "-")
+        XCTAssertEqual(parts[1], "4bf92f3577b34da6a3ce929d0e0e4736", "same trace id")
+        XCTAssertNotEqual(parts[2], "00f067aa0ba902b7", "new parent id")
+        XCTAssertEqual(seen["x-request-id"], "req-1")
+        XCTAssertEqual(seen["x-forwarded-for"], "127.0.0.1")
+        XCTAssertEqual(seen["x-forwarded-proto"], "http")
+
+        let fresh = ScriptedHTTPServer.echoedHeaders(try await sidecar.get("/orders").body)
+        XCTAssertNotNil(fresh["traceparent"].flatMap { $0.count == 55 ? $0 : nil }, "a trace starts at the first sidecar")
+        XCTAssertNotNil(fresh["x-b3-traceid"])
+        try await eventually("the access log carries the trace id") {
+            sidecar.child.output.contains { $0.contains("\"trace_id\":\"4bf92f3577b34da6a3ce929d0e0e4736\"") && $0.contains("\"msg\":\"access\"") }
+        }
+    }
+
+    func testRateLimitAdmitsTheConfiguredRate() async throws {
+        let registry = try await RegistryUnderTest.start(self)
+        let local = try await ScriptedHTTPServer(self, keepAlive: true)
+        let sidecar = try await SidecarUnderTest(self, registry: registry, service: "orders", localPort: local.port, policy: """
+            inbound:
+              rate_limit: {requests: 50, per: 1s, burst: 10}
+            """)
+        // Warm the client's connections, then let the bucket fill up again.
+        _ = try await sidecar.get("/")
+        try await Task.sleep(for: .milliseconds(500))
+        let started = Date()
+        var admitted = 0
+        var limited: (status: Int, headers: [String: String], body: [UInt8])?
+        try await withThrowingTaskGroup(of: (Int, (Int, [String: String], [UInt8])?).self) { group in
+            for _ in 0..<4 {
+                group.addTask {
+                    var ok = 0
+                    var refused: (Int, [String: String], [UInt8])?
+                    while Date().timeIntervalSince(started) < 3 {
+                        let answer = try await sidecar.get("/")
+                        if answer.status == 200 { ok += 1 } else if answer.status == 429 { refused = answer }
+                    }
+                    return (ok, refused)
+                }
+            }
+            for try await (ok, refused) in group {
+                admitted += ok
+                limited = limited ?? refused
+            }
+        }
+        let elapsed = Date().timeIntervalSince(started)
+        let expected = 10 + 50 * elapsed
+        XCTAssertEqual(Double(admitted), expected, accuracy: expected * 0.05, "admitted \(admitted) in \(elapsed)s")
+        let refusal = try XCTUnwrap(limited)
+        XCTAssertEqual(refusal.headers["retry-after"], "1")
+        XCTAssertEqual(refusal.headers["x-ratelimit-limit"], "50")
+        XCTAssertEqual(refusal.headers["x-ratelimit-remaining"], "0")
+        XCTAssertEqual(refusal.headers["x-trellis-error"], "rate_limited")
+    }
+
+    func testPolicyChangesInTheRegistryApplyLiveAndInvalidOnesAreRejected() async throws {
+        let registry = try await RegistryUnderTest.start(self)
+        let local = try await ScriptedHTTPServer(self, keepAlive: true)
+        let sidecar = try await SidecarUnderTest(self, registry: registry, service: "orders", localPort: local.port)
+        let first = try await sidecar.get("/").status
+        XCTAssertEqual(first, 200)
+
+        let dir = try temporaryDirectory(self)
+        try "service: orders\ninbound:\n  rate_limit: {requests: 1, per: 1h}\n".write(toFile: dir + "/p.yaml", atomically: true, encoding: .utf8)
+        let apply = try ChildProcess(TrellisBinary.path, ["policy", "apply", dir + "/p.yaml", "--registry", registry.address])
+        apply.process.waitUntilExit()
+        XCTAssertEqual(apply.process.terminationStatus, 0)
+        let applied = Date()
+        try await eventually(timeout: 3, "rate limit applies live") { try await sidecar.get("/").status == 429 }
+        XCTAssertLessThan(Date().timeIntervalSince(applied), 1.5)
+        let config = try await sidecar.admin("/config")
+        XCTAssertTrue(config.contains("registry:trellis/policies/orders"), config)
+
+        try "inbound:\n  rate_limit: {requests: many}\n".write(toFile: dir + "/bad.yaml", atomically: true, encoding: .utf8)
+        let rejected = try ChildProcess(TrellisBinary.path, ["policy", "apply", dir + "/bad.yaml", "--service", "orders", "--registry", registry.address])
+        rejected.process.waitUntilExit()
+        XCTAssertEqual(rejected.process.terminationStatus, 1, "the CLI refuses an invalid policy")
+
+        _ = try await registry.put("/v1/kv/trellis/policies/orders", "inbound:\n  timeouts: {request: forever}\n")
+        try await eventually("the sidecar rejects an invalid policy") {
+            (try await sidecar.metric("trellis_sidecar_policy_rejected_total") ?? 0) >= 1
+        }
+        let kept = try await sidecar.get("/").status
+        XCTAssertEqual(kept, 429, "the previous policy stays whole")
+
+        _ = try await registry.client.send("DELETE", "/v1/kv/trellis/policies/orders")
+        try await eventually(timeout: 3, "back to defaults when the key goes") { try await sidecar.get("/").status == 200 }
+    }
+
+    func testSupervisesTheServiceRestartsItAndLogsItsOutput() async throws {
+        let registry = try await RegistryUnderTest.start(self)
+        let script = """
+        import http.server, os, sys
+        print("service up, catalog at " + os.environ["UPSTREAM_CATALOG_URL"], flush=True)
+        class H(http.server.BaseHTTPRequestHandler):
+            def do_GET(self):
+                if self.path == "/crash":
+                    print('{"level":"error","msg":"crashing on purpose"}', flush=True)
+                    os._exit(3)
+                self.send_response(200); self.send_header("Content-Length", "2"); self.end_headers(); self.wfile.write(b"ok")
+            def log_message(self, *a): pass
+        http.server.HTTPServer(("127.0.0.1", int(os.environ["PORT"])), H).serve_forever()
+        """
+        let sidecar = try await SidecarUnderTest(self, registry: registry, service: "shop", upstreams: ["catalog"],
+                                                 extra: ["--health-path", "/"], command: ["python3", "-c", script])
+        try await eventually(timeout: 15, "the service started and its line was logged") {
+            sidecar.child.output.contains { $0.contains("service up, catalog at http://127.0.0.1:\(sidecar.upstreamPorts["catalog"]!)") && $0.contains("\"service\":\"shop\"") }
+        }
+        try await eventually("service answers through the sidecar") { (try? await sidecar.get("/"))?.status == 200 }
+        try await eventually("registered and passing") {
+            try await registry.json("/v1/health/service/shop?passing=1").arrayValue?.count == 1
+        }
+        _ = try? await sidecar.get("/crash")
+        try await eventually(timeout: 15, "restarted after the crash") {
+            sidecar.child.output.filter { $0.contains("service up") }.count == 2
+        }
+        XCTAssertTrue(sidecar.child.output.contains { $0.contains("\"msg\":\"crashing on purpose\"") && $0.contains("\"stream\":\"stdout\"") })
+        try await eventually("answers again") { (try? await sidecar.get("/"))?.status == 200 }
+        let restarts = try await sidecar.metric("trellis_sidecar_service_restarts_total")
+        XCTAssertGreaterThanOrEqual(restarts ?? 0, 1)
+
+        // SIGTERM drains: deregistered, the service stopped, the sidecar gone.
+        sidecar.child.process.terminate()
+        sidecar.child.process.waitUntilExit()
+        let left = try await registry.json("/v1/health/service/shop").arrayValue?.count
+        XCTAssertEqual(left, 0)
+        let pgrep = try ChildProcess("/usr/bin/pgrep", ["-f", "service up, catalog"])
+        pgrep.process.waitUntilExit()
+        XCTAssertEqual(pgrep.process.terminationStatus, 1, "the service process is gone")
+    }
+
+    func testRegistersAgainWhenTheRegistryForgetsTheInstance() async throws {
+        let registry = try await RegistryUnderTest.start(self)
+        let local = try await ScriptedHTTPServer(self)
+        let sidecar = try await SidecarUnderTest(self, registry: registry, service: "orders", localPort: local.port,
+                                                 extra: ["--tag", "v1", "--meta", "weight=3"])
+        let id = "orders-\(sidecar.port)"
+        try await eventually("registered") { try await registry.get("/v1/agent/service/\(id)").status == 200 }
+        let service = try await registry.json("/v1/agent/service/\(id)")
+        XCTAssertEqual(service["Tags"]?[0]?.stringValue, "v1")
+        XCTAssertEqual(service["Meta"]?["weight"]?.stringValue, "3")
+        XCTAssertEqual(service["Meta"]?["trellis_sidecar_admin_port"]?.stringValue, String(sidecar.adminPort))
+        _ = try await registry.put("/v1/agent/service/deregister/\(id)")
+        try await eventually(timeout: 10, "registered again") { try await registry.get("/v1/agent/service/\(id)").status == 200 }
+    }
+}
