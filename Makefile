@@ -4,7 +4,7 @@ SUDO := $(shell [ "$$(id -u)" -eq 0 ] || echo sudo)
 
 APT_BUILD := libsystemd-dev libsqlite3-dev pkg-config
 APT_TEST  := $(APT_BUILD) victoria-metrics curl
-APT_BENCH := $(APT_BUILD) nginx-light wrk etcd-server etcd-client curl
+APT_BENCH := $(APT_BUILD) nginx-light haproxy wrk etcd-server etcd-client curl python3
 
 # Installs the listed Debian packages that are missing (apt-get update first, non-interactive).
 define apt_install
@@ -45,6 +45,7 @@ test: deps-test
 ## Benchmarks (never part of `make test`); figures go to benchmarks/README.md.
 bench: deps-bench release
 	./benchmarks/registry.sh
+	./benchmarks/sidecar.sh
 
 clean:
 	rm -rf .build

@@ -12,6 +12,7 @@ trap cleanup EXIT
 start_nginx() {
   cat > "$WORK/nginx.conf" <<NGINX
 worker_processes 1;
+master_process off;
 daemon off;
 pid $WORK/nginx.pid;
 error_log $WORK/nginx-error.log;
@@ -30,3 +31,10 @@ start_etcd() {
   for _ in $(seq 100); do curl -sf 127.0.0.1:12379/health >/dev/null && return; sleep 0.1; done
   echo "etcd did not start"; exit 1
 }
+
+wrk_rps() { # prints "req/s p50 p99" from wrk --latency output
+  awk '/Requests\/sec/ {rps=$2} /^ +50%/ {p50=$2} /^ +99%/ {p99=$2} END {print rps, p50, p99}'
+}
+
+cpu_ticks() { awk '{print $14 + $15}' "/proc/$1/stat"; }
+rss_kib() { awk '/VmRSS/ {print $2}' "/proc/$1/status"; }

@@ -19,13 +19,6 @@ start_registry() {
 }
 stop_registry() { kill "$REG_PID"; wait "$REG_PID" 2>/dev/null || true; }
 
-wrk_rps() { # prints "req/s p50 p99" from wrk --latency output
-  awk '/Requests\/sec/ {rps=$2} /^ +50%/ {p50=$2} /^ +99%/ {p99=$2} END {print rps, p50, p99}'
-}
-
-cpu_ticks() { awk '{print $14 + $15}' "/proc/$1/stat"; }
-rss_kib() { awk '/VmRSS/ {print $2}' "/proc/$1/status"; }
-
 if want 1; then
 echo "== 1. catalog reads: health/service?passing, 10 instances, 50 connections, $DURATION"
 start_registry

@@ -57,6 +57,8 @@ final class Cluster {
     /// Instances a new attempt may go to: in the subset, not ejected, not tried yet — relaxing the
     /// last two rules when nothing would be left (better a suspect instance than no answer).
     func candidates(tag: String?, tried: [Endpoint], now: NIODeadline) -> [Endpoint] {
+        // The common case allocates nothing: whole cluster, first attempt, nobody ejected.
+        if tag == nil && tried.isEmpty && !endpoints.contains(where: { $0.isEjected(at: now) }) { return endpoints }
         let subset = tag.map { tag in endpoints.filter { $0.info.tags.contains(tag) } } ?? endpoints
         guard !subset.isEmpty else { return [] }
         let healthy = subset.filter { !$0.isEjected(at: now) }

@@ -2,7 +2,7 @@ import NIOCore
 import NIOHTTP1
 
 /// Proxies the requests of one downstream connection, one at a time (pipelined requests wait in
-/// NIO's pipelining handler): route, rate limit, circuit breaker, balancer, upstream attempt,
+/// a queue until the response before them is complete): route, rate limit, circuit breaker, balancer, upstream attempt,
 /// retries with backoff, timeouts, trace headers, metrics and access log.
 final class ProxyHandler: ChannelInboundHandler, UpstreamReceiver {
     typealias InboundIn = HTTPServerRequestPart
@@ -77,18 +77,63 @@ final class ProxyHandler: ChannelInboundHandler, UpstreamReceiver {
     // MARK: Downstream
 
     func channelRead(context: ChannelHandlerContext, data: NIOAny) {
-        switch unwrapInboundIn(data) {
+        let part = unwrapInboundIn(data)
+        if !pipelined.isEmpty || (requestEnded && phase != .idle) {
+            queuePipelined(part)
+        } else {
+            handle(part)
+        }
+    }
+
+    private func handle(_ part: HTTPServerRequestPart) {
+        switch part {
         case .head(let head): begin(head)
         case .body(let part): receiveBody(part)
         case .end:
             requestEnded = true
             switch phase {
             case .sending: connection?.channel.writeAndFlush(HTTPClientRequestPart.end(nil), promise: nil)
-            case .answered: phase = .idle
+            case .answered:
+                phase = .idle
+                drainPipelined()
             case .idle: if !keepAlive { context.close(promise: nil) }
             default: break
             }
         }
+    }
+
+    /// Requests pipelined behind one in flight; reading pauses when they pile up.
+    private var pipelined: [HTTPServerRequestPart] = []
+    private var pipelinedBytes = 0
+    private var readingPaused = false
+    /// Set while the upstream connection stops reading because the client is slow to take the response.
+    private var upstreamPaused = false
+
+    private func queuePipelined(_ part: HTTPServerRequestPart) {
+        pipelined.append(part)
+        if case .body(let buffer) = part { pipelinedBytes += buffer.readableBytes }
+        if pipelined.count > 64 || pipelinedBytes > 1 << 20 { pauseReading() }
+    }
+
+    private func drainPipelined() {
+        while phase == .idle, context != nil, !pipelined.isEmpty {
+            let part = pipelined.removeFirst()
+            if case .body(let buffer) = part { pipelinedBytes -= buffer.readableBytes }
+            handle(part)
+        }
+        if pipelined.isEmpty { resumeReading() }
+    }
+
+    private func pauseReading() {
+        guard !readingPaused else { return }
+        readingPaused = true
+        context.channel.setOption(ChannelOptions.autoRead, value: false).whenFailure { _ in }
+    }
+
+    private func resumeReading() {
+        guard readingPaused, let context else { return }
+        readingPaused = false
+        context.channel.setOption(ChannelOptions.autoRead, value: true).whenFailure { _ in }
     }
 
     func channelReadComplete(context: ChannelHandlerContext) {
@@ -108,7 +153,8 @@ final class ProxyHandler: ChannelInboundHandler, UpstreamReceiver {
     func channelWritabilityChanged(context: ChannelHandlerContext) {
         // Back-pressure: read from the upstream only as fast as the client takes the response.
         if phase == .responding, let channel = connection?.channel {
-            channel.setOption(ChannelOptions.autoRead, value: context.channel.isWritable).whenFailure { _ in }
+            upstreamPaused = !context.channel.isWritable
+            channel.setOption(ChannelOptions.autoRead, value: !upstreamPaused).whenFailure { _ in }
         }
         context.fireChannelWritabilityChanged()
     }
@@ -201,9 +247,7 @@ final class ProxyHandler: ChannelInboundHandler, UpstreamReceiver {
             // Not connected yet: keep the part until the attempt can send it.
             bodyParts.append(part)
             bufferedBytes += part.readableBytes
-            if bufferedBytes > route.settings.retries.bufferLimit {
-                context.channel.setOption(ChannelOptions.autoRead, value: false).whenFailure { _ in }
-            }
+            if bufferedBytes > route.settings.retries.bufferLimit { pauseReading() }
         }
     }
 
@@ -286,7 +330,7 @@ final class ProxyHandler: ChannelInboundHandler, UpstreamReceiver {
             channel.writeAndFlush(HTTPClientRequestPart.end(nil), promise: nil)
         } else {
             channel.flush()
-            context.channel.setOption(ChannelOptions.autoRead, value: true).whenFailure { _ in }
+            resumeReading()
         }
     }
 
@@ -356,7 +400,10 @@ final class ProxyHandler: ChannelInboundHandler, UpstreamReceiver {
         waiter = nil
         if let connection {
             connection.receiver = nil
-            connection.channel.setOption(ChannelOptions.autoRead, value: true).whenFailure { _ in }
+            if upstreamPaused {
+                upstreamPaused = false
+                connection.channel.setOption(ChannelOptions.autoRead, value: true).whenFailure { _ in }
+            }
             endpoint?.pool.release(connection, reusable: reusable)
             self.connection = nil
         }
@@ -427,8 +474,8 @@ final class ProxyHandler: ChannelInboundHandler, UpstreamReceiver {
     }
 
     func upstreamWritabilityChanged(_ connection: UpstreamConnection) {
-        guard connection === self.connection, let context else { return }
-        context.channel.setOption(ChannelOptions.autoRead, value: connection.channel.isWritable).whenFailure { _ in }
+        guard connection === self.connection, context != nil else { return }
+        if connection.channel.isWritable { resumeReading() } else { pauseReading() }
     }
 
     /// The response was cut after its head went out: nothing can be saved, close the client connection.
@@ -483,7 +530,11 @@ final class ProxyHandler: ChannelInboundHandler, UpstreamReceiver {
         phase = requestEnded ? .idle : .answered
         bodyParts.removeAll(keepingCapacity: true)
         bufferedBytes = 0
-        context?.channel.setOption(ChannelOptions.autoRead, value: true).whenFailure { _ in }
+        if !pipelined.isEmpty {
+            plane.loop.assumeIsolated().execute { [self] in drainPipelined() }
+        } else {
+            resumeReading()
+        }
     }
 }
 
