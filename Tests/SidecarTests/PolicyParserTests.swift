@@ -1,3 +1,4 @@
+import Foundation
 import NIOCore
 import NIOEmbedded
 import NIOHTTP1
@@ -197,5 +198,20 @@ final class DataPlanePartsTests: XCTestCase {
             let delay = Backoff.delay(retry: retry, base: .milliseconds(25), max: .milliseconds(250), random: &random)
             XCTAssertLessThanOrEqual(delay, .milliseconds(min(250, 25 << retry)))
         }
+    }
+}
+
+final class ShippedPoliciesTests: XCTestCase {
+    func testEveryPolicyInThePoliciesDirectoryIsValid() throws {
+        let root = URL(fileURLWithPath: #filePath).deletingLastPathComponent().deletingLastPathComponent().deletingLastPathComponent()
+        let files = ["policies/defaults.yaml", "policies/examples/orders.yaml", "policies/examples/strict-timeouts.yaml"]
+        for file in files {
+            let text = try String(contentsOf: root.appendingPathComponent(file), encoding: .utf8)
+            XCTAssertNoThrow(try PolicyParser.parse(text), file)
+        }
+        let defaults = try PolicyParser.parse(try String(contentsOf: root.appendingPathComponent(files[0]), encoding: .utf8))
+        var builtIn = SidecarPolicy()
+        builtIn.service = "example"
+        XCTAssertEqual(defaults, builtIn, "defaults.yaml spells out the built-in policy")
     }
 }

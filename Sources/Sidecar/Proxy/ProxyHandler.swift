@@ -450,9 +450,8 @@ final class ProxyHandler: ChannelInboundHandler, UpstreamReceiver {
             abandonAttempt(reusable: reusable)
             finishEndpoint()
             let close = !keepAlive || !requestEnded
-            let done = context.writeAndFlush(wrapOutboundOut(.end(trailers)))
+            writeEnd(trailers, thenClose: close)
             complete(localReason: nil)
-            if close { done.assumeIsolated().whenComplete { [context] _ in context?.close(promise: nil) } }
         }
     }
 
@@ -504,10 +503,20 @@ final class ProxyHandler: ChannelInboundHandler, UpstreamReceiver {
         bytesSent = body.readableBytes
         context.write(wrapOutboundOut(.head(HTTPResponseHead(version: head.version, status: status, headers: headers))), promise: nil)
         if head.method != .HEAD { context.write(wrapOutboundOut(.body(.byteBuffer(body))), promise: nil) }
-        let done = context.writeAndFlush(wrapOutboundOut(.end(nil)))
+        writeEnd(nil, thenClose: close)
         plane.metrics.localResponse(direction: listener.direction, upstream: listener.cluster.name, reason: reason)
         complete(localReason: reason)
-        if close { done.assumeIsolated().whenComplete { [context] _ in context?.close(promise: nil) } }
+    }
+
+    /// Ends the response; a future (an allocation) only when the connection must close after it.
+    private func writeEnd(_ trailers: HTTPHeaders?, thenClose close: Bool) {
+        guard close else {
+            context.writeAndFlush(wrapOutboundOut(.end(trailers)), promise: nil)
+            return
+        }
+        context.writeAndFlush(wrapOutboundOut(.end(trailers))).assumeIsolated().whenComplete { [context] _ in
+            context?.close(promise: nil)
+        }
     }
 
     /// Books the finished request (metrics, access log, counters) and gets ready for the next one.

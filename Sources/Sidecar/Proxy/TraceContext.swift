@@ -110,27 +110,29 @@ struct FastRandom {
     mutating func unit() -> Double { Double(next() >> 11) / Double(1 << 53) }
 
     mutating func hex(bytes: Int) -> String {
-        let digits = Array("0123456789abcdef".utf8)
-        var out = [UInt8]()
-        out.reserveCapacity(bytes * 2)
-        var word = next()
-        for i in 0..<bytes {
-            if i > 0 && i % 8 == 0 { word = next() }
-            let byte = UInt8(truncatingIfNeeded: word >> (UInt64(i % 8) * 8))
-            out.append(digits[Int(byte >> 4)])
-            out.append(digits[Int(byte & 0xF)])
+        String(unsafeUninitializedCapacity: bytes * 2) { out in
+            fillHex(out, count: bytes * 2)
+            return bytes * 2
         }
-        return String(decoding: out, as: UTF8.self)
     }
 
-    /// A version 4 UUID.
+    /// A version 4 UUID, formatted in one allocation.
     mutating func uuid() -> String {
-        var h = Array(hex(bytes: 16).utf8)
-        h[12] = UInt8(ascii: "4")
-        h[16] = Array("89ab".utf8)[Int(next() % 4)]
-        let s = String(decoding: h, as: UTF8.self)
-        let i = s.utf8.indices
-        func part(_ a: Int, _ b: Int) -> Substring { s[i.index(i.startIndex, offsetBy: a)..<i.index(i.startIndex, offsetBy: b)] }
-        return "\(part(0, 8))-\(part(8, 12))-\(part(12, 16))-\(part(16, 20))-\(part(20, 32))"
+        String(unsafeUninitializedCapacity: 36) { out in
+            fillHex(out, count: 36)
+            for dash in [8, 13, 18, 23] { out[dash] = UInt8(ascii: "-") }
+            out[14] = UInt8(ascii: "4")
+            out[19] = Array("89ab".utf8)[Int(next() & 3)]
+            return 36
+        }
+    }
+
+    private mutating func fillHex(_ out: UnsafeMutableBufferPointer<UInt8>, count: Int) {
+        var word = next()
+        for i in 0..<count {
+            if i % 16 == 0 && i > 0 { word = next() }
+            let nibble = UInt8(truncatingIfNeeded: word >> (UInt64(i % 16) * 4)) & 0xF
+            out[i] = nibble < 10 ? UInt8(ascii: "0") + nibble : UInt8(ascii: "a") + nibble - 10
+        }
     }
 }
