@@ -40,9 +40,20 @@ final class SidecarUnderTest: @unchecked Sendable {
     }
 
     func get(_ path: String, port: Int? = nil, headers: [String: String] = [:]) async throws -> (status: Int, headers: [String: String], body: [UInt8]) {
+        try await send("GET", path, port: port, headers: headers)
+    }
+
+    func send(_ method: String, _ path: String, port: Int? = nil, headers: [String: String] = [:],
+              body: [UInt8]? = nil) async throws -> (status: Int, headers: [String: String], body: [UInt8]) {
         var request = URLRequest(url: URL(string: "http://127.0.0.1:\(port ?? self.port)\(path)")!)
+        request.httpMethod = method
         for (name, value) in headers { request.setValue(value, forHTTPHeaderField: name) }
-        let (data, response) = try await URLSession.shared.data(for: request)
+        let (data, response): (Data, URLResponse)
+        if let body {
+            (data, response) = try await URLSession.shared.upload(for: request, from: Data(body))
+        } else {
+            (data, response) = try await URLSession.shared.data(for: request)
+        }
         let http = response as! HTTPURLResponse
         var out: [String: String] = [:]
         for (name, value) in http.allHeaderFields { out[String(describing: name).lowercased()] = String(describing: value) }
@@ -309,5 +320,86 @@ final class SidecarTests: XCTestCase {
         XCTAssertEqual(service["Meta"]?["trellis_sidecar_admin_port"]?.stringValue, String(sidecar.adminPort))
         _ = try await registry.put("/v1/agent/service/deregister/\(id)")
         try await eventually(timeout: 10, "registered again") { try await registry.get("/v1/agent/service/\(id)").status == 200 }
+    }
+
+    func testBodiesStreamThroughAndNonIdempotentRequestsAreNotRetried() async throws {
+        let registry = try await RegistryUnderTest.start(self)
+        let files = try await ScriptedHTTPServer(self, keepAlive: true)
+        try await register(registry, "files", files)
+        let local = try await ScriptedHTTPServer(self)
+        let sidecar = try await SidecarUnderTest(self, registry: registry, service: "orders", upstreams: ["files"], localPort: local.port)
+        try await eventually("discovered") { try await sidecar.admin("/clusters").contains("files-\(files.port)") }
+
+        // 3 MiB: far above the 64 KiB kept for retries, so it streams.
+        var body = [UInt8](repeating: 0, count: 3 << 20)
+        for i in body.indices { body[i] = UInt8(truncatingIfNeeded: i &* 2654435761 >> 13) }
+        let dir = try temporaryDirectory(self)
+        try Data(body).write(to: URL(fileURLWithPath: dir + "/body"))
+        let sha = try ChildProcess("/usr/bin/sha256sum", [dir + "/body"])
+        sha.process.waitUntilExit()
+        let expected = try await sha.waitForLine(containing: "body").split(separator: " ")[0]
+        let upload = try await sidecar.send("POST", "/upload", port: sidecar.upstreamPorts["files"], body: body)
+        XCTAssertEqual(upload.status, 200)
+        XCTAssertTrue(String(decoding: upload.body, as: UTF8.self).contains("bytes \(body.count) sha \(expected)"))
+
+        try files.answer(503)
+        let post = try await sidecar.send("POST", "/orders", port: sidecar.upstreamPorts["files"], body: Array("{}".utf8))
+        XCTAssertEqual(post.status, 503, "the service's own answer comes through")
+        XCTAssertNil(post.headers["x-trellis-error"])
+        XCTAssertEqual(files.postsReceived, 2, "a POST that reached the service is not sent again")
+    }
+
+    func testTimeoutsAndTheCircuitBreakerAnswerForTheUpstream() async throws {
+        let registry = try await RegistryUnderTest.start(self)
+        let slow = try await ScriptedHTTPServer(self, keepAlive: true)
+        try await register(registry, "slow", slow)
+        let local = try await ScriptedHTTPServer(self)
+        let sidecar = try await SidecarUnderTest(self, registry: registry, service: "orders", upstreams: ["slow"], localPort: local.port, policy: """
+            upstreams:
+              slow:
+                timeouts: {request: 500ms}
+                retries: {attempts: 0}
+                circuit_breaker: {max_requests: 1}
+            """)
+        try await eventually("discovered") { try await sidecar.admin("/clusters").contains("slow-\(slow.port)") }
+        let started = Date()
+        async let timedOut = sidecar.upstream("slow", "/slow")
+        try await Task.sleep(for: .milliseconds(150))
+        let overflow = try await sidecar.upstream("slow", "/")
+        XCTAssertEqual(overflow.status, 503)
+        XCTAssertEqual(overflow.headers["x-trellis-error"], "overflow")
+        let answer = try await timedOut
+        XCTAssertEqual(answer.status, 504)
+        XCTAssertEqual(answer.headers["x-trellis-error"], "timeout")
+        XCTAssertLessThan(Date().timeIntervalSince(started), 1.4, "answered at the timeout, not when the upstream did")
+        let local503 = try await sidecar.metric(#"trellis_sidecar_local_responses_total{direction="outbound",upstream="slow",reason="overflow"}"#)
+        XCTAssertEqual(local503, 1)
+    }
+
+    func testACanaryRouteSendsMatchingRequestsToTheTaggedInstances() async throws {
+        let registry = try await RegistryUnderTest.start(self)
+        let stable = try await ScriptedHTTPServer(self, keepAlive: true)
+        let canary = try await ScriptedHTTPServer(self, keepAlive: true)
+        try await register(registry, "catalog", stable, tags: ["v1"])
+        try await register(registry, "catalog", canary, tags: ["v2"])
+        let local = try await ScriptedHTTPServer(self)
+        let sidecar = try await SidecarUnderTest(self, registry: registry, service: "orders", upstreams: ["catalog"], localPort: local.port, policy: """
+            upstreams:
+              catalog:
+                routes:
+                  - name: canary
+                    match: {headers: {x-canary: "1"}}
+                    split: [{weight: 0, tag: v1}, {weight: 100, tag: v2}]
+            """)
+        try await eventually("discovered") { try await sidecar.admin("/clusters").contains("catalog-\(canary.port)") }
+        for _ in 0..<6 {
+            let body = try await sidecar.upstream("catalog", "/", headers: ["x-canary": "1"]).body
+            XCTAssertEqual(port(of: body), canary.port)
+        }
+        var seen = Set<Int>()
+        for _ in 0..<4 { seen.insert(port(of: try await sidecar.upstream("catalog").body) ?? 0) }
+        XCTAssertEqual(seen, [stable.port, canary.port], "other requests use every instance")
+        let routed = try await sidecar.metric(#"trellis_sidecar_requests_total{direction="outbound",upstream="catalog",route="canary",code_class="2xx"}"#)
+        XCTAssertEqual(routed, 6)
     }
 }

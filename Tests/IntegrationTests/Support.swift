@@ -128,7 +128,8 @@ final class RegistryUnderTest: @unchecked Sendable {
 }
 
 /// A throwaway HTTP server (python3) whose answer status can be changed through a file. The body
-/// says `status N port P` and echoes the request headers, one `name: value` per line.
+/// says `status N port P bytes B sha S` (size and SHA-256 of a POST body) and echoes the request
+/// headers, one `name: value` per line. Paths under `/slow` answer after 1.5 s.
 final class ScriptedHTTPServer: @unchecked Sendable {
     let port: Int
     private let statusFile: String
@@ -148,7 +149,7 @@ final class ScriptedHTTPServer: @unchecked Sendable {
         statusFile = dir + "/status"
         try String(status).write(toFile: statusFile, atomically: true, encoding: .utf8)
         let script = """
-        import http.server, sys
+        import hashlib, http.server, sys, time
         status_file = sys.argv[1]
         class H(http.server.BaseHTTPRequestHandler):
             protocol_version = "HTTP/1.1" if sys.argv[2] == "1" else "HTTP/1.0"
@@ -156,14 +157,21 @@ final class ScriptedHTTPServer: @unchecked Sendable {
             def setup(self):
                 super().setup()
                 print("connection %d" % self.client_address[1], flush=True)
-            def do_GET(self):
+            def do_GET(self, received=b""):
+                if self.path.startswith("/slow"):
+                    time.sleep(1.5)
                 code = int(open(status_file).read().strip())
-                body = ("status %d port %d\\n" % (code, self.server.server_address[1])
+                body = ("status %d port %d bytes %d sha %s\\n" % (code, self.server.server_address[1], len(received),
+                                                                   hashlib.sha256(received).hexdigest())
                         + "".join("%s: %s\\n" % (k.lower(), v) for k, v in self.headers.items())).encode()
                 self.send_response(code)
                 self.send_header("Content-Length", str(len(body)))
                 self.end_headers()
                 self.wfile.write(body)
+            def do_POST(self):
+                received = self.rfile.read(int(self.headers.get("Content-Length", "0")))
+                print("post %d" % len(received), flush=True)
+                self.do_GET(received)
             def log_message(self, *args): pass
         s = http.server.ThreadingHTTPServer(("127.0.0.1", 0), H)
         if sys.argv[4]:
@@ -197,6 +205,9 @@ final class ScriptedHTTPServer: @unchecked Sendable {
         }
         return headers
     }
+
+    /// How many POST requests the server has received.
+    var postsReceived: Int { child.output.filter { $0.hasPrefix("post ") }.count }
 
     /// How many connections the server has accepted so far.
     var connectionsAccepted: Int { child.output.filter { $0.hasPrefix("connection ") }.count }
