@@ -402,4 +402,54 @@ final class SidecarTests: XCTestCase {
         let routed = try await sidecar.metric(#"trellis_sidecar_requests_total{direction="outbound",upstream="catalog",route="canary",code_class="2xx"}"#)
         XCTAssertEqual(routed, 6)
     }
+
+    func testPipelinedAndMalformedInputGetAnswersAndNeverCrashTheSidecar() async throws {
+        let registry = try await RegistryUnderTest.start(self)
+        let local = try await ScriptedHTTPServer(self, keepAlive: true)
+        let sidecar = try await SidecarUnderTest(self, registry: registry, service: "orders", localPort: local.port)
+        let script = """
+        import random, socket, sys
+        port = int(sys.argv[1])
+        def exchange(data, read=True, timeout=5):
+            s = socket.create_connection(("127.0.0.1", port), timeout=timeout)
+            s.sendall(data)
+            out = b""
+            if read:
+                try:
+                    while True:
+                        chunk = s.recv(65536)
+                        if not chunk: break
+                        out += chunk
+                        if out.count(b"HTTP/1.1 ") >= 2 and data.count(b"GET ") >= 2 and out.endswith(b"\\n"): break
+                        if data.count(b"GET ") < 2 and b"\\r\\n\\r\\n" in out and not data.startswith(b"GET"): break
+                except socket.timeout:
+                    pass
+            s.close()
+            return out
+        two = exchange(b"GET /a HTTP/1.1\\r\\nHost: x\\r\\n\\r\\nGET /b HTTP/1.1\\r\\nHost: x\\r\\nConnection: close\\r\\n\\r\\n")
+        print("pipelined", two.count(b"HTTP/1.1 200"), two.find(b"GET") == -1, flush=True)
+        bad = exchange(b"NOT HTTP AT ALL\\r\\n\\r\\n")
+        print("garbage", bad.split(b"\\r\\n")[0].decode(), flush=True)
+        rng = random.Random(7)
+        for i in range(200):
+            kind = rng.randrange(5)
+            if kind == 0: data = bytes(rng.randrange(256) for _ in range(rng.randrange(1, 300)))
+            elif kind == 1: data = b"GET /" + b"a" * rng.randrange(1, 100000) + b" HTTP/1.1\\r\\n\\r\\n"
+            elif kind == 2: data = b"POST / HTTP/1.1\\r\\nContent-Length: 100\\r\\n\\r\\nshort"
+            elif kind == 3: data = b"GET / HTTP/1.1\\r\\nTransfer-Encoding: chunked\\r\\nContent-Length: 3\\r\\n\\r\\nzz\\r\\n"
+            else: data = b"GET / HTTP/1.1\\r\\n" + b"X-H: " + b"v" * rng.randrange(1, 200000) + b"\\r\\n\\r\\n"
+            try:
+                exchange(data, read=rng.random() < 0.3, timeout=0.2)
+            except OSError:
+                pass
+        print("fuzzed", flush=True)
+        """
+        let fuzz = try ChildProcess("/usr/bin/env", ["python3", "-c", script, String(sidecar.port)])
+        _ = try await fuzz.waitForLine(containing: "fuzzed", timeout: 60)
+        XCTAssertEqual(fuzz.output.first { $0.hasPrefix("pipelined") }, "pipelined 2 True", "two pipelined requests, two answers in order")
+        XCTAssertEqual(fuzz.output.first { $0.hasPrefix("garbage") }, "garbage HTTP/1.1 400 Bad Request")
+        XCTAssertTrue(sidecar.child.process.isRunning, "the sidecar survived")
+        let after = try await sidecar.get("/")
+        XCTAssertEqual(after.status, 200)
+    }
 }
