@@ -4,7 +4,6 @@ import NIOCore
 import NIOHTTP1
 import NIOPosix
 import ServiceLifecycle
-import Synchronization
 import TrellisCore
 import TrellisHTTP
 
@@ -32,12 +31,11 @@ public final class Sidecar: Service {
         }
         let loop = dataGroup.next()
         let registry = RegistryAPI(client: HTTPClient(group: controlGroup), host: settings.registryHost, port: settings.registryPort)
-        let localPort = try settings.localPort ?? Self.freePort(host: "127.0.0.1")
+        let localPort = try await Self.localServicePort(settings.localPort, on: loop)
         let sink = OutputSink()
 
         // Outbound and inbound listeners first: their ports go into the registration and the service's environment.
-        let policyState = PolicyState(initial: settings.filePolicy ?? SidecarPolicy(), source: settings.filePolicy == nil ? "default" : "file")
-        let bindings = Mutex<[String: any Channel]>([:])
+        let policyState = PolicyState(filePolicy: settings.filePolicy)
         let plane = try await loop.submit { [settings, metrics] in
             NIOLoopBound(DataPlane(
                 loop: loop, policy: policyState.current, upstreams: settings.upstreams.map(\.name),
@@ -47,9 +45,10 @@ public final class Sidecar: Service {
                 eventLoop: loop)
         }.get()
         var upstreamURLs: [(String, String)] = []
+        var outbound: [any Channel] = []
         for upstream in settings.upstreams {
             let channel = try await Self.listen(host: "127.0.0.1", port: upstream.port, loop: loop, plane: plane, key: upstream.name)
-            bindings.withLock { $0[upstream.name] = channel }
+            outbound.append(channel)
             upstreamURLs.append((upstream.name, "http://127.0.0.1:\(channel.localAddress!.port!)"))
         }
         let inbound = try await Self.listen(host: settings.address, port: settings.port, loop: loop, plane: plane, key: DataPlane.inboundKey)
@@ -98,7 +97,7 @@ public final class Sidecar: Service {
                 }
             }
             group.addTask { [settings, logger, metrics] in
-                await PolicyWatcher(service: settings.service, registry: registry, state: policyState, filePolicy: settings.filePolicy,
+                await PolicyWatcher(service: settings.service, registry: registry, state: policyState,
                                     logger: logger, metrics: metrics) { policy in
                     loop.execute { plane.value.apply(policy) }
                 }.run()
@@ -123,7 +122,7 @@ public final class Sidecar: Service {
         }
         timers.cancel()
         sweeper.cancel()
-        for channel in bindings.withLock({ Array($0.values) }) { try? await channel.close() }
+        for channel in outbound { try? await channel.close() }
         await adminServer.close()
         try? await loop.submit { plane.value.accessLog.flush() }.get()
         logger.info("stopped", metadata: ["instance": "\(instanceID)"])
@@ -135,7 +134,7 @@ public final class Sidecar: Service {
         let check = JSONObject([
             ("CheckID", .string("sidecar:\(id)")),
             ("Name", .string("\(settings.service) readiness through its sidecar")),
-            ("HTTP", .string("http://\(HostFormat.bracketed(settings.address)):\(adminPort)/ready")),
+            ("HTTP", .string("http://\(EndpointInfo.hostPort(settings.address, adminPort))/ready")),
             ("Interval", .string(settings.checkInterval)),
             ("Timeout", .string("1s")),
             ("DeregisterCriticalServiceAfter", .string("1m")),
@@ -170,129 +169,13 @@ public final class Sidecar: Service {
             .bind(host: host, port: port).get()
     }
 
-    /// A port nothing listens on right now, for the service to bind.
-    static func freePort(host: String) throws -> Int {
-        let group = MultiThreadedEventLoopGroup(numberOfThreads: 1)
-        defer { try? group.syncShutdownGracefully() }
-        let channel = try ServerBootstrap(group: group).bind(host: host, port: 0).wait()
+    /// The port given with `--local-port`, else a loopback port nothing listens on right now,
+    /// for the supervised service to bind.
+    private static func localServicePort(_ given: Int?, on loop: any EventLoop) async throws -> Int {
+        if let given { return given }
+        let channel = try await ServerBootstrap(group: loop).bind(host: "127.0.0.1", port: 0).get()
         let port = channel.localAddress!.port!
-        try channel.close().wait()
+        try await channel.close()
         return port
-    }
-}
-
-enum HostFormat {
-    static func bracketed(_ host: String) -> String { host.contains(":") ? "[\(host)]" : host }
-}
-
-/// Keeps the instance registered: registers at start (retrying until the registry answers),
-/// checks every few seconds that the registry still knows it and registers again if not.
-final class Registration: Sendable {
-    let registry: RegistryAPI
-    let logger: Logger
-    let body: [UInt8]
-    let instanceID: String
-    /// Set by `deregister`: from then on the instance must stay out of the registry.
-    private let leaving = Atomic(false)
-
-    init(registry: RegistryAPI, logger: Logger, body: [UInt8], instanceID: String) {
-        self.registry = registry
-        self.logger = logger
-        self.body = body
-        self.instanceID = instanceID
-    }
-
-    func keepRegistered() async {
-        var registered = false
-        while !Task.isCancelled && !leaving.load(ordering: .relaxed) {
-            do {
-                if registered {
-                    let answer = try await registry.call(.GET, "/v1/agent/service/\(RegistryClient.escape(instanceID))")
-                    if answer.status == .notFound {
-                        logger.warning("registry forgot the instance, registering again", metadata: ["instance": "\(instanceID)"])
-                        registered = false
-                    }
-                }
-                if !registered {
-                    try await registry.expectOK(.PUT, "/v1/agent/service/register", body: body)
-                    registered = true
-                    logger.info("registered", metadata: ["instance": "\(instanceID)"])
-                    // A registration racing with shutdown must not outlive it.
-                    if leaving.load(ordering: .relaxed) { await deregister() }
-                }
-            } catch {
-                if Task.isCancelled { return }
-                logger.warning("registry unreachable", metadata: ["error": "\(error)"])
-            }
-            try? await Task.sleep(for: registered ? .seconds(3) : .milliseconds(500))
-        }
-    }
-
-    func deregister() async {
-        leaving.store(true, ordering: .relaxed)
-        do {
-            try await registry.expectOK(.PUT, "/v1/agent/service/deregister/\(RegistryClient.escape(instanceID))")
-        } catch {
-            logger.warning("could not deregister", metadata: ["error": "\(error)"])
-        }
-    }
-}
-
-/// The policy in force and where it came from, for `/config`.
-final class PolicyState: Sendable {
-    private let state: Mutex<(policy: SidecarPolicy, source: String)>
-
-    init(initial: SidecarPolicy, source: String) { state = Mutex((initial, source)) }
-
-    var current: SidecarPolicy { state.withLock { $0.policy } }
-    var snapshot: (policy: SidecarPolicy, source: String) { state.withLock { $0 } }
-
-    func set(_ policy: SidecarPolicy, source: String) { state.withLock { $0 = (policy, source) } }
-}
-
-/// Follows `trellis/policies/<service>` in the registry KV and applies each valid version whole;
-/// an invalid one is logged and counted, and the policy in force stays.
-struct PolicyWatcher {
-    let service: String
-    let registry: RegistryAPI
-    let state: PolicyState
-    let filePolicy: SidecarPolicy?
-    let logger: Logger
-    let metrics: SidecarMetrics
-    let onChange: @Sendable (SidecarPolicy) -> Void
-
-    static func key(for service: String) -> String { "trellis/policies/\(service)" }
-
-    func run() async {
-        let path = "/v1/kv/\(RegistryClient.escape(Self.key(for: service), keepingSlashes: true))"
-        await registry.watch(path, onError: { logger.warning("policy watch: \($0)") }) { response in
-            let (policy, source): (SidecarPolicy, String)
-            if response.status == .notFound {
-                (policy, source) = (filePolicy ?? SidecarPolicy(), filePolicy == nil ? "default" : "file")
-            } else {
-                guard let entry = try JSON.parse(response.bodyBytes)[0], let value = entry["Value"]?.stringValue,
-                      let yaml = Base64.decode(value) else {
-                    (policy, source) = (filePolicy ?? SidecarPolicy(), filePolicy == nil ? "default" : "file")
-                    return apply(policy, source: source)
-                }
-                do {
-                    policy = try PolicyParser.parse(String(decoding: yaml, as: UTF8.self))
-                    source = "registry:\(Self.key(for: service))"
-                } catch {
-                    metrics.policyRejected.increment()
-                    logger.error("policy rejected, keeping the one in force", metadata: ["key": "\(Self.key(for: service))", "error": "\(error)"])
-                    return
-                }
-            }
-            apply(policy, source: source)
-        }
-    }
-
-    private func apply(_ policy: SidecarPolicy, source: String) {
-        guard state.snapshot.policy != policy || state.snapshot.source != source else { return }
-        state.set(policy, source: source)
-        metrics.policyApplied.increment()
-        logger.info("policy applied", metadata: ["source": "\(source)"])
-        onChange(policy)
     }
 }

@@ -354,7 +354,8 @@ extension JSON {
 
     private static let hex: [UInt8] = Array("0123456789abcdef".utf8)
 
-    static func writeString(_ s: String, into out: inout [UInt8]) {
+    /// Appends `s` as a quoted, escaped JSON string.
+    public static func writeString(_ s: String, into out: inout [UInt8]) {
         out.append(0x22)
         for byte in s.utf8 {
             switch byte {

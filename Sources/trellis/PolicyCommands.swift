@@ -11,13 +11,7 @@ struct PolicyCommand: AsyncParsableCommand {
 
 /// Reads and validates a policy file, exiting with the offending field on error.
 private func loadPolicy(_ file: String) -> (text: String, policy: SidecarPolicy) {
-    let text: String
-    do { text = try String(contentsOfFile: file, encoding: .utf8) } catch {
-        CLI.fail("error: cannot read \(file): \(error.localizedDescription)")
-    }
-    do { return (text, try PolicyParser.parse(text)) } catch {
-        CLI.fail("error: \(file): invalid policy: \(error)")
-    }
+    do { return try PolicyParser.read(file: file) } catch { CLI.fail("error: \(error)") }
 }
 
 struct PolicyValidate: AsyncParsableCommand {
@@ -43,7 +37,7 @@ struct PolicyApply: AsyncParsableCommand {
             CLI.fail("error: \(file): say which service the policy is for (`service:` in the file or --service)")
         }
         let client = RegistryClient(address: options.registry)
-        let key = "trellis/policies/\(target)"
+        let key = SidecarPolicy.key(for: target)
         let (status, _, body) = try await CLI.call {
             try await client.send("PUT", "/v1/kv/\(RegistryClient.escape(key, keepingSlashes: true))", body: Array(text.utf8))
         }
@@ -59,7 +53,7 @@ struct PolicyGet: AsyncParsableCommand {
 
     func run() async throws {
         let client = RegistryClient(address: options.registry)
-        let key = "trellis/policies/\(service)"
+        let key = SidecarPolicy.key(for: service)
         let (status, _, body) = try await CLI.call { try await client.send("GET", "/v1/kv/\(RegistryClient.escape(key, keepingSlashes: true))?raw") }
         if status == 404 { CLI.fail("no policy stored for \(service) (sidecars use their --policy file or the defaults)") }
         try CLI.check(status, body)

@@ -22,7 +22,7 @@ struct SidecarCommand: AsyncParsableCommand {
     @Option(name: .long, help: "Admin port (/metrics, /ready, /config, /clusters); default: a free one.") var adminPort: Int = 0
     @Option(name: .long, help: "Registry HOST:PORT (default: $TRELLIS_ADDR, $CONSUL_HTTP_ADDR, 127.0.0.1:8500).") var registry: String?
     @Option(name: .long, help: "Address to register and bind the public and admin listeners on.") var address = "127.0.0.1"
-    @Option(name: .long, help: "Instance id (default: <service>-<port>).") var id: String?
+    @Option(name: .long, help: "Instance id (default: <service>-<port>, or <service>-<address>-<port> off loopback).") var id: String?
     @Option(name: .long, parsing: .singleValue, help: "Tag to register; repeatable.") var tag: [String] = []
     @Option(name: .long, parsing: .singleValue, help: "Service Meta KEY=VALUE; repeatable (weight=N sets the balancing weight).") var meta: [String] = []
     @Option(name: .long, help: "Policy YAML used until one is stored in the registry KV.") var policy: String?
@@ -67,19 +67,14 @@ struct SidecarCommand: AsyncParsableCommand {
             guard let eq = item.firstIndex(of: "="), eq != item.startIndex else { throw ValidationError("--meta must be KEY=VALUE, got \"\(item)\"") }
             settings.meta[String(item[..<eq])] = String(item[item.index(after: eq)...])
         }
-        let registryAddress = RegistryClient.resolveAddress(registry).replacingOccurrences(of: "http://", with: "")
+        let registryURL = RegistryClient.resolveAddress(registry)
+        let registryAddress = registryURL.range(of: "://").map { String(registryURL[$0.upperBound...]) } ?? registryURL
         guard let (host, registryPort) = HostPort.parse(registryAddress) else {
             throw ValidationError("registry address must be HOST:PORT, got \"\(registryAddress)\"")
         }
         (settings.registryHost, settings.registryPort) = (host == "0.0.0.0" ? "127.0.0.1" : host, registryPort)
         if let policy {
-            let text: String
-            do { text = try String(contentsOfFile: policy, encoding: .utf8) } catch {
-                throw ValidationError("cannot read policy file \(policy): \(error.localizedDescription)")
-            }
-            do { settings.filePolicy = try PolicyParser.parse(text) } catch {
-                throw ValidationError("policy file \(policy): \(error)")
-            }
+            do { settings.filePolicy = try PolicyParser.read(file: policy).policy } catch { throw ValidationError("\(error)") }
         }
         if let executable = command.first {
             do { _ = try ServiceSupervisor.resolve(executable, path: ProcessInfo.processInfo.environment["PATH"]) } catch {

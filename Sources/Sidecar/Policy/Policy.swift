@@ -20,6 +20,9 @@ public struct SidecarPolicy: Sendable, Equatable {
     }
 
     public func upstream(_ name: String) -> ListenerPolicy { upstreams[name] ?? defaults }
+
+    /// The registry KV key holding the policy of `service`.
+    public static func key(for service: String) -> String { "trellis/policies/\(service)" }
 }
 
 /// The policy of one listener: how its cluster is balanced and protected, and its routes.

@@ -1,3 +1,4 @@
+import Foundation
 import NIOCore
 import TrellisCore
 import Yams
@@ -14,6 +15,17 @@ public struct PolicyError: Error, CustomStringConvertible, Equatable {
 /// Sections merge field by field: `defaults` over the built-in values, each upstream over
 /// `defaults`, each route over its listener. Unknown fields are errors, so typos do not pass silently.
 public enum PolicyParser {
+    /// Reads and parses a policy file; the error names the file or the field.
+    public static func read(file path: String) throws(PolicyError) -> (text: String, policy: SidecarPolicy) {
+        let text: String
+        do { text = try String(contentsOfFile: path, encoding: .utf8) } catch {
+            throw PolicyError(field: "", problem: "cannot read \(path): \(error.localizedDescription)")
+        }
+        do { return (text, try parse(text)) } catch {
+            throw PolicyError(field: "", problem: "\(path): invalid policy: \(error)")
+        }
+    }
+
     public static func parse(_ yaml: String) throws(PolicyError) -> SidecarPolicy {
         let root: Yams.Node?
         do { root = try Yams.compose(yaml: yaml) } catch { throw PolicyError(field: "", problem: "not valid YAML: \(error)") }

@@ -2,6 +2,7 @@
 import Glibc
 #endif
 import NIOCore
+import TrellisCore
 
 /// One JSON line per request on stdout, buffered on the data-plane loop and written in batches.
 final class AccessLog {
@@ -25,7 +26,7 @@ final class AccessLog {
     private let service: String
     /// Known once the public port is bound.
     var instance = "-"
-    private let enabled: Bool
+    let isEnabled: Bool
     private let sink: OutputSink
     private var buffer: [UInt8] = []
     private var second: Int = -1
@@ -34,12 +35,11 @@ final class AccessLog {
     init(service: String, enabled: Bool, sink: OutputSink) {
         self.sink = sink
         self.service = service
-        self.enabled = enabled
+        self.isEnabled = enabled
         buffer.reserveCapacity(64 * 1024)
     }
 
     func record(_ e: Entry) {
-        guard enabled else { return }
         buffer.append(contentsOf: #"{"ts":""#.utf8)
         appendTimestamp()
         field("level", "info")
@@ -77,9 +77,8 @@ final class AccessLog {
     }
 
     private func field(_ name: String, _ value: String) {
-        buffer.append(contentsOf: ",\"\(name)\":\"".utf8)
-        JSONText.appendEscaped(value, to: &buffer)
-        buffer.append(UInt8(ascii: "\""))
+        buffer.append(contentsOf: ",\"\(name)\":".utf8)
+        JSON.writeString(value, into: &buffer)
     }
 
     private func number(_ name: String, _ value: Int) {
@@ -112,24 +111,5 @@ private extension String {
     init(rfc3339Second t: tm) {
         func two(_ n: Int32) -> String { n < 10 ? "0\(n)" : "\(n)" }
         self = "\(t.tm_year + 1900)-\(two(t.tm_mon + 1))-\(two(t.tm_mday))T\(two(t.tm_hour)):\(two(t.tm_min)):\(two(t.tm_sec))"
-    }
-}
-
-/// JSON string escaping into a byte buffer.
-enum JSONText {
-    static func appendEscaped(_ text: String, to out: inout [UInt8]) {
-        for byte in text.utf8 {
-            switch byte {
-            case UInt8(ascii: "\""): out.append(contentsOf: [0x5C, 0x22])
-            case UInt8(ascii: "\\"): out.append(contentsOf: [0x5C, 0x5C])
-            case 0x0A: out.append(contentsOf: [0x5C, UInt8(ascii: "n")])
-            case 0x0D: out.append(contentsOf: [0x5C, UInt8(ascii: "r")])
-            case 0x09: out.append(contentsOf: [0x5C, UInt8(ascii: "t")])
-            case 0..<0x20:
-                let hex = Array("0123456789abcdef".utf8)
-                out.append(contentsOf: [0x5C, UInt8(ascii: "u"), 0x30, 0x30, hex[Int(byte >> 4)], hex[Int(byte & 0xF)]])
-            default: out.append(byte)
-            }
-        }
     }
 }

@@ -13,8 +13,8 @@ final class Cluster {
     /// Instances that left the cluster but still have requests or connections in flight.
     private var retired: [Endpoint] = []
     private var rings: [String: HashRing] = [:]
-    /// Called with the instance's address when outlier detection ejects it.
-    var onEjection: (Endpoint) -> Void = { _ in }
+    /// Called when outlier detection ejects an instance.
+    var onEjection: () -> Void = {}
 
     init(name: String, policy: ListenerPolicy, loop: any EventLoop) {
         self.name = name
@@ -99,7 +99,7 @@ final class Cluster {
         endpoint.ejections += 1
         endpoint.consecutiveErrors = 0
         endpoint.ejectedUntil = now + .nanoseconds(time)
-        onEjection(endpoint)
+        onEjection()
     }
 
     func ejectedCount(now: NIODeadline) -> Int { endpoints.filter { $0.isEjected(at: now) }.count }

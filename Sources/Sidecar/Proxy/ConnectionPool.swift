@@ -179,7 +179,7 @@ final class ConnectionPool {
 
     private static func describe(_ error: any Error) -> String {
         if let io = error as? IOError { return String(cString: strerror(io.errnoCode)).lowercased() }
-        if error is ChannelError, case .connectTimeout(let t) = error as! ChannelError { return "timed out after \(t)" }
+        if case ChannelError.connectTimeout(let t)? = error as? ChannelError { return "timed out after \(t)" }
         if let connect = error as? NIOConnectionError, let first = connect.connectionErrors.first {
             return describe(first.error)
         }

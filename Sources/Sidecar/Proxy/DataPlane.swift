@@ -30,7 +30,7 @@ final class DataPlane {
         listeners[Self.inboundKey] = ListenerRuntime(direction: "inbound", cluster: inbound, policy: policy.inbound, metrics: metrics)
         for name in upstreams {
             let cluster = Cluster(name: name, policy: policy.upstream(name), loop: loop)
-            cluster.onEjection = { [metrics] _ in metrics.ejection(upstream: name) }
+            cluster.onEjection = { [metrics] in metrics.ejection(upstream: name) }
             listeners[name] = ListenerRuntime(direction: "outbound", cluster: cluster, policy: policy.upstream(name), metrics: metrics)
         }
     }

@@ -8,15 +8,19 @@ public struct EndpointInfo: Sendable, Equatable {
     public var weight: Int
     public var tags: [String]
 
+    /// `host:port`, with IPv6 hosts in brackets; made once, access logs and errors use it per request.
+    let address: String
+
     public init(id: String, host: String, port: Int, weight: Int = 1, tags: [String] = []) {
         self.id = id
         self.host = host
         self.port = port
         self.weight = max(1, weight)
         self.tags = tags
+        self.address = Self.hostPort(host, port)
     }
 
-    var address: String { host.contains(":") ? "[\(host)]:\(port)" : "\(host):\(port)" }
+    static func hostPort(_ host: String, _ port: Int) -> String { host.contains(":") ? "[\(host)]:\(port)" : "\(host):\(port)" }
 }
 
 /// An upstream instance with the live statistics the balancers and outlier detection need.

@@ -25,6 +25,8 @@ final class ProxyHandler: ChannelInboundHandler, UpstreamReceiver {
 
     private let plane: DataPlane
     private let listenerKey: String
+    private let listener: ListenerRuntime
+    private let isInbound: Bool
     private var context: ChannelHandlerContext!
     private var client = "-"
 
@@ -32,7 +34,6 @@ final class ProxyHandler: ChannelInboundHandler, UpstreamReceiver {
     private var phase = Phase.idle
     private var head: HTTPRequestHead!
     private var upstreamHead: HTTPRequestHead!
-    private var listener: ListenerRuntime!
     private var route: RouteRuntime!
     private var subset: String?
     private var trace: TraceContext?
@@ -57,10 +58,14 @@ final class ProxyHandler: ChannelInboundHandler, UpstreamReceiver {
     private var bytesSent = 0
     private var responseKeepAlive = true
     private var countedActive = false
-
+    /// `X-RateLimit-*` headers for the response, when the route is rate limited.
+    private var rateLimitHeaders: HTTPHeaders?
+    /// `X-RateLimit-*` headers for the response, when the route is rate limited.
     init(plane: DataPlane, listenerKey: String) {
         self.plane = plane
         self.listenerKey = listenerKey
+        listener = plane.listeners[listenerKey]!
+        isInbound = listenerKey == DataPlane.inboundKey
     }
 
     func handlerAdded(context: ChannelHandlerContext) {
@@ -177,8 +182,7 @@ final class ProxyHandler: ChannelInboundHandler, UpstreamReceiver {
         status = 0
         bytesSent = 0
         trace = nil
-        keepAlive = head.isKeepAlive && !(plane.draining && listenerKey == DataPlane.inboundKey)
-        listener = plane.listeners[listenerKey]!
+        keepAlive = head.isKeepAlive && !(plane.draining && isInbound)
         route = listener.route(for: head)
         let cluster = listener.cluster
 
@@ -206,7 +210,7 @@ final class ProxyHandler: ChannelInboundHandler, UpstreamReceiver {
         }
         cluster.limits.activeRequests += 1
         countedActive = true
-        if listenerKey == DataPlane.inboundKey { plane.inboundInFlight += 1 }
+        if isInbound { plane.inboundInFlight += 1 }
         cluster.retryBudget.recordRequest(at: now)
 
         let trace = TraceContext(headers: head.headers, random: &plane.random)
@@ -218,15 +222,10 @@ final class ProxyHandler: ChannelInboundHandler, UpstreamReceiver {
         }
         subset = route.pickSubset(random: &plane.random)
         if let timeout = route.settings.timeouts.request {
-            let generation = generation
-            requestTimer = plane.loop.assumeIsolated().scheduleTask(in: timeout) { [self] in
-                requestTimedOut(timeout, generation: generation)
-            }
+            requestTimer = plane.loop.assumeIsolated().scheduleTask(in: timeout) { [self] in requestTimedOut(timeout) }
         }
         startAttempt()
     }
-
-    private var rateLimitHeaders: HTTPHeaders?
 
     private func rateLimitKey(_ key: RateLimitPolicy.Key, _ head: HTTPRequestHead) -> String {
         switch key {
@@ -380,7 +379,7 @@ final class ProxyHandler: ChannelInboundHandler, UpstreamReceiver {
         return true
     }
 
-    private func requestTimedOut(_ timeout: TimeAmount, generation: Int) {
+    private func requestTimedOut(_ timeout: TimeAmount) {
         guard phase != .responding && phase != .answered && phase != .idle else { return }
         abandonAttempt(reusable: false)
         finishEndpoint()
@@ -526,14 +525,16 @@ final class ProxyHandler: ChannelInboundHandler, UpstreamReceiver {
         route.stats.duration.record(duration)
         if countedActive {
             listener.cluster.limits.activeRequests -= 1
-            if listenerKey == DataPlane.inboundKey { plane.inboundInFlight -= 1 }
+            if isInbound { plane.inboundInFlight -= 1 }
             countedActive = false
         }
-        plane.accessLog.record(AccessLog.Entry(
-            direction: listener.direction, upstream: listener.cluster.name, route: route.name,
-            method: head.method.rawValue, path: head.uri, status: status, durationSeconds: duration,
-            attempts: attempts, upstreamHost: tried.last?.info.address, bytesSent: bytesSent, client: client,
-            trace: trace, localReason: localReason))
+        if plane.accessLog.isEnabled {
+            plane.accessLog.record(AccessLog.Entry(
+                direction: listener.direction, upstream: listener.cluster.name, route: route.name,
+                method: head.method.rawValue, path: head.uri, status: status, durationSeconds: duration,
+                attempts: attempts, upstreamHost: tried.last?.info.address, bytesSent: bytesSent, client: client,
+                trace: trace, localReason: localReason))
+        }
         requestTimer?.cancel()
         requestTimer = nil
         phase = requestEnded ? .idle : .answered

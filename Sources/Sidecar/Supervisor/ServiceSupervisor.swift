@@ -1,6 +1,7 @@
 import Foundation
 import Logging
 import Synchronization
+import TrellisCore
 
 /// Runs the service process: starts it with the sidecar's environment plus `PORT` and the upstream
 /// URLs, turns each line it prints into a log entry, restarts it with exponential backoff when it
@@ -164,7 +165,7 @@ final class ServiceOutput: Sendable {
         var out: [UInt8] = []
         out.reserveCapacity(line.count + 128)
         let extra = "\"service\":\"\(service)\",\"instance\":\"\(instance)\",\"stream\":\"\(stream)\""
-        if line.first == UInt8(ascii: "{"), line.last == UInt8(ascii: "}"), (try? JSONSerialization.jsonObject(with: Data(line))) is [String: Any] {
+        if line.first == UInt8(ascii: "{"), line.last == UInt8(ascii: "}"), (try? JSON.parse(line))?.objectValue != nil {
             out.append(contentsOf: line.dropLast())
             out.append(contentsOf: (line.count > 2 ? "," : "").utf8)
             out.append(contentsOf: extra.utf8)
@@ -173,9 +174,9 @@ final class ServiceOutput: Sendable {
             let level = stream == "stderr" ? "error" : "info"
             out.append(contentsOf: "{\"ts\":\"\(Date.ISO8601FormatStyle(includingFractionalSeconds: true).format(Date()))\",\"level\":\"\(level)\",".utf8)
             out.append(contentsOf: extra.utf8)
-            out.append(contentsOf: ",\"msg\":\"".utf8)
-            JSONText.appendEscaped(String(decoding: line, as: UTF8.self), to: &out)
-            out.append(contentsOf: "\"}\n".utf8)
+            out.append(contentsOf: ",\"msg\":".utf8)
+            JSON.writeString(String(decoding: line, as: UTF8.self), into: &out)
+            out.append(contentsOf: "}\n".utf8)
         }
         return out
     }
