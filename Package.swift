@@ -21,6 +21,7 @@ let package = Package(
     ],
     targets: [
         .systemLibrary(name: "CSystemd", pkgConfig: "libsystemd", providers: [.apt(["libsystemd-dev"])]),
+        .systemLibrary(name: "CCompression", providers: [.apt(["zlib1g-dev", "libsnappy-dev"])]),
         .target(
             name: "TrellisCore",
             dependencies: [],
@@ -38,6 +39,7 @@ let package = Package(
         .target(
             name: "TrellisHTTP",
             dependencies: [
+                "TrellisCore",
                 .product(name: "NIOCore", package: "swift-nio"),
                 .product(name: "NIOPosix", package: "swift-nio"),
                 .product(name: "NIOHTTP1", package: "swift-nio"),
@@ -74,10 +76,24 @@ let package = Package(
             ],
             swiftSettings: strict
         ),
+        .target(
+            name: "Collector",
+            dependencies: [
+                "TrellisCore", "Telemetry", "TrellisHTTP", "CCompression", "CSystemd",
+                .product(name: "Prometheus", package: "swift-prometheus"),
+                .product(name: "NIOCore", package: "swift-nio"),
+                .product(name: "NIOPosix", package: "swift-nio"),
+                .product(name: "NIOHTTP1", package: "swift-nio"),
+                .product(name: "Logging", package: "swift-log"),
+                .product(name: "ServiceLifecycle", package: "swift-service-lifecycle"),
+                .product(name: "Yams", package: "Yams"),
+            ],
+            swiftSettings: strict
+        ),
         .executableTarget(
             name: "trellis",
             dependencies: [
-                "TrellisCore", "Registry", "Sidecar", "Telemetry",
+                "TrellisCore", "Registry", "Sidecar", "Collector", "Telemetry", "TrellisHTTP",
                 .product(name: "ArgumentParser", package: "swift-argument-parser"),
                 .product(name: "Logging", package: "swift-log"),
                 .product(name: "ServiceLifecycle", package: "swift-service-lifecycle"),
@@ -97,6 +113,7 @@ let package = Package(
             .product(name: "NIOCore", package: "swift-nio"),
             .product(name: "NIOPosix", package: "swift-nio"),
         ]),
+        .testTarget(name: "CollectorTests", dependencies: ["Collector", "TrellisCore"]),
         .testTarget(name: "IntegrationTests", dependencies: ["TrellisCore"]),
     ]
 )

@@ -134,7 +134,7 @@ public final class Sidecar: Service {
         let check = JSONObject([
             ("CheckID", .string("sidecar:\(id)")),
             ("Name", .string("\(settings.service) readiness through its sidecar")),
-            ("HTTP", .string("http://\(EndpointInfo.hostPort(settings.address, adminPort))/ready")),
+            ("HTTP", .string("http://\(HostPort.format(settings.address, adminPort))/ready")),
             ("Interval", .string(settings.checkInterval)),
             ("Timeout", .string("1s")),
             ("DeregisterCriticalServiceAfter", .string("1m")),

@@ -3,6 +3,7 @@ import Foundation
 import Logging
 import Registry
 import Telemetry
+import TrellisCore
 import ServiceLifecycle
 import Yams
 
@@ -64,16 +65,6 @@ struct RegistryCommand: AsyncParsableCommand {
 }
 
 extension Logger.Level: @retroactive ExpressibleByArgument {}
-
-enum HostPort {
-    static func parse(_ text: String) -> (String, Int)? {
-        guard let colon = text.lastIndex(of: ":"), let port = Int(text[text.index(after: colon)...]),
-              (0...65535).contains(port) else { return nil }
-        var host = String(text[..<colon])
-        if host.hasPrefix("[") && host.hasSuffix("]") { host = String(host.dropFirst().dropLast()) }
-        return (host.isEmpty ? "0.0.0.0" : host, port)
-    }
-}
 
 enum LogSetup {
     enum Format: String, ExpressibleByArgument, CaseIterable { case auto, json, text }

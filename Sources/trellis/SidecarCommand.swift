@@ -67,12 +67,7 @@ struct SidecarCommand: AsyncParsableCommand {
             guard let eq = item.firstIndex(of: "="), eq != item.startIndex else { throw ValidationError("--meta must be KEY=VALUE, got \"\(item)\"") }
             settings.meta[String(item[..<eq])] = String(item[item.index(after: eq)...])
         }
-        let registryURL = RegistryClient.resolveAddress(registry)
-        let registryAddress = registryURL.range(of: "://").map { String(registryURL[$0.upperBound...]) } ?? registryURL
-        guard let (host, registryPort) = HostPort.parse(registryAddress) else {
-            throw ValidationError("registry address must be HOST:PORT, got \"\(registryAddress)\"")
-        }
-        (settings.registryHost, settings.registryPort) = (host == "0.0.0.0" ? "127.0.0.1" : host, registryPort)
+        (settings.registryHost, settings.registryPort) = try RegistryOption.hostPort(registry)
         if let policy {
             do { settings.filePolicy = try PolicyParser.read(file: policy).policy } catch { throw ValidationError("\(error)") }
         }

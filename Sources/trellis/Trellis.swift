@@ -1,4 +1,5 @@
 import ArgumentParser
+import TrellisCore
 
 @main
 struct Trellis: AsyncParsableCommand {
@@ -8,7 +9,7 @@ struct Trellis: AsyncParsableCommand {
         version: "0.1.0",
         subcommands: [RegistryCommand.self, ServicesCommand.self, HealthCommand.self,
                       RegisterCommand.self, DeregisterCommand.self, KVCommand.self, LockCommand.self,
-                      SidecarCommand.self, PolicyCommand.self]
+                      SidecarCommand.self, PolicyCommand.self, CollectorCommand.self, LogsCommand.self]
     )
 }
 
@@ -16,4 +17,14 @@ struct Trellis: AsyncParsableCommand {
 struct RegistryOption: ParsableArguments {
     @Option(name: .long, help: "Registry address HOST:PORT (default: $TRELLIS_ADDR, $CONSUL_HTTP_ADDR, 127.0.0.1:8500).")
     var registry: String?
+
+    /// Host and port of the registry a daemon talks to (a wildcard bind address means this machine).
+    static func hostPort(_ explicit: String?) throws -> (host: String, port: Int) {
+        let url = RegistryClient.resolveAddress(explicit)
+        let address = url.range(of: "://").map { String(url[$0.upperBound...]) } ?? url
+        guard let (host, port) = HostPort.parse(address) else {
+            throw ValidationError("registry address must be HOST:PORT, got \"\(address)\"")
+        }
+        return (["0.0.0.0", "::"].contains(host) ? "127.0.0.1" : host, port)
+    }
 }

@@ -1,3 +1,4 @@
+import TrellisHTTP
 import Logging
 import Synchronization
 import TrellisCore

@@ -1,3 +1,4 @@
+import TrellisHTTP
 import TrellisCore
 
 /// Keeps an upstream's instance list current with a blocking query on

@@ -1,4 +1,5 @@
 import NIOCore
+import TrellisCore
 
 /// One instance of an upstream service as discovery reports it.
 public struct EndpointInfo: Sendable, Equatable {
@@ -17,10 +18,9 @@ public struct EndpointInfo: Sendable, Equatable {
         self.port = port
         self.weight = max(1, weight)
         self.tags = tags
-        self.address = Self.hostPort(host, port)
+        self.address = HostPort.format(host, port)
     }
 
-    static func hostPort(_ host: String, _ port: Int) -> String { host.contains(":") ? "[\(host)]:\(port)" : "\(host):\(port)" }
 }
 
 /// An upstream instance with the live statistics the balancers and outlier detection need.

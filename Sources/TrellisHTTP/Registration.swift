@@ -4,22 +4,22 @@ import TrellisCore
 
 /// Keeps the instance registered: registers at start (retrying until the registry answers),
 /// checks every few seconds that the registry still knows it and registers again if not.
-final class Registration: Sendable {
+public final class Registration: Sendable {
     let registry: RegistryAPI
     let logger: Logger
     let body: [UInt8]
-    let instanceID: String
+    public let instanceID: String
     /// Set by `deregister`: from then on the instance must stay out of the registry.
     private let leaving = Atomic(false)
 
-    init(registry: RegistryAPI, logger: Logger, body: [UInt8], instanceID: String) {
+    public init(registry: RegistryAPI, logger: Logger, body: [UInt8], instanceID: String) {
         self.registry = registry
         self.logger = logger
         self.body = body
         self.instanceID = instanceID
     }
 
-    func keepRegistered() async {
+    public func keepRegistered() async {
         var registered = false
         while !Task.isCancelled && !leaving.load(ordering: .relaxed) {
             do {
@@ -45,7 +45,7 @@ final class Registration: Sendable {
         }
     }
 
-    func deregister() async {
+    public func deregister() async {
         leaving.store(true, ordering: .relaxed)
         do {
             try await registry.expectOK(.PUT, "/v1/agent/service/deregister/\(RegistryClient.escape(instanceID))")

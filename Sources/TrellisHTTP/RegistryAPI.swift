@@ -1,19 +1,23 @@
 import NIOCore
 import NIOHTTP1
-import TrellisCore
-import TrellisHTTP
 
-/// The registry's Consul API as the sidecar uses it: plain calls and blocking queries.
-struct RegistryAPI: Sendable {
-    let client: HTTPClient
-    let host: String
-    let port: Int
+/// The registry's Consul API as the sidecar and the collector use it: plain calls and blocking queries.
+public struct RegistryAPI: Sendable {
+    public let client: HTTPClient
+    public let host: String
+    public let port: Int
 
-    struct Failure: Error, CustomStringConvertible {
-        var description: String
+    public init(client: HTTPClient, host: String, port: Int) {
+        self.client = client
+        self.host = host
+        self.port = port
     }
 
-    func call(_ method: HTTPMethod, _ path: String, body: [UInt8]? = nil, timeout: TimeAmount = .seconds(10)) async throws -> HTTPClient.Response {
+    public struct Failure: Error, CustomStringConvertible {
+        public var description: String
+    }
+
+    public func call(_ method: HTTPMethod, _ path: String, body: [UInt8]? = nil, timeout: TimeAmount = .seconds(10)) async throws -> HTTPClient.Response {
         var headers = HTTPHeaders()
         if body != nil { headers.add(name: "Content-Type", value: "application/json") }
         return try await client.send(method, host: host, port: port, path: path, headers: headers,
@@ -21,7 +25,7 @@ struct RegistryAPI: Sendable {
     }
 
     /// Calls and insists on 200.
-    func expectOK(_ method: HTTPMethod, _ path: String, body: [UInt8]? = nil) async throws {
+    public func expectOK(_ method: HTTPMethod, _ path: String, body: [UInt8]? = nil) async throws {
         let response = try await call(method, path, body: body)
         guard response.status == .ok else {
             throw Failure(description: "\(method) \(path): registry answered \(response.status.code): \(String(decoding: response.bodyBytes, as: UTF8.self))")
@@ -30,7 +34,7 @@ struct RegistryAPI: Sendable {
 
     /// Follows one blocking query forever: `onChange` gets each answer whose index moved.
     /// Errors are retried with a growing pause; the last good answer stays in force meanwhile.
-    func watch(_ path: String, wait: String = "60s", onError: (String) -> Void,
+    public func watch(_ path: String, wait: String = "60s", onError: (String) -> Void,
                onChange: (HTTPClient.Response) async throws -> Void) async {
         var index: UInt64 = 0
         var failures = 0

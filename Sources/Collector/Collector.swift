@@ -1,0 +1,104 @@
+import Foundation
+import Logging
+import NIOCore
+import NIOPosix
+import ServiceLifecycle
+import TrellisCore
+import TrellisHTTP
+
+/// The collector process: scrape targets found in the registry, serve them as one exposition,
+/// take logs in (push, files, journal) into a durable buffer and ship them to Loki.
+public final class Collector: Service {
+    private let settings: CollectorSettings
+    private let logger: Logger
+    private let onReady: @Sendable (String) -> Void
+    public let metrics = CollectorMetrics()
+
+    public init(settings: CollectorSettings, logger: Logger, onReady: @escaping @Sendable (String) -> Void) {
+        self.settings = settings
+        self.logger = logger
+        self.onReady = onReady
+    }
+
+    public func run() async throws {
+        let group = MultiThreadedEventLoopGroup(numberOfThreads: 2)
+        defer { group.shutdownGracefully { _ in } }
+        let client = HTTPClient(group: group)
+        let buffer = try LogBuffer(directory: settings.dataDir + "/logs")
+        defer { buffer.close() }
+        let ingest = LogIngest(limits: settings.limits, pipeline: settings.pipeline, buffer: buffer, metrics: metrics)
+        let store = SeriesStore()
+        let scraper = ScrapeManager(client: client, store: store, settings: settings.scrape, metrics: metrics, logger: logger)
+        let api = CollectorAPI(store: store, ingest: ingest, query: LogQueryService(buffer: buffer), metrics: metrics)
+        let server = try await HTTPServer.start(host: settings.httpHost, port: settings.httpPort, group: group,
+                                                maxBodySize: 64 << 20, responder: api, logger: logger)
+        let port = server.localAddress.port!
+        let registry = RegistryAPI(client: client, host: settings.registryHost, port: settings.registryPort)
+        let advertised = ["0.0.0.0", "::"].contains(settings.httpHost) ? "127.0.0.1" : settings.httpHost
+        let registration = Registration(registry: registry, logger: logger, body: registrationBody(address: advertised, port: port),
+                                        instanceID: "\(CollectorSettings.serviceName)-\(port)")
+        let shipped = PositionFile(path: settings.dataDir + "/shipped.position")
+        let discovery = TargetDiscovery(registry: registry, ignoredServices: [CollectorSettings.serviceName])
+        onReady("trellis collector listening on http://\(HostPort.format(settings.httpHost, port)) (metrics /metrics, logs /loki/api/v1/push), "
+                + (settings.loki.map { "shipping logs to http://\(HostPort.format($0.host, $0.port))\($0.path)" } ?? "keeping logs in \(settings.dataDir)/logs"))
+
+        await withTaskGroup(of: Void.self) { tasks in
+            tasks.addTask { [settings, logger] in
+                await discovery.run(onError: { logger.warning("registry unreachable for discovery", metadata: ["error": "\($0)"]) }) { found in
+                    scraper.update(found + settings.staticTargets)
+                }
+            }
+            scraper.update([discovery.registryTarget] + settings.staticTargets)
+            tasks.addTask { await registration.keepRegistered() }
+            if let loki = settings.loki {
+                let shipper = LokiShipper(buffer: buffer, position: shipped, target: loki, client: client, metrics: metrics, logger: logger,
+                                          batchBytes: settings.batchBytes, batchWait: settings.batchWait, retentionBytes: settings.retentionBytes)
+                tasks.addTask { await shipper.run() }
+            }
+            tasks.addTask { [settings, metrics] in
+                // Buffer gauges, and retention when nothing ships.
+                while !Task.isCancelled {
+                    let position = settings.loki == nil ? buffer.end : (shipped.load() ?? buffer.start)
+                    if settings.loki == nil { buffer.trim(shipped: position, retentionBytes: settings.retentionBytes) }
+                    let sizes = buffer.sizes(after: position)
+                    metrics.bufferBytes.set(Double(sizes.total))
+                    metrics.bufferUnshippedBytes.set(Double(sizes.after))
+                    try? await Task.sleep(for: .seconds(1))
+                }
+            }
+            if !settings.files.isEmpty {
+                let tailer = FileTailer(sources: settings.files, positionsPath: settings.dataDir + "/file-positions.json", ingest: ingest, logger: logger)
+                tasks.addTask { await tailer.run() }
+            }
+            if let journal = settings.journal {
+                let reader = JournalReader(directory: journal.directory, matches: journal.matches,
+                                           cursorPath: settings.dataDir + "/journal.cursor", ingest: ingest, logger: logger)
+                tasks.addTask { await reader.run() }
+            }
+            try? await gracefulShutdown()
+            logger.info("stopping")
+            await registration.deregister()
+            tasks.cancelAll()
+        }
+        scraper.stopAll()
+        await server.close()
+        logger.info("stopped")
+    }
+
+    private func registrationBody(address: String, port: Int) -> [UInt8] {
+        JSON.object(JSONObject([
+            ("ID", .string("\(CollectorSettings.serviceName)-\(port)")),
+            ("Name", .string(CollectorSettings.serviceName)),
+            ("Address", .string(address)),
+            ("Port", .int(Int64(port))),
+            ("Check", .object(JSONObject([
+                ("CheckID", .string("collector:\(port)")),
+                ("Name", .string("collector readiness")),
+                ("HTTP", .string("http://\(HostPort.format(address, port))/ready")),
+                ("Interval", .string("5s")),
+                ("Timeout", .string("1s")),
+                ("DeregisterCriticalServiceAfter", .string("1m")),
+            ]))),
+        ])).serialized()
+    }
+}

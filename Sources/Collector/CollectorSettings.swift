@@ -1,0 +1,224 @@
+import Foundation
+import TrellisCore
+import Yams
+
+/// Everything a collector runs with: flags, then its `--config` YAML.
+public struct CollectorSettings: Sendable {
+    public var httpHost = "127.0.0.1"
+    public var httpPort = 9464
+    public var dataDir = "./collector-data"
+    public var registryHost = "127.0.0.1"
+    public var registryPort = 8500
+    public var loki: LokiTarget?
+    public var scrape = ScrapeManager.Settings()
+    public var staticTargets: [ScrapeTarget] = []
+    public var limits = LogLimits()
+    public var pipeline = LogPipeline()
+    public var files: [FileSource] = []
+    public var journal: (directory: String?, matches: [String])?
+    /// Bytes of logs kept on disk for `query_range` once shipped (or always, without Loki).
+    public var retentionBytes: UInt64 = 256 << 20
+    public var batchBytes = 1 << 20
+    public var batchWait: Duration = .seconds(1)
+    /// The service name the collector registers under (sidecars find it by this name).
+    public static let serviceName = "trellis-collector"
+
+    public init() {}
+
+    public struct Invalid: Error, CustomStringConvertible {
+        public var description: String
+    }
+
+    /// Applies a `--config` YAML document; errors name the field.
+    public mutating func apply(yaml text: String) throws(Invalid) {
+        let root: [String: Any]
+        do {
+            guard let parsed = try Yams.load(yaml: text) else { return }
+            guard let map = parsed as? [String: Any] else { throw Invalid(description: "config must be a YAML mapping") }
+            root = map
+        } catch let error as Invalid { throw error } catch { throw Invalid(description: "invalid YAML: \(error)") }
+        let config = ConfigReader(root, path: "")
+        try config.only(["scrape", "logs", "loki"])
+        if let scrape = try config.map("scrape") {
+            try scrape.only(["interval", "timeout", "static_targets", "relabel"])
+            if let interval = try scrape.duration("interval") { self.scrape.interval = interval }
+            if let timeout = try scrape.duration("timeout") { self.scrape.timeout = timeout }
+            for target in try scrape.list("static_targets") {
+                try target.only(["url", "job", "labels"])
+                let url = try target.requiredString("url")
+                guard let parsed = URL(string: url), parsed.scheme == "http", let host = parsed.host else {
+                    throw Invalid(description: "\(target.path).url: must be an http:// URL, got \"\(url)\"")
+                }
+                let port = parsed.port ?? 80
+                staticTargets.append(ScrapeTarget(
+                    host: host, port: port, path: parsed.path.isEmpty ? "/metrics" : parsed.path,
+                    job: try target.string("job") ?? "static", instance: HostPort.format(host, port), service: nil,
+                    extra: try target.labels("labels")))
+            }
+            for rule in try scrape.list("relabel") {
+                try rule.only(["action", "source_labels", "separator", "regex", "target_label", "replacement"])
+                let actionName = try rule.string("action") ?? "replace"
+                guard let action = RelabelRule.Action(rawValue: actionName) else {
+                    throw Invalid(description: "\(rule.path).action: must be replace, keep, drop, labeldrop or labelkeep")
+                }
+                let sources = try rule.strings("source_labels"), separator = try rule.string("separator") ?? ";"
+                let regex = try rule.string("regex") ?? "(.*)", target = try rule.string("target_label")
+                let replacement = try rule.string("replacement") ?? "$1"
+                do {
+                    self.scrape.relabel.append(try RelabelRule(action: action, sourceLabels: sources, separator: separator, regex: regex,
+                                                               targetLabel: target, replacement: replacement))
+                } catch {
+                    throw Invalid(description: "\(rule.path): \(error)")
+                }
+            }
+        }
+        if let logs = try config.map("logs") {
+            try logs.only(["limits", "pipeline", "files", "journal", "retention_bytes"])
+            if let retention = try logs.int("retention_bytes") { retentionBytes = UInt64(retention) }
+            if let limits = try logs.map("limits") {
+                try limits.only(["ingestion_rate_mb", "ingestion_burst_size_mb", "max_line_size", "max_label_names_per_series"])
+                if let rate = try limits.double("ingestion_rate_mb") { self.limits.ingestionRateBytes = rate * 1_048_576 }
+                if let burst = try limits.double("ingestion_burst_size_mb") { self.limits.ingestionBurstBytes = burst * 1_048_576 }
+                if let size = try limits.int("max_line_size") { self.limits.maxLineSize = size }
+                if let count = try limits.int("max_label_names_per_series") { self.limits.maxLabelNamesPerSeries = count }
+            }
+            if let pipeline = try logs.map("pipeline") {
+                try pipeline.only(["labels", "metadata", "rules"])
+                if pipeline.has("labels") { self.pipeline.labelFields = try pipeline.strings("labels") }
+                if pipeline.has("metadata") { self.pipeline.metadataFields = try pipeline.strings("metadata") }
+                for rule in try pipeline.list("rules") {
+                    try rule.only(["match", "line_contains", "action", "rate"])
+                    var selector: LabelSelector?
+                    if let text = try rule.string("match") {
+                        do { selector = try LabelSelector.parse(text) } catch { throw Invalid(description: "\(rule.path).match: \(error)") }
+                    }
+                    let action: LogPipeline.Rule.Action
+                    switch try rule.requiredString("action") {
+                    case "drop": action = .drop
+                    case "sample":
+                        guard let rate = try rule.double("rate"), (0...1).contains(rate) else {
+                            throw Invalid(description: "\(rule.path).rate: sample needs a rate between 0 and 1")
+                        }
+                        action = .sample(rate)
+                    default: throw Invalid(description: "\(rule.path).action: must be drop or sample")
+                    }
+                    self.pipeline.rules.append(LogPipeline.Rule(selector: selector, lineContains: try rule.string("line_contains"), action: action))
+                }
+            }
+            for file in try logs.list("files") {
+                try file.only(["path", "labels"])
+                var labels = try file.labels("labels")
+                if !labels.contains(where: { $0.name == "job" }) { labels.append(Label("job", "file")) }
+                files.append(FileSource(path: try file.requiredString("path"), labels: labels))
+            }
+            if let journal = try logs.map("journal") {
+                try journal.only(["enabled", "directory", "matches"])
+                if try journal.bool("enabled") ?? true {
+                    self.journal = (try journal.string("directory"), try journal.strings("matches"))
+                }
+            }
+        }
+        if let loki = try config.map("loki") {
+            try loki.only(["url", "tenant", "format", "batch_bytes", "batch_wait"])
+            if let url = try loki.string("url") {
+                let format = try loki.string("format") ?? "protobuf"
+                guard let parsedFormat = LokiTarget.Format(rawValue: format) else { throw Invalid(description: "loki.format: must be protobuf or json") }
+                do { self.loki = try LokiTarget(url: url, tenant: try loki.string("tenant"), format: parsedFormat) } catch {
+                    throw Invalid(description: "loki.url: \(error)")
+                }
+            }
+            if let bytes = try loki.int("batch_bytes") { batchBytes = bytes }
+            if let wait = try loki.duration("batch_wait") { batchWait = wait }
+        }
+    }
+}
+
+/// Typed access to one YAML mapping, with the field path in every error.
+private struct ConfigReader {
+    let values: [String: Any]
+    let path: String
+
+    init(_ values: [String: Any], path: String) {
+        self.values = values
+        self.path = path
+    }
+
+    private func name(_ key: String) -> String { path.isEmpty ? key : "\(path).\(key)" }
+    private func invalid(_ key: String, _ message: String) -> CollectorSettings.Invalid {
+        CollectorSettings.Invalid(description: "\(name(key)): \(message)")
+    }
+
+    func has(_ key: String) -> Bool { values[key] != nil }
+
+    func only(_ allowed: Set<String>) throws(CollectorSettings.Invalid) {
+        if let unknown = values.keys.sorted().first(where: { !allowed.contains($0) }) {
+            throw invalid(unknown, "unknown field (allowed: \(allowed.sorted().joined(separator: ", ")))")
+        }
+    }
+
+    func map(_ key: String) throws(CollectorSettings.Invalid) -> ConfigReader? {
+        guard let value = values[key], !(value is NSNull) else { return nil }
+        guard let map = value as? [String: Any] else { throw invalid(key, "must be a mapping") }
+        return ConfigReader(map, path: name(key))
+    }
+
+    func list(_ key: String) throws(CollectorSettings.Invalid) -> [ConfigReader] {
+        guard let value = values[key], !(value is NSNull) else { return [] }
+        guard let items = value as? [Any] else { throw invalid(key, "must be a list") }
+        return try items.enumerated().map { index, item throws(CollectorSettings.Invalid) in
+            guard let map = item as? [String: Any] else { throw invalid("\(key)[\(index)]", "must be a mapping") }
+            return ConfigReader(map, path: "\(name(key))[\(index)]")
+        }
+    }
+
+    func string(_ key: String) throws(CollectorSettings.Invalid) -> String? {
+        guard let value = values[key], !(value is NSNull) else { return nil }
+        if let text = value as? String { return text }
+        if value is Int || value is Double || value is Bool { return "\(value)" }
+        throw invalid(key, "must be a string")
+    }
+
+    func requiredString(_ key: String) throws(CollectorSettings.Invalid) -> String {
+        guard let text = try string(key), !text.isEmpty else { throw invalid(key, "is required") }
+        return text
+    }
+
+    func strings(_ key: String) throws(CollectorSettings.Invalid) -> [String] {
+        guard let value = values[key], !(value is NSNull) else { return [] }
+        guard let items = value as? [Any], items.allSatisfy({ $0 is String }) else { throw invalid(key, "must be a list of strings") }
+        return items.map { $0 as! String }
+    }
+
+    func labels(_ key: String) throws(CollectorSettings.Invalid) -> [Label] {
+        guard let map = try self.map(key) else { return [] }
+        return try map.values.keys.sorted().map { label throws(CollectorSettings.Invalid) in
+            guard PushValidator.isValidLabelName(label) else { throw map.invalid(label, "is not a valid label name") }
+            return Label(label, try map.requiredString(label))
+        }
+    }
+
+    func int(_ key: String) throws(CollectorSettings.Invalid) -> Int? {
+        guard let value = values[key], !(value is NSNull) else { return nil }
+        guard let number = value as? Int, number >= 0 else { throw invalid(key, "must be a non-negative integer") }
+        return number
+    }
+
+    func double(_ key: String) throws(CollectorSettings.Invalid) -> Double? {
+        guard let value = values[key], !(value is NSNull) else { return nil }
+        if let number = value as? Double { return number }
+        if let number = value as? Int { return Double(number) }
+        throw invalid(key, "must be a number")
+    }
+
+    func bool(_ key: String) throws(CollectorSettings.Invalid) -> Bool? {
+        guard let value = values[key], !(value is NSNull) else { return nil }
+        guard let flag = value as? Bool else { throw invalid(key, "must be true or false") }
+        return flag
+    }
+
+    func duration(_ key: String) throws(CollectorSettings.Invalid) -> Duration? {
+        guard let text = try string(key) else { return nil }
+        guard let ns = GoDuration.parseNanoseconds(text), ns > 0 else { throw invalid(key, "must be a duration like 15s") }
+        return .nanoseconds(ns)
+    }
+}

@@ -1,0 +1,99 @@
+import Foundation
+import Synchronization
+
+/// A series ready to serve: its final labels (for `match[]`) and its exposition line.
+struct RenderedSeries: Sendable {
+    var labels: [Label]
+    var line: [UInt8]
+}
+
+struct RenderedFamily: Sendable {
+    var name: String
+    var help: String?
+    var type: MetricType
+    var series: [RenderedSeries]
+}
+
+/// The latest scrape of one target, already labelled, relabelled and rendered.
+struct ScrapeResult: Sendable {
+    var families: [RenderedFamily]
+    var up: Bool
+    var durationSeconds: Double
+    var samplesScraped: Int
+    var error: String?
+    var time: Date
+}
+
+/// The latest samples of every target, served as one exposition.
+public final class SeriesStore: Sendable {
+    private let results = Mutex<[String: (target: ScrapeTarget, result: ScrapeResult)]>([:])
+
+    public init() {}
+
+    func store(_ result: ScrapeResult, for target: ScrapeTarget) {
+        results.withLock { $0[target.key] = (target, result) }
+    }
+
+    func remove(_ target: ScrapeTarget) {
+        _ = results.withLock { $0.removeValue(forKey: target.key) }
+    }
+
+    /// Per target: URL, labels, health, last error — for `/api/v1/targets`-style listings.
+    func snapshot() -> [(target: ScrapeTarget, result: ScrapeResult)] {
+        results.withLock { Array($0.values) }.sorted { $0.target.key < $1.target.key }
+    }
+
+    var seriesCount: Int {
+        results.withLock { $0.values.reduce(0) { $0 + $1.result.families.reduce(0) { $0 + $1.series.count } } }
+    }
+
+    /// Every family once (targets merged under one HELP/TYPE), then `up`, `scrape_duration_seconds`
+    /// and `scrape_samples_scraped` per target as Prometheus records them. With selectors, only the
+    /// series matching at least one of them (`/federate`'s `match[]`).
+    func render(matching selectors: [LabelSelector] = []) -> [UInt8] {
+        let all = snapshot()
+        var order: [String] = []
+        var merged: [String: RenderedFamily] = [:]
+        for (_, result) in all {
+            for family in result.families {
+                if merged[family.name] == nil {
+                    order.append(family.name)
+                    merged[family.name] = RenderedFamily(name: family.name, help: family.help, type: family.type, series: [])
+                }
+                merged[family.name]!.series.append(contentsOf: family.series)
+            }
+        }
+        var synthetic: [RenderedFamily] = [
+            RenderedFamily(name: "up", help: "1 if the target's last scrape succeeded, else 0.", type: .gauge, series: []),
+            RenderedFamily(name: "scrape_duration_seconds", help: "Duration of the target's last scrape.", type: .gauge, series: []),
+            RenderedFamily(name: "scrape_samples_scraped", help: "Samples the target's last scrape exposed.", type: .gauge, series: []),
+        ]
+        for (target, result) in all {
+            for (index, value) in [result.up ? 1 : 0, result.durationSeconds, Double(result.samplesScraped)].enumerated() {
+                synthetic[index].series.append(Self.series(name: synthetic[index].name, labels: target.labels, value: value))
+            }
+        }
+        var out: [UInt8] = []
+        out.reserveCapacity(all.reduce(0) { $0 + $1.result.families.reduce(0) { $0 + $1.series.count * 96 } })
+        for family in order.sorted().map({ merged[$0]! }) + synthetic {
+            let series = selectors.isEmpty ? family.series : family.series.filter { series in
+                selectors.contains { $0.matches { name in name == "__name__" ? Self.name(of: series) : series.labels.first { $0.name == name }?.value } }
+            }
+            guard !series.isEmpty else { continue }
+            Exposition.writeHeader(name: family.name, help: family.help, type: family.type, into: &out)
+            for item in series { out.append(contentsOf: item.line) }
+        }
+        return out
+    }
+
+    static func series(name: String, labels: [Label], value: Double, timestampMs: Int64? = nil) -> RenderedSeries {
+        var line: [UInt8] = []
+        Exposition.writeSample(Sample(name: name, labels: labels, value: value, timestampMs: timestampMs), into: &line)
+        return RenderedSeries(labels: labels, line: line)
+    }
+
+    /// The metric name is the start of the line, up to `{` or a blank.
+    static func name(of series: RenderedSeries) -> String {
+        String(decoding: series.line.prefix { $0 != UInt8(ascii: "{") && $0 != 0x20 }, as: UTF8.self)
+    }
+}

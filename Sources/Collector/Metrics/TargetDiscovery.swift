@@ -1,0 +1,76 @@
+import NIOHTTP1
+import TrellisCore
+import TrellisHTTP
+
+/// An endpoint to scrape and the labels its series get.
+public struct ScrapeTarget: Hashable, Sendable {
+    public var host: String
+    public var port: Int
+    public var path: String
+    /// `job`, `instance`, `service` and any static extras.
+    public var labels: [Label]
+
+    public init(host: String, port: Int, path: String, job: String, instance: String, service: String?, extra: [Label] = []) {
+        self.host = host
+        self.port = port
+        self.path = path.hasPrefix("/") ? path : "/" + path
+        var labels = [Label("job", job), Label("instance", instance)]
+        if let service { labels.append(Label("service", service)) }
+        self.labels = labels + extra.filter { label in !labels.contains { $0.name == label.name } }
+    }
+
+    public var url: String { "http://\(HostPort.format(host, port))\(path)" }
+    var key: String { url + " " + (labels.first?.value ?? "") }
+}
+
+/// Finds scrape targets in the registry with blocking queries: every sidecar's admin `/metrics`
+/// (Meta `trellis_sidecar_admin_port`), every instance whose Meta has `metrics_path`, and the registry.
+public struct TargetDiscovery: Sendable {
+    public static let sidecarAdminPortMeta = "trellis_sidecar_admin_port"
+    public static let metricsPathMeta = "metrics_path"
+
+    let registry: RegistryAPI
+    /// Services never scraped through discovery (the collector itself).
+    let ignoredServices: Set<String>
+
+    public init(registry: RegistryAPI, ignoredServices: Set<String>) {
+        self.registry = registry
+        self.ignoredServices = ignoredServices
+    }
+
+    public var registryTarget: ScrapeTarget {
+        let address = HostPort.format(registry.host, registry.port)
+        return ScrapeTarget(host: registry.host, port: registry.port, path: "/metrics", job: "trellis-registry",
+                            instance: address, service: "trellis-registry")
+    }
+
+    /// Calls `onChange` with the full target list each time the catalog changes.
+    public func run(onError: @escaping @Sendable (String) -> Void, onChange: @escaping @Sendable ([ScrapeTarget]) -> Void) async {
+        await registry.watch("/v1/catalog/services", onError: onError) { response in
+            let names = (try JSON.parse(response.bodyBytes)).objectValue?.pairs.map(\.key) ?? []
+            var targets = [registryTarget]
+            for name in names where !ignoredServices.contains(name) {
+                let answer = try await registry.call(.GET, "/v1/catalog/service/\(RegistryClient.escape(name))")
+                guard answer.status == .ok else { continue }
+                for node in (try JSON.parse(answer.bodyBytes)).arrayValue ?? [] {
+                    targets.append(contentsOf: Self.targets(ofCatalogEntry: node, service: name))
+                }
+            }
+            onChange(targets)
+        }
+    }
+
+    static func targets(ofCatalogEntry node: JSON, service: String) -> [ScrapeTarget] {
+        let address = node["ServiceAddress"]?.stringValue.flatMap { $0.isEmpty ? nil : $0 } ?? node["Address"]?.stringValue ?? "127.0.0.1"
+        let id = node["ServiceID"]?.stringValue ?? service
+        let meta = node["ServiceMeta"]?.objectValue
+        var targets: [ScrapeTarget] = []
+        if let admin = meta?[exact: sidecarAdminPortMeta]?.stringValue.flatMap(Int.init) {
+            targets.append(ScrapeTarget(host: address, port: admin, path: "/metrics", job: "trellis-sidecar", instance: id, service: service))
+        }
+        if let path = meta?[exact: metricsPathMeta]?.stringValue, let port = node["ServicePort"]?.intValue, port > 0 {
+            targets.append(ScrapeTarget(host: address, port: Int(port), path: path, job: service, instance: id, service: service))
+        }
+        return targets
+    }
+}
