@@ -32,7 +32,8 @@ public final class Sidecar: Service {
         let loop = dataGroup.next()
         let registry = RegistryAPI(client: HTTPClient(group: controlGroup), host: settings.registryHost, port: settings.registryPort)
         let localPort = try await Self.localServicePort(settings.localPort, on: loop)
-        let sink = OutputSink()
+        let forwarder = settings.shipLogs ? LogForwarder(service: settings.service, metrics: metrics) : nil
+        let sink = OutputSink(forwarder: forwarder)
 
         // Outbound and inbound listeners first: their ports go into the registration and the service's environment.
         let policyState = PolicyState(filePolicy: settings.filePolicy)
@@ -55,6 +56,7 @@ public final class Sidecar: Service {
         let publicPort = inbound.localAddress!.port!
         let instanceID = settings.instanceID ?? Self.defaultInstanceID(settings.service, address: settings.address, port: publicPort)
         loop.execute { plane.value.accessLog.instance = instanceID }
+        forwarder?.setInstance(instanceID)
 
         let supervisor: ServiceSupervisor? = settings.command.isEmpty ? nil : ServiceSupervisor(
             command: settings.command,
@@ -88,6 +90,18 @@ public final class Sidecar: Service {
         await withTaskGroup(of: Void.self) { group in
             if let supervisor { group.addTask { await supervisor.run() } }
             group.addTask { await registration.keepRegistered() }
+            if let forwarder {
+                group.addTask { await forwarder.run(client: HTTPClient(group: controlGroup)) }
+                if let fixed = settings.collector {
+                    forwarder.setCollector(fixed)
+                } else {
+                    group.addTask { [logger] in
+                        await ServiceDiscovery.follow(LogForwarder.collectorService, registry: registry, log: { logger.debug("\($0)") }) { found in
+                            forwarder.setCollector(found.first.map { ($0.host, $0.port) })
+                        }
+                    }
+                }
+            }
             for upstream in settings.upstreams {
                 group.addTask { [logger] in
                     await ServiceDiscovery.follow(upstream.name, registry: registry, log: { logger.warning("\($0)") }) { endpoints in
@@ -118,6 +132,8 @@ public final class Sidecar: Service {
                 try? await Task.sleep(for: .milliseconds(20))
             }
             await supervisor?.stop(grace: .seconds(5))
+            try? await loop.submit { plane.value.accessLog.flush() }.get()
+            await forwarder?.drain(client: HTTPClient(group: controlGroup))
             group.cancelAll()
         }
         timers.cancel()

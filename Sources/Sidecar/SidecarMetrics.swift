@@ -17,12 +17,16 @@ public final class SidecarMetrics: Sendable {
     let policyRejected: Counter
     let serviceRestarts: Counter
     let serviceUp: Gauge
+    let logLinesShipped: Counter
+    let logLinesDropped: Counter
 
     public init() {
         policyApplied = registry.counter("policy_applied", help: "Policies applied (from file or registry KV).")
         policyRejected = registry.counter("policy_rejected", help: "Policies rejected as invalid; the previous one stays.")
         serviceRestarts = registry.counter("service_restarts", help: "Restarts of the supervised service process.")
         serviceUp = registry.gauge("service_up", help: "1 while the supervised service process runs.")
+        logLinesShipped = registry.counter("log_lines_shipped", help: "Log lines (service output, access log) taken by the collector.")
+        logLinesDropped = registry.counter("log_lines_dropped", help: "Log lines dropped: queue full while the collector was unreachable, or refused.")
     }
 
     /// Instruments of one route, made once when a policy is applied so requests only bump them.

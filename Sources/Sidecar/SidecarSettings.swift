@@ -26,6 +26,9 @@ public struct SidecarSettings: Sendable {
     public var checkInterval = "2s"
     public var drainTimeout: TimeAmount = .seconds(10)
     public var accessLog = true
+    /// Where to send log lines: nil finds the collector in the registry; `shipLogs` false sends none.
+    public var collector: (host: String, port: Int)?
+    public var shipLogs = true
 
     public init(service: String, port: Int) {
         self.service = service

@@ -41,13 +41,14 @@ public struct RegistryClient: Sendable {
     }
 
     /// Sends a request and returns the status, headers and body; throws only when the registry cannot be reached.
-    public func send(_ method: String, _ path: String, body: [UInt8]? = nil,
+    public func send(_ method: String, _ path: String, body: [UInt8]? = nil, headers extra: [String: String] = [:],
                      timeout: TimeInterval = 30) async throws -> (status: Int, headers: [String: String], body: [UInt8]) {
         guard let url = URL(string: baseURL + path) else { throw Failure(status: 0, message: "invalid URL \(baseURL + path)") }
         var request = URLRequest(url: url, timeoutInterval: timeout)
         request.httpMethod = method
         // An explicit (possibly empty) body: without one, PUTs go out chunked and some servers wait for it.
         if method != "GET" && method != "HEAD" { request.httpBody = Data(body ?? []) }
+        for (name, value) in extra { request.setValue(value, forHTTPHeaderField: name) }
         if let token = ProcessInfo.processInfo.environment["CONSUL_HTTP_TOKEN"] {
             request.setValue(token, forHTTPHeaderField: "X-Consul-Token")
         }

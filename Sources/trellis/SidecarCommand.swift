@@ -30,6 +30,7 @@ struct SidecarCommand: AsyncParsableCommand {
     @Option(name: .long, help: "How often the registry checks readiness (Go duration).") var checkInterval = "2s"
     @Option(name: .long, help: "How long draining waits for requests in flight (Go duration).") var drainTimeout = "10s"
     @Option(name: .long, help: "Access log: stdout or off.") var accessLog = "stdout"
+    @Option(name: .long, help: "Collector HOST:PORT for log lines (default: found in the registry); \"off\" ships none.") var collector: String?
     @Option(name: .long, help: "Log level: trace, debug, info, notice, warning, error, critical.") var logLevel: Logger.Level = .info
     @Option(name: .long, help: "Log format: json, text, or auto.") var logFormat: LogSetup.Format = .auto
     @Argument(parsing: .postTerminator, help: "Command that runs the service.") var command: [String] = []
@@ -56,6 +57,12 @@ struct SidecarCommand: AsyncParsableCommand {
         settings.checkInterval = checkInterval
         settings.drainTimeout = .nanoseconds(GoDuration.parseNanoseconds(drainTimeout)!)
         settings.accessLog = accessLog == "stdout"
+        if collector == "off" {
+            settings.shipLogs = false
+        } else if let collector {
+            guard let (host, port) = HostPort.parse(collector) else { throw ValidationError("--collector must be HOST:PORT or off, got \"\(collector)\"") }
+            settings.collector = (host, port)
+        }
         for item in upstream {
             let parts = item.split(separator: ":", maxSplits: 1).map(String.init)
             guard let name = parts.first, !name.isEmpty, parts.count == 1 || Int(parts[1]).map({ (0...65535).contains($0) }) == true else {

@@ -182,11 +182,16 @@ final class ServiceOutput: Sendable {
     }
 }
 
-/// The sidecar's stdout, shared by access log and service output so that lines never interleave.
+/// The sidecar's stdout, shared by access log and service output so that lines never interleave;
+/// every line also goes to the collector through the forwarder.
 final class OutputSink: Sendable {
     private let lock = Mutex(())
+    private let forwarder: LogForwarder?
+
+    init(forwarder: LogForwarder?) { self.forwarder = forwarder }
 
     func write(_ bytes: [UInt8]) {
+        forwarder?.enqueue(bytes)
         lock.withLock { _ in
             bytes.withUnsafeBytes { raw in
                 var offset = 0
