@@ -10,6 +10,9 @@ public struct CollectorSettings: Sendable {
     public var registryHost = "127.0.0.1"
     public var registryPort = 8500
     public var loki: LokiTarget?
+    /// From the config's `loki` section, for a URL given on the command line.
+    public var lokiTenant: String?
+    public var lokiFormat = LokiTarget.Format.protobuf
     public var scrape = ScrapeManager.Settings()
     public var staticTargets: [ScrapeTarget] = []
     public var limits = LogLimits()
@@ -120,10 +123,12 @@ public struct CollectorSettings: Sendable {
         }
         if let loki = try config.map("loki") {
             try loki.only(["url", "tenant", "format", "batch_bytes", "batch_wait"])
+            lokiTenant = try loki.string("tenant")
+            let format = try loki.string("format") ?? "protobuf"
+            guard let parsedFormat = LokiTarget.Format(rawValue: format) else { throw Invalid(description: "loki.format: must be protobuf or json") }
+            lokiFormat = parsedFormat
             if let url = try loki.string("url") {
-                let format = try loki.string("format") ?? "protobuf"
-                guard let parsedFormat = LokiTarget.Format(rawValue: format) else { throw Invalid(description: "loki.format: must be protobuf or json") }
-                do { self.loki = try LokiTarget(url: url, tenant: try loki.string("tenant"), format: parsedFormat) } catch {
+                do { self.loki = try LokiTarget(url: url, tenant: lokiTenant, format: lokiFormat) } catch {
                     throw Invalid(description: "loki.url: \(error)")
                 }
             }

@@ -44,10 +44,10 @@ struct CollectorCommand: AsyncParsableCommand {
         settings.dataDir = dataDir
         (settings.registryHost, settings.registryPort) = try RegistryOption.hostPort(registry)
         if let lokiURL {
-            guard let format = LokiTarget.Format(rawValue: lokiFormat ?? settings.loki?.format.rawValue ?? "protobuf") else {
+            guard let format = lokiFormat.map(LokiTarget.Format.init) ?? settings.lokiFormat else {
                 throw ValidationError("--loki-format must be protobuf or json")
             }
-            do { settings.loki = try LokiTarget(url: lokiURL, tenant: lokiTenant ?? settings.loki?.tenant, format: format) } catch {
+            do { settings.loki = try LokiTarget(url: lokiURL, tenant: lokiTenant ?? settings.lokiTenant, format: format) } catch {
                 throw ValidationError("\(error)")
             }
         } else if lokiTenant != nil || lokiFormat != nil, settings.loki == nil {
