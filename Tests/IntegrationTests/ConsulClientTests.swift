@@ -50,6 +50,50 @@ final class ConsulClientTests: XCTestCase {
     }
 }
 
+extension ConsulClientTests {
+    /// The shipped examples/prometheus/prometheus.yml, run by VictoriaMetrics (Debian's Prometheus is
+    /// built without Consul discovery): its `consul-services` job finds a sidecar's admin port in the
+    /// registry and scrapes it, and its `trellis` job scrapes the collector.
+    func testShippedPrometheusConfigDiscoversSidecarsThroughTheRegistry() async throws {
+        guard FileManager.default.isExecutableFile(atPath: "/usr/bin/victoria-metrics") else {
+            throw XCTSkip("victoria-metrics is not installed (make test installs it)")
+        }
+        let registry = try await RegistryUnderTest.start(self)
+        let collector = try await CollectorUnderTest(self, registry: registry)
+        let upstream = try await ScriptedHTTPServer(self)
+        let sidecar = try await SidecarUnderTest(self, registry: registry, service: "catalog", localPort: upstream.port)
+        let root = URL(fileURLWithPath: #filePath).deletingLastPathComponent().deletingLastPathComponent().deletingLastPathComponent()
+        let shipped = try String(contentsOf: root.appendingPathComponent("examples/prometheus/prometheus.yml"), encoding: .utf8)
+        let dir = try temporaryDirectory(self)
+        try shipped.replacingOccurrences(of: "127.0.0.1:8500", with: registry.address)
+            .replacingOccurrences(of: "127.0.0.1:9464", with: collector.address)
+            .replacingOccurrences(of: "scrape_interval: 15s", with: "scrape_interval: 1s")
+            .write(toFile: dir + "/prometheus.yml", atomically: true, encoding: .utf8)
+        let vmPort = try freeLoopbackPort()
+        let vm = try ChildProcess("/usr/bin/victoria-metrics", [
+            "-httpListenAddr=127.0.0.1:\(vmPort)", "-storageDataPath=\(dir)/vm", "-promscrape.config=\(dir)/prometheus.yml",
+            "-promscrape.consulSDCheckInterval=1s", "-loggerLevel=ERROR", "-search.latencyOffset=0s",
+        ])
+        addTeardownBlock { vm.kill9() }
+        let vmClient = RegistryClient(address: "127.0.0.1:\(vmPort)")
+        func series(_ query: String) async -> [JSON] {
+            let escaped = query.addingPercentEncoding(withAllowedCharacters: .alphanumerics) ?? query
+            guard let (status, _, body) = try? await vmClient.send("GET", "/api/v1/query?query=\(escaped)"), status == 200,
+                  let json = try? JSON.parse(body) else { return [] }
+            return json["data"]?["result"]?.arrayValue ?? []
+        }
+        try await eventually(timeout: 60, "the sidecar is discovered in the registry and scraped") {
+            guard vm.process.isRunning else { throw ProcessNeverPrinted(marker: "victoria-metrics keeps running (bad config?)", output: vm.output) }
+            return await series(#"trellis_sidecar_service_up{job="consul-services",service="catalog",instance="catalog-\#(sidecar.port)"}"#).count == 1
+        }
+        try await eventually(timeout: 60, "the collector is scraped with its labels kept") {
+            await !series(#"trellis_registry_checks{job="trellis-registry"}"#).isEmpty
+        }
+        let unscraped = await series(#"up{job="consul-services",service="trellis-collector"}"#)
+        XCTAssertTrue(unscraped.isEmpty, "services without metrics are not scraped: \(unscraped)")
+    }
+}
+
 /// A loopback port that was free a moment ago.
 func freeLoopbackPort() throws -> Int {
     let fd = socket(AF_INET, Int32(SOCK_STREAM.rawValue), 0)
