@@ -101,6 +101,8 @@ let package = Package(
             ],
             swiftSettings: strict
         ),
+        .executableTarget(name: "exposition-bench", dependencies: ["Collector"], path: "benchmarks/ExpositionBench",
+                          swiftSettings: strict),
         .testTarget(name: "TrellisCoreTests", dependencies: ["TrellisCore"]),
         .testTarget(name: "SidecarTests", dependencies: [
             "Sidecar",

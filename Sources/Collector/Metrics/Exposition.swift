@@ -49,7 +49,7 @@ public enum Exposition {
 
     public static func render(_ families: [MetricFamily]) -> [UInt8] {
         var out: [UInt8] = []
-        out.reserveCapacity(families.reduce(0) { $0 + 64 + $1.samples.count * 64 })
+        out.reserveCapacity(families.reduce(0) { $0 + 128 + $1.samples.count * 112 })
         for family in families {
             writeHeader(name: family.name, help: family.help, type: family.type, into: &out)
             for sample in family.samples { writeSample(sample, into: &out) }
@@ -80,7 +80,7 @@ public enum Exposition {
     }
 
     public static func writeSample(_ sample: Sample, into out: inout [UInt8]) {
-        out.append(contentsOf: sample.name.utf8)
+        appendUTF8(sample.name, to: &out)
         writeLabels(sample.labels, into: &out)
         out.append(0x20)
         writeValue(sample.value, into: &out)
@@ -97,7 +97,7 @@ public enum Exposition {
         out.append(UInt8(ascii: "{"))
         for (index, label) in labels.enumerated() {
             if index > 0 { out.append(UInt8(ascii: ",")) }
-            out.append(contentsOf: label.name.utf8)
+            appendUTF8(label.name, to: &out)
             out.append(contentsOf: "=\"".utf8)
             writeEscapedValue(label.value, into: &out)
             out.append(UInt8(ascii: "\""))
@@ -106,6 +106,13 @@ public enum Exposition {
     }
 
     static func writeEscapedValue(_ value: String, into out: inout [UInt8]) {
+        var value = value
+        let plain = value.withUTF8 { bytes in
+            guard !bytes.contains(where: { $0 == UInt8(ascii: "\\") || $0 == UInt8(ascii: "\"") || $0 == 0x0A }) else { return false }
+            out.append(contentsOf: bytes)
+            return true
+        }
+        guard !plain else { return }
         for byte in value.utf8 {
             switch byte {
             case UInt8(ascii: "\\"): out.append(contentsOf: #"\\"#.utf8)
@@ -116,6 +123,26 @@ public enum Exposition {
         }
     }
 
+    /// Appends a string's bytes in one copy.
+    static func appendUTF8(_ text: String, to out: inout [UInt8]) {
+        var text = text
+        text.withUTF8 { out.append(contentsOf: $0) }
+    }
+
+    private static func writeDigits(_ number: UInt64, into out: inout [UInt8]) {
+        var digits: (UInt8, UInt8, UInt8, UInt8, UInt8, UInt8, UInt8, UInt8, UInt8, UInt8, UInt8, UInt8, UInt8, UInt8, UInt8, UInt8, UInt8, UInt8, UInt8, UInt8) =
+            (0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0)
+        withUnsafeMutableBytes(of: &digits) { buffer in
+            var n = number, index = buffer.count
+            repeat {
+                index -= 1
+                buffer[index] = UInt8(ascii: "0") + UInt8(n % 10)
+                n /= 10
+            } while n > 0
+            out.append(contentsOf: buffer[index...])
+        }
+    }
+
     /// Integers without a fraction, `NaN`, `+Inf`, `-Inf`, otherwise the shortest exact decimal.
     public static func writeValue(_ value: Double, into out: inout [UInt8]) {
         if value.isNaN {
@@ -123,8 +150,8 @@ public enum Exposition {
         } else if value.isInfinite {
             out.append(contentsOf: (value > 0 ? "+Inf" : "-Inf").utf8)
         } else if value == value.rounded(), abs(value) < 1e15 {
-            out.append(contentsOf: String(Int64(value)).utf8)
-            if value == 0 && value.sign == .minus { out.removeLast(); out.append(contentsOf: "-0".utf8) }
+            if value.sign == .minus { out.append(UInt8(ascii: "-")) }
+            writeDigits(UInt64(abs(value)), into: &out)
         } else {
             out.append(contentsOf: value.description.utf8)
         }

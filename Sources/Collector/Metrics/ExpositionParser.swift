@@ -1,3 +1,5 @@
+import Foundation
+
 /// Reads the Prometheus text exposition format 0.0.4 with the rules of Prometheus's own parser:
 /// HELP/TYPE comments, escapes, histogram and summary suffixes, `le`/`quantile` labels,
 /// NaN/±Inf values and optional millisecond timestamps.
@@ -83,6 +85,7 @@ public struct ExpositionParser {
 
     /// The family a sample belongs to: its own name, or a histogram/summary it is a series of.
     private mutating func familyFor(sample name: String) -> Int {
+        if let last = families.indices.last, families[last].name == name { return last }
         if let index = familyIndex[name] { return index }
         for suffix in ["_bucket", "_count", "_sum"] where name.hasSuffix(suffix) {
             let base = String(name.dropLast(suffix.count))
@@ -124,8 +127,7 @@ public struct ExpositionParser {
             }
         }
         cursor.skipBlanks()
-        let valueText = cursor.token()
-        guard let value = Self.parseValue(valueText) else { throw fail("invalid value \"\(valueText)\" for metric \"\(name)\"") }
+        guard let value = cursor.value() else { throw fail("invalid value \"\(cursor.token())\" for metric \"\(name)\"") }
         cursor.skipBlanks()
         var timestamp: Int64?
         if cursor.peek != nil {
@@ -186,6 +188,35 @@ private struct Cursor {
         while position < bytes.count && !isBlank(bytes[position]) { position += 1 }
         return string(start, position)
     }
+
+    /// A sample value: plain decimals are read directly (one exact division, so correctly
+    /// rounded); anything else (exponents, NaN, ±Inf, long mantissas) goes through `parseValue`.
+    mutating func value() -> Double? {
+        let start = position
+        var negative = false
+        if peek == UInt8(ascii: "-") { negative = true; position += 1 }
+        var mantissa: UInt64 = 0, digits = 0, scale = 0
+        var seenPoint = false
+        while let c = peek, !isBlank(c) {
+            if c >= 0x30 && c <= 0x39 {
+                mantissa = mantissa &* 10 &+ UInt64(c - 0x30)
+                digits += 1
+                if seenPoint { scale += 1 }
+            } else if c == UInt8(ascii: "."), !seenPoint {
+                seenPoint = true
+            } else {
+                digits = 99  // not a plain decimal
+            }
+            position += 1
+        }
+        if digits > 0 && digits <= 15 {
+            let magnitude = scale == 0 ? Double(mantissa) : Double(mantissa) / Self.powersOfTen[scale]
+            return negative ? -magnitude : magnitude
+        }
+        return ExpositionParser.parseValue(string(start, position))
+    }
+
+    private static let powersOfTen: [Double] = (0...15).map { pow(10, Double($0)) }
 
     func string(_ start: Int, _ end: Int) -> String {
         String(decoding: UnsafeBufferPointer(rebasing: bytes[start..<end]), as: UTF8.self)
