@@ -2,7 +2,6 @@ import ArgumentParser
 import Collector
 import Foundation
 import Logging
-import ServiceLifecycle
 import TrellisCore
 
 struct CollectorCommand: AsyncParsableCommand {
@@ -57,9 +56,7 @@ struct CollectorCommand: AsyncParsableCommand {
         let collector = Collector(settings: settings, logger: logger) { banner in
             FileHandle.standardOutput.write(Data((banner + "\n").utf8))
         }
-        let group = ServiceGroup(configuration: .init(
-            services: [.init(service: collector)], gracefulShutdownSignals: [.sigterm, .sigint], logger: logger))
-        try await group.run()
+        try await LogSetup.runUntilSignalled(collector, logger: logger)
     }
 }
 

@@ -56,11 +56,7 @@ struct RegistryCommand: AsyncParsableCommand {
             let line = "trellis registry listening on http://\(address) (data in \(dataDirectory))\n"
             FileHandle.standardOutput.write(Data(line.utf8))
         }
-        let group = ServiceGroup(configuration: .init(
-            services: [.init(service: server)],
-            gracefulShutdownSignals: [.sigterm, .sigint],
-            logger: logger))
-        try await group.run()
+        try await LogSetup.runUntilSignalled(server, logger: logger)
     }
 }
 
@@ -68,6 +64,13 @@ extension Logger.Level: @retroactive ExpressibleByArgument {}
 
 enum LogSetup {
     enum Format: String, ExpressibleByArgument, CaseIterable { case auto, json, text }
+
+    /// Runs a daemon until SIGTERM or SIGINT starts its graceful shutdown.
+    static func runUntilSignalled(_ service: some Service, logger: Logger) async throws {
+        let group = ServiceGroup(configuration: .init(
+            services: [.init(service: service)], gracefulShutdownSignals: [.sigterm, .sigint], logger: logger))
+        try await group.run()
+    }
 
     /// A stderr logger at `level`, so stdout stays for the command's own output.
     static func make(label: String, level: Logger.Level, format: Format) -> Logger {

@@ -2,7 +2,6 @@ import ArgumentParser
 import Foundation
 import Logging
 import NIOCore
-import ServiceLifecycle
 import Sidecar
 import TrellisCore
 
@@ -87,8 +86,6 @@ struct SidecarCommand: AsyncParsableCommand {
         let sidecar = Sidecar(settings: settings, logger: logger) { banner in
             FileHandle.standardError.write(Data((banner + "\n").utf8))
         }
-        let group = ServiceGroup(configuration: .init(
-            services: [.init(service: sidecar)], gracefulShutdownSignals: [.sigterm, .sigint], logger: logger))
-        try await group.run()
+        try await LogSetup.runUntilSignalled(sidecar, logger: logger)
     }
 }

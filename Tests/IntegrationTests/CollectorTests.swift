@@ -69,7 +69,7 @@ final class FakeLoki: @unchecked Sendable {
 
     init(_ test: XCTestCase, failing: Bool) async throws {
         directory = try temporaryDirectory(test)
-        if failing { FileManager.default.createFile(atPath: directory + "/fail", contents: nil) }
+        if failing { _ = FileManager.default.createFile(atPath: directory + "/fail", contents: nil) }
         let script = """
         import http.server, json, os, snappy, sys
         d = sys.argv[1]
@@ -366,7 +366,7 @@ final class CollectorIntegrationTests: XCTestCase {
         let registry = try await RegistryUnderTest.start(self)
         let dir = try temporaryDirectory(self)
         let log = dir + "/app.log"
-        FileManager.default.createFile(atPath: log, contents: nil)
+        _ = FileManager.default.createFile(atPath: log, contents: nil)
         let collector = try await CollectorUnderTest(self, registry: registry, config: """
             logs:
               files:
@@ -384,7 +384,7 @@ final class CollectorIntegrationTests: XCTestCase {
         try await eventually(timeout: 10, "first lines read") { try await stored() == ["one", "two"] }
         try FileManager.default.moveItem(atPath: log, toPath: log + ".1")
         try append(["three"], to: log + ".1")
-        FileManager.default.createFile(atPath: log, contents: Data("four\n".utf8))
+        _ = FileManager.default.createFile(atPath: log, contents: Data("four\n".utf8))
         try await eventually(timeout: 10, "rotation: the old file finished, the new one read") { try await stored() == ["one", "two", "three", "four"] }
         try Data().write(to: URL(fileURLWithPath: log))
         // Like every tailer that goes by size, truncation is seen when the file is shorter than the position.

@@ -32,13 +32,7 @@ final class ConsulClientTests: XCTestCase {
                     target_label: __metrics_path__
             """
         try config.write(toFile: dir + "/prometheus.yml", atomically: true, encoding: .utf8)
-        let vmPort = try freeLoopbackPort()
-        let vm = try ChildProcess("/usr/bin/victoria-metrics", [
-            "-httpListenAddr=127.0.0.1:\(vmPort)", "-storageDataPath=\(dir)/vm", "-promscrape.config=\(dir)/prometheus.yml",
-            "-promscrape.consulSDCheckInterval=1s", "-loggerLevel=ERROR", "-search.latencyOffset=0s",
-        ])
-        addTeardownBlock { vm.kill9() }
-        let vmClient = RegistryClient(address: "127.0.0.1:\(vmPort)")
+        let (_, vmClient) = try startVictoriaMetrics(directory: dir, test: self)
         try await eventually(timeout: 60, "VictoriaMetrics scrapes the discovered service") {
             guard let (status, _, body) = try? await vmClient.send("GET", "/api/v1/query?query=up%7Bservice%3D%22registry-metrics%22%7D"),
                   status == 200, let json = try? JSON.parse(body) else { return false }
@@ -69,13 +63,7 @@ extension ConsulClientTests {
             .replacingOccurrences(of: "127.0.0.1:9464", with: collector.address)
             .replacingOccurrences(of: "scrape_interval: 15s", with: "scrape_interval: 1s")
             .write(toFile: dir + "/prometheus.yml", atomically: true, encoding: .utf8)
-        let vmPort = try freeLoopbackPort()
-        let vm = try ChildProcess("/usr/bin/victoria-metrics", [
-            "-httpListenAddr=127.0.0.1:\(vmPort)", "-storageDataPath=\(dir)/vm", "-promscrape.config=\(dir)/prometheus.yml",
-            "-promscrape.consulSDCheckInterval=1s", "-loggerLevel=ERROR", "-search.latencyOffset=0s",
-        ])
-        addTeardownBlock { vm.kill9() }
-        let vmClient = RegistryClient(address: "127.0.0.1:\(vmPort)")
+        let (vm, vmClient) = try startVictoriaMetrics(directory: dir, test: self)
         func series(_ query: String) async -> [JSON] {
             let escaped = query.addingPercentEncoding(withAllowedCharacters: .alphanumerics) ?? query
             guard let (status, _, body) = try? await vmClient.send("GET", "/api/v1/query?query=\(escaped)"), status == 200,
@@ -92,6 +80,17 @@ extension ConsulClientTests {
         let unscraped = await series(#"up{job="consul-services",service="trellis-collector"}"#)
         XCTAssertTrue(unscraped.isEmpty, "services without metrics are not scraped: \(unscraped)")
     }
+}
+
+/// VictoriaMetrics scraping with `<directory>/prometheus.yml`, and a client for its query API.
+func startVictoriaMetrics(directory dir: String, test: XCTestCase) throws -> (ChildProcess, RegistryClient) {
+    let port = try freeLoopbackPort()
+    let vm = try ChildProcess("/usr/bin/victoria-metrics", [
+        "-httpListenAddr=127.0.0.1:\(port)", "-storageDataPath=\(dir)/vm", "-promscrape.config=\(dir)/prometheus.yml",
+        "-promscrape.consulSDCheckInterval=1s", "-loggerLevel=ERROR", "-search.latencyOffset=0s",
+    ])
+    test.addTeardownBlock { vm.kill9() }
+    return (vm, RegistryClient(address: "127.0.0.1:\(port)"))
 }
 
 /// A loopback port that was free a moment ago.

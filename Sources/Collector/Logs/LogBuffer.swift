@@ -214,10 +214,11 @@ public final class LogBuffer: Sendable {
                     size += UInt64(bytes.count)
                     let committed = size
                     state.withLock { $0.segments[$0.segments.count - 1].size = committed }
-                    for (item, end) in zip(batch, ends) { item.continuation.resume(returning: end) }
+                    // Rotate before acknowledging, so that an acknowledged writer sees the buffer as it stays.
                     if size >= segmentBytes, let next = rotate(from: fd, segment: segment) {
                         (fd, segment, size) = (next.fd, next.segment, 0)
                     }
+                    for (item, end) in zip(batch, ends) { item.continuation.resume(returning: end) }
                 }
             }
             if closed {
