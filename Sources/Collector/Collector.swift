@@ -29,7 +29,12 @@ public final class Collector: Service {
         let ingest = LogIngest(limits: settings.limits, pipeline: settings.pipeline, buffer: buffer, metrics: metrics)
         let store = SeriesStore()
         let scraper = ScrapeManager(client: client, store: store, settings: settings.scrape, metrics: metrics, logger: logger)
-        let api = CollectorAPI(store: store, ingest: ingest, query: LogQueryService(buffer: buffer), metrics: metrics)
+        let shipper = settings.loki.map { loki in
+            LokiShipper(buffer: buffer, position: PositionFile(path: settings.dataDir + "/shipped.position"), target: loki,
+                        client: client, metrics: metrics, logger: logger, batchBytes: settings.batchBytes,
+                        batchWait: settings.batchWait, retentionBytes: settings.retentionBytes)
+        }
+        let api = CollectorAPI(store: store, ingest: ingest, buffer: buffer, metrics: metrics) { shipper?.shipped ?? buffer.end }
         let server = try await HTTPServer.start(host: settings.httpHost, port: settings.httpPort, group: group,
                                                 maxBodySize: 64 << 20, responder: api, logger: logger)
         let port = server.localAddress.port!
@@ -37,7 +42,6 @@ public final class Collector: Service {
         let advertised = ["0.0.0.0", "::"].contains(settings.httpHost) ? "127.0.0.1" : settings.httpHost
         let registration = Registration(registry: registry, logger: logger, body: registrationBody(address: advertised, port: port),
                                         instanceID: "\(CollectorSettings.serviceName)-\(port)")
-        let shipped = PositionFile(path: settings.dataDir + "/shipped.position")
         let discovery = TargetDiscovery(registry: registry, ignoredServices: [CollectorSettings.serviceName])
         onReady("trellis collector listening on http://\(HostPort.format(settings.httpHost, port)) (metrics /metrics, logs /loki/api/v1/push), "
                 + (settings.loki.map { "shipping logs to http://\(HostPort.format($0.host, $0.port))\($0.path)" } ?? "keeping logs in \(settings.dataDir)/logs"))
@@ -50,20 +54,15 @@ public final class Collector: Service {
             }
             scraper.update([discovery.registryTarget] + settings.staticTargets)
             tasks.addTask { await registration.keepRegistered() }
-            if let loki = settings.loki {
-                let shipper = LokiShipper(buffer: buffer, position: shipped, target: loki, client: client, metrics: metrics, logger: logger,
-                                          batchBytes: settings.batchBytes, batchWait: settings.batchWait, retentionBytes: settings.retentionBytes)
+            if let shipper {
                 tasks.addTask { await shipper.run() }
-            }
-            tasks.addTask { [settings, metrics] in
-                // Buffer gauges, and retention when nothing ships.
-                while !Task.isCancelled {
-                    let position = settings.loki == nil ? buffer.end : (shipped.load() ?? buffer.start)
-                    if settings.loki == nil { buffer.trim(shipped: position, retentionBytes: settings.retentionBytes) }
-                    let sizes = buffer.sizes(after: position)
-                    metrics.bufferBytes.set(Double(sizes.total))
-                    metrics.bufferUnshippedBytes.set(Double(sizes.after))
-                    try? await Task.sleep(for: .seconds(1))
+            } else {
+                tasks.addTask { [settings] in
+                    // Without Loki, retention alone bounds the buffer.
+                    while !Task.isCancelled {
+                        buffer.trim(shipped: buffer.end, retentionBytes: settings.retentionBytes)
+                        try? await Task.sleep(for: .seconds(1))
+                    }
                 }
             }
             if !settings.files.isEmpty {

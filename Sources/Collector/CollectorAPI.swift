@@ -11,14 +11,20 @@ public struct CollectorAPI: HTTPResponder {
     let ingest: LogIngest
     let query: LogQueryService
     let metrics: CollectorMetrics
+    let buffer: LogBuffer
+    /// How far logs are shipped (the buffer's end when nothing ships).
+    let shipped: @Sendable () -> BufferPosition
     /// Largest push body after decompression (Loki's default gRPC message limit is 100 MB).
     let maxDecompressedBody = 100 << 20
 
-    public init(store: SeriesStore, ingest: LogIngest, query: LogQueryService, metrics: CollectorMetrics) {
+    public init(store: SeriesStore, ingest: LogIngest, buffer: LogBuffer, metrics: CollectorMetrics,
+                shipped: @escaping @Sendable () -> BufferPosition) {
         self.store = store
         self.ingest = ingest
-        self.query = query
+        self.query = LogQueryService(buffer: buffer)
+        self.buffer = buffer
         self.metrics = metrics
+        self.shipped = shipped
     }
 
     public func respond(to request: HTTPRequest, on eventLoop: any EventLoop, cancellation: CancellationSignal) -> EventLoopFuture<HTTPResponse> {
@@ -53,7 +59,10 @@ public struct CollectorAPI: HTTPResponder {
         }
         if request.path == "/federate" && selectors.isEmpty { return .text(.badRequest, "/federate needs at least one match[]\n") }
         var body = store.render(matching: selectors)
-        if selectors.isEmpty { body.append(contentsOf: metrics.registry.render()) }
+        if selectors.isEmpty {
+            metrics.refresh(store: store, buffer: buffer, unshippedFrom: shipped())
+            body.append(contentsOf: metrics.registry.render())
+        }
         var headers = HTTPHeaders()
         headers.add(name: "Content-Type", value: Exposition.contentType)
         if Self.accepts(gzip: request.headers) {

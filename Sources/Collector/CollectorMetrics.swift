@@ -24,6 +24,16 @@ public final class CollectorMetrics: Sendable {
         pushDuration = registry.histogram("log_push_duration", help: "Duration of pushes to Loki.")
     }
 
+    /// Sets the state gauges; called right before `/metrics` is rendered.
+    func refresh(store: SeriesStore, buffer: LogBuffer, unshippedFrom position: BufferPosition) {
+        let counts = store.counts
+        series.set(Double(counts.series))
+        targetsUp.set(Double(counts.targetsUp))
+        let sizes = buffer.sizes(after: position)
+        bufferBytes.set(Double(sizes.total))
+        bufferUnshippedBytes.set(Double(sizes.after))
+    }
+
     func scrapes(result: String) -> Counter {
         counter("scrapes", "Scrapes by result (success, error).", ("result", result))
     }

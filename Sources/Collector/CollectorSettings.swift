@@ -49,13 +49,12 @@ public struct CollectorSettings: Sendable {
             for target in try scrape.list("static_targets") {
                 try target.only(["url", "job", "labels"])
                 let url = try target.requiredString("url")
-                guard let parsed = URL(string: url), parsed.scheme == "http", let host = parsed.host else {
+                guard let endpoint = HTTPEndpoint(url, defaultPath: "/metrics") else {
                     throw Invalid(description: "\(target.path).url: must be an http:// URL, got \"\(url)\"")
                 }
-                let port = parsed.port ?? 80
                 staticTargets.append(ScrapeTarget(
-                    host: host, port: port, path: parsed.path.isEmpty ? "/metrics" : parsed.path,
-                    job: try target.string("job") ?? "static", instance: HostPort.format(host, port), service: nil,
+                    host: endpoint.host, port: endpoint.port, path: endpoint.path,
+                    job: try target.string("job") ?? "static", instance: HostPort.format(endpoint.host, endpoint.port), service: nil,
                     extra: try target.labels("labels")))
             }
             for rule in try scrape.list("relabel") {

@@ -2,8 +2,8 @@ import Prometheus
 
 /// A Prometheus registry with Trellis's naming (`trellis_<component>_<name>_<unit>`) and a scrape hook.
 ///
-/// Gauges that describe current state (queue lengths, table sizes) are refreshed by `beforeScrape`
-/// right before the text is rendered, so they cost nothing between scrapes.
+/// Gauges that describe current state (queue lengths, table sizes) are set by the component's
+/// `/metrics` handler right before the text is rendered, so they cost nothing between scrapes.
 public final class MetricsRegistry: Sendable {
     public let prometheus = PrometheusCollectorRegistry()
     public let component: String

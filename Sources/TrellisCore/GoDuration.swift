@@ -81,4 +81,7 @@ extension Duration {
         if overflow { return seconds < 0 ? .min : .max }
         return product &+ attoseconds / 1_000_000_000
     }
+
+    /// Seconds as a Double, as Prometheus records durations.
+    public var seconds: Double { Double(nanoseconds) / 1e9 }
 }

@@ -88,11 +88,7 @@ struct LogsCommand: AsyncParsableCommand {
         let address = collector ?? ProcessInfo.processInfo.environment["TRELLIS_COLLECTOR_ADDR"] ?? "127.0.0.1:9464"
         let client = RegistryClient(address: address)
         var query = service.hasPrefix("{") ? service : "{service=\"\(service)\"}"
-        if let grep {
-            var literal: [UInt8] = []
-            JSON.writeString(grep, into: &literal)
-            query += " |= " + String(decoding: literal, as: UTF8.self)
-        }
+        if let grep { query += " |= " + JSON.string(grep).text }
         var startNs = Int64(Date().timeIntervalSince1970 * 1e9) - GoDuration.parseNanoseconds(since)!
         var first = true
         while true {

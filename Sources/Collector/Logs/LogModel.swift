@@ -57,20 +57,17 @@ struct StreamMerger {
     private(set) var streams: [LogStream] = []
 
     mutating func add(_ stream: LogStream) {
-        if let at = index[stream.labels] {
-            streams[at].entries.append(contentsOf: stream.entries)
-        } else {
-            index[stream.labels] = streams.count
-            streams.append(stream)
-        }
+        streams[slot(for: stream.labels)].entries.append(contentsOf: stream.entries)
     }
 
     mutating func add(labels: [Label], entry: LogEntry) {
-        if let at = index[labels] {
-            streams[at].entries.append(entry)
-        } else {
-            index[labels] = streams.count
-            streams.append(LogStream(labels: labels, entries: [entry]))
-        }
+        streams[slot(for: labels)].entries.append(entry)
+    }
+
+    private mutating func slot(for labels: [Label]) -> Int {
+        if let at = index[labels] { return at }
+        index[labels] = streams.count
+        streams.append(LogStream(labels: labels))
+        return streams.count - 1
     }
 }

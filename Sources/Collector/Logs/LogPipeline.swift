@@ -42,9 +42,10 @@ public struct LogPipeline: Sendable {
         var merger = StreamMerger()
         var result = Result()
         var sampler = FastSampler()
+        let wanted = Set(labelFields + metadataFields)
         for stream in streams {
             for entry in stream.entries {
-                let fields = LineFields.parse(entry.line, wanted: labelFields + metadataFields)
+                let fields = LineFields.parse(entry.line, wanted: wanted)
                 var labels = stream.labels
                 for name in labelFields {
                     guard let value = fields[name], !value.isEmpty, !labels.contains(where: { $0.name == name }) else { continue }
@@ -78,7 +79,7 @@ public struct LogPipeline: Sendable {
 
 /// The fields of a JSON-object or logfmt line that the pipeline asked for.
 enum LineFields {
-    static func parse(_ line: String, wanted: [String]) -> [String: String] {
+    static func parse(_ line: String, wanted: Set<String>) -> [String: String] {
         let trimmed = line.utf8.drop { $0 == 0x20 || $0 == 0x09 }
         if trimmed.first == UInt8(ascii: "{") {
             guard let object = (try? JSON.parse(trimmed))?.objectValue else { return [:] }
@@ -93,7 +94,7 @@ enum LineFields {
             }
             return fields
         }
-        return logfmt(line, wanted: Set(wanted))
+        return logfmt(line, wanted: wanted)
     }
 
     /// `key=value key="quoted value"`: the wanted keys only.

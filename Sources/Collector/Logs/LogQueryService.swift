@@ -45,9 +45,10 @@ public struct LogQueryService: Sendable {
         return Request(query: query, startNs: startNs, endNs: endNs, limit: limit, forward: direction == "forward")
     }
 
-    /// Unix nanoseconds, fractional seconds, or RFC 3339.
+    /// As Loki reads them: an integer of up to 10 digits is seconds, a longer one nanoseconds;
+    /// a decimal is seconds; otherwise RFC 3339.
     static func time(_ text: String, _ name: String) throws(BadRequest) -> Int64 {
-        if let ns = Int64(text) { return text.count > 12 ? ns : ns * 1_000_000_000 }
+        if let ns = Int64(text) { return text.count <= 10 ? ns * 1_000_000_000 : ns }
         if let seconds = Double(text) { return Int64(seconds * 1e9) }
         if let date = try? Date(text, strategy: .iso8601) { return Int64(date.timeIntervalSince1970 * 1e9) }
         throw BadRequest(description: "invalid \(name) time \"\(text)\"")

@@ -2,6 +2,8 @@ import Foundation
 import Logging
 import NIOCore
 import NIOHTTP1
+import Synchronization
+import TrellisCore
 import TrellisHTTP
 
 /// Where and how logs are shipped.
@@ -21,12 +23,10 @@ public struct LokiTarget: Sendable {
 
     /// `http://host:3100` or a full push URL.
     public init(url: String, tenant: String?, format: Format) throws {
-        guard let parsed = URL(string: url), parsed.scheme == "http", let host = parsed.host, !host.isEmpty else {
-            throw LogBuffer.Failure(description: "--loki-url must be an http:// URL, got \"\(url)\"")
+        guard let endpoint = HTTPEndpoint(url, defaultPath: "/loki/api/v1/push") else {
+            throw CollectorSettings.Invalid(description: "Loki URL must be http://HOST[:PORT][/path], got \"\(url)\"")
         }
-        self.host = host
-        port = parsed.port ?? 80
-        path = parsed.path.isEmpty || parsed.path == "/" ? "/loki/api/v1/push" : parsed.path
+        (host, port, path) = (endpoint.host, endpoint.port, endpoint.path)
         self.tenant = tenant
         self.format = format
     }
@@ -45,6 +45,10 @@ public final class LokiShipper: Sendable {
     let batchBytes: Int
     let batchWait: Duration
     let retentionBytes: UInt64
+    private let progress: Mutex<BufferPosition>
+
+    /// Where Loki's acknowledgements have reached.
+    public var shipped: BufferPosition { progress.withLock { $0 } }
 
     public init(buffer: LogBuffer, position: PositionFile, target: LokiTarget, client: HTTPClient, metrics: CollectorMetrics,
                 logger: Logger, batchBytes: Int, batchWait: Duration, retentionBytes: UInt64) {
@@ -57,23 +61,22 @@ public final class LokiShipper: Sendable {
         self.batchBytes = batchBytes
         self.batchWait = batchWait
         self.retentionBytes = retentionBytes
+        progress = Mutex(position.load() ?? buffer.start)
     }
 
     public func run() async {
-        var shipped = position.load() ?? buffer.start
+        var shipped = max(self.shipped, buffer.start)
         while !Task.isCancelled {
-            if shipped < buffer.start { shipped = buffer.start }
             do {
-                var records = try buffer.read(from: shipped, maxBytes: batchBytes)
-                if records.isEmpty {
+                let pending = buffer.sizes(after: shipped).after
+                if pending == 0 {
                     try await Task.sleep(for: .milliseconds(50))
                     continue
                 }
-                if records.reduce(0, { $0 + $1.payload.count }) < batchBytes {
-                    // A small batch waits for company, up to the batch wait.
-                    try await Task.sleep(for: batchWait)
-                    records = try buffer.read(from: shipped, maxBytes: batchBytes)
-                }
+                // A small batch waits for company, up to the batch wait.
+                if pending < UInt64(batchBytes) { try await Task.sleep(for: batchWait) }
+                let records = try buffer.read(from: shipped, maxBytes: batchBytes)
+                guard !records.isEmpty else { continue }
                 var merger = StreamMerger()
                 for record in records {
                     for stream in try PushCodec.decodeProtobuf(record.payload) { merger.add(stream) }
@@ -82,6 +85,7 @@ public final class LokiShipper: Sendable {
                 try await deliver(merger.streams, lines: lines)
                 shipped = records.last!.end
                 try position.save(shipped)
+                progress.withLock { $0 = shipped }
                 metrics.linesShipped.increment(by: Int64(lines))
                 buffer.trim(shipped: shipped, retentionBytes: retentionBytes)
             } catch is CancellationError {
@@ -117,7 +121,7 @@ public final class LokiShipper: Sendable {
             do {
                 let response = try await client.send(.POST, host: target.host, port: target.port, path: target.path,
                                                      headers: headers, body: ByteBuffer(bytes: body), timeout: .seconds(30))
-                metrics.pushDuration.record(Self.seconds(started.duration(to: .now)))
+                metrics.pushDuration.record(started.duration(to: .now).seconds)
                 let code = Int(response.status.code)
                 if (200..<300).contains(code) { return }
                 let message = String(decoding: response.bodyBytes.prefix(512), as: UTF8.self)
@@ -142,9 +146,5 @@ public final class LokiShipper: Sendable {
     static func backoff(attempt: Int) -> Duration {
         let ceiling = min(30_000.0, 250.0 * pow(2, Double(min(attempt, 10))))
         return .milliseconds(Int.random(in: 50...max(50, Int(ceiling))))
-    }
-
-    static func seconds(_ duration: Duration) -> Double {
-        Double(duration.components.seconds) + Double(duration.components.attoseconds) / 1e18
     }
 }

@@ -1,5 +1,6 @@
 import Foundation
 import Synchronization
+import TrellisCore
 
 /// Loki's per-tenant limits, with Loki's defaults.
 public struct LogLimits: Sendable {
@@ -119,8 +120,7 @@ public final class IngestionLimiter: Sendable {
         let now = ContinuousClock.now
         return buckets.withLock { buckets in
             var bucket = buckets[tenant] ?? Bucket(tokens: burst, updated: now)
-            let elapsed = bucket.updated.duration(to: now)
-            bucket.tokens = min(burst, bucket.tokens + rate * (Double(elapsed.components.seconds) + Double(elapsed.components.attoseconds) / 1e18))
+            bucket.tokens = min(burst, bucket.tokens + rate * bucket.updated.duration(to: now).seconds)
             bucket.updated = now
             let admitted = bucket.tokens >= Double(bytes)
             if admitted { bucket.tokens -= Double(bytes) }

@@ -12,7 +12,6 @@ public struct RelabelRule: @unchecked Sendable {
     public var replacement: String
     /// Anchored like Prometheus's; immutable once built.
     let regex: Regex<AnyRegexOutput>
-    public let pattern: String
 
     public struct Invalid: Error, CustomStringConvertible {
         public var description: String
@@ -30,7 +29,6 @@ public struct RelabelRule: @unchecked Sendable {
         self.separator = separator
         self.targetLabel = targetLabel
         self.replacement = replacement
-        pattern = regex
     }
 
     /// Rewrites `labels`; false when the sample must be dropped.

@@ -3,6 +3,7 @@ import Logging
 import NIOCore
 import NIOHTTP1
 import Synchronization
+import TrellisCore
 import TrellisHTTP
 
 /// Scrapes every target on its own schedule, so a slow or dead target never delays the others.
@@ -64,8 +65,6 @@ public final class ScrapeManager: Sendable {
             guard !Task.isCancelled else { return }
             store.store(result, for: target)
             metrics.scrapes(result: result.up ? "success" : "error").increment()
-            metrics.series.set(Double(store.seriesCount))
-            metrics.targetsUp.set(Double(store.snapshot().filter(\.result.up).count))
             try? await Task.sleep(for: settings.interval)
         }
     }
@@ -76,14 +75,14 @@ public final class ScrapeManager: Sendable {
         headers.add(name: "Accept", value: "text/plain;version=0.0.4;q=1,*/*;q=0.1")
         headers.add(name: "Accept-Encoding", value: "gzip")
         headers.add(name: "User-Agent", value: "trellis-collector")
-        headers.add(name: "X-Prometheus-Scrape-Timeout-Seconds", value: String(LokiShipper.seconds(settings.timeout)))
+        headers.add(name: "X-Prometheus-Scrape-Timeout-Seconds", value: String(settings.timeout.seconds))
         func failed(_ error: String) -> ScrapeResult {
-            ScrapeResult(families: [], up: false, durationSeconds: LokiShipper.seconds(started.duration(to: .now)),
+            ScrapeResult(families: [], up: false, durationSeconds: started.duration(to: .now).seconds,
                          samplesScraped: 0, error: error, time: Date())
         }
         do {
             let response = try await client.send(.GET, host: target.host, port: target.port, path: target.path, headers: headers,
-                                                  timeout: .nanoseconds(Int64(LokiShipper.seconds(settings.timeout) * 1e9)))
+                                                  timeout: .nanoseconds(settings.timeout.nanoseconds))
             guard response.status == .ok else { return failed("server returned HTTP status \(response.status.code)") }
             var body = response.bodyBytes
             if response.headers.first(name: "Content-Encoding")?.lowercased() == "gzip" {
@@ -91,7 +90,7 @@ public final class ScrapeManager: Sendable {
             }
             let families = try ExpositionParser.parse(body)
             let (rendered, count) = Self.label(families, target: target, relabel: settings.relabel)
-            return ScrapeResult(families: rendered, up: true, durationSeconds: LokiShipper.seconds(started.duration(to: .now)),
+            return ScrapeResult(families: rendered, up: true, durationSeconds: started.duration(to: .now).seconds,
                                 samplesScraped: count, error: nil, time: Date())
         } catch {
             return failed("\(error)")
@@ -119,7 +118,7 @@ public final class ScrapeManager: Sendable {
                     labels.append(Label("__name__", name))
                     guard relabel.allSatisfy({ $0.apply(&labels) }) else { continue }
                     name = labels.first { $0.name == "__name__" }?.value ?? name
-                    labels.removeAll { $0.name == "__name__" || $0.name.hasPrefix("__") }
+                    labels.removeAll { $0.name.hasPrefix("__") }  // __name__ and any temporary label
                 }
                 out.series.append(SeriesStore.series(name: name, labels: labels, value: sample.value, timestampMs: sample.timestampMs))
             }

@@ -1,8 +1,9 @@
 import Foundation
 import Synchronization
 
-/// A series ready to serve: its final labels (for `match[]`) and its exposition line.
+/// A series ready to serve: its name and final labels (for `match[]`) and its exposition line.
 struct RenderedSeries: Sendable {
+    var name: String
     var labels: [Label]
     var line: [UInt8]
 }
@@ -43,8 +44,12 @@ public final class SeriesStore: Sendable {
         results.withLock { Array($0.values) }.sorted { $0.target.key < $1.target.key }
     }
 
-    var seriesCount: Int {
-        results.withLock { $0.values.reduce(0) { $0 + $1.result.families.reduce(0) { $0 + $1.series.count } } }
+    /// Series held, and targets whose last scrape succeeded.
+    var counts: (series: Int, targetsUp: Int) {
+        results.withLock { results in
+            (results.values.reduce(0) { $0 + $1.result.families.reduce(0) { $0 + $1.series.count } },
+             results.values.filter(\.result.up).count)
+        }
     }
 
     /// Every family once (targets merged under one HELP/TYPE), then `up`, `scrape_duration_seconds`
@@ -77,7 +82,7 @@ public final class SeriesStore: Sendable {
         out.reserveCapacity(all.reduce(0) { $0 + $1.result.families.reduce(0) { $0 + $1.series.count * 96 } })
         for family in order.sorted().map({ merged[$0]! }) + synthetic {
             let series = selectors.isEmpty ? family.series : family.series.filter { series in
-                selectors.contains { $0.matches { name in name == "__name__" ? Self.name(of: series) : series.labels.first { $0.name == name }?.value } }
+                selectors.contains { $0.matches { name in name == "__name__" ? series.name : series.labels.first { $0.name == name }?.value } }
             }
             guard !series.isEmpty else { continue }
             Exposition.writeHeader(name: family.name, help: family.help, type: family.type, into: &out)
@@ -89,11 +94,6 @@ public final class SeriesStore: Sendable {
     static func series(name: String, labels: [Label], value: Double, timestampMs: Int64? = nil) -> RenderedSeries {
         var line: [UInt8] = []
         Exposition.writeSample(Sample(name: name, labels: labels, value: value, timestampMs: timestampMs), into: &line)
-        return RenderedSeries(labels: labels, line: line)
-    }
-
-    /// The metric name is the start of the line, up to `{` or a blank.
-    static func name(of series: RenderedSeries) -> String {
-        String(decoding: series.line.prefix { $0 != UInt8(ascii: "{") && $0 != 0x20 }, as: UTF8.self)
+        return RenderedSeries(name: name, labels: labels, line: line)
     }
 }

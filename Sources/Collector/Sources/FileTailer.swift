@@ -70,11 +70,12 @@ public final class FileTailer: Sendable {
             state = Followed(fd: fd, inode: UInt64(info.st_ino), offset: resumed ? state.offset : 0)
         }
         var current = stat()
-        if fstat(state.fd, &current) == 0, UInt64(current.st_size) < state.offset {
+        guard fstat(state.fd, &current) == 0 else { return }
+        if UInt64(current.st_size) < state.offset {
             logger.info("file truncated; reading from the start", metadata: ["path": "\(source.path)"])
             state.offset = 0
         }
-        await readLines(source, &state)
+        if UInt64(current.st_size) > state.offset { await readLines(source, &state) }
     }
 
     /// Ingests the complete lines after `state.offset`; the position moves only once they are stored.

@@ -74,7 +74,7 @@ final class LogForwarder: Sendable {
             return (batch, queue.instance, queue.collector)
         }
         guard let collector, !batch.isEmpty else { return .done }
-        let stream = "{\"streams\":[{\"stream\":{\"job\":\"trellis-sidecar\",\"service\":\(Self.quoted(service)),\"instance\":\(Self.quoted(instance))},\"values\":["
+        let stream = "{\"streams\":[{\"stream\":{\"job\":\"trellis-sidecar\",\"service\":\(JSON.string(service).text),\"instance\":\(JSON.string(instance).text)},\"values\":["
         var body = Array(stream.utf8)
         for (index, line) in batch.enumerated() {
             if index > 0 { body.append(UInt8(ascii: ",")) }
@@ -98,11 +98,5 @@ final class LogForwarder: Sendable {
             queue.withLock { $0.lines.insert(contentsOf: batch, at: 0) }
             return .done
         }
-    }
-
-    private static func quoted(_ text: String) -> String {
-        var out: [UInt8] = []
-        JSON.writeString(text, into: &out)
-        return String(decoding: out, as: UTF8.self)
     }
 }
