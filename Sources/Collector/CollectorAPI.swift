@@ -1,6 +1,7 @@
 import Foundation
 import NIOCore
 import NIOHTTP1
+import Telemetry
 import TrellisCore
 import TrellisHTTP
 
@@ -64,7 +65,7 @@ public struct CollectorAPI: HTTPResponder {
             body.append(contentsOf: metrics.registry.render())
         }
         var headers = HTTPHeaders()
-        headers.add(name: "Content-Type", value: Exposition.contentType)
+        headers.add(name: "Content-Type", value: MetricsRegistry.contentType)
         if Self.accepts(gzip: request.headers) {
             body = Compression.compress(body, level: 1)
             headers.add(name: "Content-Encoding", value: "gzip")

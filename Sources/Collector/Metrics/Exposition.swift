@@ -45,8 +45,6 @@ public struct MetricFamily: Sendable {
 }
 
 public enum Exposition {
-    public static let contentType = "text/plain; version=0.0.4; charset=utf-8"
-
     public static func render(_ families: [MetricFamily]) -> [UInt8] {
         var out: [UInt8] = []
         out.reserveCapacity(families.reduce(0) { $0 + 128 + $1.samples.count * 112 })
