@@ -8,6 +8,10 @@ let package = Package(
     platforms: [.macOS(.v15)],
     products: [
         .executable(name: "trellis", targets: ["trellis"]),
+        .executable(name: "shop-users", targets: ["shop-users"]),
+        .executable(name: "shop-catalog", targets: ["shop-catalog"]),
+        .executable(name: "shop-orders", targets: ["shop-orders"]),
+        .executable(name: "shop-notifications", targets: ["shop-notifications"]),
     ],
     dependencies: [
         .package(url: "https://github.com/apple/swift-nio.git", from: "2.101.2"),
@@ -18,6 +22,10 @@ let package = Package(
         .package(url: "https://github.com/swift-server/swift-prometheus.git", from: "2.4.1"),
         .package(url: "https://github.com/groue/GRDB.swift.git", from: "7.10.0"),
         .package(url: "https://github.com/jpsim/Yams.git", from: "6.2.2"),
+        // The example shop's services (examples/shop): a web framework and JWTs, nothing of Trellis.
+        .package(url: "https://github.com/hummingbird-project/hummingbird.git", from: "2.28.1", traits: []),
+        .package(url: "https://github.com/vapor/jwt-kit.git", from: "5.8.0"),
+        .package(url: "https://github.com/apple/swift-crypto.git", "4.1.0"..<"5.0.0"),
     ],
     targets: [
         .systemLibrary(name: "CSystemd", pkgConfig: "libsystemd", providers: [.apt(["libsystemd-dev"])]),
@@ -90,10 +98,19 @@ let package = Package(
             ],
             swiftSettings: strict
         ),
+        .target(
+            name: "Fleet",
+            dependencies: [
+                "TrellisCore", "Sidecar", "Collector",
+                .product(name: "Logging", package: "swift-log"),
+                .product(name: "Yams", package: "Yams"),
+            ],
+            swiftSettings: strict
+        ),
         .executableTarget(
             name: "trellis",
             dependencies: [
-                "TrellisCore", "Registry", "Sidecar", "Collector", "Telemetry", "TrellisHTTP",
+                "TrellisCore", "Registry", "Sidecar", "Collector", "Telemetry", "TrellisHTTP", "Fleet",
                 .product(name: "ArgumentParser", package: "swift-argument-parser"),
                 .product(name: "Logging", package: "swift-log"),
                 .product(name: "ServiceLifecycle", package: "swift-service-lifecycle"),
@@ -102,6 +119,24 @@ let package = Package(
             swiftSettings: strict
         ),
         .executableTarget(name: "exposition-bench", dependencies: ["Collector"], path: "benchmarks/ExpositionBench",
+                          swiftSettings: strict),
+        .target(
+            name: "ShopKit",
+            dependencies: [
+                .product(name: "Hummingbird", package: "hummingbird"),
+                .product(name: "GRDB", package: "GRDB.swift"),
+                .product(name: "Logging", package: "swift-log"),
+            ],
+            path: "examples/shop/Sources/ShopKit", swiftSettings: strict
+        ),
+        .executableTarget(name: "shop-users", dependencies: [
+            "ShopKit",
+            .product(name: "JWTKit", package: "jwt-kit"),
+            .product(name: "Crypto", package: "swift-crypto"),
+        ], path: "examples/shop/Sources/users", swiftSettings: strict),
+        .executableTarget(name: "shop-catalog", dependencies: ["ShopKit"], path: "examples/shop/Sources/catalog", swiftSettings: strict),
+        .executableTarget(name: "shop-orders", dependencies: ["ShopKit", .product(name: "Logging", package: "swift-log")], path: "examples/shop/Sources/orders", swiftSettings: strict),
+        .executableTarget(name: "shop-notifications", dependencies: ["ShopKit"], path: "examples/shop/Sources/notifications",
                           swiftSettings: strict),
         .testTarget(name: "TrellisCoreTests", dependencies: ["TrellisCore"]),
         .testTarget(name: "SidecarTests", dependencies: [
@@ -116,6 +151,7 @@ let package = Package(
             .product(name: "NIOPosix", package: "swift-nio"),
         ]),
         .testTarget(name: "CollectorTests", dependencies: ["Collector", "TrellisCore"]),
+        .testTarget(name: "FleetTests", dependencies: ["Fleet"]),
         .testTarget(name: "IntegrationTests", dependencies: ["TrellisCore"]),
     ]
 )

@@ -28,9 +28,8 @@ public struct CollectorSettings: Sendable {
 
     public init() {}
 
-    public struct Invalid: Error, CustomStringConvertible {
-        public var description: String
-    }
+    /// A setting that is wrong, named by its field path.
+    public typealias Invalid = ConfigError
 
     /// Applies a `--config` YAML document; errors name the field.
     public mutating func apply(yaml text: String) throws(Invalid) {
@@ -137,92 +136,12 @@ public struct CollectorSettings: Sendable {
     }
 }
 
-/// Typed access to one YAML mapping, with the field path in every error.
-private struct ConfigReader {
-    let values: [String: Any]
-    let path: String
-
-    init(_ values: [String: Any], path: String) {
-        self.values = values
-        self.path = path
-    }
-
-    private func name(_ key: String) -> String { path.isEmpty ? key : "\(path).\(key)" }
-    private func invalid(_ key: String, _ message: String) -> CollectorSettings.Invalid {
-        CollectorSettings.Invalid(description: "\(name(key)): \(message)")
-    }
-
-    func has(_ key: String) -> Bool { values[key] != nil }
-
-    func only(_ allowed: Set<String>) throws(CollectorSettings.Invalid) {
-        if let unknown = values.keys.sorted().first(where: { !allowed.contains($0) }) {
-            throw invalid(unknown, "unknown field (allowed: \(allowed.sorted().joined(separator: ", ")))")
-        }
-    }
-
-    func map(_ key: String) throws(CollectorSettings.Invalid) -> ConfigReader? {
-        guard let value = values[key], !(value is NSNull) else { return nil }
-        guard let map = value as? [String: Any] else { throw invalid(key, "must be a mapping") }
-        return ConfigReader(map, path: name(key))
-    }
-
-    func list(_ key: String) throws(CollectorSettings.Invalid) -> [ConfigReader] {
-        guard let value = values[key], !(value is NSNull) else { return [] }
-        guard let items = value as? [Any] else { throw invalid(key, "must be a list") }
-        return try items.enumerated().map { index, item throws(CollectorSettings.Invalid) in
-            guard let map = item as? [String: Any] else { throw invalid("\(key)[\(index)]", "must be a mapping") }
-            return ConfigReader(map, path: "\(name(key))[\(index)]")
-        }
-    }
-
-    func string(_ key: String) throws(CollectorSettings.Invalid) -> String? {
-        guard let value = values[key], !(value is NSNull) else { return nil }
-        if let text = value as? String { return text }
-        if value is Int || value is Double || value is Bool { return "\(value)" }
-        throw invalid(key, "must be a string")
-    }
-
-    func requiredString(_ key: String) throws(CollectorSettings.Invalid) -> String {
-        guard let text = try string(key), !text.isEmpty else { throw invalid(key, "is required") }
-        return text
-    }
-
-    func strings(_ key: String) throws(CollectorSettings.Invalid) -> [String] {
-        guard let value = values[key], !(value is NSNull) else { return [] }
-        guard let items = value as? [Any], items.allSatisfy({ $0 is String }) else { throw invalid(key, "must be a list of strings") }
-        return items.map { $0 as! String }
-    }
-
-    func labels(_ key: String) throws(CollectorSettings.Invalid) -> [Label] {
+extension ConfigReader {
+    func labels(_ key: String) throws(ConfigError) -> [Label] {
         guard let map = try self.map(key) else { return [] }
-        return try map.values.keys.sorted().map { label throws(CollectorSettings.Invalid) in
+        return try map.values.keys.sorted().map { label throws(ConfigError) in
             guard PushValidator.isValidLabelName(label) else { throw map.invalid(label, "is not a valid label name") }
             return Label(label, try map.requiredString(label))
         }
-    }
-
-    func int(_ key: String) throws(CollectorSettings.Invalid) -> Int? {
-        guard let value = values[key], !(value is NSNull) else { return nil }
-        guard let number = value as? Int, number >= 0 else { throw invalid(key, "must be a non-negative integer") }
-        return number
-    }
-
-    func double(_ key: String) throws(CollectorSettings.Invalid) -> Double? {
-        guard let value = values[key], !(value is NSNull) else { return nil }
-        if let number = value as? Double { return number }
-        if let number = value as? Int { return Double(number) }
-        throw invalid(key, "must be a number")
-    }
-
-    func bool(_ key: String) throws(CollectorSettings.Invalid) -> Bool? {
-        guard let value = values[key], !(value is NSNull) else { return nil }
-        guard let flag = value as? Bool else { throw invalid(key, "must be true or false") }
-        return flag
-    }
-
-    func duration(_ key: String) throws(CollectorSettings.Invalid) -> Duration? {
-        guard let text = try string(key) else { return nil }
-        guard let ns = GoDuration.parseNanoseconds(text), ns > 0 else { throw invalid(key, "must be a duration like 15s") }
-        return .nanoseconds(ns)
     }
 }

@@ -17,4 +17,22 @@ public enum HealthStatus: String, Sendable, CaseIterable, Comparable {
     public static func aggregate(_ statuses: some Sequence<HealthStatus>) -> HealthStatus {
         statuses.max() ?? .passing
     }
+
+    /// The status of one entry of `/v1/health/service/<name>`: the worst of its checks.
+    public static func aggregate(healthEntry entry: JSON) -> HealthStatus {
+        aggregate((entry["Checks"]?.arrayValue ?? []).compactMap { $0["Status"]?.stringValue.flatMap(HealthStatus.init(rawValue:)) })
+    }
+}
+
+/// Rows of text in aligned columns (the last column is not padded).
+public enum TextTable {
+    public static func lines(_ rows: [[String]]) -> [String] {
+        guard let header = rows.first else { return [] }
+        let widths = header.indices.map { column in rows.map { $0[column].count }.max() ?? 0 }
+        return rows.map { row in
+            row.enumerated().map { i, cell in
+                i == row.count - 1 ? cell : cell.padding(toLength: widths[i], withPad: " ", startingAt: 0)
+            }.joined(separator: "  ")
+        }
+    }
 }

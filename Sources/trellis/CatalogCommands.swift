@@ -15,7 +15,7 @@ struct ServicesCommand: AsyncParsableCommand {
         for (name, tags) in services.objectValue?.pairs ?? [] {
             let (entries, _) = try await CLI.call { try await client.json("GET", "/v1/health/service/\(RegistryClient.escape(name))") }
             var counts: [HealthStatus: Int] = [:]
-            for entry in entries.arrayValue ?? [] { counts[CLI.aggregateStatus(entry), default: 0] += 1 }
+            for entry in entries.arrayValue ?? [] { counts[HealthStatus.aggregate(healthEntry: entry), default: 0] += 1 }
             rows.append([name, String(entries.arrayValue?.count ?? 0), String(counts[.passing] ?? 0),
                          String(counts[.warning] ?? 0), String((counts[.critical] ?? 0) + (counts[.maintenance] ?? 0)),
                          (tags.arrayValue ?? []).compactMap(\.stringValue).joined(separator: ",")])
@@ -50,7 +50,7 @@ struct HealthCommand: AsyncParsableCommand {
             let port = svc?.field("Port")?.intValue ?? 0
             let checks = object.field("Checks")?.arrayValue ?? []
             let first = [svc?.field("ID")?.stringValue ?? "", node?.field("Node")?.stringValue ?? "",
-                         "\(address):\(port)", CLI.aggregateStatus(entry).rawValue]
+                         "\(address):\(port)", HealthStatus.aggregate(healthEntry: entry).rawValue]
             if checks.isEmpty { rows.append(first + ["", "", ""]) }
             for (i, check) in checks.enumerated() {
                 let c = check.objectValue
@@ -181,20 +181,7 @@ enum CLI {
         FileHandle.standardOutput.write(Data((line + "\n").utf8))
     }
 
-    static func aggregateStatus(_ entry: JSON) -> HealthStatus {
-        let checks = entry.objectValue?.field("Checks")?.arrayValue ?? []
-        return HealthStatus.aggregate(checks.compactMap {
-            $0.objectValue?.field("Status")?.stringValue.flatMap(HealthStatus.init(rawValue:))
-        })
-    }
-
     static func printTable(_ rows: [[String]]) {
-        guard let header = rows.first else { return }
-        let widths = header.indices.map { column in rows.map { $0[column].count }.max() ?? 0 }
-        for row in rows {
-            print(row.enumerated().map { i, cell in
-                i == row.count - 1 ? cell : cell.padding(toLength: widths[i], withPad: " ", startingAt: 0)
-            }.joined(separator: "  "))
-        }
+        TextTable.lines(rows).forEach { print($0) }
     }
 }

@@ -1,0 +1,196 @@
+import Foundation
+import Logging
+import Sidecar
+import TrellisCore
+
+/// Starts a topology's processes in order — registry, policies, collector, one sidecar per replica
+/// (each launching its service) — and stops them in the reverse order.
+public final class Fleet: Sendable {
+    /// One replica of a service: its sidecar's ports and process.
+    public struct Instance: Sendable {
+        public let service: String
+        public let id: String
+        public let port: Int
+        public let adminPort: Int
+        let process: ChildProcess
+
+        public var isRunning: Bool { process.isRunning }
+        public var sidecarPID: Int32 { process.pid }
+    }
+
+    public let topology: Topology
+    public let registryPort: Int
+    public let collectorPort: Int
+    public let instances: [Instance]
+    private let registry: ChildProcess
+    private let collector: ChildProcess
+
+    public var registryAddress: String { "127.0.0.1:\(registryPort)" }
+    public var collectorAddress: String { "127.0.0.1:\(collectorPort)" }
+
+    /// Starts everything and waits until the registry and the collector answer. Fails (having
+    /// stopped what it started) if a fixed port is taken or a daemon does not come up.
+    public static func start(_ topology: Topology, trellis: String, logger: Logger) async throws -> Fleet {
+        let data = URL(fileURLWithPath: topology.dataDir).standardized.path
+        for directory in ["registry", "collector", "logs", "services"] {
+            try FileManager.default.createDirectory(atPath: "\(data)/\(directory)", withIntermediateDirectories: true)
+        }
+        let ports = try PortPlan(topology)
+        var started: [ChildProcess] = []
+        func launch(_ name: String, _ arguments: [String], in directory: String) throws -> ChildProcess {
+            let child = try ChildProcess(name: name, executable: trellis, arguments: arguments, directory: directory,
+                                         logFile: "\(data)/logs/\(name).log")
+            started.append(child)
+            return child
+        }
+        do {
+            ports.releaseAll()
+            let registryAddress = "127.0.0.1:\(ports.registry)"
+            let registry = try launch("registry", ["registry", "--http-addr", registryAddress, "--data-dir", "\(data)/registry",
+                                                   "--log-format", "json"], in: "\(data)/registry")
+            try await waitUntilAnswering(registryAddress, "/v1/status/leader", process: registry)
+            logger.info("registry up", metadata: ["address": "\(registryAddress)"])
+            try await applyPolicies(topology, registry: registryAddress)
+
+            var collectorArguments = ["collector", "--http-addr", "127.0.0.1:\(ports.collector)", "--data-dir", "\(data)/collector",
+                                      "--registry", registryAddress, "--log-format", "json"]
+            if let config = topology.collectorConfig { collectorArguments += ["--config", config] }
+            let collector = try launch("collector", collectorArguments, in: "\(data)/collector")
+            try await waitUntilAnswering("127.0.0.1:\(ports.collector)", "/ready", process: collector)
+            logger.info("collector up", metadata: ["address": "127.0.0.1:\(ports.collector)"])
+
+            var instances: [Instance] = []
+            for (service, replicaPorts) in zip(topology.services, ports.replicas) {
+                let directory = "\(data)/services/\(service.name)"
+                try FileManager.default.createDirectory(atPath: directory, withIntermediateDirectories: true)
+                for (index, (port, admin)) in replicaPorts.enumerated() {
+                    let id = "\(service.name)-\(index + 1)"
+                    var arguments = ["sidecar", "--service", service.name, "--id", id, "--port", String(port), "--admin-port", String(admin),
+                                     "--registry", registryAddress, "--collector", "127.0.0.1:\(ports.collector)",
+                                     "--drain-timeout", "5s", "--log-format", "json"]
+                    arguments += service.upstreams.flatMap { ["--upstream", $0] }
+                    arguments += service.tags(ofReplica: index).flatMap { ["--tag", $0] }
+                    arguments += service.meta.flatMap { ["--meta", "\($0.key)=\($0.value)"] }
+                    if let path = service.healthPath { arguments += ["--health-path", path] }
+                    arguments += ["--"] + service.command
+                    instances.append(Instance(service: service.name, id: id, port: port, adminPort: admin,
+                                              process: try launch(id, arguments, in: directory)))
+                }
+            }
+            return Fleet(topology: topology, registryPort: ports.registry, collectorPort: ports.collector, instances: instances,
+                         registry: registry, collector: collector)
+        } catch {
+            for child in started.reversed() { await child.stop(grace: .seconds(5)) }
+            throw error
+        }
+    }
+
+    private init(topology: Topology, registryPort: Int, collectorPort: Int, instances: [Instance],
+                 registry: ChildProcess, collector: ChildProcess) {
+        self.topology = topology
+        self.registryPort = registryPort
+        self.collectorPort = collectorPort
+        self.instances = instances
+        self.registry = registry
+        self.collector = collector
+    }
+
+    public var registryRunning: Bool { registry.isRunning }
+    public var collectorRunning: Bool { collector.isRunning }
+
+    /// Sidecars first (each deregisters, drains and stops its service), then the collector (which
+    /// flushes its buffer), then the registry. Whatever does not stop in time is killed.
+    public func stop() async {
+        await withTaskGroup(of: Void.self) { group in
+            for instance in instances { group.addTask { await instance.process.stop(grace: .seconds(12)) } }
+        }
+        await collector.stop(grace: .seconds(10))
+        await registry.stop(grace: .seconds(10))
+    }
+
+    /// Waits for every instance to pass its checks (or `timeout`); answers the ids still not passing.
+    public func waitUntilPassing(timeout: Duration) async -> [String] {
+        let deadline = ContinuousClock.now + timeout
+        var missing = instances.map(\.id)
+        while !missing.isEmpty && ContinuousClock.now < deadline {
+            let health = await RegistryHealth.fetch(registry: registryAddress, services: topology.services.map(\.name))
+            missing = instances.map(\.id).filter { health[$0] != .passing }
+            if !missing.isEmpty { try? await Task.sleep(for: .milliseconds(250)) }
+        }
+        return missing
+    }
+
+    /// Lines for a shell to source: where the registry, the collector and each service answer.
+    public func endpointsFile() -> String {
+        var lines = ["TRELLIS_ADDR=\(registryAddress)", "CONSUL_HTTP_ADDR=\(registryAddress)", "TRELLIS_COLLECTOR_ADDR=\(collectorAddress)"]
+        for service in topology.services {
+            guard let first = instances.first(where: { $0.service == service.name }) else { continue }
+            let variable = service.name.uppercased().replacingOccurrences(of: "-", with: "_")
+            lines.append("\(variable)_URL=http://127.0.0.1:\(first.port)")
+        }
+        return lines.joined(separator: "\n") + "\n"
+    }
+
+    private static func applyPolicies(_ topology: Topology, registry: String) async throws {
+        let client = RegistryClient(address: registry)
+        for service in topology.services {
+            guard let file = service.policyFile else { continue }
+            let text = try String(contentsOfFile: file, encoding: .utf8)
+            let key = RegistryClient.escape(SidecarPolicy.key(for: service.name), keepingSlashes: true)
+            let (status, _, body) = try await client.send("PUT", "/v1/kv/\(key)", body: Array(text.utf8))
+            guard status == 200 else {
+                throw ConfigError(description: "storing the policy of \(service.name) failed: \(status) \(String(decoding: body, as: UTF8.self))")
+            }
+        }
+    }
+
+    private static func waitUntilAnswering(_ address: String, _ path: String, process: ChildProcess) async throws {
+        let client = RegistryClient(address: address)
+        let deadline = ContinuousClock.now + .seconds(30)
+        while ContinuousClock.now < deadline {
+            guard process.isRunning else {
+                throw ConfigError(description: "\(process.name) exited at start; see its log in the data directory's logs/")
+            }
+            if let (status, _, _) = try? await client.send("GET", path, timeout: 2), status == 200 { return }
+            try await Task.sleep(for: .milliseconds(100))
+        }
+        throw ConfigError(description: "\(process.name) did not answer http://\(address)\(path) within 30 s")
+    }
+}
+
+/// The ports of a fleet, held until the processes are about to start.
+private struct PortPlan {
+    let registry: Int
+    let collector: Int
+    /// Public and admin port of each replica, per service.
+    let replicas: [[(Int, Int)]]
+    private let held: [HeldPort]
+
+    init(_ topology: Topology) throws(ConfigError) {
+        var held: [HeldPort] = []
+        func take(_ port: Int?, _ owner: String) throws(ConfigError) -> Int {
+            do {
+                let port = try HeldPort.hold(port ?? 0, for: owner)
+                held.append(port)
+                return port.port
+            } catch {
+                held.forEach { $0.release() }
+                throw error
+            }
+        }
+        registry = try take(topology.registryPort, "registry")
+        collector = try take(topology.collectorPort, "collector")
+        var replicas: [[(Int, Int)]] = []
+        for service in topology.services {
+            var ports: [(Int, Int)] = []
+            for index in 1...service.replicas {
+                ports.append((try take(nil, "\(service.name)-\(index)"), try take(nil, "\(service.name)-\(index) admin")))
+            }
+            replicas.append(ports)
+        }
+        self.replicas = replicas
+        self.held = held
+    }
+
+    func releaseAll() { held.forEach { $0.release() } }
+}

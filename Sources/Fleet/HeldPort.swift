@@ -1,0 +1,33 @@
+import Foundation
+import TrellisCore
+
+/// A loopback TCP port bound (not listening) until released, so ports handed out together never
+/// collide and a fixed port that is taken is found before anything starts.
+struct HeldPort {
+    let port: Int
+    private let socket: Int32
+
+    /// Holds `port` on 127.0.0.1, or a free port when `port` is 0.
+    static func hold(_ port: Int, for owner: String) throws(ConfigError) -> HeldPort {
+        let fd = Glibc.socket(AF_INET, Int32(SOCK_STREAM.rawValue), 0)
+        guard fd >= 0 else { throw ConfigError(description: "\(owner): cannot open a socket (errno \(errno))") }
+        var address = sockaddr_in()
+        address.sin_family = sa_family_t(AF_INET)
+        address.sin_port = in_port_t(UInt16(port).bigEndian)
+        address.sin_addr.s_addr = inet_addr("127.0.0.1")
+        var length = socklen_t(MemoryLayout<sockaddr_in>.size)
+        let bound = withUnsafeMutablePointer(to: &address) { pointer in
+            pointer.withMemoryRebound(to: sockaddr.self, capacity: 1) { raw in
+                Glibc.bind(fd, raw, length) == 0 && getsockname(fd, raw, &length) == 0
+            }
+        }
+        guard bound else {
+            let reason = errno == EADDRINUSE ? "is in use" : "cannot be bound (errno \(errno))"
+            close(fd)
+            throw ConfigError(description: "\(owner): port \(port) \(reason)")
+        }
+        return HeldPort(port: Int(UInt16(bigEndian: address.sin_port)), socket: fd)
+    }
+
+    func release() { close(socket) }
+}

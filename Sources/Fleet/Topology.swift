@@ -1,0 +1,137 @@
+import Foundation
+import Sidecar
+import TrellisCore
+import Yams
+
+/// A fleet to run on one machine: the registry, the collector and every service with its replicas.
+/// Read from YAML; relative paths are relative to the topology file.
+public struct Topology: Sendable {
+    public struct Service: Sendable {
+        public var name: String
+        /// The command and its arguments; the executable is resolved to an absolute path.
+        public var command: [String]
+        public var replicas = 1
+        public var upstreams: [String] = []
+        public var tags: [String] = []
+        public var meta: [(key: String, value: String)] = []
+        /// The last `canary.replicas` instances carry `canary.tags` instead of `tags`.
+        public var canary: (replicas: Int, tags: [String])?
+        public var policyFile: String?
+        public var healthPath: String?
+
+        /// The tags of replica `index` (0-based).
+        public func tags(ofReplica index: Int) -> [String] {
+            guard let canary, index >= replicas - canary.replicas else { return tags }
+            return canary.tags
+        }
+    }
+
+    /// Where the registry store, the collector's buffer, the services' databases and the logs go.
+    public var dataDir: String
+    /// Fixed ports; nil picks a free one.
+    public var registryPort: Int?
+    public var collectorPort: Int?
+    public var collectorConfig: String?
+    public var services: [Service]
+
+    /// Reads and checks a topology file; errors name the file and the field.
+    public static func load(file: String) throws(ConfigError) -> Topology {
+        guard let data = FileManager.default.contents(atPath: file) else {
+            throw ConfigError(description: "\(file): cannot read the topology file")
+        }
+        let base = URL(fileURLWithPath: file).deletingLastPathComponent().path
+        do {
+            return try parse(String(decoding: data, as: UTF8.self), relativeTo: base)
+        } catch {
+            throw ConfigError(description: "\(file): \(error.description)")
+        }
+    }
+
+    public static func parse(_ yaml: String, relativeTo base: String) throws(ConfigError) -> Topology {
+        let parsed: Any?
+        do { parsed = try Yams.load(yaml: yaml) } catch { throw ConfigError(description: "invalid YAML: \(error)") }
+        guard let map = parsed as? [String: Any] else { throw ConfigError(description: "a topology is a YAML mapping") }
+        let root = ConfigReader(map, path: "")
+        try root.only(["data_dir", "registry", "collector", "services"])
+        var topology = Topology(dataDir: try root.string("data_dir") ?? ".trellis", services: [])
+        if let registry = try root.map("registry") {
+            try registry.only(["port"])
+            topology.registryPort = try port(registry)
+        }
+        if let collector = try root.map("collector") {
+            try collector.only(["port", "config"])
+            topology.collectorPort = try port(collector)
+            topology.collectorConfig = try collector.string("config").map { absolute($0, base: base) }
+        }
+        let entries = try root.list("services")
+        guard !entries.isEmpty else { throw root.invalid("services", "list at least one service") }
+        for entry in entries {
+            try entry.only(["name", "command", "replicas", "upstreams", "tags", "meta", "canary", "policy", "health_path"])
+            var service = Service(name: try entry.requiredString("name"), command: try entry.strings("command"))
+            guard service.name.range(of: "^[a-z0-9]([a-z0-9-]*[a-z0-9])?$", options: .regularExpression) != nil else {
+                throw entry.invalid("name", "must be lower-case letters, digits and dashes, got \"\(service.name)\"")
+            }
+            guard !service.command.isEmpty else { throw entry.invalid("command", "is required: the executable and its arguments") }
+            service.replicas = try entry.int("replicas") ?? 1
+            guard (1...64).contains(service.replicas) else { throw entry.invalid("replicas", "must be 1-64") }
+            service.upstreams = try entry.strings("upstreams")
+            service.tags = try entry.strings("tags")
+            service.meta = try entry.stringMap("meta")
+            if let canary = try entry.map("canary") {
+                try canary.only(["replicas", "tags"])
+                let count = try canary.int("replicas") ?? 1
+                guard (1..<service.replicas).contains(count) else {
+                    throw canary.invalid("replicas", "must leave at least one regular replica (1-\(service.replicas - 1))")
+                }
+                service.canary = (count, try canary.strings("tags"))
+            }
+            service.policyFile = try entry.string("policy").map { absolute($0, base: base) }
+            service.healthPath = try entry.string("health_path")
+            topology.services.append(service)
+        }
+        return topology
+    }
+
+    private static func port(_ reader: ConfigReader) throws(ConfigError) -> Int? {
+        guard let port = try reader.int("port"), port != 0 else { return nil }
+        guard port <= 65535 else { throw reader.invalid("port", "must be 1-65535, or 0 for a free one") }
+        return port
+    }
+
+    static func absolute(_ path: String, base: String) -> String {
+        path.hasPrefix("/") ? path : URL(fileURLWithPath: base).appendingPathComponent(path).standardized.path
+    }
+
+    /// Everything that would make the fleet fail once started, found before anything starts:
+    /// duplicate names, unknown upstreams, commands not found (resolved here to absolute paths
+    /// in PATH, then beside the `trellis` executable) and invalid policies.
+    public mutating func check(searchPath: String) throws(ConfigError) {
+        var seen = Set<String>()
+        for service in services where !seen.insert(service.name).inserted {
+            throw ConfigError(description: "services: the name \"\(service.name)\" is used twice")
+        }
+        for index in services.indices {
+            let service = services[index]
+            for upstream in service.upstreams where !seen.contains(upstream) {
+                throw ConfigError(description: "services.\(service.name).upstreams: unknown service \"\(upstream)\" (known: \(seen.sorted().joined(separator: ", ")))")
+            }
+            if service.upstreams.contains(service.name) {
+                throw ConfigError(description: "services.\(service.name).upstreams: a service cannot be its own upstream")
+            }
+            do {
+                services[index].command[0] = try ServiceSupervisor.resolve(service.command[0], path: searchPath)
+            } catch {
+                throw ConfigError(description: "services.\(service.name).command: \(error)")
+            }
+            if let file = service.policyFile {
+                let policy: SidecarPolicy
+                do { policy = try PolicyParser.read(file: file).policy } catch {
+                    throw ConfigError(description: "services.\(service.name).policy: \(error)")
+                }
+                if let named = policy.service, named != service.name {
+                    throw ConfigError(description: "services.\(service.name).policy: \(file) is for service \"\(named)\"")
+                }
+            }
+        }
+    }
+}
