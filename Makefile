@@ -30,12 +30,16 @@ deps-bench:
 build: deps-build
 	$(SWIFT) build
 
+SHOP := shop-users shop-catalog shop-orders shop-notifications
+
 release: deps-build
 	$(SWIFT) build -c release --product trellis
+	for product in $(SHOP); do $(SWIFT) build -c release --product $$product || exit 1; done
 
-## The main job: the registry on an embedded SQLite store in ./data.
+## The main job: the example shop (examples/shop) on one machine — registry on an embedded SQLite
+## store, collector, and every service replica behind its sidecar. Ctrl-C stops it all.
 run: release
-	./.build/release/trellis registry --http-addr 127.0.0.1:8500 --data-dir ./data
+	./.build/release/trellis up examples/shop/topology.yaml
 
 ## The whole suite: unit tests and integration tests against the real binary.
 test: deps-test

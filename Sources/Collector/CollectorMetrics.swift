@@ -22,6 +22,8 @@ public final class CollectorMetrics: Sendable {
                                               help: "Bytes of log records not yet acknowledged by Loki.")
         linesShipped = registry.counter("log_lines_shipped", help: "Log lines acknowledged by Loki.")
         pushDuration = registry.histogram("log_push_duration", help: "Duration of pushes to Loki.")
+        // The series dashboards and alerts read exist from the start, at zero.
+        _ = (scrapes(result: "success"), scrapes(result: "error"), linesReceived(source: "push"), pushErrors(reason: "connection"))
     }
 
     /// Sets the state gauges; called right before `/metrics` is rendered.

@@ -44,6 +44,16 @@ final class ChildProcess: Sendable {
         while isRunning { try? await Task.sleep(for: .milliseconds(20)) }
     }
 
+    /// Processes whose working directory is `directory` or below it.
+    static func working(under directory: String) -> [Int32] {
+        let entries = (try? FileManager.default.contentsOfDirectory(atPath: "/proc")) ?? []
+        return entries.compactMap { entry in
+            guard let pid = Int32(entry), let cwd = try? FileManager.default.destinationOfSymbolicLink(atPath: "/proc/\(entry)/cwd"),
+                  cwd == directory || cwd.hasPrefix(directory + "/") else { return nil }
+            return pid
+        }
+    }
+
     /// Processes whose parent is `pid`, from /proc/<pid>/task/*/children.
     static func children(of pid: Int32) -> [Int32] {
         let tasks = "/proc/\(pid)/task"

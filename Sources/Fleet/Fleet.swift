@@ -32,10 +32,15 @@ public final class Fleet: Sendable {
     /// stopped what it started) if a fixed port is taken or a daemon does not come up.
     public static func start(_ topology: Topology, trellis: String, logger: Logger) async throws -> Fleet {
         let data = URL(fileURLWithPath: topology.dataDir).standardized.path
-        for directory in ["registry", "collector", "logs", "services"] {
-            try FileManager.default.createDirectory(atPath: "\(data)/\(directory)", withIntermediateDirectories: true)
-        }
         let ports = try PortPlan(topology)
+        do {
+            for directory in ["registry", "collector", "logs", "services"] {
+                try FileManager.default.createDirectory(atPath: "\(data)/\(directory)", withIntermediateDirectories: true)
+            }
+        } catch {
+            ports.releaseAll()
+            throw error
+        }
         var started: [ChildProcess] = []
         func launch(_ name: String, _ arguments: [String], in directory: String) throws -> ChildProcess {
             let child = try ChildProcess(name: name, executable: trellis, arguments: arguments, directory: directory,
@@ -104,9 +109,13 @@ public final class Fleet: Sendable {
         await withTaskGroup(of: Void.self) { group in
             for instance in instances { group.addTask { await instance.process.stop(grace: .seconds(12)) } }
         }
+        // A service whose sidecar was killed outlives it; every service runs in the data directory.
+        for pid in ChildProcess.working(under: servicesDirectory) { kill(pid, SIGKILL) }
         await collector.stop(grace: .seconds(10))
         await registry.stop(grace: .seconds(10))
     }
+
+    private var servicesDirectory: String { URL(fileURLWithPath: topology.dataDir).standardized.path + "/services" }
 
     /// Waits for every instance to pass its checks (or `timeout`); answers the ids still not passing.
     public func waitUntilPassing(timeout: Duration) async -> [String] {

@@ -31,7 +31,7 @@ public final class Sidecar: Service {
         }
         let loop = dataGroup.next()
         let registry = RegistryAPI(client: HTTPClient(group: controlGroup), host: settings.registryHost, port: settings.registryPort)
-        let localPort = try await Self.localServicePort(settings.localPort, on: loop)
+        let localPort = try Self.localServicePort(settings.localPort)
         let forwarder = settings.shipLogs ? LogForwarder(service: settings.service, metrics: metrics) : nil
         let sink = OutputSink(forwarder: forwarder)
 
@@ -187,11 +187,12 @@ public final class Sidecar: Service {
 
     /// The port given with `--local-port`, else a loopback port nothing listens on right now,
     /// for the supervised service to bind.
-    private static func localServicePort(_ given: Int?, on loop: any EventLoop) async throws -> Int {
+    /// The port the service listens on: given, or a free one outside the ephemeral range, so no
+    /// outgoing connection of this machine takes it while the service starts or restarts.
+    private static func localServicePort(_ given: Int?) throws -> Int {
         if let given { return given }
-        let channel = try await ServerBootstrap(group: loop).bind(host: "127.0.0.1", port: 0).get()
-        let port = channel.localAddress!.port!
-        try await channel.close()
-        return port
+        let held = try HeldPort.hold(0, for: "local service port")
+        held.release()
+        return held.port
     }
 }

@@ -57,30 +57,41 @@ public final class SidecarMetrics: Sendable {
         }.increment()
     }
 
-    func retry(upstream: String) {
-        retryCounters.get(upstream) {
-            registry.counter("retries", help: "Attempts retried after a failure.", labels: [("upstream", upstream)])
-        }.increment()
+    func retry(upstream: String) { retryCounter(upstream).increment() }
+    func retryBudgetExhausted(upstream: String) { budgetCounter(upstream).increment() }
+    func ejection(upstream: String) { ejectionCounter(upstream).increment() }
+    func breakerOverflow(upstream: String, limit: String) { overflowCounter(upstream, limit).increment() }
+
+    /// Makes an upstream's event counters at zero, so dashboards and alerts see them before the first event.
+    func prepare(upstream: String) {
+        _ = (retryCounter(upstream), budgetCounter(upstream), ejectionCounter(upstream))
+        for limit in ["max_requests", "max_pending_requests"] { _ = overflowCounter(upstream, limit) }
     }
 
-    func retryBudgetExhausted(upstream: String) {
+    private func retryCounter(_ upstream: String) -> Counter {
+        retryCounters.get(upstream) {
+            registry.counter("retries", help: "Attempts retried after a failure.", labels: [("upstream", upstream)])
+        }
+    }
+
+    private func budgetCounter(_ upstream: String) -> Counter {
         budgetCounters.get(upstream) {
             registry.counter("retry_budget_exhausted", help: "Retries not made because the retry budget was spent.",
                              labels: [("upstream", upstream)])
-        }.increment()
+        }
     }
 
-    func ejection(upstream: String) {
+    private func ejectionCounter(_ upstream: String) -> Counter {
         ejectionCounters.get(upstream) {
             registry.counter("ejections", help: "Instances ejected by outlier detection.", labels: [("upstream", upstream)])
-        }.increment()
+        }
     }
 
-    func breakerOverflow(upstream: String, limit: String) {
+    private func overflowCounter(_ upstream: String, _ limit: String) -> Counter {
         overflowCounters.get("\(upstream)|\(limit)") {
             registry.counter("circuit_breaker_overflows", help: "Requests refused because a circuit breaker limit was reached.",
                              labels: [("upstream", upstream), ("limit", limit)])
-        }.increment()
+        }
     }
 
     /// Sets a state gauge (refreshed right before each scrape).

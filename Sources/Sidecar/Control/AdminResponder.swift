@@ -92,6 +92,11 @@ final class AdminResponder: HTTPResponder {
                         labels: upstream + [("state", "active")], to: cluster.limits.openConnections - idle)
             metrics.set("active_requests", help: "Requests in flight per upstream cluster.", labels: upstream, to: cluster.limits.activeRequests)
             metrics.set("pending_requests", help: "Requests waiting for an upstream connection.", labels: upstream, to: cluster.limits.pendingRequests)
+            let limits = cluster.limits
+            let open = limits.activeRequests >= limits.policy.maxRequests || limits.pendingRequests >= limits.policy.maxPendingRequests
+                || limits.openConnections >= limits.policy.maxConnections
+            metrics.set("circuit_breaker_open", help: "1 while a circuit breaker limit of the upstream is reached.", labels: upstream,
+                        to: open ? 1 : 0)
             metrics.set("healthy_instances", help: "Passing instances known per upstream.", labels: upstream, to: cluster.endpoints.count)
             metrics.set("ejected_instances", help: "Instances currently ejected by outlier detection.", labels: upstream,
                         to: cluster.ejectedCount(now: now))

@@ -67,6 +67,7 @@ final class ListenerRuntime {
     init(direction: String, cluster: Cluster, policy: ListenerPolicy, metrics: SidecarMetrics) {
         self.direction = direction
         self.cluster = cluster
+        metrics.prepare(upstream: cluster.name)
         defaultRoute = RouteRuntime(name: "default", match: nil, settings: policy.route, split: [], previous: nil,
                                     stats: .init(metrics, direction: direction, upstream: cluster.name, route: "default"))
         apply(policy, metrics: metrics)

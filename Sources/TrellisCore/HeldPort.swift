@@ -1,14 +1,26 @@
 import Foundation
-import TrellisCore
 
 /// A loopback TCP port bound (not listening) until released, so ports handed out together never
 /// collide and a fixed port that is taken is found before anything starts.
-struct HeldPort {
-    let port: Int
+public struct HeldPort: Sendable {
+    public let port: Int
     private let socket: Int32
 
-    /// Holds `port` on 127.0.0.1, or a free port when `port` is 0.
-    static func hold(_ port: Int, for owner: String) throws(ConfigError) -> HeldPort {
+    /// Holds `port` on 127.0.0.1; with 0, a free port below the kernel's ephemeral range, which
+    /// neither outgoing connections nor other `bind(0)` calls can take between its release and
+    /// the moment its new owner (started a little later) binds it.
+    public static func hold(_ port: Int, for owner: String) throws(ConfigError) -> HeldPort {
+        guard port == 0 else { return try bind(port, for: owner) }
+        let ephemeralStart = (try? String(contentsOfFile: "/proc/sys/net/ipv4/ip_local_port_range", encoding: .utf8))
+            .flatMap { $0.split(whereSeparator: \.isWhitespace).first.flatMap { Int($0) } } ?? 32768
+        let candidates = ephemeralStart > 12000 ? 10000..<ephemeralStart : 1024..<max(1025, ephemeralStart)
+        for _ in 0..<200 {
+            if let held = try? bind(Int.random(in: candidates), for: owner) { return held }
+        }
+        return try bind(0, for: owner)
+    }
+
+    private static func bind(_ port: Int, for owner: String) throws(ConfigError) -> HeldPort {
         let fd = Glibc.socket(AF_INET, Int32(SOCK_STREAM.rawValue), 0)
         guard fd >= 0 else { throw ConfigError(description: "\(owner): cannot open a socket (errno \(errno))") }
         var address = sockaddr_in()
@@ -29,5 +41,5 @@ struct HeldPort {
         return HeldPort(port: Int(UInt16(bigEndian: address.sin_port)), socket: fd)
     }
 
-    func release() { close(socket) }
+    public func release() { close(socket) }
 }
