@@ -47,7 +47,7 @@ let package = Package(
         .target(
             name: "TrellisHTTP",
             dependencies: [
-                "TrellisCore",
+                "TrellisCore", "CSystemd",
                 .product(name: "NIOCore", package: "swift-nio"),
                 .product(name: "NIOPosix", package: "swift-nio"),
                 .product(name: "NIOHTTP1", package: "swift-nio"),

@@ -46,6 +46,8 @@ public final class Collector: Service {
         onReady("trellis collector listening on http://\(HostPort.format(settings.httpHost, port)) (metrics /metrics, logs /loki/api/v1/push), "
                 + (settings.loki.map { "shipping logs to http://\(HostPort.format($0.host, $0.port))\($0.path)" } ?? "keeping logs in \(settings.dataDir)/logs"))
 
+        SystemdNotifier.ready(status: "collecting on \(HostPort.format(settings.httpHost, port))")
+
         await withTaskGroup(of: Void.self) { tasks in
             tasks.addTask { [settings, logger] in
                 await discovery.run(onError: { logger.warning("registry unreachable for discovery", metadata: ["error": "\($0)"]) }) { found in
@@ -75,6 +77,7 @@ public final class Collector: Service {
                 tasks.addTask { await reader.run() }
             }
             try? await gracefulShutdown()
+            SystemdNotifier.stopping()
             logger.info("stopping")
             await registration.deregister()
             tasks.cancelAll()

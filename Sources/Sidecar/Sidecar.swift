@@ -79,6 +79,7 @@ public final class Sidecar: Service {
         var banner = "trellis sidecar \(settings.service) (\(instanceID)) listening on http://\(settings.address):\(publicPort) → 127.0.0.1:\(localPort), admin http://\(settings.address):\(adminPort)"
         for (name, url) in upstreamURLs { banner += "\n  upstream \(name): \(SidecarSettings.environmentName(forUpstream: name))=\(url)" }
         onReady(banner)
+        SystemdNotifier.ready(status: "\(instanceID) proxying on \(settings.address):\(publicPort)")
 
         let timers = loop.scheduleRepeatedTask(initialDelay: .milliseconds(200), delay: .milliseconds(200)) { _ in
             plane.value.accessLog.flush()
@@ -118,6 +119,7 @@ public final class Sidecar: Service {
             }
 
             try? await gracefulShutdown()
+            SystemdNotifier.stopping()
             logger.info("draining", metadata: ["instance": "\(instanceID)"])
             // 1. Fail readiness and ask inbound clients to close; 2. leave the registry so callers
             // stop choosing us; 3. stop accepting; 4. finish what is in flight; 5. stop the service.
