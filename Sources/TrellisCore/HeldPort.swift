@@ -23,6 +23,9 @@ public struct HeldPort: Sendable {
     private static func bind(_ port: Int, for owner: String) throws(ConfigError) -> HeldPort {
         let fd = Glibc.socket(AF_INET, Int32(SOCK_STREAM.rawValue), 0)
         guard fd >= 0 else { throw ConfigError(description: "\(owner): cannot open a socket (errno \(errno))") }
+        // As servers do: connections of a previous run in TIME_WAIT do not make the port "in use".
+        var reuse: Int32 = 1
+        setsockopt(fd, SOL_SOCKET, SO_REUSEADDR, &reuse, socklen_t(MemoryLayout<Int32>.size))
         var address = sockaddr_in()
         address.sin_family = sa_family_t(AF_INET)
         address.sin_port = in_port_t(UInt16(port).bigEndian)

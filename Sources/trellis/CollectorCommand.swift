@@ -96,10 +96,10 @@ struct LogsCommand: AsyncParsableCommand {
                 + "&end=\(Int64(Date().timeIntervalSince1970 * 1e9) + 1_000_000_000)&query=\(Self.escapeQuery(query))"
             let response: (status: Int, headers: [String: String], body: [UInt8])
             do { response = try await client.send("GET", path) } catch {
-                throw ValidationError("cannot reach the collector at \(address): \(error.localizedDescription)")
+                CLI.fail("error: cannot reach the collector at \(address): \(error.localizedDescription)")
             }
             guard response.status == 200, let json = try? JSON.parse(response.body) else {
-                throw ValidationError("collector answered \(response.status): \(String(decoding: response.body, as: UTF8.self))")
+                CLI.fail("error: collector answered \(response.status): \(String(decoding: response.body, as: UTF8.self))")
             }
             var lines: [(ns: Int64, text: String)] = []
             for stream in json["data"]?["result"]?.arrayValue ?? [] {
