@@ -2,9 +2,10 @@ import ArgumentParser
 import Foundation
 import Logging
 import Registry
+import ServiceLifecycle
 import Telemetry
 import TrellisCore
-import ServiceLifecycle
+import UnixSignals
 import Yams
 
 struct RegistryCommand: AsyncParsableCommand {
@@ -65,10 +66,10 @@ extension Logger.Level: @retroactive ExpressibleByArgument {}
 enum LogSetup {
     enum Format: String, ExpressibleByArgument, CaseIterable { case auto, json, text }
 
-    /// Runs a daemon until SIGTERM or SIGINT starts its graceful shutdown.
-    static func runUntilSignalled(_ service: some Service, logger: Logger) async throws {
+    /// Runs a daemon until SIGTERM or SIGINT (or another of `signals`) starts its graceful shutdown.
+    static func runUntilSignalled(_ service: some Service, logger: Logger, signals: [UnixSignal] = [.sigterm, .sigint]) async throws {
         let group = ServiceGroup(configuration: .init(
-            services: [.init(service: service)], gracefulShutdownSignals: [.sigterm, .sigint], logger: logger))
+            services: [.init(service: service)], gracefulShutdownSignals: signals, logger: logger))
         try await group.run()
     }
 

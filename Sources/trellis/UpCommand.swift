@@ -4,6 +4,7 @@ import Foundation
 import Logging
 import ServiceLifecycle
 import TrellisCore
+import UnixSignals
 
 struct UpCommand: AsyncParsableCommand {
     static let configuration = CommandConfiguration(
@@ -11,7 +12,7 @@ struct UpCommand: AsyncParsableCommand {
         abstract: "Run a whole topology on this machine: registry, collector, and every service replica behind its sidecar.",
         discussion: """
         Commands are looked up beside the trellis executable, then in PATH. Every process logs to
-        <data_dir>/logs/; <data_dir>/endpoints.env says where everything answers. Ctrl-C or SIGTERM stops
+        <data_dir>/logs/; <data_dir>/endpoints.env says where everything answers. Ctrl-C, SIGTERM or SIGHUP stops
         the sidecars (which drain and stop their services), then the collector, then the registry.
         """)
 
@@ -35,8 +36,11 @@ struct UpCommand: AsyncParsableCommand {
         } catch {
             CLI.fail("error: \(error)")
         }
+        signal(SIGPIPE, SIG_IGN)  // stdout may go to a pipe that closes; the fleet must still be stopped
         let logger = LogSetup.make(label: "trellis.up", level: logLevel, format: .text)
-        try await LogSetup.runUntilSignalled(UpService(topology: fleet, trellis: trellis, logger: logger), logger: logger)
+        // SIGHUP too: a closed terminal stops the fleet instead of orphaning it.
+        try await LogSetup.runUntilSignalled(UpService(topology: fleet, trellis: trellis, logger: logger), logger: logger,
+                                             signals: [.sigterm, .sigint, .sighup])
     }
 }
 
@@ -68,7 +72,8 @@ private struct UpService: Service {
         Self.output("stopped\n")
     }
 
+    /// Writes to stdout; a closed terminal (EIO) or pipe must not stop `trellis up` from stopping the fleet.
     private static func output(_ text: String) {
-        FileHandle.standardOutput.write(Data(text.utf8))
+        try? FileHandle.standardOutput.write(contentsOf: Data(text.utf8))
     }
 }

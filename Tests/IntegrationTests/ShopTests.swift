@@ -141,6 +141,22 @@ final class ShopEndToEndTests: XCTestCase {
         }
     }
 
+    /// A hang-up (the terminal closed) stops the fleet like Ctrl-C, leaving nothing behind.
+    func testTrellisUpStopsTheFleetOnHangUp() async throws {
+        let dir = try temporaryDirectory(self)
+        let data = dir + "/fleet"
+        try "services:\n  - {name: catalog, command: [shop-catalog], health_path: /health}\n"
+            .write(toFile: dir + "/topology.yaml", atomically: true, encoding: .utf8)
+        let up = try ChildProcess(TrellisBinary.path, ["up", dir + "/topology.yaml", "--data-dir", data, "--registry-port", "0", "--collector-port", "0"])
+        addTeardownBlock { up.kill9(); Self.killLeftovers(under: data) }
+        _ = try await up.waitForLine(containing: "all 1 instances passing", timeout: 60)
+        kill(up.process.processIdentifier, SIGHUP)
+        _ = try await up.waitForLine(containing: "stopped", timeout: 60)
+        up.process.waitUntilExit()
+        XCTAssertEqual(up.process.terminationStatus, 0)
+        XCTAssertEqual(Self.processes(under: data).map(\.command), [], "processes left behind")
+    }
+
     func testAlertRulesPassPromtool() throws {
         let check = Process()
         check.executableURL = URL(fileURLWithPath: "/usr/bin/promtool")

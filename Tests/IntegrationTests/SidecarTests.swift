@@ -34,7 +34,8 @@ final class SidecarUnderTest: @unchecked Sendable {
         if !command.isEmpty { arguments += ["--"] + command }
         let child = try ChildProcess(TrellisBinary.path, arguments)
         self.child = child
-        test.addTeardownBlock { child.kill9() }
+        // SIGTERM: the sidecar stops the service it supervises (SIGKILL would orphan it).
+        test.addTeardownBlock { child.terminate() }
         let admin = RegistryClient(address: "127.0.0.1:\(adminPort)")
         try await eventually(timeout: 30, "sidecar admin port answers") { (try? await admin.send("GET", "/config"))?.status == 200 }
     }
