@@ -271,6 +271,8 @@ final class SidecarTests: XCTestCase {
         let script = """
         import http.server, os, sys
         print("service up, catalog at " + os.environ["UPSTREAM_CATALOG_URL"], flush=True)
+        ignored = int([l for l in open("/proc/self/status") if l.startswith("SigIgn:")][0].split()[1], 16)
+        print("SIGTERM ignored: %s" % bool(ignored & (1 << 14)), flush=True)
         class H(http.server.BaseHTTPRequestHandler):
             def do_GET(self):
                 if self.path == "/crash":
@@ -286,6 +288,8 @@ final class SidecarTests: XCTestCase {
             sidecar.child.output.contains { $0.contains("service up, catalog at http://127.0.0.1:\(sidecar.upstreamPorts["catalog"]!)") && $0.contains("\"service\":\"shop\"") }
         }
         try await eventually("service answers through the sidecar") { (try? await sidecar.get("/"))?.status == 200 }
+        XCTAssertTrue(sidecar.child.output.contains { $0.contains("SIGTERM ignored: False") },
+                      "the service starts with default signal dispositions, so SIGTERM stops it")
         try await eventually("registered and passing") {
             try await registry.json("/v1/health/service/shop?passing=1").arrayValue?.count == 1
         }
