@@ -33,8 +33,7 @@ build: deps-build
 SHOP := shop-users shop-catalog shop-orders shop-notifications
 
 release: deps-build
-	$(SWIFT) build -c release --product trellis
-	for product in $(SHOP); do $(SWIFT) build -c release --product $$product || exit 1; done
+	for product in trellis $(SHOP); do $(SWIFT) build -c release --product $$product || exit 1; done
 
 ## The main job: the example shop (examples/shop) on one machine — registry on an embedded SQLite
 ## store, collector, and every service replica behind its sidecar. Ctrl-C stops it all.

@@ -2,6 +2,12 @@
 import PackageDescription
 
 let strict: [SwiftSetting] = [.treatAllWarnings(as: .error)]
+/// SwiftNIO's HTTP/1.1 stack, which every daemon library uses.
+let nio: [Target.Dependency] = [
+    .product(name: "NIOCore", package: "swift-nio"),
+    .product(name: "NIOPosix", package: "swift-nio"),
+    .product(name: "NIOHTTP1", package: "swift-nio"),
+]
 
 let package = Package(
     name: "trellis",
@@ -48,11 +54,8 @@ let package = Package(
             name: "TrellisHTTP",
             dependencies: [
                 "TrellisCore", "CSystemd",
-                .product(name: "NIOCore", package: "swift-nio"),
-                .product(name: "NIOPosix", package: "swift-nio"),
-                .product(name: "NIOHTTP1", package: "swift-nio"),
                 .product(name: "Logging", package: "swift-log"),
-            ],
+            ] + nio,
             swiftSettings: strict
         ),
         .target(
@@ -60,13 +63,10 @@ let package = Package(
             dependencies: [
                 "TrellisCore", "Telemetry", "TrellisHTTP",
                 .product(name: "Prometheus", package: "swift-prometheus"),
-                .product(name: "NIOCore", package: "swift-nio"),
-                .product(name: "NIOPosix", package: "swift-nio"),
-                .product(name: "NIOHTTP1", package: "swift-nio"),
                 .product(name: "Logging", package: "swift-log"),
                 .product(name: "ServiceLifecycle", package: "swift-service-lifecycle"),
                 .product(name: "Yams", package: "Yams"),
-            ],
+            ] + nio,
             swiftSettings: strict
         ),
         .target(
@@ -74,14 +74,11 @@ let package = Package(
             dependencies: [
                 "TrellisCore", "Telemetry", "CSystemd", "TrellisHTTP",
                 .product(name: "Prometheus", package: "swift-prometheus"),
-                .product(name: "NIOCore", package: "swift-nio"),
-                .product(name: "NIOPosix", package: "swift-nio"),
-                .product(name: "NIOHTTP1", package: "swift-nio"),
                 .product(name: "NIOSSL", package: "swift-nio-ssl"),
                 .product(name: "Logging", package: "swift-log"),
                 .product(name: "ServiceLifecycle", package: "swift-service-lifecycle"),
                 .product(name: "GRDB", package: "GRDB.swift"),
-            ],
+            ] + nio,
             swiftSettings: strict
         ),
         .target(
@@ -89,13 +86,10 @@ let package = Package(
             dependencies: [
                 "TrellisCore", "Telemetry", "TrellisHTTP", "CCompression", "CSystemd",
                 .product(name: "Prometheus", package: "swift-prometheus"),
-                .product(name: "NIOCore", package: "swift-nio"),
-                .product(name: "NIOPosix", package: "swift-nio"),
-                .product(name: "NIOHTTP1", package: "swift-nio"),
                 .product(name: "Logging", package: "swift-log"),
                 .product(name: "ServiceLifecycle", package: "swift-service-lifecycle"),
                 .product(name: "Yams", package: "Yams"),
-            ],
+            ] + nio,
             swiftSettings: strict
         ),
         .target(

@@ -138,10 +138,9 @@ public struct CollectorSettings: Sendable {
 
 extension ConfigReader {
     func labels(_ key: String) throws(ConfigError) -> [Label] {
-        guard let map = try self.map(key) else { return [] }
-        return try map.values.keys.sorted().map { label throws(ConfigError) in
-            guard PushValidator.isValidLabelName(label) else { throw map.invalid(label, "is not a valid label name") }
-            return Label(label, try map.requiredString(label))
+        try stringMap(key).map { pair throws(ConfigError) in
+            guard PushValidator.isValidLabelName(pair.key) else { throw invalid("\(key).\(pair.key)", "is not a valid label name") }
+            return Label(pair.key, pair.value)
         }
     }
 }

@@ -15,7 +15,6 @@ public final class Fleet: Sendable {
         let process: ChildProcess
 
         public var isRunning: Bool { process.isRunning }
-        public var sidecarPID: Int32 { process.pid }
     }
 
     public let topology: Topology
@@ -117,11 +116,11 @@ public final class Fleet: Sendable {
 
     private var servicesDirectory: String { URL(fileURLWithPath: topology.dataDir).standardized.path + "/services" }
 
-    /// Waits for every instance to pass its checks (or `timeout`); answers the ids still not passing.
-    public func waitUntilPassing(timeout: Duration) async -> [String] {
+    /// Waits for every instance to pass its checks (or `timeout`, or `stop`); answers the ids still not passing.
+    public func waitUntilPassing(timeout: Duration, until stop: StopFlag) async -> [String] {
         let deadline = ContinuousClock.now + timeout
         var missing = instances.map(\.id)
-        while !missing.isEmpty && ContinuousClock.now < deadline {
+        while !missing.isEmpty && ContinuousClock.now < deadline && !stop.isSet {
             let health = await RegistryHealth.fetch(registry: registryAddress, services: topology.services.map(\.name))
             missing = instances.map(\.id).filter { health[$0] != .passing }
             if !missing.isEmpty { try? await Task.sleep(for: .milliseconds(250)) }
@@ -143,10 +142,8 @@ public final class Fleet: Sendable {
     private static func applyPolicies(_ topology: Topology, registry: String) async throws {
         let client = RegistryClient(address: registry)
         for service in topology.services {
-            guard let file = service.policyFile else { continue }
-            let text = try String(contentsOfFile: file, encoding: .utf8)
-            let key = RegistryClient.escape(SidecarPolicy.key(for: service.name), keepingSlashes: true)
-            let (status, _, body) = try await client.send("PUT", "/v1/kv/\(key)", body: Array(text.utf8))
+            guard let text = service.policyText else { continue }
+            let (status, _, body) = try await client.send("PUT", SidecarPolicy.kvPath(for: service.name), body: Array(text.utf8))
             guard status == 200 else {
                 throw ConfigError(description: "storing the policy of \(service.name) failed: \(status) \(String(decoding: body, as: UTF8.self))")
             }

@@ -17,6 +17,8 @@ public struct Topology: Sendable {
         /// The last `canary.replicas` instances carry `canary.tags` instead of `tags`.
         public var canary: (replicas: Int, tags: [String])?
         public var policyFile: String?
+        /// The policy file's text as `check` validated it; what `trellis up` stores.
+        public var policyText: String?
         public var healthPath: String?
 
         /// The tags of replica `index` (0-based).
@@ -124,13 +126,14 @@ public struct Topology: Sendable {
                 throw ConfigError(description: "services.\(service.name).command: \(error)")
             }
             if let file = service.policyFile {
-                let policy: SidecarPolicy
-                do { policy = try PolicyParser.read(file: file).policy } catch {
+                let read: (text: String, policy: SidecarPolicy)
+                do { read = try PolicyParser.read(file: file) } catch {
                     throw ConfigError(description: "services.\(service.name).policy: \(error)")
                 }
-                if let named = policy.service, named != service.name {
+                if let named = read.policy.service, named != service.name {
                     throw ConfigError(description: "services.\(service.name).policy: \(file) is for service \"\(named)\"")
                 }
+                services[index].policyText = read.text
             }
         }
     }

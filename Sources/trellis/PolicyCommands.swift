@@ -37,12 +37,11 @@ struct PolicyApply: AsyncParsableCommand {
             CLI.fail("error: \(file): say which service the policy is for (`service:` in the file or --service)")
         }
         let client = RegistryClient(address: options.registry)
-        let key = SidecarPolicy.key(for: target)
         let (status, _, body) = try await CLI.call {
-            try await client.send("PUT", "/v1/kv/\(RegistryClient.escape(key, keepingSlashes: true))", body: Array(text.utf8))
+            try await client.send("PUT", SidecarPolicy.kvPath(for: target), body: Array(text.utf8))
         }
         try CLI.check(status, body)
-        print("policy for \(target) stored at \(key)")
+        print("policy for \(target) stored at \(SidecarPolicy.key(for: target))")
     }
 }
 
@@ -53,8 +52,7 @@ struct PolicyGet: AsyncParsableCommand {
 
     func run() async throws {
         let client = RegistryClient(address: options.registry)
-        let key = SidecarPolicy.key(for: service)
-        let (status, _, body) = try await CLI.call { try await client.send("GET", "/v1/kv/\(RegistryClient.escape(key, keepingSlashes: true))?raw") }
+        let (status, _, body) = try await CLI.call { try await client.send("GET", SidecarPolicy.kvPath(for: service) + "?raw") }
         if status == 404 { CLI.fail("no policy stored for \(service) (sidecars use their --policy file or the defaults)") }
         try CLI.check(status, body)
         FileHandle.standardOutput.write(Data(body))

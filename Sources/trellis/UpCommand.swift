@@ -61,11 +61,17 @@ private struct UpService: Service {
         Self.output(TextTable.lines(rows).joined(separator: "\n") + "\n")
 
         let board = StatusBoard(fleet: fleet, terminal: isatty(STDOUT_FILENO) == 1) { Self.output($0) }
-        await cancelWhenGracefulShutdown {
-            let missing = await fleet.waitUntilPassing(timeout: .seconds(60))
+        // A flag rather than task cancellation ends the polling: cancelling a URLSession request in
+        // flight can leave it waiting forever on Linux, and the fleet would never be stopped.
+        let stop = StopFlag()
+        await withGracefulShutdownHandler {
+            let missing = await fleet.waitUntilPassing(timeout: .seconds(60), until: stop)
+            guard !stop.isSet else { return }
             Self.output(missing.isEmpty ? "all \(fleet.instances.count) instances passing\n"
                         : "not passing after 60 s: \(missing.joined(separator: ", ")) (see \(topology.dataDir)/logs/)\n")
-            await board.run()
+            await board.run(until: stop)
+        } onGracefulShutdown: {
+            stop.set()
         }
         Self.output("stopping: sidecars and services, then collector, then registry\n")
         await fleet.stop()

@@ -32,7 +32,7 @@ struct PolicyWatcher {
 
     func run() async {
         let key = SidecarPolicy.key(for: service)
-        await registry.watch("/v1/kv/\(RegistryClient.escape(key, keepingSlashes: true))",
+        await registry.watch(SidecarPolicy.kvPath(for: service),
                              onError: { logger.warning("policy watch: \($0)") }) { response in
             guard response.status == .ok, let value = try JSON.parse(response.bodyBytes)[0]?["Value"]?.stringValue,
                   let yaml = Base64.decode(value) else {

@@ -1,4 +1,5 @@
 import NIOCore
+import TrellisCore
 
 /// Everything a sidecar applies to its traffic: inbound settings and one policy per upstream.
 ///
@@ -23,6 +24,11 @@ public struct SidecarPolicy: Sendable, Equatable {
 
     /// The registry KV key holding the policy of `service`.
     public static func key(for service: String) -> String { "trellis/policies/\(service)" }
+
+    /// The registry API path of that key (`/v1/kv/trellis/policies/<service>`).
+    public static func kvPath(for service: String) -> String {
+        "/v1/kv/" + RegistryClient.escape(key(for: service), keepingSlashes: true)
+    }
 }
 
 /// The policy of one listener: how its cluster is balanced and protected, and its routes.
