@@ -15,6 +15,15 @@ public struct RegistryConfiguration: Sendable {
     public var datacenter = "dc1"
     /// Largest request body accepted; bigger ones get 413.
     public var maxBodySize = 1 << 20
+    public var store = StoreChoice.sqlite
+
+    /// Where the catalog is kept.
+    public enum StoreChoice: Sendable {
+        /// One SQLite file in the data directory.
+        case sqlite
+        /// An etcd cluster shared by several registries, under a key prefix.
+        case etcd(endpoints: [(host: String, port: Int)], prefix: String)
+    }
 
     public init() {}
 }
@@ -34,14 +43,29 @@ public final class RegistryServer: Service {
 
     public func run() async throws {
         Self.raiseOpenFileLimit()
-        try FileManager.default.createDirectory(atPath: config.dataDirectory, withIntermediateDirectories: true)
         let metrics = RegistryMetrics()
-        let store = try SQLiteStore(path: config.dataDirectory + "/registry.db") { seconds, batches in
-            metrics.recordCommit(seconds: seconds, batches: batches)
-        }
-        defer { store.close() }
-        let catalog = try Catalog(store: store)
         let group = MultiThreadedEventLoopGroup(numberOfThreads: System.coreCount)
+        let catalog: Catalog
+        let closeStore: @Sendable () -> Void
+        do {
+            (catalog, closeStore) = try await openCatalog(group: group, metrics: metrics)
+        } catch {
+            try await group.shutdownGracefully()
+            throw error
+        }
+        do {
+            try await serve(catalog, group: group, metrics: metrics)
+        } catch {
+            closeStore()
+            try? await group.shutdownGracefully()
+            throw error
+        }
+        closeStore()
+        try await group.shutdownGracefully()
+    }
+
+    /// Serves the API on `catalog` until graceful shutdown.
+    private func serve(_ catalog: Catalog, group: MultiThreadedEventLoopGroup, metrics: RegistryMetrics) async throws {
         let advertised = config.host == "0.0.0.0" || config.host == "::" ? "127.0.0.1" : config.host
 
         let nodeID = catalog.read { $0.node(config.nodeName)?.id } ?? UUID().uuidString.lowercased()
@@ -58,7 +82,7 @@ public final class RegistryServer: Service {
         let server = try await HTTPServer.start(host: config.host, port: config.port, group: group,
                                                 maxBodySize: config.maxBodySize, responder: api, logger: logger)
         let address = "\(config.host):\(server.localAddress.port ?? config.port)"
-        logger.info("registry listening", metadata: ["address": "\(address)", "data_dir": "\(config.dataDirectory)",
+        logger.info("registry listening", metadata: ["address": "\(address)", "store": "\(storeDescription)",
                                                      "node": "\(identity.nodeName)", "index": "\(catalog.read { $0.index })"])
         onListening(address)
         SystemdNotifier.ready(status: "serving Consul API on \(address)")
@@ -70,7 +94,34 @@ public final class RegistryServer: Service {
         await server.close()
         checker.stop()
         sessionExpiry.stop()
-        try await group.shutdownGracefully()
+    }
+
+    /// The catalog on the configured store, and how to close that store.
+    private func openCatalog(group: any EventLoopGroup, metrics: RegistryMetrics) async throws
+        -> (Catalog, @Sendable () -> Void) {
+        let onCommit: @Sendable (Double, Int) -> Void = { metrics.recordCommit(seconds: $0, batches: $1) }
+        switch config.store {
+        case .sqlite:
+            try FileManager.default.createDirectory(atPath: config.dataDirectory, withIntermediateDirectories: true)
+            let store = try SQLiteStore(path: config.dataDirectory + "/registry.db", onCommit: onCommit)
+            return (try Catalog(store: store), { store.close() })
+        case .etcd(let endpoints, let prefix):
+            let store = EtcdStore(endpoints: endpoints, prefix: prefix, http: HTTPClient(group: group), logger: logger,
+                                  onCommit: onCommit)
+            let catalog = Catalog(shared: store)
+            let loaded = try await store.load(into: catalog)
+            let follower = Task { await store.follow(catalog, after: loaded) }
+            return (catalog, { follower.cancel() })
+        }
+    }
+
+    /// Where the catalog is kept, for the start-up log line.
+    private var storeDescription: String {
+        switch config.store {
+        case .sqlite: "sqlite \(config.dataDirectory)/registry.db"
+        case .etcd(let endpoints, let prefix):
+            "etcd \(endpoints.map { HostPort.format($0.host, $0.port) }.joined(separator: ",")) prefix \(prefix)"
+        }
     }
 
     /// Lifts the soft open-file limit to the hard one: every parked blocking query and every kept-alive
@@ -85,7 +136,7 @@ public final class RegistryServer: Service {
     /// The registry's own node, its `serfHealth` check and the `consul` service, as Consul shows them.
     static func registerSelf(_ identity: AgentIdentity, in catalog: Catalog) async throws {
         let address = identity.address
-        var node = Node(id: identity.nodeID, name: identity.nodeName, address: address, datacenter: identity.datacenter,
+        let node = Node(id: identity.nodeID, name: identity.nodeName, address: address, datacenter: identity.datacenter,
                         taggedAddresses: ["lan": address, "lan_ipv4": address, "wan": address, "wan_ipv4": address],
                         meta: ["consul-network-segment": "", "consul-version": AgentIdentity.consulVersion])
         var consul = ServiceInstance(node: identity.nodeName, id: "consul", name: "consul")
@@ -96,7 +147,8 @@ public final class RegistryServer: Service {
         var serf = HealthCheck(node: identity.nodeName, checkID: "serfHealth", name: "Serf Health Status")
         serf.status = .passing
         serf.output = "Agent alive and reachable"
-        try await catalog.write { (state: inout CatalogState) throws(CatalogError) in
+        try await catalog.write { [node, consul, serf] (state: inout CatalogState) throws(CatalogError) in
+            var node = node
             if let existing = state.node(node.name) { node.createIndex = existing.createIndex }
             state.putNode(node)
             state.putInstance(consul)

@@ -30,21 +30,44 @@ public struct HTTPClient: Sendable {
     public func send(_ method: HTTPMethod, host: String, port: Int, path: String,
                      headers: HTTPHeaders = [:], body: ByteBuffer? = nil,
                      timeout: TimeAmount) async throws -> Response {
-        let loop = group.next()
-        let promise = loop.makePromise(of: Response.self)
         let maxBody = maxBodySize
+        return try await exchange(method, host: host, port: port, path: path, headers: headers, body: body,
+                                  timeout: timeout) { ResponseCollector(promise: $0, maxBodySize: maxBody) }
+    }
+
+    /// Sends one request and hands each piece of the response body to `onChunk` as it arrives, for
+    /// responses that stream without end (watches); returns the response head once the server ends it.
+    /// An error thrown by `onChunk`, or cancelling the task, closes the connection and is thrown here.
+    /// - Parameter connectTimeout: for connecting only; the response may last as long as the server likes.
+    public func stream(_ method: HTTPMethod, host: String, port: Int, path: String,
+                       headers: HTTPHeaders = [:], body: ByteBuffer? = nil, connectTimeout: TimeAmount,
+                       onChunk: @escaping @Sendable (ByteBuffer) throws -> Void) async throws -> HTTPResponseHead {
+        try await exchange(method, host: host, port: port, path: path, headers: headers, body: body,
+                           timeout: nil, connectTimeout: connectTimeout) { BodyStreamer(promise: $0, onChunk: onChunk) }
+    }
+
+    /// One request on a fresh connection; `makeHandler` reads the response and completes the promise.
+    private func exchange<Result: Sendable, Handler: ChannelInboundHandler>(
+        _ method: HTTPMethod, host: String, port: Int, path: String, headers: HTTPHeaders, body: ByteBuffer?,
+        timeout: TimeAmount?, connectTimeout: TimeAmount? = nil,
+        makeHandler: @escaping @Sendable (EventLoopPromise<Result>) -> Handler
+    ) async throws -> Result where Handler.InboundIn == HTTPClientResponsePart {
+        let loop = group.next()
+        let promise = loop.makePromise(of: Result.self)
         let connect = ClientBootstrap(group: loop)
-            .connectTimeout(min(timeout, .seconds(10)))
+            .connectTimeout(connectTimeout ?? min(timeout ?? .seconds(10), .seconds(10)))
             .channelOption(.socketOption(.tcp_nodelay), value: 1)
             .channelInitializer { channel in
                 channel.eventLoop.makeCompletedFuture {
                     try channel.pipeline.syncOperations.addHTTPClientHandlers()
-                    try channel.pipeline.syncOperations.addHandler(ResponseCollector(promise: promise, maxBodySize: maxBody))
+                    try channel.pipeline.syncOperations.addHandler(makeHandler(promise))
                 }
             }
             .connect(host: host, port: port)
-        let deadline = loop.scheduleTask(in: timeout) {
-            promise.fail(Failure(description: "\(method) http://\(host):\(port)\(path): no answer within \(timeout)"))
+        let deadline = timeout.map { timeout in
+            loop.scheduleTask(in: timeout) {
+                promise.fail(Failure(description: "\(method) http://\(host):\(port)\(path): no answer within \(timeout)"))
+            }
         }
         connect.whenFailure { error in
             promise.fail(Failure(description: "\(method) http://\(host):\(port)\(path): \(error)"))
@@ -61,7 +84,7 @@ public struct HTTPClient: Sendable {
             channel.writeAndFlush(HTTPClientRequestPart.end(nil), promise: nil)
         }
         promise.futureResult.whenComplete { _ in
-            deadline.cancel()
+            deadline?.cancel()
             connect.whenSuccess { $0.close(promise: nil) }
         }
         return try await withTaskCancellationHandler {
@@ -101,6 +124,45 @@ private final class ResponseCollector: ChannelInboundHandler {
             if let head {
                 promise.succeed(HTTPClient.Response(status: head.status, headers: head.headers, body: body))
             }
+            context.close(promise: nil)
+        }
+    }
+
+    func channelInactive(context: ChannelHandlerContext) {
+        promise.fail(HTTPClient.Failure(description: "connection closed before the response was complete"))
+    }
+
+    func errorCaught(context: ChannelHandlerContext, error: any Error) {
+        promise.fail(HTTPClient.Failure(description: "\(error)"))
+        context.close(promise: nil)
+    }
+}
+
+/// Passes each body chunk on as it arrives and completes with the head when the response ends.
+private final class BodyStreamer: ChannelInboundHandler {
+    typealias InboundIn = HTTPClientResponsePart
+
+    private let promise: EventLoopPromise<HTTPResponseHead>
+    private let onChunk: @Sendable (ByteBuffer) throws -> Void
+    private var head: HTTPResponseHead?
+
+    init(promise: EventLoopPromise<HTTPResponseHead>, onChunk: @escaping @Sendable (ByteBuffer) throws -> Void) {
+        self.promise = promise
+        self.onChunk = onChunk
+    }
+
+    func channelRead(context: ChannelHandlerContext, data: NIOAny) {
+        switch unwrapInboundIn(data) {
+        case .head(let head): self.head = head
+        case .body(let chunk):
+            do {
+                try onChunk(chunk)
+            } catch {
+                promise.fail(error)
+                context.close(promise: nil)
+            }
+        case .end:
+            if let head { promise.succeed(head) }
             context.close(promise: nil)
         }
     }

@@ -11,13 +11,22 @@ import Yams
 struct RegistryCommand: AsyncParsableCommand {
     static let configuration = CommandConfiguration(
         commandName: "registry",
-        abstract: "Run the registry: Consul-compatible catalog, health checks and API, durable on SQLite.")
+        abstract: "Run the registry: Consul-compatible catalog, health checks and API, durable on SQLite or etcd.")
 
     @Option(name: .long, help: "Where the HTTP API listens (HOST:PORT; port 0 picks a free one). Default 127.0.0.1:8500.")
     var httpAddr: String?
 
     @Option(name: .long, help: "Directory of the SQLite store. Default ./data.")
     var dataDir: String?
+
+    @Option(name: .long, help: "Where the catalog is kept: sqlite (one file in the data directory) or etcd (shared by several registries). Default sqlite.")
+    var store: String?
+
+    @Option(name: .long, help: "Client URLs of the etcd cluster with --store etcd, comma-separated (http://HOST:PORT or HOST:PORT). Default http://127.0.0.1:2379.")
+    var etcdEndpoints: String?
+
+    @Option(name: .long, help: "Key prefix of this registry cluster in etcd. Default trellis/registry/.")
+    var etcdPrefix: String?
 
     @Option(name: .long, help: "Node name of this registry (default: host name).")
     var node: String?
@@ -31,11 +40,14 @@ struct RegistryCommand: AsyncParsableCommand {
     @Option(name: .long, help: "Log format: json, text, or auto (json unless stderr is a terminal).")
     var logFormat: LogSetup.Format = .auto
 
-    @Option(name: .long, help: "YAML file with the same settings in snake_case (http_addr, data_dir, node, datacenter, log_level); flags win.")
+    @Option(name: .long, help: "YAML file with the same settings in snake_case (http_addr, data_dir, store, etcd_endpoints, etcd_prefix, node, datacenter, log_level); flags win.")
     var config: String?
 
     func run() async throws {
-        let file = try config.map { try DaemonConfigFile(path: $0, allowed: ["http_addr", "data_dir", "node", "datacenter", "log_level"]) }
+        let file = try config.map {
+            try DaemonConfigFile(path: $0, allowed: ["http_addr", "data_dir", "store", "etcd_endpoints", "etcd_prefix",
+                                                     "node", "datacenter", "log_level"])
+        }
         var settings = RegistryConfiguration()
         let address = httpAddr ?? file?["http_addr"] ?? "127.0.0.1:8500"
         guard let (host, port) = HostPort.parse(address) else {
@@ -44,6 +56,9 @@ struct RegistryCommand: AsyncParsableCommand {
         settings.host = host
         settings.port = port
         settings.dataDirectory = dataDir ?? file?["data_dir"] ?? "./data"
+        settings.store = try Self.storeChoice(store ?? file?["store"] ?? "sqlite",
+                                              endpoints: etcdEndpoints ?? file?["etcd_endpoints"] ?? "http://127.0.0.1:2379",
+                                              prefix: etcdPrefix ?? file?["etcd_prefix"] ?? "trellis/registry/")
         settings.datacenter = datacenter ?? file?["datacenter"] ?? "dc1"
         if let name = node ?? file?["node"] { settings.nodeName = name }
         let levelText = file?["log_level"]
@@ -52,12 +67,43 @@ struct RegistryCommand: AsyncParsableCommand {
         }
         let config = settings
         let logger = LogSetup.make(label: "trellis.registry", level: level, format: logFormat)
-        let dataDirectory = config.dataDirectory
+        let storage = switch config.store {
+        case .sqlite: "data in \(config.dataDirectory)"
+        case .etcd(let endpoints, let prefix): "data in etcd \(endpoints.map { HostPort.format($0.host, $0.port) }.joined(separator: ",")) under \(prefix)"
+        }
         let server = RegistryServer(config: config, logger: logger) { address in
-            let line = "trellis registry listening on http://\(address) (data in \(dataDirectory))\n"
+            let line = "trellis registry listening on http://\(address) (\(storage))\n"
             FileHandle.standardOutput.write(Data(line.utf8))
         }
         try await LogSetup.runUntilSignalled(server, logger: logger)
+    }
+}
+
+extension RegistryCommand {
+    /// The store named by `--store`, with its etcd settings checked.
+    static func storeChoice(_ name: String, endpoints: String, prefix: String) throws -> RegistryConfiguration.StoreChoice {
+        switch name {
+        case "sqlite":
+            return .sqlite
+        case "etcd":
+            let parsed = try endpoints.split(separator: ",").map { text in
+                var address = text.trimmingCharacters(in: .whitespaces)
+                if address.hasPrefix("https://") {
+                    throw ValidationError("etcd endpoint \(address): https is not supported; use etcd's plain http client URL")
+                }
+                if address.hasPrefix("http://") { address.removeFirst("http://".count) }
+                if address.hasSuffix("/") { address.removeLast() }
+                guard let (host, port) = HostPort.parse(address), port > 0 else {
+                    throw ValidationError("etcd endpoint must be http://HOST:PORT or HOST:PORT, got \"\(text)\"")
+                }
+                return (host: host, port: port)
+            }
+            guard !parsed.isEmpty else { throw ValidationError("--etcd-endpoints names no endpoint") }
+            guard !prefix.isEmpty else { throw ValidationError("--etcd-prefix must not be empty") }
+            return .etcd(endpoints: parsed, prefix: prefix)
+        default:
+            throw ValidationError("store must be sqlite or etcd, got \"\(name)\"")
+        }
     }
 }
 

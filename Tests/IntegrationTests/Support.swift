@@ -81,13 +81,16 @@ struct ProcessNeverPrinted: Error, CustomStringConvertible {
 final class RegistryUnderTest: @unchecked Sendable {
     let dataDir: String
     let node: String
+    /// Further `trellis registry` flags (such as the store).
+    let arguments: [String]
     private(set) var child: ChildProcess?
     private(set) var address = ""
     var client: RegistryClient { RegistryClient(address: address) }
 
-    init(dataDir: String, node: String = "node-1") {
+    init(dataDir: String, node: String = "node-1", arguments: [String] = []) {
         self.dataDir = dataDir
         self.node = node
+        self.arguments = arguments
     }
 
     static func start(_ test: XCTestCase, environment: [String: String] = [:]) async throws -> RegistryUnderTest {
@@ -99,7 +102,7 @@ final class RegistryUnderTest: @unchecked Sendable {
 
     func start(environment: [String: String] = [:], port: Int = 0) async throws {
         let child = try ChildProcess(TrellisBinary.path, ["registry", "--http-addr", "127.0.0.1:\(port)", "--data-dir", dataDir,
-                                                         "--node", node, "--log-level", "warning"],
+                                                         "--node", node, "--log-level", "warning"] + arguments,
                                      environment: environment)
         self.child = child
         let line = try await child.waitForLine(containing: "listening on http://")
@@ -125,6 +128,56 @@ final class RegistryUnderTest: @unchecked Sendable {
         let (status, _, body) = try await get(path)
         XCTAssertEqual(status, 200, "GET \(path): \(String(decoding: body, as: UTF8.self))")
         return try JSON.parse(body)
+    }
+}
+
+/// A real single-member etcd (Debian's `etcd-server`) on free loopback ports, with its data in a
+/// directory of its own so that it can be killed and started again on the same data.
+final class EtcdUnderTest: @unchecked Sendable {
+    let dataDir: String
+    let clientPort: Int
+    private let peerPort: Int
+    private var process: Process?
+
+    var endpoint: String { "http://127.0.0.1:\(clientPort)" }
+
+    init(_ test: XCTestCase) async throws {
+        dataDir = try temporaryDirectory(test) + "/etcd"
+        clientPort = try Self.freePort()
+        peerPort = try Self.freePort()
+        try await start()
+        test.addTeardownBlock { [self] in kill9() }
+    }
+
+    func start() async throws {
+        let process = Process()
+        process.executableURL = URL(fileURLWithPath: "/usr/bin/etcd")
+        process.arguments = ["--name", "test", "--data-dir", dataDir,
+                             "--listen-client-urls", endpoint, "--advertise-client-urls", endpoint,
+                             "--listen-peer-urls", "http://127.0.0.1:\(peerPort)",
+                             "--initial-advertise-peer-urls", "http://127.0.0.1:\(peerPort)",
+                             "--initial-cluster", "test=http://127.0.0.1:\(peerPort)"]
+        process.standardOutput = FileHandle.nullDevice
+        process.standardError = FileHandle.nullDevice
+        try process.run()
+        self.process = process
+        try await eventually(timeout: 20, "etcd answers on \(endpoint)") {
+            let client = RegistryClient(address: "127.0.0.1:\(clientPort)")
+            return (try? await client.send("GET", "/health", timeout: 1))?.status == 200
+        }
+    }
+
+    func kill9() {
+        guard let process, process.isRunning else { return }
+        kill(process.processIdentifier, SIGKILL)
+        process.waitUntilExit()
+    }
+
+    /// A port below the ephemeral range that nothing holds right now.
+    private static func freePort() throws -> Int {
+        let held = try HeldPort.hold(0, for: "etcd under test")
+        held.release()
+        return held.port
     }
 }
 

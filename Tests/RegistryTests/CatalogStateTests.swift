@@ -157,4 +157,52 @@ final class CatalogStateTests: XCTestCase {
         XCTAssertEqual(rebuilt.check(CheckKey(node: "n1", checkID: "c1")), state.check(CheckKey(node: "n1", checkID: "c1")))
         XCTAssertEqual(rebuilt.watchIndex(WatchKey.service("web")), state.watchIndex(WatchKey.service("web")))
     }
+    /// A registry sharing a store applies the records other registries commit; it must end up in
+    /// exactly the state of the registry that wrote them, write after write.
+    func testAFollowerApplyingCommittedRecordsMatchesTheWriter() throws {
+        var writer = CatalogState()
+        var follower = CatalogState()
+        let now = ContinuousClock.now
+        func step(_ body: (inout CatalogState) throws(CatalogError) -> Void) throws {
+            let (_, effect) = try writer.write(body)
+            // A session's end comes first, as the shared store hands it over.
+            let ops = (effect?.ops ?? []).sorted { $0.endsSession && !$1.endsSession }
+            for op in ops { _ = try follower.apply(op, now: now) }
+            XCTAssertEqual(follower.index, writer.index)
+            XCTAssertEqual(follower.allNodes, writer.allNodes)
+            XCTAssertEqual(follower.allChecks, writer.allChecks)
+            for name in ["web", "api"] {
+                XCTAssertEqual(follower.instances(named: name), writer.instances(named: name))
+                XCTAssertEqual(follower.watchIndex(WatchKey.service(name)), writer.watchIndex(WatchKey.service(name)))
+                XCTAssertEqual(follower.checks(ofService: name), writer.checks(ofService: name))
+            }
+            XCTAssertEqual(follower.instances(onNode: "n1"), writer.instances(onNode: "n1"))
+            XCTAssertEqual(follower.kvEntries(prefix: ""), writer.kvEntries(prefix: ""))
+            XCTAssertEqual(follower.kvIndex("lock", recurse: false), writer.kvIndex("lock", recurse: false))
+            XCTAssertEqual(follower.allSessions, writer.allSessions)
+            XCTAssertEqual(follower.isLockDelayed("lock", now: now), writer.isLockDelayed("lock", now: now))
+        }
+        try step { $0.putNode(Node(id: "id-1", name: "n1", address: "10.0.0.1", datacenter: "dc1")) }
+        try step {
+            $0.putInstance(self.instance("web1", "web", tags: ["v1"]))
+            $0.putCheck(self.check("c1", service: "web1", status: .passing))
+            $0.putCheck(self.check("node-check", status: .passing))
+        }
+        try step { $0.putInstance(self.instance("web1", "api", tags: ["v2"])) }
+        try step { $0.putCheck(self.check("c1", service: "web1", status: .warning)) }
+        var session = Session(id: "s1", node: "n1")
+        session.lockDelay = .seconds(30)
+        session.nodeChecks = ["node-check"]
+        try step { $0.putSession(session, now: now) }
+        try step { state throws(CatalogError) in
+            _ = try state.applyKVWrite(key: "lock", value: [1], flags: 0, cas: nil, op: .lock(session: "s1"), now: now)
+        }
+        try step { $0.putKV(KVEntry(key: "config/a", value: Array("x".utf8))) }
+        try step { $0.putCheck(self.check("node-check", status: .critical)) }
+        XCTAssertTrue(follower.isLockDelayed("lock", now: now), "the invalidated session's lock-delay reaches the follower")
+        try step { $0.deleteKV("config/a") }
+        try step { $0.removeCheck(CheckKey(node: "n1", checkID: "c1")) }
+        try step { $0.removeInstance(InstanceKey(node: "n1", id: "web1")) }
+        try step { $0.removeNode("n1") }
+    }
 }

@@ -71,7 +71,7 @@ extension ConsulAPI {
         }
         let replace = context.request.query.flag("replace-existing-checks") ?? false
         let key = InstanceKey(node: node, id: instance.id)
-        return write(context, { (state: inout CatalogState) throws(CatalogError) -> [HealthCheck] in
+        return write(context, { [checks] (state: inout CatalogState) throws(CatalogError) -> [HealthCheck] in
             state.putInstance(instance)
             if replace {
                 let keep = Set(checks.map(\.check.checkID))
@@ -105,7 +105,7 @@ extension ConsulAPI {
         var reason = query["reason"] ?? ""
         if reason.isEmpty { reason = "Maintenance mode is enabled for this service, but no reason was provided. This is a default message." }
         let checkID = "_service_maintenance:\(serviceID)"
-        return write(context, { (state: inout CatalogState) throws(CatalogError) in
+        return write(context, { [reason] (state: inout CatalogState) throws(CatalogError) in
             guard let instance = state.instance(InstanceKey(node: node, id: serviceID)) else {
                 throw .notFound("No service registered with ID \"\(serviceID)\"")
             }
@@ -141,7 +141,7 @@ extension ConsulAPI {
         check.status = request.status ?? .critical
         check.serviceID = request.serviceID
         check.definition = definition
-        return write(context, { (state: inout CatalogState) throws(CatalogError) -> HealthCheck in
+        return write(context, { [check] (state: inout CatalogState) throws(CatalogError) -> HealthCheck in
             var check = check
             if !check.serviceID.isEmpty {
                 guard let instance = state.instance(InstanceKey(node: node, id: check.serviceID)) else {

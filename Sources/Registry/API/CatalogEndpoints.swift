@@ -85,7 +85,8 @@ extension ConsulAPI {
             check.definition = request.definition
             checks.append(check)
         }
-        return write(context, { (state: inout CatalogState) throws(CatalogError) -> Bool in
+        return write(context, { [node, checks, service] (state: inout CatalogState) throws(CatalogError) -> Bool in
+            var node = node
             let existing = state.node(nodeName)
             if existing == nil && skipNodeUpdate && node.address.isEmpty { throw .badRequest("Must provide address if SkipNodeUpdate is not set") }
             for check in checks where !check.serviceID.isEmpty {

@@ -154,7 +154,7 @@ public final class ConsulAPI: HTTPResponder {
     }
 
     /// Applies a write and answers once it is durable: `render` builds the success response.
-    func write<T: Sendable>(_ context: Context, _ body: (inout CatalogState) throws(CatalogError) -> T,
+    func write<T: Sendable>(_ context: Context, _ body: @escaping @Sendable (inout CatalogState) throws(CatalogError) -> T,
                             render: @escaping @Sendable (T) -> HTTPResponse) -> EventLoopFuture<HTTPResponse> {
         let promise = context.loop.makePromise(of: HTTPResponse.self)
         catalog.write(body) { result in

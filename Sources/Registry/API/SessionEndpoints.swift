@@ -74,11 +74,11 @@ extension ConsulAPI {
     func sessionRenew(_ context: Context) -> EventLoopFuture<HTTPResponse> {
         let id = context.rest
         guard !id.isEmpty else { return badRequest("Missing session", context) }
-        let pretty = context.request.query.has("pretty")
-        return write(context, { (state: inout CatalogState) throws(CatalogError) -> JSON in
-            guard let session = state.renewSession(id, now: .now) else { throw .notFound("Session id '\(id)' not found") }
-            return .array([KVJSON.session(session)])
-        }, render: { .json($0.serialized(pretty: pretty)) })
+        guard let session = catalog.renewSession(id) else {
+            return immediate(.text(.notFound, "Session id '\(id)' not found"), context)
+        }
+        let body = JSON.array([KVJSON.session(session)]).serialized(pretty: context.request.query.has("pretty"))
+        return immediate(.json(body), context)
     }
 
     func sessionInfo(_ context: Context) -> EventLoopFuture<HTTPResponse> {

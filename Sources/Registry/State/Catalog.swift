@@ -1,17 +1,33 @@
 import Synchronization
 import TrellisCore
 
-/// The shared catalog: in-memory state guarded by a lock, durable through a `Store`, observable through a `WatchHub`.
+/// The shared catalog: in-memory state guarded by a lock, durable through a store, observable through a `WatchHub`.
+///
+/// With a local store (SQLite) a write is applied in memory and appended to the store's log. With a
+/// shared store (etcd) several registries write: a write is computed on a snapshot, committed to etcd
+/// only if no other registry committed since, and reaches the state the way every other registry's
+/// writes do, through the store's watch.
 public final class Catalog: Sendable {
+    private enum Backend {
+        case local(any Store)
+        case shared(EtcdStore)
+    }
+
     private let state: Mutex<CatalogState>
-    private let store: any Store
+    private let backend: Backend
     public let hub = WatchHub()
     /// Rendered reads, reused while the data behind them is unchanged.
     let responses = ResponseCache()
 
     public init(store: any Store) throws {
-        self.store = store
-        self.state = Mutex(try CatalogState(records: store.loadAll()))
+        backend = .local(store)
+        state = Mutex(try CatalogState(records: store.loadAll()))
+    }
+
+    /// A catalog on a store shared with other registries, empty until the store loads into it.
+    public init(shared store: EtcdStore) {
+        backend = .shared(store)
+        state = Mutex(CatalogState())
     }
 
     /// Reads a consistent snapshot.
@@ -20,33 +36,84 @@ public final class Catalog: Sendable {
     }
 
     /// Applies a write and calls `completion` once it is durable; waiters of the touched keys wake then.
+    ///
+    /// `body` must decide from the state it is given: with a shared store it may run again on a newer state.
     public func write<T: Sendable>(
-        _ body: (inout CatalogState) throws(CatalogError) -> T,
+        _ body: @escaping @Sendable (inout CatalogState) throws(CatalogError) -> T,
         completion: @escaping @Sendable (Result<T, any Error>) -> Void
     ) {
-        do {
-            try state.withLock { (state: inout CatalogState) throws(CatalogError) in
-                let (result, effect) = try state.write(body)
-                // Appending under the lock keeps the store's order identical to the state's.
-                store.append(effect?.ops ?? []) { [hub] outcome in
-                    switch outcome {
-                    case .success:
-                        if let effect { hub.notify(effect.wake) }
-                        completion(.success(result))
-                    case .failure(let error):
-                        completion(.failure(error))
+        switch backend {
+        case .local(let store):
+            do {
+                try state.withLock { (state: inout CatalogState) throws(CatalogError) in
+                    let (result, effect) = try state.write(body)
+                    // Appending under the lock keeps the store's order identical to the state's.
+                    store.append(effect?.ops ?? []) { [hub] outcome in
+                        switch outcome {
+                        case .success:
+                            if let effect { hub.notify(effect.wake) }
+                            completion(.success(result))
+                        case .failure(let error):
+                            completion(.failure(error))
+                        }
                     }
                 }
+            } catch {
+                completion(.failure(error))
             }
-        } catch {
-            completion(.failure(error))
+        case .shared(let store):
+            store.submit(QueuedWrite { state in
+                do {
+                    let (result, effect) = try state.write(body)
+                    return (effect, { completion($0.map { result }) })
+                } catch {
+                    return (nil, { _ in completion(.failure(error)) })
+                }
+            }, to: self)
         }
     }
 
     /// `write` for async callers.
-    public func write<T: Sendable>(_ body: (inout CatalogState) throws(CatalogError) -> T) async throws -> T {
+    public func write<T: Sendable>(_ body: @escaping @Sendable (inout CatalogState) throws(CatalogError) -> T) async throws -> T {
         try await withCheckedThrowingContinuation { continuation in
             write(body) { continuation.resume(with: $0) }
         }
     }
+
+    /// Extends a TTL session's life (not a write: renewals are not persisted); other registries
+    /// sharing the store are told. Nil when the session does not exist.
+    public func renewSession(_ id: String) -> Session? {
+        let session = state.withLock { $0.renewSession(id, now: .now) }
+        if session != nil, case .shared(let store) = backend { store.announceRenewal(of: id) }
+        return session
+    }
+
+    // MARK: Following a shared store
+
+    /// The state as of now, to compute a write on.
+    func snapshot() -> CatalogState { state.withLock { $0 } }
+
+    /// Applies changes another registry (or this one) committed to the shared store at `revision`.
+    func applyCommitted(_ changes: [StoreOp], revision: Int64?) throws {
+        let now = ContinuousClock.now
+        var wake = Set<String>()
+        try state.withLock { state in
+            for change in changes { wake.formUnion(try state.apply(change, now: now)) }
+            if let revision { state.storeRevision = revision }
+        }
+        hub.notify(wake)
+    }
+
+    /// Replaces the whole state with what the shared store holds and wakes every parked query.
+    func reload(_ records: [StoredRecord], revision: Int64) throws {
+        var fresh = try CatalogState(records: records)
+        fresh.storeRevision = revision
+        state.withLock { swap(&$0, &fresh) }
+        hub.notifyAll()
+    }
+}
+
+/// A write waiting for the shared store: applies itself to a state and says how to report the outcome.
+struct QueuedWrite: Sendable {
+    let apply: @Sendable (inout CatalogState) -> (effect: WriteEffect?, report: @Sendable (Result<Void, any Error>) -> Void)
 }

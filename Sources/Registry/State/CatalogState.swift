@@ -74,6 +74,9 @@ public struct CatalogState: Sendable {
     private(set) var checks: [CheckKey: HealthCheck] = [:]
     private var checksByInstance: [InstanceKey: Set<String>] = [:]
     private var watchIndexes: [String: UInt64] = [:]
+    /// The shared store's revision these contents reflect (etcd's mod_revision of the index record);
+    /// 0 with a local store.
+    var storeRevision: Int64 = 0
     var pending: WriteEffect?
     // KV store and sessions (CatalogState+KV.swift).
     var kv: [String: KVEntry] = [:]
@@ -92,27 +95,72 @@ public struct CatalogState: Sendable {
     /// Rebuilds the state from the records of a store.
     public init(records: [StoredRecord]) throws {
         for record in records {
-            switch record.table {
-            case "node": let n = try StoredCatalog.decodeNode(record.value); nodes[n.name] = n
-            case "service": insert(try StoredCatalog.decodeService(record.value))
-            case "check": insert(try StoredCatalog.decodeCheck(record.value))
-            case "watch": watchIndexes[record.key] = UInt64(String(decoding: record.value, as: UTF8.self)) ?? 0
-            case "meta" where record.key == "index": index = UInt64(String(decoding: record.value, as: UTF8.self)) ?? 0
+            _ = try apply(.put(table: record.table, key: record.key, value: record.value), now: .now)
+        }
+    }
+
+    /// Applies one record change read from a store — at load, or committed by another registry
+    /// sharing the store — and returns the watch keys whose readers may now see a difference.
+    public mutating func apply(_ change: StoreOp, now: ContinuousClock.Instant) throws -> [String] {
+        switch change {
+        case .put(let table, let key, let value):
+            switch table {
+            case "node":
+                let node = try StoredCatalog.decodeNode(value)
+                nodes[node.name] = node
+            case "service":
+                let service = try StoredCatalog.decodeService(value)
+                unindex(InstanceKey(node: service.node, id: service.id))
+                insert(service)
+            case "check":
+                let check = try StoredCatalog.decodeCheck(value)
+                unindex(CheckKey(node: check.node, checkID: check.checkID))
+                insert(check)
+            case "watch":
+                watchIndexes[key] = UInt64(String(decoding: value, as: UTF8.self)) ?? 0
+                return [key]
+            case "meta" where key == "index":
+                index = UInt64(String(decoding: value, as: UTF8.self)) ?? 0
             case "kv":
-                let entry = try KVJSON.decodeEntry(record.value)
+                let entry = try KVJSON.decodeEntry(value)
                 kv[entry.key] = entry
                 kvLastIndex = max(kvLastIndex, entry.modifyIndex)
+                return Self.kvWakeKeys(entry.key)
             case "kvtomb":
-                let deleted = UInt64(String(decoding: record.value, as: UTF8.self)) ?? 0
-                kvTombstones[record.key] = deleted
+                let deleted = UInt64(String(decoding: value, as: UTF8.self)) ?? 0
+                kvTombstones[key] = deleted
                 kvLastIndex = max(kvLastIndex, deleted)
+                return Self.kvWakeKeys(key)
             case "session":
-                let session = try KVJSON.decodeSession(record.value)
+                let session = try KVJSON.decodeSession(value)
+                if sessions[session.id] == nil, let ttl = session.ttl { sessionDeadlines[session.id] = now + ttl * 2 }
                 sessions[session.id] = session
-                if let ttl = session.ttl { sessionDeadlines[session.id] = .now + ttl * 2 }
-            default: continue
+            case SessionRenewal.table:
+                _ = renewSession(key, now: now)
+            default:
+                break
+            }
+        case .delete(let table, let key):
+            let pair = key.split(separator: "\n", maxSplits: 1, omittingEmptySubsequences: false).map(String.init)
+            switch table {
+            case "node": nodes[key] = nil
+            case "service" where pair.count == 2: unindex(InstanceKey(node: pair[0], id: pair[1]))
+            case "check" where pair.count == 2: unindex(CheckKey(node: pair[0], checkID: pair[1]))
+            case "kv":
+                kv[key] = nil
+                return Self.kvWakeKeys(key)
+            case "kvtomb": kvTombstones[key] = nil
+            case "session":
+                guard let session = sessions.removeValue(forKey: key) else { break }
+                sessionDeadlines[key] = nil
+                if session.lockDelay > .zero {
+                    for entry in kv.values where entry.session == key { lockDelays[entry.key] = now + session.lockDelay }
+                }
+            default:
+                break
             }
         }
+        return []
     }
 
     // MARK: Writing
@@ -207,10 +255,7 @@ public struct CatalogState: Sendable {
     }
 
     public mutating func removeInstance(_ key: InstanceKey) {
-        guard let existing = instances.removeValue(forKey: key) else { return }
-        instancesByName[existing.name]?.remove(key)
-        if instancesByName[existing.name]?.isEmpty == true { instancesByName[existing.name] = nil }
-        instancesByNode[key.node]?.remove(key.id)
+        guard let existing = unindex(key) else { return }
         for checkID in checksByInstance[key] ?? [] { removeCheck(CheckKey(node: key.node, checkID: checkID)) }
         record(.delete(table: "service", key: "\(key.node)\n\(key.id)"),
                touching: [WatchKey.services, WatchKey.node(key.node), WatchKey.service(existing.name)])
@@ -249,8 +294,7 @@ public struct CatalogState: Sendable {
     }
 
     public mutating func removeCheck(_ key: CheckKey) {
-        guard let existing = checks.removeValue(forKey: key) else { return }
-        checksByInstance[InstanceKey(node: key.node, id: existing.serviceID)]?.remove(key.checkID)
+        guard let existing = unindex(key) else { return }
         record(.delete(table: "check", key: "\(key.node)\n\(key.checkID)"), touching: checkWatchKeys(existing))
         invalidateSessions(linkedTo: key)
     }
@@ -272,6 +316,24 @@ public struct CatalogState: Sendable {
     private mutating func insert(_ check: HealthCheck) {
         checks[CheckKey(node: check.node, checkID: check.checkID)] = check
         checksByInstance[InstanceKey(node: check.node, id: check.serviceID), default: []].insert(check.checkID)
+    }
+
+    /// Takes an instance out of the tables and their indexes.
+    @discardableResult
+    private mutating func unindex(_ key: InstanceKey) -> ServiceInstance? {
+        guard let existing = instances.removeValue(forKey: key) else { return nil }
+        instancesByName[existing.name]?.remove(key)
+        if instancesByName[existing.name]?.isEmpty == true { instancesByName[existing.name] = nil }
+        instancesByNode[key.node]?.remove(key.id)
+        return existing
+    }
+
+    /// Takes a check out of the tables and their indexes.
+    @discardableResult
+    private mutating func unindex(_ key: CheckKey) -> HealthCheck? {
+        guard let existing = checks.removeValue(forKey: key) else { return nil }
+        checksByInstance[InstanceKey(node: key.node, id: existing.serviceID)]?.remove(key.checkID)
+        return existing
     }
 
     // MARK: Reading

@@ -63,6 +63,11 @@ public final class WatchHub: Sendable {
         }
     }
 
+    /// Wakes every parked query (after the whole state was replaced).
+    public func notifyAll() {
+        notify(state.withLock { Array($0.waiters.keys) })
+    }
+
     /// How many queries are parked right now.
     public var waitingCount: Int { state.withLock { $0.count } }
 }

@@ -2,6 +2,12 @@
 public enum StoreOp: Sendable, Equatable {
     case put(table: String, key: String, value: [UInt8])
     case delete(table: String, key: String)
+
+    /// True for the deletion of a session record (which releases the session's locks).
+    public var endsSession: Bool {
+        if case .delete("session", _) = self { return true }
+        return false
+    }
 }
 
 /// A record read back from durable storage at start-up.
