@@ -1,11 +1,14 @@
 #!/usr/bin/env bash
 # KV store vs etcd 3.4, side by side: durable puts and gets at 1, 16 and 64 connections (wrk, kv.lua).
 # Both fsync before answering (Trellis: SQLite WAL synchronous=FULL; etcd: its WAL). Servers on CPU 0, wrk on CPU 1.
+# STORE=etcd runs the registry on that same etcd (--store etcd): Trellis's KV API on top of etcd vs etcd itself.
 source "$(dirname "$0")/common.sh"
 
-taskset -c 0 "$BIN" registry --http-addr 127.0.0.1:18500 --data-dir "$WORK/reg" --log-level error > /dev/null 2>&1 &
-PIDS+=($!)
 start_etcd
+STORE_ARGS=(--data-dir "$WORK/reg")
+[ "${STORE:-sqlite}" = etcd ] && STORE_ARGS=(--store etcd --etcd-endpoints 127.0.0.1:12379)
+taskset -c 0 "$BIN" registry --http-addr 127.0.0.1:18500 "${STORE_ARGS[@]}" --log-level error > /dev/null 2>&1 &
+PIDS+=($!)
 for _ in $(seq 100); do curl -sf 127.0.0.1:18500/v1/status/leader >/dev/null && break; sleep 0.1; done
 
 run() { # target op connections

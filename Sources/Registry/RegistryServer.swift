@@ -82,8 +82,8 @@ public final class RegistryServer: Service {
         let server = try await HTTPServer.start(host: config.host, port: config.port, group: group,
                                                 maxBodySize: config.maxBodySize, responder: api, logger: logger)
         let address = "\(config.host):\(server.localAddress.port ?? config.port)"
-        logger.info("registry listening", metadata: ["address": "\(address)", "store": "\(storeDescription)",
-                                                     "node": "\(identity.nodeName)", "index": "\(catalog.read { $0.index })"])
+        logger.info("registry listening", metadata: storeMetadata.merging(
+            ["address": "\(address)", "node": "\(identity.nodeName)", "index": "\(catalog.read { $0.index })"]) { $1 })
         onListening(address)
         SystemdNotifier.ready(status: "serving Consul API on \(address)")
 
@@ -116,11 +116,12 @@ public final class RegistryServer: Service {
     }
 
     /// Where the catalog is kept, for the start-up log line.
-    private var storeDescription: String {
+    private var storeMetadata: Logger.Metadata {
         switch config.store {
-        case .sqlite: "sqlite \(config.dataDirectory)/registry.db"
+        case .sqlite: ["store": "sqlite", "data_dir": "\(config.dataDirectory)"]
         case .etcd(let endpoints, let prefix):
-            "etcd \(endpoints.map { HostPort.format($0.host, $0.port) }.joined(separator: ",")) prefix \(prefix)"
+            ["store": "etcd", "etcd_prefix": "\(prefix)",
+             "etcd_endpoints": "\(endpoints.map { HostPort.format($0.host, $0.port) }.joined(separator: ","))"]
         }
     }
 

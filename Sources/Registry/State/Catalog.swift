@@ -93,15 +93,30 @@ public final class Catalog: Sendable {
     /// The state as of now, to compute a write on.
     func snapshot() -> CatalogState { state.withLock { $0 } }
 
-    /// Applies changes another registry (or this one) committed to the shared store at `revision`.
+    /// Applies changes committed to the shared store at `revision` (nil: changes outside the index,
+    /// such as session renewals), unless the state already holds that revision.
     func applyCommitted(_ changes: [StoreOp], revision: Int64?) throws {
+        _ = try apply(changes, revision: revision) { state in revision.map { state.storeRevision < $0 } ?? true }
+    }
+
+    /// Applies this registry's own commit at `revision` right away, if nothing was applied since
+    /// `basis` (the revision the write was computed on); otherwise the watch brings it.
+    /// - Returns: whether it was applied.
+    func applyOwnCommit(_ changes: [StoreOp], basis: Int64, revision: Int64) throws -> Bool {
+        try apply(changes, revision: revision) { $0.storeRevision == basis }
+    }
+
+    private func apply(_ changes: [StoreOp], revision: Int64?, if applies: (borrowing CatalogState) -> Bool) throws -> Bool {
         let now = ContinuousClock.now
         var wake = Set<String>()
-        try state.withLock { state in
+        let applied = try state.withLock { state in
+            guard applies(state) else { return false }
             for change in changes { wake.formUnion(try state.apply(change, now: now)) }
             if let revision { state.storeRevision = revision }
+            return true
         }
         hub.notify(wake)
+        return applied
     }
 
     /// Replaces the whole state with what the shared store holds and wakes every parked query.

@@ -9,15 +9,19 @@ import TrellisHTTP
 /// key's mod_revision is the revision of the last commit, and a commit is an etcd transaction on the
 /// condition that it has not moved since the state the write was computed on. A registry that lost
 /// that race has missed another's commit: it waits for its watch to bring it in and computes the
-/// write again. Every registry, the committing one included, applies commits from the watch, so all
-/// of them go through the same states in the same order; a write is acknowledged once etcd has
-/// committed it and this registry has applied it.
+/// write again. Every registry applies the commits of the others from the watch, in etcd's order; a
+/// registry applies its own commit at once when nothing came in since the state it computed it on
+/// (which the condition guarantees up to commits that followed), else when the watch brings it. A
+/// write is acknowledged once etcd has committed it and this registry has applied it.
 ///
 /// Session renewals are not writes: they touch `<prefix>renew/<session>` (outside the index) so that
 /// every registry extends the session's deadline.
 public final class EtcdStore: Sendable {
     /// etcd's default `--max-txn-ops`: the most operations one transaction may carry.
     static let maxTxnOps = 128
+    /// Bytes of keys and values per transaction, under etcd's default `--max-request-bytes` (1.5 MiB)
+    /// once the gateway's base64 has grown them by a third.
+    static let maxTxnBytes = 1 << 20
 
     private struct Queue {
         var writes: [QueuedWrite] = []
@@ -26,7 +30,7 @@ public final class EtcdStore: Sendable {
 
     private struct Applied {
         var revision: Int64 = 0
-        var waiters: [UInt64: (revision: Int64, resume: CheckedContinuation<Void, Never>)] = [:]
+        var waiters: [UInt64: (revision: Int64, resume: CheckedContinuation<Void, Never>, timeout: Task<Void, Never>)] = [:]
         var nextWaiter: UInt64 = 0
     }
 
@@ -140,17 +144,19 @@ public final class EtcdStore: Sendable {
             var state = catalog.snapshot()
             let basis = state.storeRevision
             var mutations = MutationList()
+            var ops: [StoreOp] = []
             reports = []
             for write in writes {
                 let (effect, report) = write.apply(&state)
                 for op in effect?.ops ?? [] { mutations.add(op, prefix: prefix) }
+                ops += (effect?.ops ?? []).sorted { $0.endsSession && !$1.endsSession }
                 reports.append(report)
             }
             if mutations.isEmpty { return reports.forEach { $0(.success(())) } }
-            if mutations.count > Self.maxTxnOps {
+            if mutations.count > Self.maxTxnOps || mutations.bytes > Self.maxTxnBytes {
                 if writes.count == 1 {
-                    return reports.forEach { $0(.failure(Failure(description:
-                        "the write needs \(mutations.count) etcd operations; etcd takes \(Self.maxTxnOps) per transaction"))) }
+                    return reports.forEach { $0(.failure(Failure(description: "the write needs \(mutations.count) etcd operations "
+                        + "of \(mutations.bytes) bytes; one etcd transaction takes \(Self.maxTxnOps) operations and \(Self.maxTxnBytes) bytes"))) }
                 }
                 await commit(Array(writes.prefix(writes.count / 2)), catalog)
                 return await commit(Array(writes.dropFirst(writes.count / 2)), catalog)
@@ -166,6 +172,7 @@ public final class EtcdStore: Sendable {
             case .committed(let revision):
                 let elapsed = ContinuousClock.now - started
                 onCommit(Double(elapsed.nanoseconds) / 1e9, writes.count)
+                if (try? catalog.applyOwnCommit(ops, basis: basis, revision: revision)) == true { reached(revision) }
                 await waitUntilApplied(revision)
                 return reports.forEach { $0(.success(())) }
             case .conflict(let current):
@@ -210,24 +217,26 @@ public final class EtcdStore: Sendable {
             applied.revision = max(applied.revision, revision)
             let due = applied.waiters.filter { $0.value.revision <= applied.revision }
             for id in due.keys { applied.waiters[id] = nil }
-            return due.values.map(\.resume)
+            return due.values
         }
-        for resume in due { resume.resume() }
+        for waiter in due {
+            waiter.timeout.cancel()
+            waiter.resume.resume()
+        }
     }
 
     /// Returns once the watch has applied `revision`, or after 5 s (the write is committed either way).
     private func waitUntilApplied(_ revision: Int64) async {
         await withCheckedContinuation { (resume: CheckedContinuation<Void, Never>) in
-            let id: UInt64? = applied.withLock { applied in
-                if applied.revision >= revision { return nil }
+            applied.withLock { applied in
+                if applied.revision >= revision { return resume.resume() }
                 applied.nextWaiter += 1
-                applied.waiters[applied.nextWaiter] = (revision, resume)
-                return applied.nextWaiter
-            }
-            guard let id else { return resume.resume() }
-            Task {
-                try? await Task.sleep(for: .seconds(5))
-                applied.withLock { $0.waiters.removeValue(forKey: id) }?.resume.resume()
+                let id = applied.nextWaiter
+                let timeout = Task {
+                    try? await Task.sleep(for: .seconds(5))
+                    self.applied.withLock { $0.waiters.removeValue(forKey: id) }?.resume.resume()
+                }
+                applied.waiters[id] = (revision, resume, timeout)
             }
         }
     }
@@ -259,6 +268,9 @@ private struct MutationList {
     private var order: [[UInt8]] = []
     private var byKey: [[UInt8]: EtcdClient.Mutation] = [:]
 
+    /// Bytes of keys and values.
+    private(set) var bytes = 0
+
     var isEmpty: Bool { order.isEmpty }
     var count: Int { order.count }
     var list: [EtcdClient.Mutation] { order.compactMap { byKey[$0] } }
@@ -275,6 +287,18 @@ private struct MutationList {
     }
 
     private mutating func set(_ mutation: EtcdClient.Mutation) {
-        if byKey.updateValue(mutation, forKey: mutation.key) == nil { order.append(mutation.key) }
+        if let replaced = byKey.updateValue(mutation, forKey: mutation.key) {
+            bytes -= Self.size(replaced)
+        } else {
+            order.append(mutation.key)
+        }
+        bytes += Self.size(mutation)
+    }
+
+    private static func size(_ mutation: EtcdClient.Mutation) -> Int {
+        switch mutation {
+        case .put(let key, let value): key.count + value.count
+        case .delete(let key): key.count
+        }
     }
 }
