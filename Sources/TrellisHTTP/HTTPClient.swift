@@ -95,8 +95,24 @@ public struct HTTPClient: Sendable {
     }
 }
 
+/// Reads one response and completes a promise with it; a dropped connection or an error fails it.
+private protocol ResponseReader: ChannelInboundHandler where InboundIn == HTTPClientResponsePart {
+    func fail(_ error: any Error)
+}
+
+extension ResponseReader {
+    func channelInactive(context: ChannelHandlerContext) {
+        fail(HTTPClient.Failure(description: "connection closed before the response was complete"))
+    }
+
+    func errorCaught(context: ChannelHandlerContext, error: any Error) {
+        fail(HTTPClient.Failure(description: "\(error)"))
+        context.close(promise: nil)
+    }
+}
+
 /// Gathers one response and completes the promise with it.
-private final class ResponseCollector: ChannelInboundHandler {
+private final class ResponseCollector: ResponseReader {
     typealias InboundIn = HTTPClientResponsePart
 
     private let promise: EventLoopPromise<HTTPClient.Response>
@@ -128,18 +144,11 @@ private final class ResponseCollector: ChannelInboundHandler {
         }
     }
 
-    func channelInactive(context: ChannelHandlerContext) {
-        promise.fail(HTTPClient.Failure(description: "connection closed before the response was complete"))
-    }
-
-    func errorCaught(context: ChannelHandlerContext, error: any Error) {
-        promise.fail(HTTPClient.Failure(description: "\(error)"))
-        context.close(promise: nil)
-    }
+    func fail(_ error: any Error) { promise.fail(error) }
 }
 
 /// Passes each body chunk on as it arrives and completes with the head when the response ends.
-private final class BodyStreamer: ChannelInboundHandler {
+private final class BodyStreamer: ResponseReader {
     typealias InboundIn = HTTPClientResponsePart
 
     private let promise: EventLoopPromise<HTTPResponseHead>
@@ -167,12 +176,5 @@ private final class BodyStreamer: ChannelInboundHandler {
         }
     }
 
-    func channelInactive(context: ChannelHandlerContext) {
-        promise.fail(HTTPClient.Failure(description: "connection closed before the response was complete"))
-    }
-
-    func errorCaught(context: ChannelHandlerContext, error: any Error) {
-        promise.fail(HTTPClient.Failure(description: "\(error)"))
-        context.close(promise: nil)
-    }
+    func fail(_ error: any Error) { promise.fail(error) }
 }

@@ -155,16 +155,7 @@ final class EtcdStoreTests: XCTestCase {
 
     func testBadStoreSettingsAndUnreachableEtcdAreClearErrors() async throws {
         func run(_ arguments: [String]) throws -> (status: Int32, output: String) {
-            let process = Process()
-            process.executableURL = URL(fileURLWithPath: TrellisBinary.path)
-            process.arguments = ["registry", "--http-addr", "127.0.0.1:0", "--log-level", "critical"] + arguments
-            let pipe = Pipe()
-            process.standardOutput = pipe
-            process.standardError = pipe
-            try process.run()
-            let output = String(decoding: pipe.fileHandleForReading.readDataToEndOfFile(), as: UTF8.self)
-            process.waitUntilExit()
-            return (process.terminationStatus, output)
+            try runToEnd(TrellisBinary.path, ["registry", "--http-addr", "127.0.0.1:0", "--log-level", "critical"] + arguments)
         }
         let unknown = try run(["--store", "zookeeper"])
         XCTAssertNotEqual(unknown.status, 0)

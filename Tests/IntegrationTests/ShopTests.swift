@@ -158,16 +158,8 @@ final class ShopEndToEndTests: XCTestCase {
     }
 
     func testAlertRulesPassPromtool() throws {
-        let check = Process()
-        check.executableURL = URL(fileURLWithPath: "/usr/bin/promtool")
-        check.arguments = ["check", "rules", Self.root.appendingPathComponent("dashboards/alerts.yml").path]
-        let output = Pipe()
-        check.standardOutput = output
-        check.standardError = output
-        try check.run()
-        let text = String(decoding: output.fileHandleForReading.readDataToEndOfFile(), as: UTF8.self)
-        check.waitUntilExit()
-        XCTAssertEqual(check.terminationStatus, 0, text)
+        let (status, text) = try runToEnd("/usr/bin/promtool", ["check", "rules", Self.root.appendingPathComponent("dashboards/alerts.yml").path])
+        XCTAssertEqual(status, 0, text)
         XCTAssertTrue(text.contains("SUCCESS: 7 rules found"), text)
     }
 

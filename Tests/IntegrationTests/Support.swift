@@ -19,6 +19,20 @@ func temporaryDirectory(_ test: XCTestCase) throws -> String {
     return dir
 }
 
+/// Runs `executable` to its end; returns its exit status and everything it wrote (stdout and stderr).
+func runToEnd(_ executable: String, _ arguments: [String]) throws -> (status: Int32, output: String) {
+    let process = Process()
+    process.executableURL = URL(fileURLWithPath: executable)
+    process.arguments = arguments
+    let pipe = Pipe()
+    process.standardOutput = pipe
+    process.standardError = pipe
+    try process.run()
+    let output = String(decoding: pipe.fileHandleForReading.readDataToEndOfFile(), as: UTF8.self)
+    process.waitUntilExit()
+    return (process.terminationStatus, output)
+}
+
 /// A child process whose stdout lines can be awaited.
 final class ChildProcess: @unchecked Sendable {
     let process = Process()
