@@ -23,11 +23,6 @@ public final class EtcdStore: Sendable {
     /// once the gateway's base64 has grown them by a third.
     static let maxTxnBytes = 1 << 20
 
-    private struct Queue {
-        var writes: [QueuedWrite] = []
-        var draining = false
-    }
-
     private struct Applied {
         var revision: Int64 = 0
         var waiters: [UInt64: (revision: Int64, resume: CheckedContinuation<Void, Never>, timeout: Task<Void, Never>)] = [:]
@@ -37,7 +32,7 @@ public final class EtcdStore: Sendable {
     private let client: EtcdClient
     private let prefix: [UInt8]
     private let logger: Logger
-    private let queue = Mutex(Queue())
+    private let queue = GroupCommitQueue<QueuedWrite>()
     private let applied = Mutex(Applied())
     private let onCommit: @Sendable (_ seconds: Double, _ batches: Int) -> Void
 
@@ -100,13 +95,7 @@ public final class EtcdStore: Sendable {
 
     /// Queues a write; writes that queue up while a transaction is in flight go together in the next.
     func submit(_ write: QueuedWrite, to catalog: Catalog) {
-        let start = queue.withLock { queue in
-            queue.writes.append(write)
-            if queue.draining { return false }
-            queue.draining = true
-            return true
-        }
-        if start { Task { await drain(into: catalog) } }
+        if queue.enqueue(write) { Task { await drain(into: catalog) } }
     }
 
     /// Tells every registry that `session` was renewed.
@@ -125,12 +114,7 @@ public final class EtcdStore: Sendable {
 
     private func drain(into catalog: Catalog) async {
         while true {
-            let batch = queue.withLock { queue in
-                let taken = queue.writes
-                queue.writes = []
-                if taken.isEmpty { queue.draining = false }
-                return taken
-            }
+            let batch = queue.takeAll()
             if batch.isEmpty { return }
             await commit(batch, catalog)
         }

@@ -1,17 +1,13 @@
 import Dispatch
 import Foundation
 import GRDB
-import Synchronization
 
 /// The embedded store: one SQLite file in WAL mode, fsync on every commit, group-committed.
 public final class SQLiteStore: Store {
-    private struct Pending {
-        var batches: [(ops: [StoreOp], completion: @Sendable (Result<Void, any Error>) -> Void)] = []
-        var draining = false
-    }
+    private typealias Batch = (ops: [StoreOp], completion: @Sendable (Result<Void, any Error>) -> Void)
 
     private let database: DatabaseQueue
-    private let pending = Mutex(Pending())
+    private let pending = GroupCommitQueue<Batch>()
     private let writer = DispatchQueue(label: "trellis.sqlite.writer")
     private let onCommit: @Sendable (_ seconds: Double, _ batches: Int) -> Void
 
@@ -49,24 +45,13 @@ public final class SQLiteStore: Store {
     }
 
     public func append(_ ops: [StoreOp], completion: @escaping @Sendable (Result<Void, any Error>) -> Void) {
-        let startDrain = pending.withLock { state -> Bool in
-            state.batches.append((ops, completion))
-            if state.draining { return false }
-            state.draining = true
-            return true
-        }
-        if startDrain { writer.async { self.drain() } }
+        if pending.enqueue((ops, completion)) { writer.async { self.drain() } }
     }
 
     /// Commits everything that queued up while the previous commit was syncing, in one transaction.
     private func drain() {
         while true {
-            let batches = pending.withLock { state in
-                let taken = state.batches
-                state.batches = []
-                if taken.isEmpty { state.draining = false }
-                return taken
-            }
+            let batches = pending.takeAll()
             if batches.isEmpty { return }
             let started = ContinuousClock.now
             let result: Result<Void, any Error> = Result {

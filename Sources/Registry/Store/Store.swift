@@ -1,3 +1,5 @@
+import Synchronization
+
 /// One change to durable storage: a record put or deleted in a table.
 public enum StoreOp: Sendable, Equatable {
     case put(table: String, key: String, value: [UInt8])
@@ -20,6 +22,31 @@ public struct StoredRecord: Sendable {
         self.table = table
         self.key = key
         self.value = value
+    }
+}
+
+/// Writes that queue up while a commit is in flight, taken together by the next commit (group commit).
+final class GroupCommitQueue<Item: Sendable>: Sendable {
+    private let state = Mutex<(items: [Item], draining: Bool)>(([], false))
+
+    /// Queues `item`; true when no drain is running, so the caller must start one.
+    func enqueue(_ item: Item) -> Bool {
+        state.withLock { state in
+            state.items.append(item)
+            if state.draining { return false }
+            state.draining = true
+            return true
+        }
+    }
+
+    /// Everything queued since the last call; empty when the drain is over (it then stops).
+    func takeAll() -> [Item] {
+        state.withLock { state in
+            let taken = state.items
+            state.items = []
+            if taken.isEmpty { state.draining = false }
+            return taken
+        }
     }
 }
 
