@@ -9,6 +9,13 @@ let nio: [Target.Dependency] = [
     .product(name: "NIOHTTP1", package: "swift-nio"),
 ]
 
+/// What every daemon library uses besides SwiftNIO: metrics, logging, lifecycle.
+let daemon: [Target.Dependency] = [
+    .product(name: "Prometheus", package: "swift-prometheus"),
+    .product(name: "Logging", package: "swift-log"),
+    .product(name: "ServiceLifecycle", package: "swift-service-lifecycle"),
+] + nio
+
 let package = Package(
     name: "trellis",
     platforms: [.macOS(.v15)],
@@ -62,34 +69,25 @@ let package = Package(
             name: "Sidecar",
             dependencies: [
                 "TrellisCore", "Telemetry", "TrellisHTTP",
-                .product(name: "Prometheus", package: "swift-prometheus"),
-                .product(name: "Logging", package: "swift-log"),
-                .product(name: "ServiceLifecycle", package: "swift-service-lifecycle"),
                 .product(name: "Yams", package: "Yams"),
-            ] + nio,
+            ] + daemon,
             swiftSettings: strict
         ),
         .target(
             name: "Registry",
             dependencies: [
                 "TrellisCore", "Telemetry", "CSystemd", "TrellisHTTP",
-                .product(name: "Prometheus", package: "swift-prometheus"),
                 .product(name: "NIOSSL", package: "swift-nio-ssl"),
-                .product(name: "Logging", package: "swift-log"),
-                .product(name: "ServiceLifecycle", package: "swift-service-lifecycle"),
                 .product(name: "GRDB", package: "GRDB.swift"),
-            ] + nio,
+            ] + daemon,
             swiftSettings: strict
         ),
         .target(
             name: "Collector",
             dependencies: [
                 "TrellisCore", "Telemetry", "TrellisHTTP", "CCompression", "CSystemd",
-                .product(name: "Prometheus", package: "swift-prometheus"),
-                .product(name: "Logging", package: "swift-log"),
-                .product(name: "ServiceLifecycle", package: "swift-service-lifecycle"),
                 .product(name: "Yams", package: "Yams"),
-            ] + nio,
+            ] + daemon,
             swiftSettings: strict
         ),
         .target(

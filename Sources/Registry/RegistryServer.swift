@@ -23,6 +23,12 @@ public struct RegistryConfiguration: Sendable {
         case sqlite
         /// An etcd cluster shared by several registries, under a key prefix.
         case etcd(endpoints: [(host: String, port: Int)], prefix: String)
+
+        /// The endpoints as `--etcd-endpoints` lists them (empty for SQLite).
+        public var endpointList: String {
+            guard case .etcd(let endpoints, _) = self else { return "" }
+            return endpoints.map { HostPort.format($0.host, $0.port) }.joined(separator: ",")
+        }
     }
 
     public init() {}
@@ -119,9 +125,8 @@ public final class RegistryServer: Service {
     private var storeMetadata: Logger.Metadata {
         switch config.store {
         case .sqlite: ["store": "sqlite", "data_dir": "\(config.dataDirectory)"]
-        case .etcd(let endpoints, let prefix):
-            ["store": "etcd", "etcd_prefix": "\(prefix)",
-             "etcd_endpoints": "\(endpoints.map { HostPort.format($0.host, $0.port) }.joined(separator: ","))"]
+        case .etcd(_, let prefix):
+            ["store": "etcd", "etcd_prefix": "\(prefix)", "etcd_endpoints": "\(config.store.endpointList)"]
         }
     }
 

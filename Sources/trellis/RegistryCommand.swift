@@ -69,7 +69,7 @@ struct RegistryCommand: AsyncParsableCommand {
         let logger = LogSetup.make(label: "trellis.registry", level: level, format: logFormat)
         let storage = switch config.store {
         case .sqlite: "data in \(config.dataDirectory)"
-        case .etcd(let endpoints, let prefix): "data in etcd \(endpoints.map { HostPort.format($0.host, $0.port) }.joined(separator: ",")) under \(prefix)"
+        case .etcd(_, let prefix): "data in etcd \(config.store.endpointList) under \(prefix)"
         }
         let server = RegistryServer(config: config, logger: logger) { address in
             let line = "trellis registry listening on http://\(address) (\(storage))\n"

@@ -55,7 +55,7 @@ public final class EtcdStore: Sendable {
         do {
             (kvs, revision) = try await client.range(prefix: prefix)
         } catch {
-            throw Failure(description: "cannot read the catalog from etcd: \(error)")
+            throw EtcdClient.Failure(description: "cannot read the catalog from etcd: \(error)")
         }
         var records: [StoredRecord] = []
         var indexRevision: Int64 = 0
@@ -139,7 +139,7 @@ public final class EtcdStore: Sendable {
             if mutations.isEmpty { return reports.forEach { $0(.success(())) } }
             if mutations.count > Self.maxTxnOps || mutations.bytes > Self.maxTxnBytes {
                 if writes.count == 1 {
-                    return reports.forEach { $0(.failure(Failure(description: "the write needs \(mutations.count) etcd operations "
+                    return reports.forEach { $0(.failure(EtcdClient.Failure(description: "the write needs \(mutations.count) etcd operations "
                         + "of \(mutations.bytes) bytes; one etcd transaction takes \(Self.maxTxnOps) operations and \(Self.maxTxnBytes) bytes"))) }
                 }
                 await commit(Array(writes.prefix(writes.count / 2)), catalog)
@@ -163,7 +163,7 @@ public final class EtcdStore: Sendable {
                 await waitUntilApplied(current)
             }
         }
-        let failure = Failure(description: "gave up after 100 commits lost to other registries")
+        let failure = EtcdClient.Failure(description: "gave up after 100 commits lost to other registries")
         reports.forEach { $0(.failure(failure)) }
     }
 
@@ -235,10 +235,6 @@ public final class EtcdStore: Sendable {
         let rest = etcdKey[prefix.count...]
         guard let slash = rest.firstIndex(of: UInt8(ascii: "/")) else { return nil }
         return (String(decoding: rest[..<slash], as: UTF8.self), String(decoding: rest[(slash + 1)...], as: UTF8.self))
-    }
-
-    struct Failure: Error, CustomStringConvertible {
-        let description: String
     }
 }
 
