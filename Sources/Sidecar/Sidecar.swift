@@ -180,15 +180,16 @@ public final class Sidecar: Service {
             .childChannelOption(.maxMessagesPerRead, value: 16)
             .childChannelInitializer { channel in
                 channel.eventLoop.makeCompletedFuture {
-                    try channel.pipeline.syncOperations.configureHTTPServerPipeline(withPipeliningAssistance: false, withErrorHandling: true)
+                    // Malformed requests are answered by ProxyHandler; response headers were parsed from
+                    // the upstream or written by the sidecar, so they need no second validation.
+                    try channel.pipeline.syncOperations.configureHTTPServerPipeline(
+                        withPipeliningAssistance: false, withErrorHandling: false, withOutboundHeaderValidation: false)
                     try channel.pipeline.syncOperations.addHandler(ProxyHandler(plane: plane.value, listenerKey: key))
                 }
             }
             .bind(host: host, port: port).get()
     }
 
-    /// The port given with `--local-port`, else a loopback port nothing listens on right now,
-    /// for the supervised service to bind.
     /// The port the service listens on: given, or a free one outside the ephemeral range, so no
     /// outgoing connection of this machine takes it while the service starts or restarts.
     private static func localServicePort(_ given: Int?) throws -> Int {

@@ -381,6 +381,29 @@ final class SidecarTests: XCTestCase {
         XCTAssertEqual(local503, 1)
     }
 
+    func testAnAttemptPastItsPerTryTimeoutIsRetriedThenAnsweredWith504() async throws {
+        let registry = try await RegistryUnderTest.start(self)
+        let slow = try await ScriptedHTTPServer(self, keepAlive: true)
+        try await register(registry, "slow", slow)
+        let local = try await ScriptedHTTPServer(self)
+        let sidecar = try await SidecarUnderTest(self, registry: registry, service: "orders", upstreams: ["slow"], localPort: local.port, policy: """
+            upstreams:
+              slow:
+                timeouts: {per_try: 300ms}
+                retries: {attempts: 1, retry_on: [timeout]}
+            """)
+        try await eventually("discovered") { try await sidecar.admin("/clusters").contains("slow-\(slow.port)") }
+        let started = Date()
+        let answer = try await sidecar.upstream("slow", "/slow")
+        XCTAssertEqual(answer.status, 504)
+        XCTAssertEqual(answer.headers["x-trellis-error"], "timeout")
+        XCTAssertGreaterThanOrEqual(Date().timeIntervalSince(started), 0.6, "two attempts of 300 ms each")
+        let retries = try await sidecar.metric(#"trellis_sidecar_retries_total{upstream="slow"}"#)
+        XCTAssertEqual(retries, 1)
+        let quick = try await sidecar.upstream("slow", "/")
+        XCTAssertEqual(quick.status, 200, "a quick answer within the timeout")
+    }
+
     func testACanaryRouteSendsMatchingRequestsToTheTaggedInstances() async throws {
         let registry = try await RegistryUnderTest.start(self)
         let stable = try await ScriptedHTTPServer(self, keepAlive: true)

@@ -199,6 +199,41 @@ final class DataPlanePartsTests: XCTestCase {
             XCTAssertLessThanOrEqual(delay, .milliseconds(min(250, 25 << retry)))
         }
     }
+    func testDeadlineTimerFiresOnlyForTheLastArmedDeadline() throws {
+        let loop = EmbeddedEventLoop()
+        var fired = 0
+        let timer = DeadlineTimer(loop: loop) { fired += 1 }
+        timer.arm(in: .seconds(1))
+        loop.advanceTime(by: .milliseconds(999))
+        XCTAssertEqual(fired, 0)
+        loop.advanceTime(by: .milliseconds(1))
+        XCTAssertEqual(fired, 1, "fires at the deadline")
+
+        timer.arm(in: .seconds(1))
+        loop.advanceTime(by: .milliseconds(600))
+        timer.disarm()
+        timer.arm(in: .seconds(1))
+        loop.advanceTime(by: .milliseconds(600))
+        XCTAssertEqual(fired, 1, "re-arming moves the deadline later")
+        loop.advanceTime(by: .milliseconds(400))
+        XCTAssertEqual(fired, 2)
+
+        timer.arm(in: .seconds(5))
+        timer.arm(in: .seconds(1))
+        loop.advanceTime(by: .seconds(1))
+        XCTAssertEqual(fired, 3, "an earlier deadline is honoured")
+        loop.advanceTime(by: .seconds(10))
+        XCTAssertEqual(fired, 3, "each arming fires at most once")
+
+        timer.arm(in: .seconds(1))
+        timer.disarm()
+        loop.advanceTime(by: .seconds(2))
+        timer.arm(in: .seconds(1))
+        timer.stop()
+        loop.advanceTime(by: .seconds(2))
+        XCTAssertEqual(fired, 3, "disarmed and stopped timers stay silent")
+        try loop.syncShutdownGracefully()
+    }
 }
 
 final class ShippedPoliciesTests: XCTestCase {

@@ -76,15 +76,21 @@ final class ConnectionPool {
 
     var idleCount: Int { idle.count }
 
+    /// An idle connection that is still open, if there is one.
+    func takeIdle() -> UpstreamConnection? {
+        while let connection = idle.popLast() {
+            if connection.channel.isActive { return connection }
+        }
+        return nil
+    }
+
     /// Hands over an idle connection, opens one, or queues the caller. Returns a waiter id that
     /// `cancel(waiter:)` takes when the caller gives up first.
     @discardableResult
     func acquire(connectTimeout: TimeAmount, _ deliver: @escaping (Acquired) -> Void) -> Int? {
-        while let connection = idle.popLast() {
-            if connection.channel.isActive {
-                deliver(.ready(connection))
-                return nil
-            }
+        if let connection = takeIdle() {
+            deliver(.ready(connection))
+            return nil
         }
         if limits.openConnections < limits.policy.maxConnections {
             connect(timeout: connectTimeout, deliver)
@@ -152,7 +158,8 @@ final class ConnectionPool {
             .channelOption(.socketOption(.tcp_nodelay), value: 1)
             .channelInitializer { channel in
                 channel.eventLoop.makeCompletedFuture {
-                    try channel.pipeline.syncOperations.addHTTPClientHandlers()
+                    // Headers come from a parsed request or from the sidecar itself: valid already.
+                    try channel.pipeline.syncOperations.addHTTPClientHandlers(enableOutboundHeaderValidation: false)
                     try channel.pipeline.syncOperations.addHandler(UpstreamConnection())
                 }
             }

@@ -18,6 +18,9 @@ final class DataPlane {
     var downstreamConnections: [String: Int] = [:]
     /// Set when shutting down: inbound responses ask clients to close their connections.
     var draining = false
+    /// Upstream connections written to during this turn of the event loop, flushed after all its
+    /// reads: one wake-up of the upstream per turn rather than one per request read.
+    private var pendingFlushes: [any Channel] = []
 
     init(loop: any EventLoop, policy: SidecarPolicy, upstreams: [String], localEndpoint: EndpointInfo,
          metrics: SidecarMetrics, accessLog: AccessLog) {
@@ -42,6 +45,17 @@ final class DataPlane {
         for (key, listener) in listeners {
             listener.apply(key == Self.inboundKey ? policy.inbound : policy.upstream(key), metrics: metrics)
         }
+    }
+
+    /// Flushes `channel` once the current turn of the event loop has handled all its reads.
+    func flushAfterReads(_ channel: any Channel) {
+        if pendingFlushes.isEmpty {
+            loop.assumeIsolated().execute { [self] in
+                for channel in pendingFlushes { channel.flush() }
+                pendingFlushes.removeAll(keepingCapacity: true)
+            }
+        }
+        pendingFlushes.append(channel)
     }
 
     func updateEndpoints(upstream: String, _ endpoints: [EndpointInfo]) {

@@ -30,14 +30,24 @@ enum HeaderRules {
         return keepAlive
     }
 
-    /// Removes the fixed hop-by-hop headers and those the `Connection` header names.
+    /// Removes the fixed hop-by-hop headers and those the `Connection` header names, in one pass
+    /// over the headers (most messages carry none, or only `Connection`).
     private static func stripHopByHop(_ headers: inout HTTPHeaders) {
-        for value in headers[canonicalForm: "connection"] {
-            let name = value.lowercased()
-            if name != "close" && name != "keep-alive" && name != "transfer-encoding" && name != "content-length" {
-                headers.remove(name: String(name))
+        var doomed: [String] = []
+        for (name, value) in headers where hopByHop.contains(where: { equalsIgnoringCase(name, $0) }) {
+            doomed.append(name)
+            guard equalsIgnoringCase(name, "connection") else { continue }
+            for token in value.split(separator: ",") {
+                let named = token.lowercased().filter { $0 != " " && $0 != "\t" }
+                if !["close", "keep-alive", "transfer-encoding", "content-length"].contains(named) { doomed.append(named) }
             }
         }
-        for name in hopByHop where headers.contains(name: name) { headers.remove(name: name) }
+        for name in doomed { headers.remove(name: name) }
+    }
+
+    /// ASCII case-insensitive equality with a lowercase name.
+    private static func equalsIgnoringCase(_ name: String, _ lowercase: String) -> Bool {
+        name.utf8.count == lowercase.utf8.count
+            && zip(name.utf8, lowercase.utf8).allSatisfy { ($0 >= 0x41 && $0 <= 0x5A ? $0 | 0x20 : $0) == $1 }
     }
 }

@@ -51,8 +51,8 @@ final class ProxyHandler: ChannelInboundHandler, UpstreamReceiver {
     private var waiter: Int?
     /// Bumped per attempt so that late callbacks of an abandoned attempt are ignored.
     private var generation = 0
-    private var perTryTimer: Scheduled<Void>?
-    private var requestTimer: Scheduled<Void>?
+    private lazy var perTryTimeout = DeadlineTimer(loop: plane.loop) { [unowned self] in perTryTimedOut() }
+    private lazy var requestTimeout = DeadlineTimer(loop: plane.loop) { [unowned self] in requestTimedOut() }
     private var backoffTimer: Scheduled<Void>?
     private var status = 0
     private var bytesSent = 0
@@ -60,7 +60,7 @@ final class ProxyHandler: ChannelInboundHandler, UpstreamReceiver {
     private var countedActive = false
     /// `X-RateLimit-*` headers for the response, when the route is rate limited.
     private var rateLimitHeaders: HTTPHeaders?
-    /// `X-RateLimit-*` headers for the response, when the route is rate limited.
+
     init(plane: DataPlane, listenerKey: String) {
         self.plane = plane
         self.listenerKey = listenerKey
@@ -76,12 +76,15 @@ final class ProxyHandler: ChannelInboundHandler, UpstreamReceiver {
 
     func handlerRemoved(context: ChannelHandlerContext) {
         plane.downstreamConnections[listenerKey, default: 1] -= 1
+        perTryTimeout.stop()
+        requestTimeout.stop()
         self.context = nil
     }
 
     // MARK: Downstream
 
     func channelRead(context: ChannelHandlerContext, data: NIOAny) {
+        readingDownstream = true
         let part = unwrapInboundIn(data)
         if !pipelined.isEmpty || (requestEnded && phase != .idle) {
             queuePipelined(part)
@@ -97,7 +100,12 @@ final class ProxyHandler: ChannelInboundHandler, UpstreamReceiver {
         case .end:
             requestEnded = true
             switch phase {
-            case .sending: connection?.channel.writeAndFlush(HTTPClientRequestPart.end(nil), promise: nil)
+            case .sending:
+                if readingDownstream {
+                    connection?.channel.write(HTTPClientRequestPart.end(nil), promise: nil)
+                } else {
+                    connection?.channel.writeAndFlush(HTTPClientRequestPart.end(nil), promise: nil)
+                }
             case .answered:
                 phase = .idle
                 drainPipelined()
@@ -113,6 +121,8 @@ final class ProxyHandler: ChannelInboundHandler, UpstreamReceiver {
     private var readingPaused = false
     /// Set while the upstream connection stops reading because the client is slow to take the response.
     private var upstreamPaused = false
+    /// Set between a downstream read and its read-complete, which flushes what the reads wrote upstream.
+    private var readingDownstream = false
 
     private func queuePipelined(_ part: HTTPServerRequestPart) {
         pipelined.append(part)
@@ -142,7 +152,8 @@ final class ProxyHandler: ChannelInboundHandler, UpstreamReceiver {
     }
 
     func channelReadComplete(context: ChannelHandlerContext) {
-        if phase == .sending { connection?.channel.flush() }
+        readingDownstream = false
+        if phase == .sending, let channel = connection?.channel { plane.flushAfterReads(channel) }
         context.fireChannelReadComplete()
     }
 
@@ -164,7 +175,14 @@ final class ProxyHandler: ChannelInboundHandler, UpstreamReceiver {
         context.fireChannelWritabilityChanged()
     }
 
+    /// A request that cannot be parsed gets `400 Bad Request` unless a response is already under
+    /// way; the connection closes either way, since the stream cannot be resynchronised.
     func errorCaught(context: ChannelHandlerContext, error: any Error) {
+        if error is HTTPParserError && phase != .responding {
+            let headers: HTTPHeaders = ["Connection": "close", "Content-Length": "0"]
+            context.write(wrapOutboundOut(.head(HTTPResponseHead(version: .http1_1, status: .badRequest, headers: headers))), promise: nil)
+            context.writeAndFlush(wrapOutboundOut(.end(nil)), promise: nil)
+        }
         context.close(promise: nil)
     }
 
@@ -221,9 +239,7 @@ final class ProxyHandler: ChannelInboundHandler, UpstreamReceiver {
             context.writeAndFlush(wrapOutboundOut(.head(HTTPResponseHead(version: head.version, status: .continue))), promise: nil)
         }
         subset = route.pickSubset(random: &plane.random)
-        if let timeout = route.settings.timeouts.request {
-            requestTimer = plane.loop.assumeIsolated().scheduleTask(in: timeout) { [self] in requestTimedOut(timeout) }
-        }
+        if let timeout = route.settings.timeouts.request { requestTimeout.arm(in: timeout) }
         startAttempt()
     }
 
@@ -280,17 +296,12 @@ final class ProxyHandler: ChannelInboundHandler, UpstreamReceiver {
         endpoint.activeRequests += 1
         endpoint.totalRequests += 1
         phase = .connecting
-        let generation = generation
-        if let perTry = route.settings.timeouts.perTry {
-            perTryTimer = plane.loop.assumeIsolated().scheduleTask(in: perTry) { [self] in
-                guard generation == self.generation else { return }
-                if phase == .responding {
-                    abortResponse()
-                } else {
-                    attemptFailed(.timeout("no response from \(endpoint.info.address) within \(perTry)"))
-                }
-            }
+        if let perTry = route.settings.timeouts.perTry { perTryTimeout.arm(in: perTry) }
+        if let connection = endpoint.pool.takeIdle() {
+            send(on: connection)
+            return
         }
+        let generation = generation
         waiter = endpoint.pool.acquire(connectTimeout: route.settings.timeouts.connect) { [self] acquired in
             guard generation == self.generation, phase == .connecting else {
                 if case .ready(let connection) = acquired { endpoint.pool.release(connection, reusable: true) }
@@ -328,7 +339,7 @@ final class ProxyHandler: ChannelInboundHandler, UpstreamReceiver {
         if requestEnded {
             channel.writeAndFlush(HTTPClientRequestPart.end(nil), promise: nil)
         } else {
-            channel.flush()
+            if !readingDownstream { channel.flush() }
             resumeReading()
         }
     }
@@ -379,8 +390,16 @@ final class ProxyHandler: ChannelInboundHandler, UpstreamReceiver {
         return true
     }
 
-    private func requestTimedOut(_ timeout: TimeAmount) {
-        guard phase != .responding && phase != .answered && phase != .idle else { return }
+    private func perTryTimedOut() {
+        if phase == .responding {
+            abortResponse()
+        } else if let endpoint, let perTry = route.settings.timeouts.perTry {
+            attemptFailed(.timeout("no response from \(endpoint.info.address) within \(perTry)"))
+        }
+    }
+
+    private func requestTimedOut() {
+        guard phase != .responding && phase != .answered && phase != .idle, let timeout = route.settings.timeouts.request else { return }
         abandonAttempt(reusable: false)
         finishEndpoint()
         answer(.gatewayTimeout, reason: "timeout", message: "upstream \(listener.cluster.name): no response within \(timeout)")
@@ -388,8 +407,7 @@ final class ProxyHandler: ChannelInboundHandler, UpstreamReceiver {
 
     /// Drops the current attempt's connection (or its place in the pool's queue).
     private func abandonAttempt(reusable: Bool) {
-        perTryTimer?.cancel()
-        perTryTimer = nil
+        perTryTimeout.disarm()
         backoffTimer?.cancel()
         backoffTimer = nil
         generation += 1
@@ -433,8 +451,7 @@ final class ProxyHandler: ChannelInboundHandler, UpstreamReceiver {
             phase = .responding
             status = code
             responseKeepAlive = response.isKeepAlive
-            requestTimer?.cancel()
-            requestTimer = nil
+            requestTimeout.disarm()
             var headers = response.headers
             keepAlive = HeaderRules.prepareDownstreamResponse(&headers, keepAlive: keepAlive, requestVersion: head.version)
             if let rateLimitHeaders { headers.add(contentsOf: rateLimitHeaders) }
@@ -489,8 +506,7 @@ final class ProxyHandler: ChannelInboundHandler, UpstreamReceiver {
     /// Answers on behalf of the upstream (429, 502, 503, 504), with a one-line reason.
     private func answer(_ status: HTTPResponseStatus, reason: String, message: String, headers extra: HTTPHeaders = [:]) {
         abandonAttempt(reusable: false)
-        requestTimer?.cancel()
-        requestTimer = nil
+        requestTimeout.disarm()
         self.status = Int(status.code)
         var headers = extra
         let body = ByteBuffer(string: message + "\n")
@@ -535,8 +551,7 @@ final class ProxyHandler: ChannelInboundHandler, UpstreamReceiver {
                 attempts: attempts, upstreamHost: tried.last?.info.address, bytesSent: bytesSent, client: client,
                 trace: trace, localReason: localReason))
         }
-        requestTimer?.cancel()
-        requestTimer = nil
+        requestTimeout.disarm()
         phase = requestEnded ? .idle : .answered
         bodyParts.removeAll(keepingCapacity: true)
         bufferedBytes = 0
