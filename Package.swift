@@ -93,7 +93,7 @@ let package = Package(
         .target(
             name: "Fleet",
             dependencies: [
-                "TrellisCore", "Sidecar", "Collector",
+                "TrellisCore", "TrellisHTTP", "Sidecar", "Collector",
                 .product(name: "Logging", package: "swift-log"),
                 .product(name: "Yams", package: "Yams"),
             ],
@@ -145,6 +145,6 @@ let package = Package(
         ]),
         .testTarget(name: "CollectorTests", dependencies: ["Collector", "TrellisCore"]),
         .testTarget(name: "FleetTests", dependencies: ["Fleet"]),
-        .testTarget(name: "IntegrationTests", dependencies: ["TrellisCore"]),
+        .testTarget(name: "IntegrationTests", dependencies: ["TrellisCore", "TrellisHTTP"]),
     ]
 )

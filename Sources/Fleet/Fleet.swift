@@ -2,6 +2,7 @@ import Foundation
 import Logging
 import Sidecar
 import TrellisCore
+import TrellisHTTP
 
 /// Starts a topology's processes in order — registry, policies, collector, one sidecar per replica
 /// (each launching its service) — and stops them in the reverse order.

@@ -2,6 +2,7 @@ import Collector
 import Foundation
 import Synchronization
 import TrellisCore
+import TrellisHTTP
 
 /// Set once to end a fleet's polling loops.
 public final class StopFlag: Sendable {

@@ -178,6 +178,7 @@ public final class Sidecar: Service {
             .serverChannelOption(.socketOption(.so_reuseaddr), value: 1)
             .childChannelOption(.socketOption(.tcp_nodelay), value: 1)
             .childChannelOption(.maxMessagesPerRead, value: 16)
+            .childChannelOption(.recvAllocator, value: DataPlane.readSizes)
             .childChannelInitializer { channel in
                 channel.eventLoop.makeCompletedFuture {
                     // Malformed requests are answered by ProxyHandler; response headers were parsed from

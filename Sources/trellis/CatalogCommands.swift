@@ -1,6 +1,7 @@
 import ArgumentParser
 import Foundation
 import TrellisCore
+import TrellisHTTP
 import Yams
 
 struct ServicesCommand: AsyncParsableCommand {
@@ -151,8 +152,8 @@ enum CLI {
             return try await body()
         } catch let failure as RegistryClient.Failure {
             throw report(failure)
-        } catch let error as URLError {
-            FileHandle.standardError.write(Data("error: cannot reach the registry: \(error.localizedDescription)\n".utf8))
+        } catch let error as RegistryClient.Unreachable {
+            FileHandle.standardError.write(Data("error: cannot reach the registry: \(error)\n".utf8))
             throw ExitCode(1)
         }
     }

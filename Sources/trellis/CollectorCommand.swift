@@ -3,6 +3,7 @@ import Collector
 import Foundation
 import Logging
 import TrellisCore
+import TrellisHTTP
 
 struct CollectorCommand: AsyncParsableCommand {
     static let configuration = CommandConfiguration(
@@ -96,7 +97,7 @@ struct LogsCommand: AsyncParsableCommand {
                 + "&end=\(Int64(Date().timeIntervalSince1970 * 1e9) + 1_000_000_000)&query=\(Self.escapeQuery(query))"
             let response: (status: Int, headers: [String: String], body: [UInt8])
             do { response = try await client.send("GET", path) } catch {
-                CLI.fail("error: cannot reach the collector at \(address): \(error.localizedDescription)")
+                CLI.fail("error: cannot reach the collector at \(address): \(error)")
             }
             guard response.status == 200, let json = try? JSON.parse(response.body) else {
                 CLI.fail("error: collector answered \(response.status): \(String(decoding: response.body, as: UTF8.self))")

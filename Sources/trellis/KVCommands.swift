@@ -1,6 +1,7 @@
 import ArgumentParser
 import Foundation
 import TrellisCore
+import TrellisHTTP
 
 /// Consul-style single-dash flag names (`-recurse`) next to the double-dash ones.
 private func consulFlag(_ name: String) -> NameSpecification { [.customLong(name, withSingleDash: true), .customLong(name)] }

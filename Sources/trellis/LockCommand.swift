@@ -1,6 +1,7 @@
 import ArgumentParser
 import Foundation
 import TrellisCore
+import TrellisHTTP
 
 /// `trellis lock <prefix> -- command`: runs the command while holding a session lock on `<prefix>/.lock`.
 struct LockCommand: AsyncParsableCommand {

@@ -2,6 +2,7 @@ import ArgumentParser
 import Foundation
 import Sidecar
 import TrellisCore
+import TrellisHTTP
 
 struct PolicyCommand: AsyncParsableCommand {
     static let configuration = CommandConfiguration(

@@ -1,5 +1,6 @@
 import ArgumentParser
 import TrellisCore
+import TrellisHTTP
 
 @main
 struct Trellis: AsyncParsableCommand {

@@ -61,8 +61,8 @@ private struct UpService: Service {
         Self.output(TextTable.lines(rows).joined(separator: "\n") + "\n")
 
         let board = StatusBoard(fleet: fleet, terminal: isatty(STDOUT_FILENO) == 1) { Self.output($0) }
-        // A flag rather than task cancellation ends the polling: cancelling a URLSession request in
-        // flight can leave it waiting forever on Linux, and the fleet would never be stopped.
+        // The shutdown signal only raises a flag: the polling loops end at their next round, then the
+        // fleet is stopped in order.
         let stop = StopFlag()
         await withGracefulShutdownHandler {
             let missing = await fleet.waitUntilPassing(timeout: .seconds(60), until: stop)

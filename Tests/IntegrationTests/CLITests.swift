@@ -1,5 +1,6 @@
 import Foundation
 import TrellisCore
+import TrellisHTTP
 import XCTest
 
 final class CLITests: XCTestCase {

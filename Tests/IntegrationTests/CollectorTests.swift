@@ -1,5 +1,6 @@
 import Foundation
 import TrellisCore
+import TrellisHTTP
 import XCTest
 
 /// A real `trellis collector` on a free loopback port; restarts keep the port and the data dir.

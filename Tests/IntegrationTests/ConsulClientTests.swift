@@ -1,5 +1,6 @@
 import Foundation
 import TrellisCore
+import TrellisHTTP
 import XCTest
 
 /// Third-party Consul clients against the real registry.

@@ -1,5 +1,6 @@
 import Foundation
 import TrellisCore
+import TrellisHTTP
 import XCTest
 
 /// `trellis up` on the shipped shop topology: the curl walkthrough over HTTP, a catalog replica

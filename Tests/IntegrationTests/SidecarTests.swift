@@ -3,6 +3,7 @@ import Foundation
 import FoundationNetworking
 #endif
 import TrellisCore
+import TrellisHTTP
 import XCTest
 
 /// A real `trellis sidecar` on free loopback ports.
@@ -429,6 +430,31 @@ final class SidecarTests: XCTestCase {
         XCTAssertEqual(seen, [stable.port, canary.port], "other requests use every instance")
         let routed = try await sidecar.metric(#"trellis_sidecar_requests_total{direction="outbound",upstream="catalog",route="canary",code_class="2xx"}"#)
         XCTAssertEqual(routed, 6)
+    }
+
+    func testARequestThatClosesItsConnectionIsCountedOnce() async throws {
+        let registry = try await RegistryUnderTest.start(self)
+        let local = try await ScriptedHTTPServer(self, keepAlive: true)
+        let sidecar = try await SidecarUnderTest(self, registry: registry, service: "orders", localPort: local.port)
+        let script = """
+        import socket, sys
+        s = socket.create_connection(("127.0.0.1", int(sys.argv[1])), timeout=10)
+        s.sendall(b"GET / HTTP/1.1\\r\\nHost: x\\r\\nConnection: close\\r\\n\\r\\n")
+        out = b""
+        while True:
+            chunk = s.recv(65536)
+            if not chunk: break
+            out += chunk
+        print("answer", out.split(b"\\r\\n")[0].decode(), flush=True)
+        """
+        let client = try ChildProcess("/usr/bin/env", ["python3", "-c", script, String(sidecar.port)])
+        let answer = try await client.waitForLine(containing: "answer")
+        XCTAssertEqual(answer, "answer HTTP/1.1 200 OK")
+        let series = #"trellis_sidecar_requests_total{direction="inbound",upstream="local",route="default",code_class="#
+        let answered = try await sidecar.metric(series + #""2xx"}"#)
+        let unanswered = try await sidecar.metric(series + #""none"}"#)
+        XCTAssertEqual(answered, 1)
+        XCTAssertEqual(unanswered, 0, "closing after the response is not a request left without an answer")
     }
 
     func testPipelinedAndMalformedInputGetAnswersAndNeverCrashTheSidecar() async throws {

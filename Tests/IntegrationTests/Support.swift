@@ -1,5 +1,6 @@
 import Foundation
 import TrellisCore
+import TrellisHTTP
 import XCTest
 
 /// Where the real `trellis` binary is: `$TRELLIS_BIN`, else the debug build of this checkout.

@@ -1,5 +1,6 @@
 import NIOCore
 import TrellisCore
+import TrellisHTTP
 
 /// Everything a sidecar applies to its traffic: inbound settings and one policy per upstream.
 ///

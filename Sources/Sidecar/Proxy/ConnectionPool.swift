@@ -156,6 +156,7 @@ final class ConnectionPool {
         let bootstrap = ClientBootstrap(group: loop)
             .connectTimeout(timeout)
             .channelOption(.socketOption(.tcp_nodelay), value: 1)
+            .channelOption(.recvAllocator, value: DataPlane.readSizes)
             .channelInitializer { channel in
                 channel.eventLoop.makeCompletedFuture {
                     // Headers come from a parsed request or from the sidecar itself: valid already.

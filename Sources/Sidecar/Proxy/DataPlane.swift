@@ -6,6 +6,9 @@ import NIOHTTP1
 /// so the request path takes no locks.
 final class DataPlane {
     static let inboundKey = "inbound"
+    /// Reads start at 512 bytes (a typical request or response head) and grow when they fill the
+    /// buffer, so that idle keep-alive connections hold little memory.
+    static let readSizes = AdaptiveRecvByteBufferAllocator(minimum: 64, initial: 512, maximum: 65536)
 
     let loop: any EventLoop
     let metrics: SidecarMetrics

@@ -466,8 +466,9 @@ final class ProxyHandler: ChannelInboundHandler, UpstreamReceiver {
             abandonAttempt(reusable: reusable)
             finishEndpoint()
             let close = !keepAlive || !requestEnded
-            writeEnd(trailers, thenClose: close)
+            // Booked first: closing after the write may run channelInactive at once.
             complete(localReason: nil)
+            writeEnd(trailers, thenClose: close)
         }
     }
 
@@ -518,9 +519,9 @@ final class ProxyHandler: ChannelInboundHandler, UpstreamReceiver {
         bytesSent = body.readableBytes
         context.write(wrapOutboundOut(.head(HTTPResponseHead(version: head.version, status: status, headers: headers))), promise: nil)
         if head.method != .HEAD { context.write(wrapOutboundOut(.body(.byteBuffer(body))), promise: nil) }
-        writeEnd(nil, thenClose: close)
         plane.metrics.localResponse(direction: listener.direction, upstream: listener.cluster.name, reason: reason)
         complete(localReason: reason)
+        writeEnd(nil, thenClose: close)
     }
 
     /// Ends the response; a future (an allocation) only when the connection must close after it.
@@ -553,6 +554,11 @@ final class ProxyHandler: ChannelInboundHandler, UpstreamReceiver {
         }
         requestTimeout.disarm()
         phase = requestEnded ? .idle : .answered
+        // An idle keep-alive connection keeps nothing of its last request.
+        head = nil
+        upstreamHead = nil
+        trace = nil
+        rateLimitHeaders = nil
         bodyParts.removeAll(keepingCapacity: true)
         bufferedBytes = 0
         if !pipelined.isEmpty {

@@ -1,9 +1,11 @@
 import Foundation
-#if canImport(FoundationNetworking)
-import FoundationNetworking
-#endif
+import NIOCore
+import NIOHTTP1
+import NIOPosix
+import TrellisCore
 
-/// A small client for the registry's Consul-compatible HTTP API, used by the CLI and the other daemons.
+/// A small client for the registry's Consul-compatible HTTP API, used by the CLI, `trellis up` and
+/// the tests (the daemons use `RegistryAPI`). Plain HTTP over SwiftNIO, one connection per call.
 public struct RegistryClient: Sendable {
     /// A non-2xx answer, with the registry's own message.
     public struct Failure: Error, CustomStringConvertible {
@@ -17,16 +19,13 @@ public struct RegistryClient: Sendable {
         }
     }
 
-    public let baseURL: String
+    /// The registry could not be reached (or the address is not one this client can use).
+    public struct Unreachable: Error, CustomStringConvertible {
+        public let description: String
+    }
 
-    /// One session for all clients: many connections per host, since blocking queries hold theirs for minutes.
-    private static let session: URLSession = {
-        let configuration = URLSessionConfiguration.default
-        configuration.httpMaximumConnectionsPerHost = 1024
-        configuration.timeoutIntervalForRequest = 11 * 60
-        configuration.timeoutIntervalForResource = 11 * 60
-        return URLSession(configuration: configuration)
-    }()
+    public let baseURL: String
+    private static let http = HTTPClient(group: MultiThreadedEventLoopGroup.singleton)
 
     /// Resolves the registry address: explicit value, else `TRELLIS_ADDR`, else `CONSUL_HTTP_ADDR`, else 127.0.0.1:8500.
     public static func resolveAddress(_ explicit: String?, environment: [String: String] = ProcessInfo.processInfo.environment) -> String {
@@ -40,25 +39,27 @@ public struct RegistryClient: Sendable {
         baseURL = Self.resolveAddress(address)
     }
 
-    /// Sends a request and returns the status, headers and body; throws only when the registry cannot be reached.
+    /// Sends a request and returns the status, headers (names lowercased) and body; throws
+    /// `Unreachable` only when the registry cannot be reached.
     public func send(_ method: String, _ path: String, body: [UInt8]? = nil, headers extra: [String: String] = [:],
                      timeout: TimeInterval = 30) async throws -> (status: Int, headers: [String: String], body: [UInt8]) {
-        guard let url = URL(string: baseURL + path) else { throw Failure(status: 0, message: "invalid URL \(baseURL + path)") }
-        var request = URLRequest(url: url, timeoutInterval: timeout)
-        request.httpMethod = method
-        // An explicit (possibly empty) body: without one, PUTs go out chunked and some servers wait for it.
-        if method != "GET" && method != "HEAD" { request.httpBody = Data(body ?? []) }
-        for (name, value) in extra { request.setValue(value, forHTTPHeaderField: name) }
+        guard baseURL.hasPrefix("http://"), let (host, port) = HostPort.parse(String(baseURL.dropFirst("http://".count))) else {
+            throw Unreachable(description: "\(baseURL) is not an http://host:port address")
+        }
+        var headers = HTTPHeaders(extra.map { ($0.key, $0.value) })
         if let token = ProcessInfo.processInfo.environment["CONSUL_HTTP_TOKEN"] {
-            request.setValue(token, forHTTPHeaderField: "X-Consul-Token")
+            headers.replaceOrAdd(name: "X-Consul-Token", value: token)
         }
-        let (data, response) = try await Self.session.data(for: request)
-        let http = response as? HTTPURLResponse
-        var headers: [String: String] = [:]
-        for (key, value) in http?.allHeaderFields ?? [:] {
-            if let key = key as? String, let value = value as? String { headers[key.lowercased()] = value }
+        let response: HTTPClient.Response
+        do {
+            response = try await Self.http.send(HTTPMethod(rawValue: method), host: host, port: port, path: path, headers: headers,
+                                                body: body.map { ByteBuffer(bytes: $0) }, timeout: .milliseconds(Int64(timeout * 1000)))
+        } catch let failure as HTTPClient.Failure {
+            throw Unreachable(description: failure.description)
         }
-        return (http?.statusCode ?? 0, headers, [UInt8](data))
+        var answerHeaders: [String: String] = [:]
+        for (name, value) in response.headers { answerHeaders[name.lowercased()] = value }
+        return (Int(response.status.code), answerHeaders, response.bodyBytes)
     }
 
     /// Sends a request and parses a JSON answer, throwing `Failure` on a non-2xx status.
