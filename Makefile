@@ -32,8 +32,10 @@ build: deps-build
 
 SHOP := shop-users shop-catalog shop-orders shop-notifications
 
+## Release binaries carry the Swift runtime and Foundation (linked statically): fewer resident pages
+## per process and direct runtime calls (benchmarks/README.md, sidecar section).
 release: deps-build
-	for product in trellis $(SHOP); do $(SWIFT) build -c release --product $$product || exit 1; done
+	for product in trellis $(SHOP); do $(SWIFT) build -c release --static-swift-stdlib --product $$product || exit 1; done
 
 ## The main job: the example shop (examples/shop) on one machine — registry on an embedded SQLite
 ## store, collector, and every service replica behind its sidecar. Ctrl-C stops it all.

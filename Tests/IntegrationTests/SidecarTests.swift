@@ -355,19 +355,26 @@ final class SidecarTests: XCTestCase {
         XCTAssertEqual(files.postsReceived, 2, "a POST that reached the service is not sent again")
     }
 
-    func testTimeoutsAndTheCircuitBreakerAnswerForTheUpstream() async throws {
+    /// A sidecar whose one upstream, `slow`, is a test server answering paths under `/slow` after 1.5 s.
+    private func sidecarWithSlowUpstream(policy: String) async throws -> SidecarUnderTest {
         let registry = try await RegistryUnderTest.start(self)
         let slow = try await ScriptedHTTPServer(self, keepAlive: true)
         try await register(registry, "slow", slow)
         let local = try await ScriptedHTTPServer(self)
-        let sidecar = try await SidecarUnderTest(self, registry: registry, service: "orders", upstreams: ["slow"], localPort: local.port, policy: """
+        let sidecar = try await SidecarUnderTest(self, registry: registry, service: "orders", upstreams: ["slow"],
+                                                 localPort: local.port, policy: policy)
+        try await eventually("discovered") { try await sidecar.admin("/clusters").contains("slow-\(slow.port)") }
+        return sidecar
+    }
+
+    func testTimeoutsAndTheCircuitBreakerAnswerForTheUpstream() async throws {
+        let sidecar = try await sidecarWithSlowUpstream(policy: """
             upstreams:
               slow:
                 timeouts: {request: 500ms}
                 retries: {attempts: 0}
                 circuit_breaker: {max_requests: 1}
             """)
-        try await eventually("discovered") { try await sidecar.admin("/clusters").contains("slow-\(slow.port)") }
         let started = Date()
         async let timedOut = sidecar.upstream("slow", "/slow")
         try await Task.sleep(for: .milliseconds(150))
@@ -383,17 +390,12 @@ final class SidecarTests: XCTestCase {
     }
 
     func testAnAttemptPastItsPerTryTimeoutIsRetriedThenAnsweredWith504() async throws {
-        let registry = try await RegistryUnderTest.start(self)
-        let slow = try await ScriptedHTTPServer(self, keepAlive: true)
-        try await register(registry, "slow", slow)
-        let local = try await ScriptedHTTPServer(self)
-        let sidecar = try await SidecarUnderTest(self, registry: registry, service: "orders", upstreams: ["slow"], localPort: local.port, policy: """
+        let sidecar = try await sidecarWithSlowUpstream(policy: """
             upstreams:
               slow:
                 timeouts: {per_try: 300ms}
                 retries: {attempts: 1, retry_on: [timeout]}
             """)
-        try await eventually("discovered") { try await sidecar.admin("/clusters").contains("slow-\(slow.port)") }
         let started = Date()
         let answer = try await sidecar.upstream("slow", "/slow")
         XCTAssertEqual(answer.status, 504)
