@@ -1,3 +1,6 @@
+#if canImport(Glibc)
+import Glibc
+#endif
 import NIOCore
 import NIOHTTP1
 import NIOPosix
@@ -70,7 +73,7 @@ public struct HTTPClient: Sendable {
             }
         }
         connect.whenFailure { error in
-            promise.fail(Failure(description: "\(method) http://\(host):\(port)\(path): \(error)"))
+            promise.fail(Failure(description: "\(method) http://\(host):\(port)\(path): \(Self.describe(error))"))
         }
         connect.whenSuccess { channel in
             var head = HTTPRequestHead(version: .http1_1, method: method, uri: path, headers: headers)
@@ -92,6 +95,18 @@ public struct HTTPClient: Sendable {
         } onCancel: {
             promise.fail(CancellationError())
         }
+    }
+}
+
+extension HTTPClient {
+    /// A connect or socket error in a few words: "connection refused", "timed out after 1 s".
+    public static func describe(_ error: any Error) -> String {
+        if let io = error as? IOError { return String(cString: strerror(io.errnoCode)).lowercased() }
+        if case ChannelError.connectTimeout(let t)? = error as? ChannelError { return "timed out after \(t)" }
+        if let connect = error as? NIOConnectionError, let first = connect.connectionErrors.first {
+            return describe(first.error)
+        }
+        return "\(error)"
     }
 }
 

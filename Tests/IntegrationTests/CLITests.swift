@@ -48,8 +48,12 @@ final class CLITests: XCTestCase {
         XCTAssertNotEqual(bad.code, 0)
         let missing = try await trellis(["register", dir + "/none.json"], environment: [:])
         XCTAssertNotEqual(missing.code, 0)
-        let down = try await trellis(["services"], environment: ["TRELLIS_ADDR": "127.0.0.1:1"])
-        XCTAssertEqual(down.code, 1)
+        let down = try runToEnd(TrellisBinary.path, ["services", "--registry", "127.0.0.1:1"])
+        XCTAssertEqual(down.status, 1)
+        XCTAssertEqual(down.output, "error: cannot reach the registry: GET http://127.0.0.1:1/v1/catalog/services: connection refused\n")
+        let tls = try runToEnd(TrellisBinary.path, ["services", "--registry", "https://127.0.0.1:8501"])
+        XCTAssertEqual(tls.status, 1)
+        XCTAssertEqual(tls.output, "error: cannot reach the registry: https://127.0.0.1:8501 is not an http://host:port address\n")
     }
 }
 

@@ -1,9 +1,7 @@
-#if canImport(Glibc)
-import Glibc
-#endif
 import NIOCore
 import NIOHTTP1
 import NIOPosix
+import TrellisHTTP
 
 /// Receives what an upstream connection reads while it serves one request.
 protocol UpstreamReceiver: AnyObject {
@@ -180,18 +178,9 @@ final class ConnectionPool {
             case .failure(let error):
                 self.openConnections -= 1
                 self.limits.openConnections -= 1
-                deliver(.failed("connect to \(address) failed: \(Self.describe(error))"))
+                deliver(.failed("connect to \(address) failed: \(HTTPClient.describe(error))"))
             }
         }
-    }
-
-    private static func describe(_ error: any Error) -> String {
-        if let io = error as? IOError { return String(cString: strerror(io.errnoCode)).lowercased() }
-        if case ChannelError.connectTimeout(let t)? = error as? ChannelError { return "timed out after \(t)" }
-        if let connect = error as? NIOConnectionError, let first = connect.connectionErrors.first {
-            return describe(first.error)
-        }
-        return "\(error)"
     }
 }
 
