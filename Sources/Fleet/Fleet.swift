@@ -117,11 +117,11 @@ public final class Fleet: Sendable {
 
     private var servicesDirectory: String { URL(fileURLWithPath: topology.dataDir).standardized.path + "/services" }
 
-    /// Waits for every instance to pass its checks (or `timeout`, or `stop`); answers the ids still not passing.
-    public func waitUntilPassing(timeout: Duration, until stop: StopFlag) async -> [String] {
+    /// Waits for every instance to pass its checks (or `timeout`, or cancellation); answers the ids still not passing.
+    public func waitUntilPassing(timeout: Duration) async -> [String] {
         let deadline = ContinuousClock.now + timeout
         var missing = instances.map(\.id)
-        while !missing.isEmpty && ContinuousClock.now < deadline && !stop.isSet {
+        while !missing.isEmpty && ContinuousClock.now < deadline && !Task.isCancelled {
             let health = await RegistryHealth.fetch(registry: registryAddress, services: topology.services.map(\.name))
             missing = instances.map(\.id).filter { health[$0] != .passing }
             if !missing.isEmpty { try? await Task.sleep(for: .milliseconds(250)) }

@@ -1,16 +1,7 @@
 import Collector
 import Foundation
-import Synchronization
 import TrellisCore
 import TrellisHTTP
-
-/// Set once to end a fleet's polling loops.
-public final class StopFlag: Sendable {
-    private let flag = Mutex(false)
-    public init() {}
-    public var isSet: Bool { flag.withLock { $0 } }
-    public func set() { flag.withLock { $0 = true } }
-}
 
 /// Instance health as the registry sees it, by instance id.
 enum RegistryHealth {
@@ -57,12 +48,12 @@ public final class StatusBoard: Sendable {
         self.write = write
     }
 
-    /// Refreshes every second until `stop` is set.
-    public func run(until stop: StopFlag) async {
+    /// Refreshes every second until the task is cancelled.
+    public func run() async {
         var previous: [String: (Counters, ContinuousClock.Instant)] = [:]
         var shown: [String: Row] = [:]
         var drawnLines = 0
-        while !stop.isSet {
+        while !Task.isCancelled {
             let health = await RegistryHealth.fetch(registry: fleet.registryAddress, services: fleet.topology.services.map(\.name))
             var rows: [String: Row] = [:]
             for instance in fleet.instances {
@@ -95,7 +86,7 @@ public final class StatusBoard: Sendable {
                 }
                 shown = rows
             }
-            for _ in 0..<10 where !stop.isSet { try? await Task.sleep(for: .milliseconds(100)) }
+            try? await Task.sleep(for: .seconds(1))
         }
     }
 

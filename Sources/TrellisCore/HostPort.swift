@@ -9,6 +9,19 @@ public enum HostPort {
         return (host.isEmpty ? "0.0.0.0" : host, port)
     }
 
+    /// `http://host:port` or plain `host:port`, a trailing `/` allowed, as registry and etcd
+    /// addresses are given; nil for any other scheme.
+    public static func parseHTTP(_ text: String) -> (String, Int)? {
+        var address = Substring(text)
+        if address.hasSuffix("/") { address = address.dropLast() }
+        if address.hasPrefix("http://") {
+            address = address.dropFirst("http://".count)
+        } else if address.contains("://") {
+            return nil
+        }
+        return parse(String(address))
+    }
+
     public static func format(_ host: String, _ port: Int) -> String {
         host.contains(":") ? "[\(host)]:\(port)" : "\(host):\(port)"
     }

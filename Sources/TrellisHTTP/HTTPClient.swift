@@ -4,6 +4,7 @@ import Glibc
 import NIOCore
 import NIOHTTP1
 import NIOPosix
+import TrellisCore
 
 /// A small HTTP/1.1 client on SwiftNIO for control-plane calls (registry API, scrapes, pushes).
 ///
@@ -57,6 +58,7 @@ public struct HTTPClient: Sendable {
     ) async throws -> Result where Handler.InboundIn == HTTPClientResponsePart {
         let loop = group.next()
         let promise = loop.makePromise(of: Result.self)
+        let request = "\(method) http://\(HostPort.format(host, port))\(path)"
         let connect = ClientBootstrap(group: loop)
             .connectTimeout(connectTimeout ?? min(timeout ?? .seconds(10), .seconds(10)))
             .channelOption(.socketOption(.tcp_nodelay), value: 1)
@@ -69,11 +71,11 @@ public struct HTTPClient: Sendable {
             .connect(host: host, port: port)
         let deadline = timeout.map { timeout in
             loop.scheduleTask(in: timeout) {
-                promise.fail(Failure(description: "\(method) http://\(host):\(port)\(path): no answer within \(timeout)"))
+                promise.fail(Failure(description: "\(request): no answer within \(timeout)"))
             }
         }
         connect.whenFailure { error in
-            promise.fail(Failure(description: "\(method) http://\(host):\(port)\(path): \(Self.describe(error))"))
+            promise.fail(Failure(description: "\(request): \(Self.describe(error))"))
         }
         connect.whenSuccess { channel in
             var head = HTTPRequestHead(version: .http1_1, method: method, uri: path, headers: headers)
@@ -121,7 +123,7 @@ extension ResponseReader {
     }
 
     func errorCaught(context: ChannelHandlerContext, error: any Error) {
-        fail(HTTPClient.Failure(description: "\(error)"))
+        fail(HTTPClient.Failure(description: HTTPClient.describe(error)))
         context.close(promise: nil)
     }
 }

@@ -43,7 +43,7 @@ public struct RegistryClient: Sendable {
     /// `Unreachable` only when the registry cannot be reached.
     public func send(_ method: String, _ path: String, body: [UInt8]? = nil, headers extra: [String: String] = [:],
                      timeout: TimeInterval = 30) async throws -> (status: Int, headers: [String: String], body: [UInt8]) {
-        guard baseURL.hasPrefix("http://"), let (host, port) = HostPort.parse(String(baseURL.dropFirst("http://".count))) else {
+        guard let (host, port) = HostPort.parseHTTP(baseURL) else {
             throw Unreachable(description: "\(baseURL) is not an http://host:port address")
         }
         var headers = HTTPHeaders(extra.map { ($0.key, $0.value) })

@@ -87,13 +87,11 @@ extension RegistryCommand {
             return .sqlite
         case "etcd":
             let parsed = try endpoints.split(separator: ",").map { text in
-                var address = text.trimmingCharacters(in: .whitespaces)
+                let address = text.trimmingCharacters(in: .whitespaces)
                 if address.hasPrefix("https://") {
                     throw ValidationError("etcd endpoint \(address): https is not supported; use etcd's plain http client URL")
                 }
-                if address.hasPrefix("http://") { address.removeFirst("http://".count) }
-                if address.hasSuffix("/") { address.removeLast() }
-                guard let (host, port) = HostPort.parse(address), port > 0 else {
+                guard let (host, port) = HostPort.parseHTTP(address), port > 0 else {
                     throw ValidationError("etcd endpoint must be http://HOST:PORT or HOST:PORT, got \"\(text)\"")
                 }
                 return (host: host, port: port)

@@ -61,17 +61,14 @@ private struct UpService: Service {
         Self.output(TextTable.lines(rows).joined(separator: "\n") + "\n")
 
         let board = StatusBoard(fleet: fleet, terminal: isatty(STDOUT_FILENO) == 1) { Self.output($0) }
-        // The shutdown signal only raises a flag: the polling loops end at their next round, then the
-        // fleet is stopped in order.
-        let stop = StopFlag()
-        await withGracefulShutdownHandler {
-            let missing = await fleet.waitUntilPassing(timeout: .seconds(60), until: stop)
-            guard !stop.isSet else { return }
+        // The shutdown signal cancels the polling (a registry call in flight closes its connection),
+        // then the fleet is stopped in order.
+        await cancelWhenGracefulShutdown {
+            let missing = await fleet.waitUntilPassing(timeout: .seconds(60))
+            guard !Task.isCancelled else { return }
             Self.output(missing.isEmpty ? "all \(fleet.instances.count) instances passing\n"
                         : "not passing after 60 s: \(missing.joined(separator: ", ")) (see \(topology.dataDir)/logs/)\n")
-            await board.run(until: stop)
-        } onGracefulShutdown: {
-            stop.set()
+            await board.run()
         }
         Self.output("stopping: sidecars and services, then collector, then registry\n")
         await fleet.stop()

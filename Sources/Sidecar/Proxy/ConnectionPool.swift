@@ -82,14 +82,9 @@ final class ConnectionPool {
         return nil
     }
 
-    /// Hands over an idle connection, opens one, or queues the caller. Returns a waiter id that
-    /// `cancel(waiter:)` takes when the caller gives up first.
-    @discardableResult
+    /// When `takeIdle` found nothing: opens a connection, or queues the caller. Returns a waiter id
+    /// that `cancel(waiter:)` takes when the caller gives up first.
     func acquire(connectTimeout: TimeAmount, _ deliver: @escaping (Acquired) -> Void) -> Int? {
-        if let connection = takeIdle() {
-            deliver(.ready(connection))
-            return nil
-        }
         if limits.openConnections < limits.policy.maxConnections {
             connect(timeout: connectTimeout, deliver)
             return nil

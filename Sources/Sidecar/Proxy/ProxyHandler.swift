@@ -101,10 +101,9 @@ final class ProxyHandler: ChannelInboundHandler, UpstreamReceiver {
             requestEnded = true
             switch phase {
             case .sending:
-                if readingDownstream {
-                    connection?.channel.write(HTTPClientRequestPart.end(nil), promise: nil)
-                } else {
-                    connection?.channel.writeAndFlush(HTTPClientRequestPart.end(nil), promise: nil)
+                if let channel = connection?.channel {
+                    channel.write(HTTPClientRequestPart.end(nil), promise: nil)
+                    flushUpstream(channel)
                 }
             case .answered:
                 phase = .idle
@@ -121,7 +120,7 @@ final class ProxyHandler: ChannelInboundHandler, UpstreamReceiver {
     private var readingPaused = false
     /// Set while the upstream connection stops reading because the client is slow to take the response.
     private var upstreamPaused = false
-    /// Set between a downstream read and its read-complete, which flushes what the reads wrote upstream.
+    /// Set between a downstream read and its read-complete.
     private var readingDownstream = false
 
     private func queuePipelined(_ part: HTTPServerRequestPart) {
@@ -337,11 +336,17 @@ final class ProxyHandler: ChannelInboundHandler, UpstreamReceiver {
             bufferedBytes = 0
         }
         if requestEnded {
-            channel.writeAndFlush(HTTPClientRequestPart.end(nil), promise: nil)
+            channel.write(HTTPClientRequestPart.end(nil), promise: nil)
         } else {
-            if !readingDownstream { channel.flush() }
             resumeReading()
         }
+        flushUpstream(channel)
+    }
+
+    /// Flushes what was written upstream, unless a downstream read is under way: its read-complete
+    /// flushes once for all the reads of the turn.
+    private func flushUpstream(_ channel: any Channel) {
+        if !readingDownstream { channel.flush() }
     }
 
     private func attemptFailed(_ failure: Failure) {
