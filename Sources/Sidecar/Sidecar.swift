@@ -181,10 +181,6 @@ public final class Sidecar: Service {
             .childChannelOption(.recvAllocator, value: DataPlane.readSizes)
             .childChannelInitializer { channel in
                 channel.eventLoop.makeCompletedFuture {
-                    // Malformed requests are answered by ProxyHandler; response headers were parsed from
-                    // the upstream or written by the sidecar, so they need no second validation.
-                    try channel.pipeline.syncOperations.configureHTTPServerPipeline(
-                        withPipeliningAssistance: false, withErrorHandling: false, withOutboundHeaderValidation: false)
                     try channel.pipeline.syncOperations.addHandler(ProxyHandler(plane: plane.value, listenerKey: key))
                 }
             }

@@ -1,29 +1,103 @@
 import NIOCore
-import NIOHTTP1
 import NIOPosix
 import TrellisHTTP
 
 /// Receives what an upstream connection reads while it serves one request.
 protocol UpstreamReceiver: AnyObject {
-    func upstreamRead(_ part: HTTPClientResponsePart, from connection: UpstreamConnection)
+    func upstreamRead(_ part: UpstreamConnection.Part, from connection: UpstreamConnection)
     func upstreamReadComplete(from connection: UpstreamConnection)
     func upstreamClosed(_ connection: UpstreamConnection)
     func upstreamWritabilityChanged(_ connection: UpstreamConnection)
 }
 
-/// One keep-alive HTTP/1.1 connection to an upstream instance; serves one request at a time.
+/// One keep-alive HTTP/1.1 connection to an upstream instance; serves one request at a time and
+/// reads its response: the head, then the body as slices of the bytes received, then the end.
 final class UpstreamConnection: ChannelInboundHandler {
-    typealias InboundIn = HTTPClientResponsePart
+    typealias InboundIn = ByteBuffer
+
+    enum Part {
+        case head(MessageHead)
+        case body(ByteBuffer)
+        case end
+    }
+
+    private enum Reading {
+        case nothing
+        case head(toHEAD: Bool, dechunk: Bool)
+        case body(BodyFramer)
+    }
 
     private(set) var channel: (any Channel)!
     weak var receiver: (any UpstreamReceiver)?
     var idleSince = NIODeadline.now()
     weak var pool: ConnectionPool?
+    /// False once the upstream broke the protocol or said it closes: not to be used again.
+    private(set) var reusable = true
+    private var reading = Reading.nothing
+    private var inbox: ByteBuffer?
 
     func handlerAdded(context: ChannelHandlerContext) { channel = context.channel }
 
+    /// Called when a request is written: its response is read next. `dechunk` hands on a chunked
+    /// body without its framing.
+    func expectResponse(toHEAD: Bool, dechunk: Bool) {
+        reading = .head(toHEAD: toHEAD, dechunk: dechunk)
+    }
+
     func channelRead(context: ChannelHandlerContext, data: NIOAny) {
-        receiver?.upstreamRead(unwrapInboundIn(data), from: self)
+        var bytes = unwrapInboundIn(data)
+        if inbox == nil || inbox!.readableBytes == 0 { inbox = bytes } else { inbox!.writeBuffer(&bytes) }
+        while let available = inbox?.readableBytes, available > 0 {
+            switch reading {
+            case .nothing:
+                // Bytes nobody asked for: the connection cannot be trusted with another request.
+                reusable = false
+                context.close(promise: nil)
+                return
+            case .head(let toHEAD, let dechunk):
+                switch HeadParser.response(from: &inbox!, toHEAD: toHEAD) {
+                case .incomplete:
+                    return
+                case .invalid:
+                    reusable = false
+                    context.close(promise: nil)
+                    return
+                case .complete(let head):
+                    // Interim responses (100 Continue, 103 Early Hints) are not passed on; the
+                    // sidecar never forwards an upgrade, so 101 is a broken exchange.
+                    if head.status < 200 {
+                        if head.status == 101 {
+                            reusable = false
+                            context.close(promise: nil)
+                            return
+                        }
+                        continue
+                    }
+                    if !head.keepAlive { reusable = false }
+                    let body = BodyFramer(head.body, dechunk: dechunk)
+                    reading = .body(body)
+                    receiver?.upstreamRead(.head(head), from: self)
+                    if body.isDone { finishResponse() }
+                }
+            case .body(var body):
+                do {
+                    let ended = try body.read(&inbox!) { receiver?.upstreamRead(.body($0), from: self) }
+                    reading = .body(body)
+                    if ended { finishResponse() }
+                } catch {
+                    reusable = false
+                    context.close(promise: nil)
+                    return
+                }
+            }
+        }
+        inbox = nil
+    }
+
+    private func finishResponse() {
+        reading = .nothing
+        if let left = inbox?.readableBytes, left > 0 { reusable = false }
+        receiver?.upstreamRead(.end, from: self)
     }
 
     func channelReadComplete(context: ChannelHandlerContext) {
@@ -35,6 +109,9 @@ final class UpstreamConnection: ChannelInboundHandler {
     }
 
     func channelInactive(context: ChannelHandlerContext) {
+        reusable = false
+        // A body without a length ends with the connection.
+        if case .body(let body) = reading, body.endsWithConnection { finishResponse() }
         pool?.connectionClosed(self)
         receiver?.upstreamClosed(self)
     }
@@ -110,7 +187,7 @@ final class ConnectionPool {
     /// asked to close or the exchange was cut short.
     func release(_ connection: UpstreamConnection, reusable: Bool) {
         connection.receiver = nil
-        guard reusable, !retired, connection.channel.isActive else {
+        guard reusable, connection.reusable, !retired, connection.channel.isActive else {
             connection.channel.close(promise: nil)
             return
         }
@@ -152,8 +229,6 @@ final class ConnectionPool {
             .channelOption(.recvAllocator, value: DataPlane.readSizes)
             .channelInitializer { channel in
                 channel.eventLoop.makeCompletedFuture {
-                    // Headers come from a parsed request or from the sidecar itself: valid already.
-                    try channel.pipeline.syncOperations.addHTTPClientHandlers(enableOutboundHeaderValidation: false)
                     try channel.pipeline.syncOperations.addHandler(UpstreamConnection())
                 }
             }

@@ -1,5 +1,4 @@
 import NIOCore
-import NIOHTTP1
 
 /// All state of the proxy, confined to its one event loop: listeners with their routes, clusters,
 /// the applied policy. Updates from discovery and the policy watcher arrive with `loop.execute`,
@@ -102,7 +101,7 @@ final class ListenerRuntime {
         routes = policy.routes.map { runtime($0.name, $0.match, $0.settings, $0.split) }
     }
 
-    func route(for head: HTTPRequestHead) -> RouteRuntime {
+    func route(for head: MessageHead) -> RouteRuntime {
         for route in routes where route.matches(head) { return route }
         return defaultRoute
     }
@@ -134,12 +133,12 @@ final class RouteRuntime {
         }
     }
 
-    func matches(_ head: HTTPRequestHead) -> Bool {
+    func matches(_ head: MessageHead) -> Bool {
         guard let match else { return true }
-        guard head.uri.hasPrefix(match.pathPrefix) else { return false }
-        if !match.methods.isEmpty && !match.methods.contains(head.method.rawValue) { return false }
+        guard head.target.hasPrefix(match.pathPrefix) else { return false }
+        if !match.methods.isEmpty && !match.methods.contains(head.method) { return false }
         for header in match.headers {
-            guard let value = head.headers.first(name: header.name) else { return false }
+            guard let value = head.first(name: header.name) else { return false }
             if !header.value.isEmpty && value != header.value { return false }
         }
         return true

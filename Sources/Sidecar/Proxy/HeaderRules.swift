@@ -1,53 +1,118 @@
+import NIOCore
 import NIOHTTP1
 
-/// What a proxy changes in headers: hop-by-hop headers stay on their hop (RFC 9110 §7.6.1),
-/// forwarding and trace headers are added.
+/// The heads the proxy writes. Forwarded heads are copied field by field as received, except
+/// hop-by-hop headers, which stay on their hop (RFC 9110 §7.6.1); forwarding and trace headers
+/// are added to requests.
 enum HeaderRules {
-    private static let hopByHop = ["connection", "keep-alive", "proxy-connection", "te", "trailer", "upgrade", "expect"]
-
-    static func prepareUpstreamRequest(_ headers: inout HTTPHeaders, client: String, trace: TraceContext) {
-        stripHopByHop(&headers)
-        if headers.contains(name: "transfer-encoding") { headers.remove(name: "content-length") }
-        if let previous = headers.first(name: "x-forwarded-for") {
-            headers.replaceOrAdd(name: "x-forwarded-for", value: "\(previous), \(client)")
-        } else {
-            headers.add(name: "x-forwarded-for", value: client)
+    /// The head sent upstream for `request`, always HTTP/1.1 since upstream connections are kept open.
+    static func upstreamRequest(_ request: MessageHead, client: String, trace: TraceContext, allocator: ByteBufferAllocator) -> ByteBuffer {
+        var out = allocator.buffer(capacity: request.bytes.readableBytes + 320)
+        request.copy(request.first, to: &out)
+        out.writeStaticString(" ")
+        request.copy(request.second, to: &out)
+        out.writeStaticString(" HTTP/1.1\r\n")
+        var forwardedFor = false
+        var forwardedProto = false
+        for field in request.fields {
+            switch field.kind {
+            case .forwardedFor: forwardedFor = true; continue
+            case .forwardedProto: forwardedProto = true
+            case .traceparent, .requestID, .b3, .b3Multi: if trace.replaces(field.kind) { continue }
+            default: if request.isHopByHop(field) { continue }
+            }
+            write(field, of: request, to: &out)
         }
-        if !headers.contains(name: "x-forwarded-proto") { headers.add(name: "x-forwarded-proto", value: "http") }
-        trace.write(into: &headers)
-    }
-
-    /// Returns whether the client connection stays open: an HTTP/1.0 client cannot read a
-    /// chunked body, so a response without a length is delimited by closing.
-    static func prepareDownstreamResponse(_ headers: inout HTTPHeaders, keepAlive wanted: Bool, requestVersion: HTTPVersion) -> Bool {
-        stripHopByHop(&headers)
-        let keepAlive = wanted && (requestVersion != .http1_0 || headers.contains(name: "content-length"))
-        if !keepAlive {
-            headers.add(name: "connection", value: "close")
-        } else if requestVersion == .http1_0 {
-            headers.add(name: "connection", value: "keep-alive")
-        }
-        return keepAlive
-    }
-
-    /// Removes the fixed hop-by-hop headers and those the `Connection` header names, in one pass
-    /// over the headers (most messages carry none, or only `Connection`).
-    private static func stripHopByHop(_ headers: inout HTTPHeaders) {
-        var doomed: [String] = []
-        for (name, value) in headers where hopByHop.contains(where: { equalsIgnoringCase(name, $0) }) {
-            doomed.append(name)
-            guard equalsIgnoringCase(name, "connection") else { continue }
-            for token in value.split(separator: ",") {
-                let named = token.lowercased().filter { $0 != " " && $0 != "\t" }
-                if !["close", "keep-alive", "transfer-encoding", "content-length"].contains(named) { doomed.append(named) }
+        out.writeStaticString("x-forwarded-for: ")
+        if forwardedFor {
+            for field in request.fields where field.kind == .forwardedFor {
+                request.copy(field.value, to: &out)
+                out.writeStaticString(", ")
             }
         }
-        for name in doomed { headers.remove(name: name) }
+        out.writeString(client)
+        out.writeStaticString("\r\n")
+        if !forwardedProto { out.writeStaticString("x-forwarded-proto: http\r\n") }
+        trace.write(into: &out)
+        out.writeStaticString("\r\n")
+        return out
     }
 
-    /// ASCII case-insensitive equality with a lowercase name.
-    private static func equalsIgnoringCase(_ name: String, _ lowercase: String) -> Bool {
-        name.utf8.count == lowercase.utf8.count
-            && zip(name.utf8, lowercase.utf8).allSatisfy { ($0 >= 0x41 && $0 <= 0x5A ? $0 | 0x20 : $0) == $1 }
+    /// Whether the client's connection stays open after `response`: not when the client or the
+    /// sidecar asked to close, nor when the body ends with the connection (no length; or chunked,
+    /// which an HTTP/1.0 client cannot read).
+    static func keepsClientOpen(_ wanted: Bool, clientMinorVersion: Int, response: MessageHead) -> Bool {
+        switch response.body {
+        case .none, .length: wanted
+        case .chunked: wanted && clientMinorVersion == 1
+        case .untilClose: false
+        }
+    }
+
+    /// The head sent to the client for `response`, in the client's HTTP version. `dechunk`: the
+    /// body goes out without chunked framing; `extra`: header lines to add.
+    static func downstreamResponse(_ response: MessageHead, clientMinorVersion: Int, keepAlive: Bool, dechunk: Bool,
+                                   extra: ByteBuffer?, allocator: ByteBufferAllocator) -> ByteBuffer {
+        var out = allocator.buffer(capacity: response.bytes.readableBytes + 64)
+        out.writeStaticString(clientMinorVersion == 0 ? "HTTP/1.0 " : "HTTP/1.1 ")
+        response.copy(response.first, to: &out)
+        out.writeStaticString(" ")
+        response.copy(response.second, to: &out)
+        out.writeStaticString("\r\n")
+        let transferEncoding = response.fields.contains { $0.kind == .transferEncoding }
+        for field in response.fields {
+            switch field.kind {
+            case .transferEncoding where dechunk: continue
+            case .contentLength where transferEncoding: continue
+            default: if response.isHopByHop(field) { continue }
+            }
+            write(field, of: response, to: &out)
+        }
+        connectionHeader(keepAlive: keepAlive, clientMinorVersion: clientMinorVersion, to: &out)
+        if var extra { out.writeBuffer(&extra) }
+        out.writeStaticString("\r\n")
+        return out
+    }
+
+    /// A whole response made by the sidecar itself: a plain-text `message` (no body for HEAD) and
+    /// `x-trellis-error: reason`.
+    static func localResponse(_ status: HTTPResponseStatus, reason: String, message: String, clientMinorVersion: Int,
+                              keepAlive: Bool, withBody: Bool, extra: ByteBuffer?, allocator: ByteBufferAllocator) -> ByteBuffer {
+        var out = allocator.buffer(capacity: 256 + message.utf8.count)
+        out.writeString("HTTP/1.\(clientMinorVersion) \(status.code) \(status.reasonPhrase)\r\n")
+        out.writeStaticString("content-type: text/plain; charset=utf-8\r\n")
+        out.writeString("content-length: \(message.utf8.count + 1)\r\n")
+        writeLine("x-trellis-error", reason, to: &out)
+        connectionHeader(keepAlive: keepAlive, clientMinorVersion: clientMinorVersion, to: &out)
+        if var extra { out.writeBuffer(&extra) }
+        out.writeStaticString("\r\n")
+        if withBody {
+            out.writeString(message)
+            out.writeStaticString("\n")
+        }
+        return out
+    }
+
+    /// One header line, `name: value`.
+    static func writeLine(_ name: String, _ value: String, to out: inout ByteBuffer) {
+        out.writeString(name)
+        out.writeStaticString(": ")
+        out.writeString(value)
+        out.writeStaticString("\r\n")
+    }
+
+    private static func write(_ field: HeaderField, of head: MessageHead, to out: inout ByteBuffer) {
+        head.copy(field.name, to: &out)
+        out.writeStaticString(": ")
+        head.copy(field.value, to: &out)
+        out.writeStaticString("\r\n")
+    }
+
+    private static func connectionHeader(keepAlive: Bool, clientMinorVersion: Int, to out: inout ByteBuffer) {
+        if !keepAlive {
+            out.writeStaticString("connection: close\r\n")
+        } else if clientMinorVersion == 0 {
+            out.writeStaticString("connection: keep-alive\r\n")
+        }
     }
 }

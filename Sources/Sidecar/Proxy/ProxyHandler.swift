@@ -1,14 +1,18 @@
 import NIOCore
 import NIOHTTP1
 
-/// Proxies the requests of one downstream connection, one at a time (pipelined requests wait in
-/// a queue until the response before them is complete): route, rate limit, circuit breaker, balancer, upstream attempt,
-/// retries with backoff, timeouts, trace headers, metrics and access log.
+/// Proxies the requests of one downstream connection, one at a time, reading them straight from
+/// the bytes received (a pipelined request waits in `inbox` until the response before it is
+/// complete): route, rate limit, circuit breaker, balancer, upstream attempt, retries with backoff,
+/// timeouts, trace headers, metrics and access log.
 final class ProxyHandler: ChannelInboundHandler, UpstreamReceiver {
-    typealias InboundIn = HTTPServerRequestPart
-    typealias OutboundOut = HTTPServerResponsePart
+    typealias InboundIn = ByteBuffer
+    typealias OutboundOut = ByteBuffer
 
     private enum Phase { case idle, connecting, sending, backoff, responding, answered }
+    /// What the next bytes from the client are: a request head, the current request's body, a
+    /// request that waits for the current response, or nothing more (the connection closes).
+    private enum Reading { case head, body, waiting, closing }
 
     /// Why an attempt failed; the retry condition and the sidecar's own answer follow from it.
     private enum Failure {
@@ -32,8 +36,8 @@ final class ProxyHandler: ChannelInboundHandler, UpstreamReceiver {
 
     // The request in flight.
     private var phase = Phase.idle
-    private var head: HTTPRequestHead!
-    private var upstreamHead: HTTPRequestHead!
+    private var head: MessageHead!
+    private var upstreamHead: ByteBuffer?
     private var route: RouteRuntime!
     private var subset: String?
     private var trace: TraceContext?
@@ -56,10 +60,16 @@ final class ProxyHandler: ChannelInboundHandler, UpstreamReceiver {
     private var backoffTimer: Scheduled<Void>?
     private var status = 0
     private var bytesSent = 0
-    private var responseKeepAlive = true
     private var countedActive = false
-    /// `X-RateLimit-*` headers for the response, when the route is rate limited.
-    private var rateLimitHeaders: HTTPHeaders?
+    /// `X-RateLimit-*` header lines for the response, when the route is rate limited.
+    private var rateLimitHeaders: ByteBuffer?
+
+    /// Bytes received and not read yet.
+    private var inbox: ByteBuffer?
+    private var reading = Reading.head
+    private var requestBody = BodyFramer(.none)
+    /// Set while `readInbox` runs.
+    private var readingInbox = false
 
     init(plane: DataPlane, listenerKey: String) {
         self.plane = plane
@@ -85,58 +95,81 @@ final class ProxyHandler: ChannelInboundHandler, UpstreamReceiver {
 
     func channelRead(context: ChannelHandlerContext, data: NIOAny) {
         readingDownstream = true
-        let part = unwrapInboundIn(data)
-        if !pipelined.isEmpty || (requestEnded && phase != .idle) {
-            queuePipelined(part)
-        } else {
-            handle(part)
-        }
+        var bytes = unwrapInboundIn(data)
+        if inbox == nil || inbox!.readableBytes == 0 { inbox = bytes } else { inbox!.writeBuffer(&bytes) }
+        readInbox()
     }
 
-    private func handle(_ part: HTTPServerRequestPart) {
-        switch part {
-        case .head(let head): begin(head)
-        case .body(let part): receiveBody(part)
-        case .end:
-            requestEnded = true
-            switch phase {
-            case .sending:
-                if let channel = connection?.channel {
-                    channel.write(HTTPClientRequestPart.end(nil), promise: nil)
-                    flushUpstream(channel)
+    /// Reads requests from `inbox` as far as the request in flight allows.
+    private func readInbox() {
+        readingInbox = true
+        defer { readingInbox = false }
+        while context != nil, let available = inbox?.readableBytes, available > 0 {
+            switch reading {
+            case .closing:
+                inbox = nil
+            case .waiting:
+                // Pipelined requests wait for the response before them; reading pauses when they pile up.
+                if available > 1 << 20 { pauseReading() }
+                return
+            case .head:
+                switch HeadParser.request(from: &inbox!) {
+                case .incomplete:
+                    return
+                case .invalid(let status, let reason):
+                    refuse(HTTPResponseStatus(statusCode: status), reason)
+                case .complete(let head):
+                    requestBody = BodyFramer(head.body)
+                    requestEnded = requestBody.isDone
+                    reading = requestEnded ? .waiting : .body
+                    begin(head)
                 }
-            case .answered:
-                phase = .idle
-                drainPipelined()
-            case .idle: if !keepAlive { context.close(promise: nil) }
-            default: break
+            case .body:
+                do {
+                    if try requestBody.read(&inbox!, emit: receiveBody) { endOfRequest() }
+                } catch {
+                    refuse(.badRequest, "invalid chunked body: \((error as? BodyFramer.Malformed)?.reason ?? "\(error)")")
+                }
             }
         }
+        if inbox?.readableBytes == 0 { inbox = nil }
     }
 
-    /// Requests pipelined behind one in flight; reading pauses when they pile up.
-    private var pipelined: [HTTPServerRequestPart] = []
-    private var pipelinedBytes = 0
-    private var readingPaused = false
+    /// The request's last byte was read.
+    private func endOfRequest() {
+        requestEnded = true
+        reading = .waiting
+        if phase == .sending, let channel = connection?.channel { flushUpstream(channel) }
+    }
+
+    /// The client's bytes are not HTTP/1.1 that can be forwarded safely: answered with `status`
+    /// unless a response is under way; the connection closes either way, since the stream cannot
+    /// be resynchronised.
+    private func refuse(_ status: HTTPResponseStatus, _ reason: String) {
+        reading = .closing
+        inbox = nil
+        keepAlive = false
+        switch phase {
+        case .idle:
+            let response = HeaderRules.localResponse(status, reason: "bad_request", message: "\(status.reasonPhrase): \(reason)",
+                                                     clientMinorVersion: 1, keepAlive: false, withBody: true, extra: nil,
+                                                     allocator: context.channel.allocator)
+            context.write(wrapOutboundOut(response), promise: nil)
+            finishResponse(thenClose: true)
+        case .responding:
+            abortResponse()
+        case .answered:
+            context.close(promise: nil)
+        case .connecting, .sending, .backoff:
+            answer(status, reason: "bad_request", message: "\(status.reasonPhrase): \(reason)")
+        }
+    }
+
     /// Set while the upstream connection stops reading because the client is slow to take the response.
     private var upstreamPaused = false
     /// Set between a downstream read and its read-complete.
     private var readingDownstream = false
-
-    private func queuePipelined(_ part: HTTPServerRequestPart) {
-        pipelined.append(part)
-        if case .body(let buffer) = part { pipelinedBytes += buffer.readableBytes }
-        if pipelined.count > 64 || pipelinedBytes > 1 << 20 { pauseReading() }
-    }
-
-    private func drainPipelined() {
-        while phase == .idle, context != nil, !pipelined.isEmpty {
-            let part = pipelined.removeFirst()
-            if case .body(let buffer) = part { pipelinedBytes -= buffer.readableBytes }
-            handle(part)
-        }
-        if pipelined.isEmpty { resumeReading() }
-    }
+    private var readingPaused = false
 
     private func pauseReading() {
         guard !readingPaused else { return }
@@ -160,7 +193,7 @@ final class ProxyHandler: ChannelInboundHandler, UpstreamReceiver {
         if phase != .idle && phase != .answered {
             abandonAttempt(reusable: false)
             status = 0
-            complete(localReason: "client_closed")
+            complete(localReason: "client_closed", thenClose: true)
         }
         context.fireChannelInactive()
     }
@@ -174,23 +207,15 @@ final class ProxyHandler: ChannelInboundHandler, UpstreamReceiver {
         context.fireChannelWritabilityChanged()
     }
 
-    /// A request that cannot be parsed gets `400 Bad Request` unless a response is already under
-    /// way; the connection closes either way, since the stream cannot be resynchronised.
     func errorCaught(context: ChannelHandlerContext, error: any Error) {
-        if error is HTTPParserError && phase != .responding {
-            let headers: HTTPHeaders = ["Connection": "close", "Content-Length": "0"]
-            context.write(wrapOutboundOut(.head(HTTPResponseHead(version: .http1_1, status: .badRequest, headers: headers))), promise: nil)
-            context.writeAndFlush(wrapOutboundOut(.end(nil)), promise: nil)
-        }
         context.close(promise: nil)
     }
 
-    private func begin(_ head: HTTPRequestHead) {
+    private func begin(_ head: MessageHead) {
         let now = NIODeadline.now()
         self.head = head
         started = now
         phase = .connecting
-        requestEnded = false
         bodyParts.removeAll(keepingCapacity: true)
         bufferedBytes = 0
         replayable = true
@@ -199,23 +224,25 @@ final class ProxyHandler: ChannelInboundHandler, UpstreamReceiver {
         status = 0
         bytesSent = 0
         trace = nil
-        keepAlive = head.isKeepAlive && !(plane.draining && isInbound)
+        keepAlive = head.keepAlive && !(plane.draining && isInbound)
         route = listener.route(for: head)
         let cluster = listener.cluster
 
         if let limiter = route.rateLimiter {
             let decision = limiter.take(key: rateLimitKey(limiter.policy.key, head), at: now)
-            var headers = HTTPHeaders()
-            headers.add(name: "X-RateLimit-Limit", value: String(limiter.policy.requests))
-            headers.add(name: "X-RateLimit-Remaining", value: String(decision.remaining))
-            headers.add(name: "X-RateLimit-Reset", value: String(Int(decision.resetAfter.rounded(.up))))
+            var headers = context.channel.allocator.buffer(capacity: 96)
+            HeaderRules.writeLine("X-RateLimit-Limit", String(limiter.policy.requests), to: &headers)
+            HeaderRules.writeLine("X-RateLimit-Remaining", String(decision.remaining), to: &headers)
+            HeaderRules.writeLine("X-RateLimit-Reset", String(Int(decision.resetAfter.rounded(.up))), to: &headers)
             if !decision.allowed {
-                headers.add(name: "Retry-After", value: String(max(1, Int(decision.retryAfter.rounded(.up)))))
-                route.stats.rateLimited.increment()
-                answer(.tooManyRequests, reason: "rate_limited", message: "rate limit of route \(route.name) exceeded", headers: headers)
-                return
+                HeaderRules.writeLine("Retry-After", String(max(1, Int(decision.retryAfter.rounded(.up)))), to: &headers)
             }
             rateLimitHeaders = headers
+            if !decision.allowed {
+                route.stats.rateLimited.increment()
+                answer(.tooManyRequests, reason: "rate_limited", message: "rate limit of route \(route.name) exceeded")
+                return
+            }
         } else {
             rateLimitHeaders = nil
         }
@@ -230,23 +257,22 @@ final class ProxyHandler: ChannelInboundHandler, UpstreamReceiver {
         if isInbound { plane.inboundInFlight += 1 }
         cluster.retryBudget.recordRequest(at: now)
 
-        let trace = TraceContext(headers: head.headers, random: &plane.random)
+        let trace = TraceContext(headers: head, random: &plane.random)
         self.trace = trace
-        upstreamHead = HTTPRequestHead(version: .http1_1, method: head.method, uri: head.uri, headers: head.headers)
-        HeaderRules.prepareUpstreamRequest(&upstreamHead.headers, client: client, trace: trace)
-        if head.headers.first(name: "expect")?.lowercased() == "100-continue" {
-            context.writeAndFlush(wrapOutboundOut(.head(HTTPResponseHead(version: head.version, status: .continue))), promise: nil)
+        upstreamHead = HeaderRules.upstreamRequest(head, client: client, trace: trace, allocator: context.channel.allocator)
+        if !requestEnded && head.minorVersion == 1 && head.expectsContinue {
+            context.writeAndFlush(wrapOutboundOut(ByteBuffer(string: "HTTP/1.1 100 Continue\r\n\r\n")), promise: nil)
         }
         subset = route.pickSubset(random: &plane.random)
         if let timeout = route.settings.timeouts.request { requestTimeout.arm(in: timeout) }
         startAttempt()
     }
 
-    private func rateLimitKey(_ key: RateLimitPolicy.Key, _ head: HTTPRequestHead) -> String {
+    private func rateLimitKey(_ key: RateLimitPolicy.Key, _ head: MessageHead) -> String {
         switch key {
         case .none: ""
         case .source: client
-        case .header(let name): head.headers.first(name: name) ?? ""
+        case .header(let name): head.first(name: name) ?? ""
         }
     }
 
@@ -255,7 +281,7 @@ final class ProxyHandler: ChannelInboundHandler, UpstreamReceiver {
         case .idle, .answered:
             return
         case .sending:
-            connection?.channel.write(HTTPClientRequestPart.body(.byteBuffer(part)), promise: nil)
+            connection?.channel.write(part, promise: nil)
             keepForReplay(part)
         default:
             // Not connected yet: keep the part until the attempt can send it.
@@ -284,7 +310,7 @@ final class ProxyHandler: ChannelInboundHandler, UpstreamReceiver {
         generation += 1
         let now = NIODeadline.now()
         let cluster = listener.cluster
-        guard let endpoint = cluster.pick(tag: subset, hashKey: cluster.policy.loadBalancer.hashHeader.flatMap { head.headers.first(name: $0) },
+        guard let endpoint = cluster.pick(tag: subset, hashKey: cluster.policy.loadBalancer.hashHeader.flatMap { head.first(name: $0) },
                                           tried: tried, now: now, random: &plane.random) else {
             let which = subset.map { "\(cluster.name) with tag \($0)" } ?? cluster.name
             answer(.serviceUnavailable, reason: "no_healthy_upstream", message: "no healthy instance of \(which)")
@@ -324,8 +350,9 @@ final class ProxyHandler: ChannelInboundHandler, UpstreamReceiver {
         connection.receiver = self
         phase = .sending
         let channel = connection.channel!
-        channel.write(HTTPClientRequestPart.head(upstreamHead), promise: nil)
-        for part in bodyParts { channel.write(HTTPClientRequestPart.body(.byteBuffer(part)), promise: nil) }
+        connection.expectResponse(toHEAD: head.isHEAD, dechunk: head.minorVersion == 0)
+        channel.write(upstreamHead!, promise: nil)
+        for part in bodyParts { channel.write(part, promise: nil) }
         if !replayable {
             bodyParts.removeAll()
             bufferedBytes = 0
@@ -335,11 +362,7 @@ final class ProxyHandler: ChannelInboundHandler, UpstreamReceiver {
             bodyParts.removeAll()
             bufferedBytes = 0
         }
-        if requestEnded {
-            channel.write(HTTPClientRequestPart.end(nil), promise: nil)
-        } else {
-            resumeReading()
-        }
+        if !requestEnded { resumeReading() }
         flushUpstream(channel)
     }
 
@@ -385,7 +408,7 @@ final class ProxyHandler: ChannelInboundHandler, UpstreamReceiver {
         let retries = route.settings.retries
         guard attempts <= retries.attempts, retries.conditions.contains(condition) else { return false }
         // A refused connection never reached the service: safe for any method.
-        guard condition == .connectFailure || retries.allMethods || head.method.isIdempotent else { return false }
+        guard condition == .connectFailure || retries.allMethods || head.isIdempotent else { return false }
         guard replayable else { return false }
         let cluster = listener.cluster
         guard cluster.retryBudget.tryRetry(retries.budget, at: .now()) else {
@@ -439,12 +462,12 @@ final class ProxyHandler: ChannelInboundHandler, UpstreamReceiver {
 
     // MARK: Upstream
 
-    func upstreamRead(_ part: HTTPClientResponsePart, from connection: UpstreamConnection) {
+    func upstreamRead(_ part: UpstreamConnection.Part, from connection: UpstreamConnection) {
         guard connection === self.connection else { return }
         switch part {
         case .head(let response):
-            guard phase == .sending, response.status.code >= 200 || response.status == .switchingProtocols else { return }
-            let code = Int(response.status.code)
+            guard phase == .sending else { return }
+            let code = response.status
             let cluster = listener.cluster
             if let endpoint { cluster.record(endpoint, failed: code >= 500, now: .now()) }
             if route.settings.retries.conditions.contains(.status(code)) && mayRetry(.status(code)) {
@@ -455,25 +478,24 @@ final class ProxyHandler: ChannelInboundHandler, UpstreamReceiver {
             }
             phase = .responding
             status = code
-            responseKeepAlive = response.isKeepAlive
             requestTimeout.disarm()
-            var headers = response.headers
-            keepAlive = HeaderRules.prepareDownstreamResponse(&headers, keepAlive: keepAlive, requestVersion: head.version)
-            if let rateLimitHeaders { headers.add(contentsOf: rateLimitHeaders) }
-            context.write(wrapOutboundOut(.head(HTTPResponseHead(version: head.version, status: response.status, headers: headers))), promise: nil)
+            keepAlive = HeaderRules.keepsClientOpen(keepAlive, clientMinorVersion: head.minorVersion, response: response)
+            let head = HeaderRules.downstreamResponse(response, clientMinorVersion: head.minorVersion, keepAlive: keepAlive,
+                                                      dechunk: head.minorVersion == 0, extra: rateLimitHeaders,
+                                                      allocator: context.channel.allocator)
+            context.write(wrapOutboundOut(head), promise: nil)
         case .body(let part):
             guard phase == .responding else { return }
             bytesSent += part.readableBytes
-            context.write(wrapOutboundOut(.body(.byteBuffer(part))), promise: nil)
-        case .end(let trailers):
+            context.write(wrapOutboundOut(part), promise: nil)
+        case .end:
             guard phase == .responding else { return }
-            let reusable = responseKeepAlive && requestEnded
-            abandonAttempt(reusable: reusable)
+            abandonAttempt(reusable: requestEnded)
             finishEndpoint()
             let close = !keepAlive || !requestEnded
             // Booked first: closing after the write may run channelInactive at once.
-            complete(localReason: nil)
-            writeEnd(trailers, thenClose: close)
+            complete(localReason: nil, thenClose: close)
+            finishResponse(thenClose: close)
         }
     }
 
@@ -503,45 +525,41 @@ final class ProxyHandler: ChannelInboundHandler, UpstreamReceiver {
     private func abortResponse() {
         abandonAttempt(reusable: false)
         finishEndpoint()
-        complete(localReason: "upstream_reset_after_response_start")
+        complete(localReason: "upstream_reset_after_response_start", thenClose: true)
         context.close(promise: nil)
     }
 
     // MARK: Answers
 
-    /// Answers on behalf of the upstream (429, 502, 503, 504), with a one-line reason.
-    private func answer(_ status: HTTPResponseStatus, reason: String, message: String, headers extra: HTTPHeaders = [:]) {
+    /// Answers on behalf of the upstream (400, 429, 502, 503, 504), with a one-line reason.
+    private func answer(_ status: HTTPResponseStatus, reason: String, message: String) {
         abandonAttempt(reusable: false)
         requestTimeout.disarm()
         self.status = Int(status.code)
-        var headers = extra
-        let body = ByteBuffer(string: message + "\n")
-        headers.add(name: "Content-Type", value: "text/plain; charset=utf-8")
-        headers.add(name: "Content-Length", value: String(body.readableBytes))
-        headers.add(name: "x-trellis-error", value: reason)
         let close = !keepAlive || !requestEnded
-        if close { headers.add(name: "Connection", value: "close") }
-        bytesSent = body.readableBytes
-        context.write(wrapOutboundOut(.head(HTTPResponseHead(version: head.version, status: status, headers: headers))), promise: nil)
-        if head.method != .HEAD { context.write(wrapOutboundOut(.body(.byteBuffer(body))), promise: nil) }
+        let response = HeaderRules.localResponse(status, reason: reason, message: message, clientMinorVersion: head.minorVersion,
+                                                 keepAlive: !close, withBody: !head.isHEAD, extra: rateLimitHeaders,
+                                                 allocator: context.channel.allocator)
+        bytesSent = message.utf8.count + 1
+        context.write(wrapOutboundOut(response), promise: nil)
         plane.metrics.localResponse(direction: listener.direction, upstream: listener.cluster.name, reason: reason)
-        complete(localReason: reason)
-        writeEnd(nil, thenClose: close)
+        complete(localReason: reason, thenClose: close)
+        finishResponse(thenClose: close)
     }
 
-    /// Ends the response; a future (an allocation) only when the connection must close after it.
-    private func writeEnd(_ trailers: HTTPHeaders?, thenClose close: Bool) {
+    /// Sends what was written; when the connection must close, closes it once that is out.
+    private func finishResponse(thenClose close: Bool) {
         guard close else {
-            context.writeAndFlush(wrapOutboundOut(.end(trailers)), promise: nil)
+            context.flush()
             return
         }
-        context.writeAndFlush(wrapOutboundOut(.end(trailers))).assumeIsolated().whenComplete { [context] _ in
+        context.writeAndFlush(wrapOutboundOut(ByteBuffer())).assumeIsolated().whenComplete { [context] _ in
             context?.close(promise: nil)
         }
     }
 
     /// Books the finished request (metrics, access log, counters) and gets ready for the next one.
-    private func complete(localReason: String?) {
+    private func complete(localReason: String?, thenClose close: Bool) {
         let duration = Double((NIODeadline.now() - started).nanoseconds) / 1e9
         route.stats.requests[min(status / 100, 5)].increment()
         route.stats.duration.record(duration)
@@ -553,7 +571,7 @@ final class ProxyHandler: ChannelInboundHandler, UpstreamReceiver {
         if plane.accessLog.isEnabled {
             plane.accessLog.record(AccessLog.Entry(
                 direction: listener.direction, upstream: listener.cluster.name, route: route.name,
-                method: head.method.rawValue, path: head.uri, status: status, durationSeconds: duration,
+                method: head.method, path: head.target, status: status, durationSeconds: duration,
                 attempts: attempts, upstreamHost: tried.last?.info.address, bytesSent: bytesSent, client: client,
                 trace: trace, localReason: localReason))
         }
@@ -566,20 +584,16 @@ final class ProxyHandler: ChannelInboundHandler, UpstreamReceiver {
         rateLimitHeaders = nil
         bodyParts.removeAll(keepingCapacity: true)
         bufferedBytes = 0
-        if !pipelined.isEmpty {
-            plane.loop.assumeIsolated().execute { [self] in drainPipelined() }
-        } else {
-            resumeReading()
+        if close {
+            reading = .closing
+            inbox = nil
+            return
         }
-    }
-}
-
-extension HTTPMethod {
-    /// RFC 9110 idempotent methods: safe to send twice.
-    var isIdempotent: Bool {
-        switch self {
-        case .GET, .HEAD, .OPTIONS, .TRACE, .PUT, .DELETE: true
-        default: false
+        reading = .head
+        resumeReading()
+        // The next pipelined request, once the current call chain has unwound.
+        if !readingInbox, let inbox, inbox.readableBytes > 0 {
+            plane.loop.assumeIsolated().execute { [self] in readInbox() }
         }
     }
 }

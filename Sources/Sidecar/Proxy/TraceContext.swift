@@ -1,4 +1,4 @@
-import NIOHTTP1
+import NIOCore
 
 /// The trace a request belongs to, read from W3C `traceparent`, B3 (single `b3` or multi `X-B3-*`)
 /// or started here, and written back with a new span id for the next hop.
@@ -16,10 +16,19 @@ struct TraceContext {
     var requestID: String
 
     /// Reads the incoming headers; starts a new trace when none is present or valid.
-    init(headers: HTTPHeaders, random: inout FastRandom) {
+    init(headers: MessageHead, random: inout FastRandom) {
         spanID = random.hex(bytes: 8)
-        requestID = headers.first(name: "x-request-id") ?? random.uuid()
-        if let parent = headers.first(name: "traceparent"), let parsed = Self.parseTraceparent(parent) {
+        // Without any trace field (one pass over the kinds), no lookup by name is needed.
+        let carriesTrace = headers.fields.contains {
+            switch $0.kind {
+            case .traceparent, .b3, .b3Multi, .requestID: true
+            default: false
+            }
+        }
+        requestID = (carriesTrace ? headers.first(name: "x-request-id") : nil) ?? random.uuid()
+        if !carriesTrace {
+            (traceID, parentSpanID, sampled, format) = (random.hex(bytes: 16), nil, true, .started)
+        } else if let parent = headers.first(name: "traceparent"), let parsed = Self.parseTraceparent(parent) {
             (traceID, parentSpanID, sampled, format) = (parsed.trace, parsed.span, parsed.sampled, .w3c)
         } else if let single = headers.first(name: "b3"), let parsed = Self.parseB3Single(single) {
             (traceID, parentSpanID, sampled, format) = (parsed.trace, parsed.span, parsed.sampled, .b3Single)
@@ -33,24 +42,34 @@ struct TraceContext {
         }
     }
 
-    /// Sets this hop's headers: `traceparent` always, B3 in the form it came in (multi when the
-    /// trace starts here, for Zipkin-instrumented services), and `x-request-id`.
-    func write(into headers: inout HTTPHeaders) {
-        headers.replaceOrAdd(name: "traceparent", value: "00-\(traceID)-\(spanID)-\(sampled ? "01" : "00")")
+    /// Whether `write(into:)` writes its own value of headers of this kind (the incoming ones are dropped).
+    func replaces(_ kind: FieldKind) -> Bool {
+        switch kind {
+        case .traceparent, .requestID: true
+        case .b3: format == .b3Single
+        case .b3Multi: format == .b3Multi || format == .started
+        default: false
+        }
+    }
+
+    /// Writes this hop's header lines: `traceparent` always, B3 in the form it came in (multi when
+    /// the trace starts here, for Zipkin-instrumented services), and `x-request-id`.
+    func write(into out: inout ByteBuffer) {
+        HeaderRules.writeLine("traceparent", "00-\(traceID)-\(spanID)-\(sampled ? "01" : "00")", to: &out)
         switch format {
         case .b3Single:
             var value = "\(traceID)-\(spanID)-\(sampled ? "1" : "0")"
             if let parentSpanID { value += "-\(parentSpanID)" }
-            headers.replaceOrAdd(name: "b3", value: value)
+            HeaderRules.writeLine("b3", value, to: &out)
         case .b3Multi, .started:
-            headers.replaceOrAdd(name: "x-b3-traceid", value: traceID)
-            headers.replaceOrAdd(name: "x-b3-spanid", value: spanID)
-            if let parentSpanID { headers.replaceOrAdd(name: "x-b3-parentspanid", value: parentSpanID) }
-            headers.replaceOrAdd(name: "x-b3-sampled", value: sampled ? "1" : "0")
+            HeaderRules.writeLine("x-b3-traceid", traceID, to: &out)
+            HeaderRules.writeLine("x-b3-spanid", spanID, to: &out)
+            if let parentSpanID { HeaderRules.writeLine("x-b3-parentspanid", parentSpanID, to: &out) }
+            HeaderRules.writeLine("x-b3-sampled", sampled ? "1" : "0", to: &out)
         case .w3c:
             break
         }
-        headers.replaceOrAdd(name: "x-request-id", value: requestID)
+        HeaderRules.writeLine("x-request-id", requestID, to: &out)
     }
 
     static func parseTraceparent(_ value: String) -> (trace: String, span: String, sampled: Bool)? {

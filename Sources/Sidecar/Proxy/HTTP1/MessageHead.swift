@@ -1,0 +1,104 @@
+import NIOCore
+
+/// How the body of a message is delimited (RFC 9112 §6.3).
+enum BodyLength: Equatable {
+    case none
+    case length(Int)
+    case chunked
+    /// A response without a length: its body ends when the connection closes.
+    case untilClose
+}
+
+/// What a proxy needs to know of a header field, decided once while parsing.
+enum FieldKind: UInt8 {
+    case other, contentLength, transferEncoding, connection, expect
+    /// `keep-alive`, `proxy-connection`, `te`, `trailer`, `upgrade`: they stay on their hop.
+    case hopByHop
+    case forwardedFor, forwardedProto, requestID, traceparent, b3
+    /// `x-b3-traceid`, `x-b3-spanid`, `x-b3-parentspanid`, `x-b3-sampled`.
+    case b3Multi
+}
+
+/// One header field: byte ranges of its name and (trimmed) value within the head.
+struct HeaderField {
+    var name: Range<Int>
+    var value: Range<Int>
+    var kind: FieldKind
+}
+
+/// An HTTP/1.x request or response head, kept as the bytes received plus the positions of its
+/// parts, so that forwarding it copies bytes instead of decoding and re-encoding every field.
+struct MessageHead {
+    /// The head as received, start line to the empty line.
+    let bytes: ByteBuffer
+    let fields: [HeaderField]
+    /// 0 for HTTP/1.0, 1 for HTTP/1.1.
+    let minorVersion: Int
+    /// The method (request) or the three status digits (response).
+    let first: Range<Int>
+    /// The request target (request) or the reason phrase (response).
+    let second: Range<Int>
+    /// Status code of a response, 0 for a request.
+    let status: Int
+    let body: BodyLength
+    /// Whether the sender lets the connection stay open after this message.
+    let keepAlive: Bool
+    /// Lowercase names of further headers that `Connection` declares hop-by-hop (usually none).
+    let connectionNamed: [String]
+
+    var method: String { string(first) }
+    var target: String { string(second) }
+    var isHEAD: Bool { bytesEqual(first, "HEAD") }
+
+    /// RFC 9110 idempotent methods: safe to send twice.
+    var isIdempotent: Bool {
+        ["GET", "HEAD", "OPTIONS", "TRACE", "PUT", "DELETE"].contains { bytesEqual(first, $0) }
+    }
+
+    var expectsContinue: Bool {
+        fields.contains { $0.kind == .expect && Self.equalsIgnoringCase(bytes, $0.value, "100-continue") }
+    }
+
+    /// The first value of a header, by case-insensitive name.
+    func first(name: String) -> String? {
+        for field in fields where field.name.count == name.utf8.count {
+            let same = bytes.withUnsafeReadableBytes { raw in zip(raw[field.name], name.utf8).allSatisfy { Self.lower($0) == Self.lower($1) } }
+            if same { return string(field.value) }
+        }
+        return nil
+    }
+
+    /// Whether a field must not be forwarded as it is: hop-by-hop or named by `Connection`.
+    func isHopByHop(_ field: HeaderField) -> Bool {
+        switch field.kind {
+        case .connection, .expect, .hopByHop: return true
+        case .other: return !connectionNamed.isEmpty && connectionNamed.contains { Self.equalsIgnoringCase(bytes, field.name, $0) }
+        default: return false
+        }
+    }
+
+    func string(_ range: Range<Int>) -> String {
+        bytes.getString(at: bytes.readerIndex + range.lowerBound, length: range.count) ?? ""
+    }
+
+    /// Appends the bytes of `range` to `out`.
+    func copy(_ range: Range<Int>, to out: inout ByteBuffer) {
+        var slice = bytes.getSlice(at: bytes.readerIndex + range.lowerBound, length: range.count)!
+        out.writeBuffer(&slice)
+    }
+
+    private func bytesEqual(_ range: Range<Int>, _ text: String) -> Bool {
+        range.count == text.utf8.count && bytes.withUnsafeReadableBytes { raw in
+            zip(raw[range], text.utf8).allSatisfy { $0 == $1 }
+        }
+    }
+
+    /// ASCII case-insensitive comparison of `range` with a lowercase name.
+    static func equalsIgnoringCase(_ bytes: ByteBuffer, _ range: Range<Int>, _ lowercase: String) -> Bool {
+        range.count == lowercase.utf8.count && bytes.withUnsafeReadableBytes { raw in
+            zip(raw[range], lowercase.utf8).allSatisfy { lower($0) == $1 }
+        }
+    }
+
+    @inline(__always) static func lower(_ byte: UInt8) -> UInt8 { byte >= 0x41 && byte <= 0x5A ? byte | 0x20 : byte }
+}

@@ -1,0 +1,170 @@
+import NIOCore
+@testable import Sidecar
+import XCTest
+
+struct NotComplete: Error {
+    let outcome: String
+}
+
+/// Parses one whole request head from `text`.
+func parseRequest(_ text: String) throws -> MessageHead {
+    var buffer = ByteBuffer(string: text)
+    guard case .complete(let head) = HeadParser.request(from: &buffer) else {
+        throw NotComplete(outcome: "\(HeadParser.request(from: &buffer))")
+    }
+    return head
+}
+
+final class HeadParserTests: XCTestCase {
+    private func refusal(_ text: String) -> Int? {
+        var buffer = ByteBuffer(string: text)
+        guard case .invalid(let status, _) = HeadParser.request(from: &buffer) else { return nil }
+        return status
+    }
+
+    private func response(_ text: String, toHEAD: Bool = false) throws -> MessageHead {
+        var buffer = ByteBuffer(string: text)
+        guard case .complete(let head) = HeadParser.response(from: &buffer, toHEAD: toHEAD) else { throw NotComplete(outcome: text) }
+        return head
+    }
+
+    func testARequestHeadIsReadWithItsFieldsAndFraming() throws {
+        var buffer = ByteBuffer(string: "\r\nPOST /orders?x=1 HTTP/1.1\r\nHost: shop\r\nContent-Length:  12 \r\nX-Canary: 1\r\n\r\nhello")
+        guard case .complete(let head) = HeadParser.request(from: &buffer) else { return XCTFail("not parsed") }
+        XCTAssertEqual(head.method, "POST")
+        XCTAssertEqual(head.target, "/orders?x=1")
+        XCTAssertEqual(head.minorVersion, 1)
+        XCTAssertEqual(head.body, .length(12))
+        XCTAssertTrue(head.keepAlive)
+        XCTAssertFalse(head.isIdempotent)
+        XCTAssertEqual(head.first(name: "x-canary"), "1")
+        XCTAssertEqual(head.first(name: "Content-Length"), "12", "values are trimmed, names case-insensitive")
+        XCTAssertEqual(String(buffer: buffer), "hello", "the body stays in the buffer")
+    }
+
+    func testAnIncompleteHeadIsLeftInTheBuffer() {
+        var buffer = ByteBuffer(string: "GET / HTTP/1.1\r\nHost: x\r\n")
+        guard case .incomplete = HeadParser.request(from: &buffer) else { return XCTFail("should wait for more") }
+        XCTAssertEqual(buffer.readableBytes, 25)
+    }
+
+    func testKeepAliveFollowsTheVersionAndConnectionHeader() throws {
+        XCTAssertFalse(try parseRequest("GET / HTTP/1.0\r\n\r\n").keepAlive)
+        XCTAssertTrue(try parseRequest("GET / HTTP/1.0\r\nConnection: Keep-Alive\r\n\r\n").keepAlive)
+        XCTAssertFalse(try parseRequest("GET / HTTP/1.1\r\nConnection: foo, close\r\n\r\n").keepAlive)
+        XCTAssertEqual(try parseRequest("GET / HTTP/1.1\r\nConnection: X-Private\r\n\r\n").connectionNamed, ["x-private"])
+    }
+
+    func testAmbiguousOrMalformedRequestsAreRefused() {
+        XCTAssertEqual(refusal("GET / HTTP/1.1\nHost: x\n\n"), 400, "bare LF")
+        XCTAssertEqual(refusal("GET / HTTP/1.1\r\nHost: x\r\n folded\r\n\r\n"), 400, "obs-fold")
+        XCTAssertEqual(refusal("GET / HTTP/1.1\r\nHost : x\r\n\r\n"), 400, "space before the colon")
+        XCTAssertEqual(refusal("GET / HTTP/1.1\r\nX: a\u{1}b\r\n\r\n"), 400, "control character")
+        XCTAssertEqual(refusal("GET / HTTP/1.1\r\nX: a\rb\r\n\r\n"), 400, "bare CR")
+        XCTAssertEqual(refusal("POST / HTTP/1.1\r\nContent-Length: 3\r\nTransfer-Encoding: chunked\r\n\r\n"), 400, "CL and TE")
+        XCTAssertEqual(refusal("POST / HTTP/1.1\r\nContent-Length: 3\r\nContent-Length: 4\r\n\r\n"), 400, "two lengths")
+        XCTAssertEqual(refusal("POST / HTTP/1.1\r\nContent-Length: -1\r\n\r\n"), 400)
+        XCTAssertEqual(refusal("POST / HTTP/1.1\r\nTransfer-Encoding: chunked, gzip\r\n\r\n"), 400, "chunked not last")
+        XCTAssertEqual(refusal("POST / HTTP/1.0\r\nTransfer-Encoding: chunked\r\n\r\n"), 400, "TE in HTTP/1.0")
+        XCTAssertEqual(refusal("GET / HTTP/2.0\r\n\r\n"), 505)
+        XCTAssertEqual(refusal("NOT HTTP AT ALL\r\n\r\n"), 400)
+        XCTAssertEqual(refusal("GET  / HTTP/1.1\r\n\r\n"), 400, "two spaces")
+        XCTAssertEqual(refusal("GET / HTTP/1.1\r\nX: " + String(repeating: "v", count: 70_000)), 431)
+        XCTAssertNil(refusal("POST / HTTP/1.1\r\nContent-Length: 3\r\nContent-Length: 3\r\n\r\n"), "the same length twice is one length")
+    }
+
+    func testResponseFramingFollowsTheRequestAndStatus() throws {
+        XCTAssertEqual(try response("HTTP/1.1 200 OK\r\nContent-Length: 5\r\n\r\n").body, .length(5))
+        XCTAssertEqual(try response("HTTP/1.1 200 OK\r\nContent-Length: 5\r\n\r\n", toHEAD: true).body, .none)
+        XCTAssertEqual(try response("HTTP/1.1 204 No Content\r\n\r\n").body, .none)
+        XCTAssertEqual(try response("HTTP/1.1 304 Not Modified\r\nContent-Length: 9\r\n\r\n").body, .none)
+        XCTAssertEqual(try response("HTTP/1.1 200 OK\r\nTransfer-Encoding: chunked\r\nContent-Length: 9\r\n\r\n").body, .chunked)
+        let unframed = try response("HTTP/1.1 200 OK\r\n\r\n")
+        XCTAssertEqual(unframed.body, .untilClose)
+        XCTAssertFalse(unframed.keepAlive, "a body that ends with the connection leaves nothing to reuse")
+        XCTAssertEqual(try response("HTTP/1.1 200\r\nContent-Length: 0\r\n\r\n").status, 200, "the reason phrase is optional")
+    }
+}
+
+final class HeaderRulesTests: XCTestCase {
+    private let allocator = ByteBufferAllocator()
+
+    func testTheUpstreamRequestDropsHopByHopFieldsAndAddsForwardingOnes() throws {
+        var random = FastRandom()
+        let head = try parseRequest("""
+            GET /a HTTP/1.0\r\nHost: shop\r\nConnection: keep-alive, X-Private\r\nX-Private: 1\r\nKeep-Alive: 5\r\nTE: trailers\r\n\
+            Expect: 100-continue\r\nX-Forwarded-For: 10.0.0.1\r\nAccept: */*\r\n\r\n
+            """)
+        let trace = TraceContext(headers: head, random: &random)
+        let text = String(buffer: HeaderRules.upstreamRequest(head, client: "127.0.0.1", trace: trace, allocator: allocator))
+        XCTAssertTrue(text.hasPrefix("GET /a HTTP/1.1\r\nHost: shop\r\nAccept: */*\r\nx-forwarded-for: 10.0.0.1, 127.0.0.1\r\nx-forwarded-proto: http\r\n"), text)
+        for dropped in ["Connection", "X-Private", "Keep-Alive", "TE:", "Expect"] { XCTAssertFalse(text.contains(dropped), dropped) }
+        XCTAssertTrue(text.contains("traceparent: 00-\(trace.traceID)-\(trace.spanID)-01\r\n"))
+        XCTAssertTrue(text.hasSuffix("\r\n\r\n"))
+    }
+
+    func testTheClientResponseKeepsTheClientsVersionAndFraming() throws {
+        var buffer = ByteBuffer(string: "HTTP/1.1 200 OK\r\nTransfer-Encoding: chunked\r\nContent-Length: 4\r\nConnection: close\r\nX-A: b\r\n\r\n")
+        guard case .complete(let response) = HeadParser.response(from: &buffer, toHEAD: false) else { return XCTFail("not parsed") }
+        XCTAssertTrue(HeaderRules.keepsClientOpen(true, clientMinorVersion: 1, response: response))
+        XCTAssertFalse(HeaderRules.keepsClientOpen(true, clientMinorVersion: 0, response: response), "HTTP/1.0 cannot read chunked")
+        let forHTTP11 = String(buffer: HeaderRules.downstreamResponse(response, clientMinorVersion: 1, keepAlive: true, dechunk: false,
+                                                                       extra: nil, allocator: allocator))
+        XCTAssertEqual(forHTTP11, "HTTP/1.1 200 OK\r\nTransfer-Encoding: chunked\r\nX-A: b\r\n\r\n")
+        let forHTTP10 = String(buffer: HeaderRules.downstreamResponse(response, clientMinorVersion: 0, keepAlive: false, dechunk: true,
+                                                                       extra: ByteBuffer(string: "X-RateLimit-Limit: 5\r\n"), allocator: allocator))
+        XCTAssertEqual(forHTTP10, "HTTP/1.0 200 OK\r\nX-A: b\r\nconnection: close\r\nX-RateLimit-Limit: 5\r\n\r\n")
+    }
+}
+
+final class BodyFramerTests: XCTestCase {
+    /// Feeds `text` in pieces of `step` bytes; returns what was emitted, whether the body ended,
+    /// and what was left after it.
+    private func frame(_ length: BodyLength, _ text: String, step: Int, dechunk: Bool = false) throws -> (out: String, ended: Bool, rest: String) {
+        var framer = BodyFramer(length, dechunk: dechunk)
+        var out = ""
+        var pending = ByteBuffer()
+        var input = ByteBuffer(string: text)
+        var ended = false
+        while !ended, let piece = input.readSlice(length: min(step, input.readableBytes)), piece.readableBytes > 0 {
+            var piece = piece
+            pending.writeBuffer(&piece)
+            ended = try framer.read(&pending) { out += String(buffer: $0) }
+        }
+        pending.writeBuffer(&input)
+        return (out, ended, String(buffer: pending))
+    }
+
+    func testALengthDelimitedBodyEndsAtItsLength() throws {
+        for step in [1, 3, 100] {
+            let result = try frame(.length(5), "helloGET /", step: step)
+            XCTAssertEqual(result.out, "hello")
+            XCTAssertTrue(result.ended)
+            XCTAssertEqual(result.rest, "GET /")
+        }
+    }
+
+    func testAChunkedBodyPassesThroughWhole() throws {
+        let body = "5;name=v\r\nhello\r\n1A\r\nabcdefghijklmnopqrstuvwxyz\r\n0\r\nX-Checksum: 1\r\n\r\n"
+        for step in [1, 2, 7, 1000] {
+            let passed = try frame(.chunked, body + "NEXT", step: step)
+            XCTAssertEqual(passed.out, body, "step \(step)")
+            XCTAssertTrue(passed.ended)
+            XCTAssertEqual(passed.rest, "NEXT")
+            let data = try frame(.chunked, body, step: step, dechunk: true)
+            XCTAssertEqual(data.out, "helloabcdefghijklmnopqrstuvwxyz")
+        }
+    }
+
+    func testMalformedChunksAreRefused() {
+        for bad in ["x\r\n", "5\r\nhelloXY", "5\nhello\r\n", "0\r\n\nX: 1\r\n\r\n", "fffffffffffffffff\r\n", "0\r\nX: 1\n\r\n"] {
+            XCTAssertThrowsError(try frame(.chunked, bad, step: 100), bad)
+        }
+    }
+
+    func testABodyWithoutLengthNeverEnds() throws {
+        let result = try frame(.untilClose, "all of it", step: 4)
+        XCTAssertEqual(result.out, "all of it")
+        XCTAssertFalse(result.ended)
+    }
+}
