@@ -90,7 +90,12 @@ final class TraceContextTests: XCTestCase {
         XCTAssertFalse(out.contains("00f067aa0ba902b7"))
         XCTAssertEqual(upstream.fields.filter { $0.kind == .traceparent }.count, 1, "the incoming traceparent is replaced")
         XCTAssertEqual(upstream.first(name: "tracestate"), "a=b")
-        XCTAssertNotNil(upstream.first(name: "x-request-id"))
+        let requestID = Array(try XCTUnwrap(upstream.first(name: "x-request-id")))
+        XCTAssertEqual(requestID.count, 36)
+        XCTAssertEqual([8, 13, 18, 23].map { requestID[$0] }, ["-", "-", "-", "-"])
+        XCTAssertEqual(requestID[14], "4", "a version 4 UUID")
+        XCTAssertTrue("89ab".contains(requestID[19]), "of the RFC 4122 variant")
+        XCTAssertEqual(String(requestID), trace.requestID)
     }
 
     func testInvalidTraceparentStartsANewTrace() throws {

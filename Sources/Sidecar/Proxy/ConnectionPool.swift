@@ -28,9 +28,11 @@ final class UpstreamConnection: ChannelInboundHandler {
     }
 
     private(set) var channel: (any Channel)!
-    weak var receiver: (any UpstreamReceiver)?
+    /// The proxy handler whose request this connection serves; cleared when the exchange ends.
+    /// Strong references (no `weak`): weakly referenced objects pay for every retain and release.
+    var receiver: (any UpstreamReceiver)?
     var idleSince = NIODeadline.now()
-    weak var pool: ConnectionPool?
+    var pool: ConnectionPool?
     /// False once the upstream broke the protocol or said it closes: not to be used again.
     private(set) var reusable = true
     private var reading = Reading.nothing

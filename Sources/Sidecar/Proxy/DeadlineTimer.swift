@@ -36,10 +36,9 @@ final class DeadlineTimer {
     }
 
     private func schedule(at time: NIODeadline) {
-        let task = loop.assumeIsolated().scheduleTask(deadline: time) { [weak self] in
-            guard let self else { return }
-            fire()
-        }
+        // A strong capture: a weakly referenced timer would pay for every retain and release; the
+        // owner calls `stop()` when it goes away, which cancels the task.
+        let task = loop.assumeIsolated().scheduleTask(deadline: time) { [self] in fire() }
         scheduled = (task, time)
     }
 

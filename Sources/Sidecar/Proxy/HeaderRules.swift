@@ -1,27 +1,24 @@
 import NIOCore
 import NIOHTTP1
 
-/// The heads the proxy writes. Forwarded heads are copied field by field as received, except
+/// The heads the proxy writes. Forwarded heads are copied as received, except
 /// hop-by-hop headers, which stay on their hop (RFC 9110 §7.6.1); forwarding and trace headers
 /// are added to requests.
 enum HeaderRules {
     /// The head sent upstream for `request`, always HTTP/1.1 since upstream connections are kept open.
     static func upstreamRequest(_ request: MessageHead, client: String, trace: TraceContext, allocator: ByteBufferAllocator) -> ByteBuffer {
         var out = allocator.buffer(capacity: request.bytes.readableBytes + 320)
-        request.copy(request.first, to: &out)
-        out.writeStaticString(" ")
-        request.copy(request.second, to: &out)
+        request.copy(request.first.lowerBound..<request.second.upperBound, to: &out)
         out.writeStaticString(" HTTP/1.1\r\n")
         var forwardedFor = false
         var forwardedProto = false
-        for field in request.fields {
+        request.copyFields(to: &out) { field in
             switch field.kind {
-            case .forwardedFor: forwardedFor = true; continue
-            case .forwardedProto: forwardedProto = true
-            case .traceparent, .requestID, .b3, .b3Multi: if trace.replaces(field.kind) { continue }
-            default: if request.isHopByHop(field) { continue }
+            case .forwardedFor: forwardedFor = true; return false
+            case .forwardedProto: forwardedProto = true; return true
+            case .traceparent, .requestID, .b3, .b3Multi: return !trace.replaces(field.kind)
+            default: return !request.isHopByHop(field)
             }
-            write(field, of: request, to: &out)
         }
         out.writeStaticString("x-forwarded-for: ")
         if forwardedFor {
@@ -55,18 +52,15 @@ enum HeaderRules {
                                    extra: ByteBuffer?, allocator: ByteBufferAllocator) -> ByteBuffer {
         var out = allocator.buffer(capacity: response.bytes.readableBytes + 64)
         out.writeStaticString(clientMinorVersion == 0 ? "HTTP/1.0 " : "HTTP/1.1 ")
-        response.copy(response.first, to: &out)
-        out.writeStaticString(" ")
-        response.copy(response.second, to: &out)
+        response.copy(response.first.lowerBound..<response.second.upperBound, to: &out)
         out.writeStaticString("\r\n")
         let transferEncoding = response.fields.contains { $0.kind == .transferEncoding }
-        for field in response.fields {
+        response.copyFields(to: &out) { field in
             switch field.kind {
-            case .transferEncoding where dechunk: continue
-            case .contentLength where transferEncoding: continue
-            default: if response.isHopByHop(field) { continue }
+            case .transferEncoding: !dechunk
+            case .contentLength: !transferEncoding
+            default: !response.isHopByHop(field)
             }
-            write(field, of: response, to: &out)
         }
         connectionHeader(keepAlive: keepAlive, clientMinorVersion: clientMinorVersion, to: &out)
         if var extra { out.writeBuffer(&extra) }
@@ -98,13 +92,6 @@ enum HeaderRules {
         out.writeString(name)
         out.writeStaticString(": ")
         out.writeString(value)
-        out.writeStaticString("\r\n")
-    }
-
-    private static func write(_ field: HeaderField, of head: MessageHead, to out: inout ByteBuffer) {
-        head.copy(field.name, to: &out)
-        out.writeStaticString(": ")
-        head.copy(field.value, to: &out)
         out.writeStaticString("\r\n")
     }
 

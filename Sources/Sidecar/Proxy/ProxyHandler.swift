@@ -86,6 +86,7 @@ final class ProxyHandler: ChannelInboundHandler, UpstreamReceiver {
 
     func handlerRemoved(context: ChannelHandlerContext) {
         plane.downstreamConnections[listenerKey, default: 1] -= 1
+        abandonAttempt(reusable: false)
         perTryTimeout.stop()
         requestTimeout.stop()
         self.context = nil

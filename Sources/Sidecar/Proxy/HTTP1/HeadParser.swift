@@ -93,6 +93,7 @@ enum HeadParser {
 
             // Fields.
             var fields: [HeaderField] = []
+            fields.reserveCapacity(16)
             var contentLength: Int?
             var transferEncoding = false
             var chunkedLast = false

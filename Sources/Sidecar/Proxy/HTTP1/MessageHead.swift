@@ -77,14 +77,30 @@ struct MessageHead {
         }
     }
 
+    /// Appends the lines of the fields that `keep` accepts; consecutive lines are copied at once.
+    func copyFields(to out: inout ByteBuffer, keeping keep: (HeaderField) -> Bool) {
+        bytes.withUnsafeReadableBytes { raw in
+            var run: Int?
+            for field in fields {
+                if keep(field) {
+                    if run == nil { run = field.name.lowerBound }
+                } else if let start = run {
+                    out.writeBytes(UnsafeRawBufferPointer(rebasing: raw[start..<field.name.lowerBound]))
+                    run = nil
+                }
+            }
+            // The last field's line ends before the empty line that ends the head.
+            if let start = run { out.writeBytes(UnsafeRawBufferPointer(rebasing: raw[start..<(raw.count - 2)])) }
+        }
+    }
+
     func string(_ range: Range<Int>) -> String {
         bytes.getString(at: bytes.readerIndex + range.lowerBound, length: range.count) ?? ""
     }
 
     /// Appends the bytes of `range` to `out`.
     func copy(_ range: Range<Int>, to out: inout ByteBuffer) {
-        var slice = bytes.getSlice(at: bytes.readerIndex + range.lowerBound, length: range.count)!
-        out.writeBuffer(&slice)
+        bytes.withUnsafeReadableBytes { raw in _ = out.writeBytes(UnsafeRawBufferPointer(rebasing: raw[range])) }
     }
 
     private func bytesEqual(_ range: Range<Int>, _ text: String) -> Bool {
