@@ -63,6 +63,8 @@ final class ProxyHandler: ChannelInboundHandler, UpstreamReceiver {
     private var countedActive = false
     /// `X-RateLimit-*` header lines for the response, when the route is rate limited.
     private var rateLimitHeaders: ByteBuffer?
+    /// The response head, with the first small body parts appended: one write for a small response.
+    private var responseStart: ByteBuffer?
 
     /// Bytes received and not read yet.
     private var inbox: ByteBuffer?
@@ -481,16 +483,21 @@ final class ProxyHandler: ChannelInboundHandler, UpstreamReceiver {
             status = code
             requestTimeout.disarm()
             keepAlive = HeaderRules.keepsClientOpen(keepAlive, clientMinorVersion: head.minorVersion, response: response)
-            let head = HeaderRules.downstreamResponse(response, clientMinorVersion: head.minorVersion, keepAlive: keepAlive,
-                                                      dechunk: head.minorVersion == 0, extra: rateLimitHeaders,
-                                                      allocator: context.channel.allocator)
-            context.write(wrapOutboundOut(head), promise: nil)
-        case .body(let part):
+            responseStart = HeaderRules.downstreamResponse(response, clientMinorVersion: head.minorVersion, keepAlive: keepAlive,
+                                                           dechunk: head.minorVersion == 0, extra: rateLimitHeaders,
+                                                           allocator: context.channel.allocator)
+        case .body(var part):
             guard phase == .responding else { return }
             bytesSent += part.readableBytes
-            context.write(wrapOutboundOut(part), promise: nil)
+            if responseStart != nil && part.readableBytes <= 4096 {
+                responseStart!.writeBuffer(&part)
+            } else {
+                writeResponseStart()
+                context.write(wrapOutboundOut(part), promise: nil)
+            }
         case .end:
             guard phase == .responding else { return }
+            writeResponseStart()
             abandonAttempt(reusable: requestEnded)
             finishEndpoint()
             let close = !keepAlive || !requestEnded
@@ -501,7 +508,17 @@ final class ProxyHandler: ChannelInboundHandler, UpstreamReceiver {
     }
 
     func upstreamReadComplete(from connection: UpstreamConnection) {
-        if connection === self.connection && phase == .responding { context.flush() }
+        if connection === self.connection && phase == .responding {
+            writeResponseStart()
+            context.flush()
+        }
+    }
+
+    private func writeResponseStart() {
+        if let responseStart {
+            context.write(wrapOutboundOut(responseStart), promise: nil)
+            self.responseStart = nil
+        }
     }
 
     func upstreamClosed(_ connection: UpstreamConnection) {
@@ -583,6 +600,7 @@ final class ProxyHandler: ChannelInboundHandler, UpstreamReceiver {
         upstreamHead = nil
         trace = nil
         rateLimitHeaders = nil
+        responseStart = nil
         bodyParts.removeAll(keepingCapacity: true)
         bufferedBytes = 0
         if close {

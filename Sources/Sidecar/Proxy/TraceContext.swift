@@ -57,13 +57,13 @@ struct TraceContext {
         switch kind {
         case .traceparent, .requestID: true
         case .b3: format == .b3Single
-        case .b3Multi: format == .b3Multi || format == .started
+        case .b3Multi: format == .b3Multi
         default: false
         }
     }
 
-    /// Writes this hop's header lines: `traceparent` always, B3 in the form it came in (multi when
-    /// the trace starts here, for Zipkin-instrumented services), and `x-request-id`.
+    /// Writes this hop's header lines: `traceparent` always, B3 in the form it came in (a trace that
+    /// starts here is W3C only), and `x-request-id`.
     func write(into out: inout ByteBuffer) {
         out.writeStaticString("traceparent: 00-")
         writeTraceID(to: &out)
@@ -82,7 +82,7 @@ struct TraceContext {
                 Hex.write(parentSpan, to: &out)
             }
             out.writeStaticString("\r\n")
-        case .b3Multi, .started:
+        case .b3Multi:
             out.writeStaticString("x-b3-traceid: ")
             writeTraceID(to: &out)
             out.writeStaticString("\r\nx-b3-spanid: ")
@@ -92,7 +92,7 @@ struct TraceContext {
                 Hex.write(parentSpan, to: &out)
             }
             out.writeStaticString(sampled ? "\r\nx-b3-sampled: 1\r\n" : "\r\nx-b3-sampled: 0\r\n")
-        case .w3c:
+        case .w3c, .started:
             break
         }
         out.writeStaticString("x-request-id: ")

@@ -1,3 +1,8 @@
+#if canImport(Glibc)
+import Glibc
+#elseif canImport(Musl)
+import Musl
+#endif
 import NIOCore
 
 /// Reads HTTP/1.x heads from received bytes (RFC 9112), strictly enough that the sidecar and the
@@ -36,19 +41,17 @@ enum HeadParser {
                 while skip + 1 < raw.count && raw[skip] == cr && raw[skip + 1] == lf { skip += 2 }
             }
             let limit = min(raw.count, skip + maxHeadBytes)
+            guard let base = raw.baseAddress else { return .incomplete }
             var lineStart = skip
-            var i = skip
-            while i < limit {
-                if raw[i] == lf {
-                    guard i > lineStart, raw[i - 1] == cr else { return .invalid(status: 400, reason: "lines must end with CRLF") }
-                    if i - 1 == lineStart {
-                        guard lineStart > skip else { return .invalid(status: 400, reason: "empty start line") }
-                        length = i + 1 - skip
-                        return nil
-                    }
-                    lineStart = i + 1
+            while lineStart < limit, let found = memchr(base + lineStart, Int32(lf), limit - lineStart) {
+                let i = base.distance(to: UnsafeRawPointer(found))
+                guard i > lineStart, raw[i - 1] == cr else { return .invalid(status: 400, reason: "lines must end with CRLF") }
+                if i - 1 == lineStart {
+                    guard lineStart > skip else { return .invalid(status: 400, reason: "empty start line") }
+                    length = i + 1 - skip
+                    return nil
                 }
-                i += 1
+                lineStart = i + 1
             }
             return raw.count - skip >= maxHeadBytes
                 ? .invalid(status: 431, reason: "head larger than \(maxHeadBytes / 1024) KiB") : .incomplete
