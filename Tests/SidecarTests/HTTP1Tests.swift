@@ -73,6 +73,20 @@ final class HeadParserTests: XCTestCase {
         XCTAssertNil(refusal("POST / HTTP/1.1\r\nContent-Length: 3\r\nContent-Length: 3\r\n\r\n"), "the same length twice is one length")
     }
 
+    func testMethodsAndFieldNamesAreTokensOfExactlyTheRFCCharacters() {
+        let tchar = Set("!#$%&'*+-.^_`|~0123456789abcdefghijklmnopqrstuvwxyzABCDEFGHIJKLMNOPQRSTUVWXYZ".utf8)
+        for byte in UInt8.min...UInt8.max {
+            var method = ByteBuffer(bytes: [byte] + Array(" / HTTP/1.1\r\n\r\n".utf8))
+            var field = ByteBuffer(bytes: Array("GET / HTTP/1.1\r\nX".utf8) + [byte] + Array(": v\r\n\r\n".utf8))
+            var methodAccepted = false, fieldAccepted = false
+            if case .complete = HeadParser.request(from: &method) { methodAccepted = true }
+            if case .complete = HeadParser.request(from: &field) { fieldAccepted = true }
+            XCTAssertEqual(methodAccepted, tchar.contains(byte), "method byte \(byte)")
+            // `X:: v` is the field `X` with the value `: v`.
+            XCTAssertEqual(fieldAccepted, tchar.contains(byte) || byte == UInt8(ascii: ":"), "field name byte \(byte)")
+        }
+    }
+
     func testResponseFramingFollowsTheRequestAndStatus() throws {
         XCTAssertEqual(try response("HTTP/1.1 200 OK\r\nContent-Length: 5\r\n\r\n").body, .length(5))
         XCTAssertEqual(try response("HTTP/1.1 200 OK\r\nContent-Length: 5\r\n\r\n", toHEAD: true).body, .none)
