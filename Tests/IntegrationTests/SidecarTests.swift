@@ -509,3 +509,124 @@ final class SidecarTests: XCTestCase {
         XCTAssertEqual(after.status, 200)
     }
 }
+
+/// Message framing through the sidecar, byte for byte, against a raw upstream: chunked bodies and
+/// trailers, bodies that end with the connection, HEAD, interim responses, HTTP/1.0 clients and a
+/// request that could be read two ways.
+final class SidecarFramingTests: XCTestCase {
+    private static let upstream = #"""
+    import socket, sys, threading
+    listener = socket.socket(); listener.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+    listener.bind(("127.0.0.1", 0)); listener.listen(64)
+    print("port", listener.getsockname()[1], flush=True)
+    def read_head(conn, data):
+        while b"\r\n\r\n" not in data:
+            chunk = conn.recv(65536)
+            if not chunk: return None, b""
+            data += chunk
+        head, rest = data.split(b"\r\n\r\n", 1)
+        return head.decode(), rest
+    def read_chunked(conn, data):
+        while not data.endswith(b"0\r\n\r\n"):
+            data += conn.recv(65536)
+        return data
+    def serve(conn):
+        data = b""
+        while True:
+            head, data = read_head(conn, data)
+            if head is None: return
+            line = head.split("\r\n")[0]
+            print("request", line, "|", ";".join(head.split("\r\n")[1:]), flush=True)
+            method, path = line.split(" ")[:2]
+            if path == "/chunked":
+                conn.sendall(b"HTTP/1.1 200 OK\r\nTransfer-Encoding: chunked\r\n\r\n5\r\nhello\r\n6;x=1\r\n world\r\n0\r\nX-Sum: 11\r\n\r\n")
+            elif path == "/close":
+                conn.sendall(b"HTTP/1.1 200 OK\r\nContent-Type: text/plain\r\n\r\nuntil the end")
+                conn.close(); return
+            elif path == "/head":
+                conn.sendall(b"HTTP/1.1 200 OK\r\nContent-Length: 100\r\n\r\n")
+            elif path == "/interim":
+                conn.sendall(b"HTTP/1.1 103 Early Hints\r\nLink: </a>\r\n\r\nHTTP/1.1 200 OK\r\nContent-Length: 2\r\n\r\nok")
+            elif path == "/echo":
+                body = read_chunked(conn, data); data = b""
+                conn.sendall(b"HTTP/1.1 200 OK\r\nContent-Length: %d\r\n\r\n%s" % (len(body), body))
+            else:
+                conn.sendall(b"HTTP/1.1 200 OK\r\nContent-Length: 2\r\n\r\nhi")
+    while True:
+        conn, _ = listener.accept()
+        threading.Thread(target=serve, args=(conn,), daemon=True).start()
+    """#
+
+    private static let client = #"""
+    import socket, sys
+    port = int(sys.argv[1])
+    def connect():
+        return socket.create_connection(("127.0.0.1", port), timeout=5)
+    def until_closed(s):
+        out = b""
+        while True:
+            chunk = s.recv(65536)
+            if not chunk: return out
+            out += chunk
+    def until(s, marker, out=b""):
+        while marker not in out:
+            chunk = s.recv(65536)
+            if not chunk: break
+            out += chunk
+        return out
+    def show(name, data):
+        print(name, repr(data.replace(b"\r\n", b"|").decode()), flush=True)
+    s = connect()
+    s.sendall(b"GET /chunked HTTP/1.1\r\nHost: x\r\n\r\n")
+    show("chunked11", until(s, b"0\r\nX-Sum: 11\r\n\r\n"))
+    s.sendall(b"GET /interim HTTP/1.1\r\nHost: x\r\n\r\n")
+    show("interim", until(s, b"ok"))
+    s.sendall(b"HEAD /head HTTP/1.1\r\nHost: x\r\n\r\n")
+    show("head", until(s, b"\r\n\r\n"))
+    s.sendall(b"POST /echo HTTP/1.1\r\nHost: x\r\nTransfer-Encoding: chunked\r\n\r\n3\r\nabc\r\n")
+    s.sendall(b"2\r\nde\r\n0\r\n\r\n")
+    show("echo", until(s, b"0\r\n\r\n"))
+    s.close()
+    s = connect(); s.sendall(b"GET /chunked HTTP/1.0\r\n\r\n"); show("chunked10", until_closed(s))
+    s = connect(); s.sendall(b"GET /close HTTP/1.1\r\nHost: x\r\n\r\n"); show("close", until_closed(s))
+    s = connect(); s.sendall(b"POST /smuggle HTTP/1.1\r\nHost: x\r\nContent-Length: 4\r\nTransfer-Encoding: chunked\r\n\r\n0\r\n\r\nGET /inner HTTP/1.1\r\n\r\n")
+    show("smuggle", until_closed(s))
+    print("done", flush=True)
+    """#
+
+    private func answer(_ client: ChildProcess, _ name: String) -> String {
+        (client.output.first { $0.hasPrefix(name + " ") } ?? "").dropFirst(name.count + 1).trimmingCharacters(in: CharacterSet(charactersIn: "'"))
+    }
+
+    func testMessagesKeepTheirFramingThroughTheSidecar() async throws {
+        let registry = try await RegistryUnderTest.start(self)
+        let upstream = try ChildProcess("/usr/bin/env", ["python3", "-c", Self.upstream])
+        addTeardownBlock { upstream.kill9() }
+        let port = try await upstream.waitForLine(containing: "port").split(separator: " ")[1]
+        let sidecar = try await SidecarUnderTest(self, registry: registry, service: "edge", localPort: Int(port)!)
+        let client = try ChildProcess("/usr/bin/env", ["python3", "-c", Self.client, String(sidecar.port)])
+        _ = try await client.waitForLine(containing: "done", timeout: 30)
+
+        // A chunked body goes through as it came, chunk extension and trailer included.
+        XCTAssertTrue(answer(client, "chunked11").hasSuffix("|Transfer-Encoding: chunked||5|hello|6;x=1| world|0|X-Sum: 11||"), answer(client, "chunked11"))
+        // The interim 103 stays with the sidecar; the final answer comes on the same connection.
+        let interim = answer(client, "interim")
+        XCTAssertTrue(interim.hasPrefix("HTTP/1.1 200 OK|") && interim.hasSuffix("||ok") && !interim.contains("103"), interim)
+        // HEAD: a length, no body, and the connection goes on.
+        XCTAssertTrue(answer(client, "head").contains("Content-Length: 100|"), answer(client, "head"))
+        // A chunked request body reaches the upstream as sent.
+        XCTAssertTrue(answer(client, "echo").hasSuffix("||3|abc|2|de|0||"), answer(client, "echo"))
+        XCTAssertTrue(upstream.output.contains { $0.hasPrefix("request POST /echo HTTP/1.1") && $0.contains("Transfer-Encoding: chunked") })
+        // An HTTP/1.0 client cannot read chunked: it gets the data and the end of the connection.
+        let old = answer(client, "chunked10")
+        XCTAssertTrue(old.hasPrefix("HTTP/1.0 200 OK|") && old.contains("connection: close|") && old.hasSuffix("||hello world"), old)
+        XCTAssertFalse(old.contains("Transfer-Encoding"), old)
+        // A body without a length ends with the connection, on both sides.
+        XCTAssertTrue(answer(client, "close").hasSuffix("connection: close||until the end"), answer(client, "close"))
+        // Content-Length with Transfer-Encoding could be read two ways: refused, nothing forwarded.
+        XCTAssertTrue(answer(client, "smuggle").hasPrefix("HTTP/1.1 400 Bad Request|"), answer(client, "smuggle"))
+        XCTAssertFalse(upstream.output.contains { $0.contains("/smuggle") || $0.contains("/inner") })
+        let requests = try await sidecar.metric(#"trellis_sidecar_requests_total{direction="inbound",upstream="local",route="default",code_class="2xx"}"#)
+        XCTAssertEqual(requests, 6)
+    }
+}
