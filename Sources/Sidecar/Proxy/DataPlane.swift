@@ -51,13 +51,14 @@ final class DataPlane {
 
     /// Flushes `channel` once the current turn of the event loop has handled all its reads.
     func flushAfterReads(_ channel: any Channel) {
-        if pendingFlushes.isEmpty {
-            loop.assumeIsolated().execute { [self] in
-                for channel in pendingFlushes { channel.flush() }
-                pendingFlushes.removeAll(keepingCapacity: true)
-            }
-        }
+        if pendingFlushes.isEmpty { loop.assumeIsolated().execute(flushPending) }
         pendingFlushes.append(channel)
+    }
+
+    /// Made once: scheduling it allocates no closure per turn.
+    private lazy var flushPending: () -> Void = { [unowned self] in
+        for channel in pendingFlushes { channel.flush() }
+        pendingFlushes.removeAll(keepingCapacity: true)
     }
 
     func updateEndpoints(upstream: String, _ endpoints: [EndpointInfo]) {

@@ -175,7 +175,8 @@ enum HeadParser {
 
     /// 0 or 1 for `HTTP/1.0` / `HTTP/1.1` in `start..<end`, -1 for another `HTTP/d.d`, nil otherwise.
     private static func httpVersion(_ raw: UnsafeRawBufferPointer, _ start: Int, _ end: Int) -> Int? {
-        guard end - start == 8, raw[start..<(start + 5)].elementsEqual("HTTP/".utf8), raw[start + 6] == UInt8(ascii: "."),
+        guard end - start == 8, raw[start] == UInt8(ascii: "H"), raw[start + 1] == UInt8(ascii: "T"), raw[start + 2] == UInt8(ascii: "T"),
+              raw[start + 3] == UInt8(ascii: "P"), raw[start + 4] == UInt8(ascii: "/"), raw[start + 6] == UInt8(ascii: "."),
               (0x30...0x39).contains(raw[start + 5]), (0x30...0x39).contains(raw[start + 7]) else { return nil }
         guard raw[start + 5] == UInt8(ascii: "1"), raw[start + 7] <= UInt8(ascii: "1") else { return -1 }
         return Int(raw[start + 7] - 0x30)
