@@ -85,6 +85,33 @@ median() { sort -n | awk '{a[NR] = $1} END {print a[int((NR + 1) / 2)]}'; }
 # Latency as wrk prints it (123.45us, 1.23ms) in milliseconds.
 ms() { awk '{v = $1; if (v ~ /us$/) {sub(/us/, "", v); v /= 1000} else if (v ~ /ms$/) {sub(/ms/, "", v)} else if (v ~ /s$/) {sub(/s/, "", v); v *= 1000}; printf "%.3f\n", v}'; }
 
+# RSS (MiB) of a target's process while a client holds 1,000 idle keep-alive connections to it.
+idle_rss() {
+  python3 - "${PORT[$1]}" <<'PY' &
+import socket, sys, time
+port = int(sys.argv[1])
+held = []
+for _ in range(1000):
+    s = socket.create_connection(("127.0.0.1", port))
+    s.sendall(b"GET / HTTP/1.1\r\nHost: x\r\n\r\n")
+    s.recv(4096)
+    held.append(s)
+print("ready", flush=True)
+time.sleep(4)
+PY
+  local holder=$!
+  sleep 3
+  echo "$(( $(rss_kib "${PID[$1]}") / 1024 ))"
+  wait "$holder"
+}
+
+# Before any load: the processes as started.
+echo "== RSS as started: idle, then with 1,000 idle keep-alive connections (MiB)"
+for target in nginx haproxy sidecar; do
+  idle=$(( $(rss_kib "${PID[$target]}") / 1024 ))
+  printf "%-8s %s %s\n" "$target" "$idle" "$(idle_rss "$target" | tail -1)"
+done
+
 for conns in $CONNECTIONS; do
   echo "== $conns connections, $DURATION per run, $ROUNDS rounds"
   declare -A RESULTS=()
@@ -108,22 +135,7 @@ for conns in $CONNECTIONS; do
   unset RESULTS
 done
 
-echo "== RSS with 1,000 idle keep-alive connections (MiB)"
+echo "== RSS with 1,000 idle keep-alive connections after the loaded runs (MiB)"
 for target in nginx haproxy sidecar; do
-  python3 - "${PORT[$target]}" <<'PY' &
-import socket, sys, time
-port = int(sys.argv[1])
-held = []
-for _ in range(1000):
-    s = socket.create_connection(("127.0.0.1", port))
-    s.sendall(b"GET / HTTP/1.1\r\nHost: x\r\n\r\n")
-    s.recv(4096)
-    held.append(s)
-print("ready", flush=True)
-time.sleep(4)
-PY
-  HOLDER=$!
-  sleep 3
-  printf "%-8s %s\n" "$target" "$(( $(rss_kib "${PID[$target]}") / 1024 ))"
-  wait "$HOLDER"
+  printf "%-8s %s\n" "$target" "$(idle_rss "$target" | tail -1)"
 done
