@@ -111,6 +111,7 @@ let package = Package(
             ],
             swiftSettings: strict
         ),
+        .executableTarget(name: "nio-relay", dependencies: nio, path: "benchmarks/NIORelay", swiftSettings: strict),
         .executableTarget(name: "exposition-bench", dependencies: ["Collector"], path: "benchmarks/ExpositionBench",
                           swiftSettings: strict),
         .target(

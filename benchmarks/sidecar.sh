@@ -4,7 +4,8 @@
 # Targets: direct (no proxy), nginx proxy (1 worker, upstream keepalive), haproxy (1 thread,
 # http-reuse always), the sidecar's outbound listener (round robin over the two instances).
 # Proxies and upstream on CPU 0, wrk (1 thread) on CPU 1; access logs off everywhere.
-# Rounds alternate targets (A B C D × ROUNDS); medians are reported.
+# Rounds alternate targets (A B C D × ROUNDS); medians are reported. With nio-relay built beside
+# the trellis binary, a fifth target relays bytes with SwiftNIO alone (no HTTP), as a floor.
 source "$(dirname "$0")/common.sh"
 ROUNDS=${ROUNDS:-3}
 CONNECTIONS=${CONNECTIONS:-"50 1000"}
@@ -67,19 +68,30 @@ declare -A PORT=([direct]=18081 [nginx]=18090 [haproxy]=18091 [sidecar]=18092)
 declare -A PID=([direct]=$UP_PID [nginx]=$NGINX_PID [haproxy]=$HAPROXY_PID [sidecar]=$SIDECAR_PID)
 TARGETS="direct nginx haproxy sidecar"
 
-# One run: prints "req/s p50 p99 cpu_us_per_request rss_MiB" (CPU and RSS of the proxy, or of
-# the upstream for direct).
+# Baseline, when built beside the trellis binary (`swift build -c release --product nio-relay`):
+# SwiftNIO relaying bytes per connection, no HTTP, i.e. what the event loop alone costs.
+RELAY_BIN=${RELAY_BIN:-$(dirname "$BIN")/nio-relay}
+if [ -x "$RELAY_BIN" ]; then
+  taskset -c 0 "$RELAY_BIN" 18094 18081 18082 & PIDS+=("$!")
+  PORT[relay]=18094; PID[relay]=$!; TARGETS+=" relay"
+  sleep 0.5
+fi
+
+# One run: prints "req/s p50 p99 cpu_us_per_request user_us_per_request rss_MiB" (CPU and RSS of
+# the proxy, or of the upstream for direct).
 run() {
   local target=$1 conns=$2 pid=${PID[$1]}
-  local before after out requests
-  before=$(cpu_ticks "$pid")
+  local before after user_before user_after out requests
+  before=$(cpu_ticks "$pid"); user_before=$(user_ticks "$pid")
   out=$(taskset -c 1 wrk -t1 -c"$conns" -d"$DURATION" --latency "http://127.0.0.1:${PORT[$target]}/")
-  after=$(cpu_ticks "$pid")
+  after=$(cpu_ticks "$pid"); user_after=$(user_ticks "$pid")
   requests=$(echo "$out" | awk '/requests in/ {print $1}')
   errors=$(echo "$out" | awk '/Non-2xx|Socket errors/ {print}' | tr '\n' ' ')
   [ -n "$errors" ] && echo "  ($target: $errors)" >&2
-  echo "$(echo "$out" | wrk_rps) $(echo "$before $after $HZ $requests" | awk '{printf "%.1f", ($2 - $1) / $3 * 1e6 / $4}') $(( $(rss_kib "$pid") / 1024 ))"
+  per_request() { echo "$1 $2 $HZ $requests" | awk '{printf "%.1f", ($2 - $1) / $3 * 1e6 / $4}'; }
+  echo "$(echo "$out" | wrk_rps) $(per_request "$before" "$after") $(per_request "$user_before" "$user_after") $(( $(rss_kib "$pid") / 1024 ))"
 }
+user_ticks() { awk '{print $14}' "/proc/$1/stat"; }
 
 median() { sort -n | awk '{a[NR] = $1} END {print a[int((NR + 1) / 2)]}'; }
 # Latency as wrk prints it (123.45us, 1.23ms) in milliseconds.
@@ -120,15 +132,16 @@ for conns in $CONNECTIONS; do
       RESULTS[$target]+="$(run "$target" "$conns")"$'\n'
     done
   done
-  printf "%-8s %10s %9s %9s %12s %8s\n" target "req/s" "p50 ms" "p99 ms" "CPU µs/req" "RSS MiB"
+  printf "%-8s %10s %9s %9s %12s %11s %8s\n" target "req/s" "p50 ms" "p99 ms" "CPU µs/req" "of it user" "RSS MiB"
   for target in $TARGETS; do
     rows=$(echo -n "${RESULTS[$target]}")
     rps=$(echo "$rows" | awk '{print $1}' | median)
     p50=$(echo "$rows" | awk '{print $2}' | ms | median)
     p99=$(echo "$rows" | awk '{print $3}' | ms | median)
     cpu=$(echo "$rows" | awk '{print $4}' | median)
-    rss=$(echo "$rows" | awk '{print $5}' | sort -n | tail -1)
-    printf "%-8s %10s %9s %9s %12s %8s\n" "$target" "$rps" "$p50" "$p99" "$cpu" "$rss"
+    user=$(echo "$rows" | awk '{print $5}' | median)
+    rss=$(echo "$rows" | awk '{print $6}' | sort -n | tail -1)
+    printf "%-8s %10s %9s %9s %12s %11s %8s\n" "$target" "$rps" "$p50" "$p99" "$cpu" "$user" "$rss"
     eval "RPS_$target=$rps"
   done
   echo "sidecar/nginx req/s: $(echo "$RPS_sidecar $RPS_nginx" | awk '{printf "%.2f", $1 / $2}')   sidecar/haproxy: $(echo "$RPS_sidecar $RPS_haproxy" | awk '{printf "%.2f", $1 / $2}')"
