@@ -70,7 +70,6 @@ struct BodyFramer {
         }
     }
 
-    // swiftlint:disable:next cyclomatic_complexity function_body_length
     private mutating func readChunked(_ buffer: inout ByteBuffer, emit: (ByteBuffer) -> Void) throws -> Bool {
         let start = buffer.readerIndex
         var dataSlices: [(at: Int, count: Int)] = []

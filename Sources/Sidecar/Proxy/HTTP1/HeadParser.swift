@@ -63,7 +63,6 @@ enum HeadParser {
         return outcome
     }
 
-    // swiftlint:disable:next function_body_length cyclomatic_complexity
     private static func parse(_ head: ByteBuffer, request: Bool, toHEAD: Bool) -> Outcome {
         head.withUnsafeReadableBytes { raw -> Outcome in
             func invalid(_ reason: String, _ status: Int = 400) -> Outcome { .invalid(status: status, reason: reason) }
@@ -207,7 +206,8 @@ enum HeadParser {
         return result
     }
 
-    private static func equalsIgnoringCase(_ raw: UnsafeRawBufferPointer, _ range: Range<Int>, _ lowercase: String) -> Bool {
+    /// ASCII case-insensitive comparison of the bytes in `range` with a lowercase string.
+    static func equalsIgnoringCase(_ raw: UnsafeRawBufferPointer, _ range: Range<Int>, _ lowercase: String) -> Bool {
         range.count == lowercase.utf8.count && zip(raw[range], lowercase.utf8).allSatisfy { MessageHead.lower($0) == $1 }
     }
 

@@ -111,9 +111,7 @@ struct MessageHead {
 
     /// ASCII case-insensitive comparison of `range` with a lowercase name.
     static func equalsIgnoringCase(_ bytes: ByteBuffer, _ range: Range<Int>, _ lowercase: String) -> Bool {
-        range.count == lowercase.utf8.count && bytes.withUnsafeReadableBytes { raw in
-            zip(raw[range], lowercase.utf8).allSatisfy { lower($0) == $1 }
-        }
+        bytes.withUnsafeReadableBytes { HeadParser.equalsIgnoringCase($0, range, lowercase) }
     }
 
     @inline(__always) static func lower(_ byte: UInt8) -> UInt8 { byte >= 0x41 && byte <= 0x5A ? byte | 0x20 : byte }
