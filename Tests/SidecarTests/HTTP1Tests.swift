@@ -48,6 +48,12 @@ final class HeadParserTests: XCTestCase {
         XCTAssertEqual(buffer.readableBytes, 25)
     }
 
+    func testEmptyLinesBeforeARequestAreDroppedAsTheyCome() {
+        var buffer = ByteBuffer(string: "\r\n\r\n\r\nGE")
+        guard case .incomplete = HeadParser.request(from: &buffer) else { return XCTFail("should wait for more") }
+        XCTAssertEqual(String(buffer: buffer), "GE", "a client cannot fill the sidecar with empty lines")
+    }
+
     func testKeepAliveFollowsTheVersionAndConnectionHeader() throws {
         XCTAssertFalse(try parseRequest("GET / HTTP/1.0\r\n\r\n").keepAlive)
         XCTAssertTrue(try parseRequest("GET / HTTP/1.0\r\nConnection: Keep-Alive\r\n\r\n").keepAlive)

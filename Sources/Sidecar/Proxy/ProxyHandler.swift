@@ -107,7 +107,7 @@ final class ProxyHandler: ChannelInboundHandler, UpstreamReceiver {
     private func readInbox() {
         readingInbox = true
         defer { readingInbox = false }
-        while context != nil, let available = inbox?.readableBytes, available > 0 {
+        parsing: while context != nil, let available = inbox?.readableBytes, available > 0 {
             switch reading {
             case .closing:
                 inbox = nil
@@ -118,7 +118,7 @@ final class ProxyHandler: ChannelInboundHandler, UpstreamReceiver {
             case .head:
                 switch HeadParser.request(from: &inbox!) {
                 case .incomplete:
-                    return
+                    break parsing
                 case .invalid(let status, let reason):
                     refuse(HTTPResponseStatus(statusCode: status), reason)
                 case .complete(let head):

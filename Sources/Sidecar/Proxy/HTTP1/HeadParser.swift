@@ -56,10 +56,12 @@ enum HeadParser {
             return raw.count - skip >= maxHeadBytes
                 ? .invalid(status: 431, reason: "head larger than \(maxHeadBytes / 1024) KiB") : .incomplete
         }
+        // Empty lines are dropped at once, so that a stream of them cannot pile up.
+        buffer.moveReaderIndex(forwardBy: skip)
         if let found { return found }
-        let head = buffer.getSlice(at: buffer.readerIndex + skip, length: length)!
+        let head = buffer.getSlice(at: buffer.readerIndex, length: length)!
         let outcome = parse(head, request: request, toHEAD: toHEAD)
-        if case .complete = outcome { buffer.moveReaderIndex(forwardBy: skip + length) }
+        if case .complete = outcome { buffer.moveReaderIndex(forwardBy: length) }
         return outcome
     }
 
