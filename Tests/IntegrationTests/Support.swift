@@ -78,7 +78,14 @@ final class ChildProcess: @unchecked Sendable {
         throw ProcessNeverPrinted(marker: marker, output: output)
     }
 
-    func terminate() { if process.isRunning { process.terminate() }; process.waitUntilExit() }
+    /// SIGTERM, then SIGKILL if the process is still running after `grace` seconds (a child that
+    /// ignores SIGTERM must not hang the test run).
+    func terminate(grace: TimeInterval = 10) {
+        if process.isRunning { process.terminate() }
+        let deadline = Date().addingTimeInterval(grace)
+        while process.isRunning && Date() < deadline { usleep(20_000) }
+        kill9()
+    }
 
     func kill9() {
         if process.isRunning { kill(process.processIdentifier, SIGKILL) }

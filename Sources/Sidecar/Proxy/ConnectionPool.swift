@@ -47,8 +47,7 @@ final class UpstreamConnection: ChannelInboundHandler {
     }
 
     func channelRead(context: ChannelHandlerContext, data: NIOAny) {
-        var bytes = unwrapInboundIn(data)
-        if inbox == nil || inbox!.readableBytes == 0 { inbox = bytes } else { inbox!.writeBuffer(&bytes) }
+        inbox.append(unwrapInboundIn(data))
         while let available = inbox?.readableBytes, available > 0 {
             switch reading {
             case .nothing:

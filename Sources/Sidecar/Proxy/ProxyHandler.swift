@@ -98,8 +98,7 @@ final class ProxyHandler: ChannelInboundHandler, UpstreamReceiver {
 
     func channelRead(context: ChannelHandlerContext, data: NIOAny) {
         readingDownstream = true
-        var bytes = unwrapInboundIn(data)
-        if inbox == nil || inbox!.readableBytes == 0 { inbox = bytes } else { inbox!.writeBuffer(&bytes) }
+        inbox.append(unwrapInboundIn(data))
         readInbox()
     }
 

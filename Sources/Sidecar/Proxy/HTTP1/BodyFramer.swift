@@ -1,5 +1,19 @@
 import NIOCore
 
+extension ByteBuffer? {
+    /// Adds received bytes to what is still unread; an empty buffer is simply replaced (no copy).
+    mutating func append(_ received: ByteBuffer) {
+        if var unread = self, unread.readableBytes > 0 {
+            var received = received
+            self = nil  // one owner of the storage while writing: no copy on write
+            unread.writeBuffer(&received)
+            self = unread
+        } else {
+            self = received
+        }
+    }
+}
+
 /// Finds where a message body ends in the bytes that follow its head, handing the body on as
 /// slices of the received buffers. Chunked bodies are checked chunk by chunk and passed on as
 /// they are (framing and trailers included), or reduced to their data for an HTTP/1.0 reader.

@@ -208,13 +208,13 @@ enum HeadParser {
         return result
     }
 
-    /// ASCII case-insensitive comparison of the bytes in `range` with a lowercase string.
-    static func equalsIgnoringCase(_ raw: UnsafeRawBufferPointer, _ range: Range<Int>, _ lowercase: String) -> Bool {
-        range.count == lowercase.utf8.count && zip(raw[range], lowercase.utf8).allSatisfy { MessageHead.lower($0) == $1 }
+    /// ASCII case-insensitive comparison of the bytes in `range` with `name`.
+    static func equalsIgnoringCase(_ raw: UnsafeRawBufferPointer, _ range: Range<Int>, _ name: String) -> Bool {
+        range.count == name.utf8.count && zip(raw[range], name.utf8).allSatisfy { MessageHead.lower($0) == MessageHead.lower($1) }
     }
 
     /// Names the proxy treats specially, indexed by length.
-    private static let kinds: [[(name: [UInt8], kind: FieldKind)]] = {
+    private static let kinds: [[(name: String, kind: FieldKind)]] = {
         let list: [(String, FieldKind)] = [
             ("content-length", .contentLength), ("transfer-encoding", .transferEncoding), ("connection", .connection),
             ("expect", .expect), ("keep-alive", .hopByHop), ("proxy-connection", .hopByHop), ("te", .hopByHop),
@@ -223,14 +223,14 @@ enum HeadParser {
             ("b3", .b3), ("x-b3-traceid", .b3Multi), ("x-b3-spanid", .b3Multi), ("x-b3-parentspanid", .b3Multi),
             ("x-b3-sampled", .b3Multi),
         ]
-        var byLength = [[(name: [UInt8], kind: FieldKind)]](repeating: [], count: 18)
-        for (name, kind) in list { byLength[name.utf8.count].append((Array(name.utf8), kind)) }
+        var byLength = [[(name: String, kind: FieldKind)]](repeating: [], count: 18)
+        for (name, kind) in list { byLength[name.utf8.count].append((name, kind)) }
         return byLength
     }()
 
     private static func kind(_ raw: UnsafeRawBufferPointer, _ name: Range<Int>) -> FieldKind {
         guard name.count < kinds.count else { return .other }
-        for candidate in kinds[name.count] where zip(raw[name], candidate.name).allSatisfy({ MessageHead.lower($0) == $1 }) {
+        for candidate in kinds[name.count] where equalsIgnoringCase(raw, name, candidate.name) {
             return candidate.kind
         }
         return .other

@@ -61,10 +61,7 @@ struct MessageHead {
 
     /// The first value of a header, by case-insensitive name.
     func first(name: String) -> String? {
-        for field in fields where field.name.count == name.utf8.count {
-            let same = bytes.withUnsafeReadableBytes { raw in zip(raw[field.name], name.utf8).allSatisfy { Self.lower($0) == Self.lower($1) } }
-            if same { return string(field.value) }
-        }
+        for field in fields where Self.equalsIgnoringCase(bytes, field.name, name) { return string(field.value) }
         return nil
     }
 
@@ -109,9 +106,9 @@ struct MessageHead {
         }
     }
 
-    /// ASCII case-insensitive comparison of `range` with a lowercase name.
-    static func equalsIgnoringCase(_ bytes: ByteBuffer, _ range: Range<Int>, _ lowercase: String) -> Bool {
-        bytes.withUnsafeReadableBytes { HeadParser.equalsIgnoringCase($0, range, lowercase) }
+    /// ASCII case-insensitive comparison of `range` with `name`.
+    static func equalsIgnoringCase(_ bytes: ByteBuffer, _ range: Range<Int>, _ name: String) -> Bool {
+        bytes.withUnsafeReadableBytes { HeadParser.equalsIgnoringCase($0, range, name) }
     }
 
     @inline(__always) static func lower(_ byte: UInt8) -> UInt8 { byte >= 0x41 && byte <= 0x5A ? byte | 0x20 : byte }
