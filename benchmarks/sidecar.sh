@@ -4,8 +4,9 @@
 # Targets: direct (no proxy), nginx proxy (1 worker, upstream keepalive), haproxy (1 thread,
 # http-reuse always), the sidecar's outbound listener (round robin over the two instances).
 # Proxies and upstream on CPU 0, wrk (1 thread) on CPU 1; access logs off everywhere.
-# Rounds alternate targets (A B C D × ROUNDS); medians are reported. With nio-relay built beside
-# the trellis binary, a fifth target relays bytes with SwiftNIO alone (no HTTP), as a floor.
+# Rounds alternate targets (A B C D × ROUNDS); medians are reported. With reactor-relay built
+# beside the trellis binary, a fifth target relays bytes on the sidecar's event loop without any
+# HTTP, as a floor.
 source "$(dirname "$0")/common.sh"
 ROUNDS=${ROUNDS:-3}
 CONNECTIONS=${CONNECTIONS:-"50 1000"}
@@ -68,9 +69,9 @@ declare -A PORT=([direct]=18081 [nginx]=18090 [haproxy]=18091 [sidecar]=18092)
 declare -A PID=([direct]=$UP_PID [nginx]=$NGINX_PID [haproxy]=$HAPROXY_PID [sidecar]=$SIDECAR_PID)
 TARGETS="direct nginx haproxy sidecar"
 
-# Baseline, when built beside the trellis binary (`swift build -c release --product nio-relay`):
-# SwiftNIO relaying bytes per connection, no HTTP, i.e. what the event loop alone costs.
-RELAY_BIN=${RELAY_BIN:-$(dirname "$BIN")/nio-relay}
+# Baseline, when built beside the trellis binary (`swift build -c release --product reactor-relay`):
+# the sidecar's event loop relaying bytes per connection, no HTTP, i.e. what the loop alone costs.
+RELAY_BIN=${RELAY_BIN:-$(dirname "$BIN")/reactor-relay}
 if [ -x "$RELAY_BIN" ]; then
   taskset -c 0 "$RELAY_BIN" 18094 18081 18082 & PIDS+=("$!")
   PORT[relay]=18094; PID[relay]=$!; TARGETS+=" relay"

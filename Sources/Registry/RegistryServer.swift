@@ -48,7 +48,7 @@ public final class RegistryServer: Service {
     }
 
     public func run() async throws {
-        Self.raiseOpenFileLimit()
+        OpenFileLimit.raiseToHardLimit()
         let metrics = RegistryMetrics()
         let group = MultiThreadedEventLoopGroup(numberOfThreads: System.coreCount)
         let catalog: Catalog
@@ -128,15 +128,6 @@ public final class RegistryServer: Service {
         case .etcd(_, let prefix):
             ["store": "etcd", "etcd_prefix": "\(prefix)", "etcd_endpoints": "\(config.store.endpointList)"]
         }
-    }
-
-    /// Lifts the soft open-file limit to the hard one: every parked blocking query and every kept-alive
-    /// check connection holds a descriptor.
-    static func raiseOpenFileLimit() {
-        var limit = rlimit()
-        guard getrlimit(Int32(RLIMIT_NOFILE.rawValue), &limit) == 0, limit.rlim_cur < limit.rlim_max else { return }
-        limit.rlim_cur = limit.rlim_max
-        _ = setrlimit(Int32(RLIMIT_NOFILE.rawValue), &limit)
     }
 
     /// The registry's own node, its `serfHealth` check and the `consul` service, as Consul shows them.

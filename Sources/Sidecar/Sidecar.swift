@@ -1,3 +1,4 @@
+import EventIO
 import Foundation
 import Logging
 import NIOCore
@@ -23,39 +24,43 @@ public final class Sidecar: Service {
     }
 
     public func run() async throws {
-        let dataGroup = MultiThreadedEventLoopGroup(numberOfThreads: 1)
+        // Two descriptors per proxied connection (client and upstream).
+        OpenFileLimit.raiseToHardLimit()
+        let reactor = try Reactor()
         let controlGroup = MultiThreadedEventLoopGroup(numberOfThreads: 1)
         defer {
-            dataGroup.shutdownGracefully { _ in }
+            reactor.stop()
             controlGroup.shutdownGracefully { _ in }
         }
-        let loop = dataGroup.next()
         let registry = RegistryAPI(client: HTTPClient(group: controlGroup), host: settings.registryHost, port: settings.registryPort)
         let localPort = try Self.localServicePort(settings.localPort)
         let forwarder = settings.shipLogs ? LogForwarder(service: settings.service, metrics: metrics) : nil
         let sink = OutputSink(forwarder: forwarder)
 
-        // Outbound and inbound listeners first: their ports go into the registration and the service's environment.
+        // Outbound and inbound listeners first: their ports go into the registration and the
+        // service's environment. Set up here, before the reactor's thread starts.
         let policyState = PolicyState(filePolicy: settings.filePolicy)
-        let plane = try await loop.submit { [settings, metrics] in
-            NIOLoopBound(DataPlane(
-                loop: loop, policy: policyState.current, upstreams: settings.upstreams.map(\.name),
-                localEndpoint: EndpointInfo(id: "local", host: "127.0.0.1", port: localPort),
-                metrics: metrics,
-                accessLog: AccessLog(service: settings.service, enabled: settings.accessLog, sink: sink)),
-                eventLoop: loop)
-        }.get()
+        let dataPlane = DataPlane(
+            reactor: reactor, policy: policyState.current, upstreams: settings.upstreams.map(\.name),
+            localEndpoint: EndpointInfo(id: "local", host: "127.0.0.1", port: localPort),
+            metrics: metrics,
+            accessLog: AccessLog(service: settings.service, enabled: settings.accessLog, sink: sink))
         var upstreamURLs: [(String, String)] = []
-        var outbound: [any Channel] = []
+        var outbound: [Listener] = []
         for upstream in settings.upstreams {
-            let channel = try await Self.listen(host: "127.0.0.1", port: upstream.port, loop: loop, plane: plane, key: upstream.name)
-            outbound.append(channel)
-            upstreamURLs.append((upstream.name, "http://127.0.0.1:\(channel.localAddress!.port!)"))
+            let listener = try Self.listen(host: "127.0.0.1", port: upstream.port, plane: dataPlane, key: upstream.name)
+            outbound.append(listener)
+            upstreamURLs.append((upstream.name, "http://127.0.0.1:\(listener.port)"))
         }
-        let inbound = try await Self.listen(host: settings.address, port: settings.port, loop: loop, plane: plane, key: DataPlane.inboundKey)
-        let publicPort = inbound.localAddress!.port!
+        let inboundListener = try Self.listen(host: settings.address, port: settings.port, plane: dataPlane, key: DataPlane.inboundKey)
+        let publicPort = inboundListener.port
         let instanceID = settings.instanceID ?? Self.defaultInstanceID(settings.service, address: settings.address, port: publicPort)
-        loop.execute { plane.value.accessLog.instance = instanceID }
+        dataPlane.accessLog.instance = instanceID
+        dataPlane.startHousekeeping()
+        let plane = ReactorBound(dataPlane, on: reactor)
+        let inbound = ReactorBound(inboundListener, on: reactor)
+        let listeners = ReactorBound(outbound, on: reactor)
+        reactor.start(name: "trellis-data")
         forwarder?.setInstance(instanceID)
 
         let supervisor: ServiceSupervisor? = settings.command.isEmpty ? nil : ServiceSupervisor(
@@ -81,13 +86,6 @@ public final class Sidecar: Service {
         onReady(banner)
         SystemdNotifier.ready(status: "\(instanceID) proxying on \(settings.address):\(publicPort)")
 
-        let timers = loop.scheduleRepeatedTask(initialDelay: .milliseconds(200), delay: .milliseconds(200)) { _ in
-            plane.value.accessLog.flush()
-        }
-        let sweeper = loop.scheduleRepeatedTask(initialDelay: .seconds(5), delay: .seconds(5)) { _ in
-            plane.value.sweepIdleConnections(idleTimeout: .seconds(60))
-        }
-
         await withTaskGroup(of: Void.self) { group in
             if let supervisor { group.addTask { await supervisor.run() } }
             group.addTask { await registration.keepRegistered() }
@@ -107,14 +105,14 @@ public final class Sidecar: Service {
                 group.addTask { [logger] in
                     await ServiceDiscovery.follow(upstream.name, registry: registry, log: { logger.warning("\($0)") }) { endpoints in
                         logger.info("instances changed", metadata: ["upstream": "\(upstream.name)", "count": "\(endpoints.count)"])
-                        loop.execute { plane.value.updateEndpoints(upstream: upstream.name, endpoints) }
+                        reactor.execute { plane.value.updateEndpoints(upstream: upstream.name, endpoints) }
                     }
                 }
             }
             group.addTask { [settings, logger, metrics] in
                 await PolicyWatcher(service: settings.service, registry: registry, state: policyState,
                                     logger: logger, metrics: metrics) { policy in
-                    loop.execute { plane.value.apply(policy) }
+                    reactor.execute { plane.value.apply(policy) }
                 }.run()
             }
 
@@ -123,26 +121,27 @@ public final class Sidecar: Service {
             logger.info("draining", metadata: ["instance": "\(instanceID)"])
             // 1. Fail readiness and ask inbound clients to close; 2. leave the registry so callers
             // stop choosing us; 3. stop accepting; 4. finish what is in flight; 5. stop the service.
-            loop.execute { plane.value.draining = true }
+            reactor.execute { plane.value.draining = true }
             admin.draining = true
             await registration.deregister()
-            try? await inbound.close()
+            await reactor.submit { inbound.value.close() }
             let deadline = ContinuousClock.now + .nanoseconds(settings.drainTimeout.nanoseconds)
             while ContinuousClock.now < deadline {
-                let inFlight = try? await loop.submit { plane.value.inboundInFlight }.get()
-                if inFlight ?? 0 == 0 { break }
+                let inFlight = await reactor.submit { plane.value.inboundInFlight }
+                if inFlight == 0 { break }
                 try? await Task.sleep(for: .milliseconds(20))
             }
             await supervisor?.stop(grace: .seconds(5))
-            try? await loop.submit { plane.value.accessLog.flush() }.get()
+            await reactor.submit { plane.value.accessLog.flush() }
             await forwarder?.drain(client: HTTPClient(group: controlGroup))
             group.cancelAll()
         }
-        timers.cancel()
-        sweeper.cancel()
-        for channel in outbound { try? await channel.close() }
+        await reactor.submit {
+            plane.value.stopHousekeeping()
+            for listener in listeners.value { listener.close() }
+        }
         await adminServer.close()
-        try? await loop.submit { plane.value.accessLog.flush() }.get()
+        await reactor.submit { plane.value.accessLog.flush() }
         logger.info("stopped", metadata: ["instance": "\(instanceID)"])
     }
 
@@ -172,19 +171,10 @@ public final class Sidecar: Service {
         ["127.0.0.1", "::1", "localhost"].contains(address) ? "\(service)-\(port)" : "\(service)-\(address)-\(port)"
     }
 
-    private static func listen(host: String, port: Int, loop: any EventLoop, plane: NIOLoopBound<DataPlane>, key: String) async throws -> any Channel {
-        try await ServerBootstrap(group: loop)
-            .serverChannelOption(.backlog, value: 4096)
-            .serverChannelOption(.socketOption(.so_reuseaddr), value: 1)
-            .childChannelOption(.socketOption(.tcp_nodelay), value: 1)
-            .childChannelOption(.maxMessagesPerRead, value: 16)
-            .childChannelOption(.recvAllocator, value: DataPlane.readSizes)
-            .childChannelInitializer { channel in
-                channel.eventLoop.makeCompletedFuture {
-                    try channel.pipeline.syncOperations.addHandler(ProxyHandler(plane: plane.value, listenerKey: key))
-                }
-            }
-            .bind(host: host, port: port).get()
+    private static func listen(host: String, port: Int, plane: DataPlane, key: String) throws -> Listener {
+        try Listener(host: host, port: port, reactor: plane.reactor) { downstream in
+            downstream.delegate = ProxyHandler(plane: plane, listenerKey: key, downstream: downstream)
+        }
     }
 
     /// The port the service listens on: given, or a free one outside the ephemeral range, so no

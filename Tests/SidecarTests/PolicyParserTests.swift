@@ -1,6 +1,6 @@
 import Foundation
 import NIOCore
-import NIOEmbedded
+import EventIO
 @testable import Sidecar
 import XCTest
 
@@ -125,11 +125,11 @@ final class TraceContextTests: XCTestCase {
 
 final class DataPlanePartsTests: XCTestCase {
     private func endpoints(_ weights: [Int]) -> [Endpoint] {
-        let loop = EmbeddedEventLoop()
+        let reactor = try! Reactor()
         let limits = ClusterLimits(policy: .init())
         return weights.enumerated().map { index, weight in
             let info = EndpointInfo(id: "e\(index)", host: "127.0.0.1", port: 1000 + index, weight: weight)
-            return Endpoint(info: info, pool: ConnectionPool(target: info, loop: loop, limits: limits))
+            return Endpoint(info: info, pool: ConnectionPool(target: info, reactor: reactor, limits: limits))
         }
     }
 
@@ -185,10 +185,9 @@ final class DataPlanePartsTests: XCTestCase {
     }
 
     func testOutlierDetectionEjectsButNeverMoreThanTheMaximumShare() {
-        let loop = EmbeddedEventLoop()
         var policy = ListenerPolicy.outboundDefault
         policy.outlierDetection.consecutiveErrors = 3
-        let cluster = Cluster(name: "c", policy: policy, loop: loop)
+        let cluster = Cluster(name: "c", policy: policy, reactor: try! Reactor())
         cluster.update([EndpointInfo(id: "a", host: "127.0.0.1", port: 1), EndpointInfo(id: "b", host: "127.0.0.1", port: 2)])
         let now = NIODeadline.now()
         let (a, b) = (cluster.endpoints[0], cluster.endpoints[1])
@@ -210,9 +209,9 @@ final class DataPlanePartsTests: XCTestCase {
         }
     }
     func testDeadlineTimerFiresOnlyForTheLastArmedDeadline() throws {
-        let loop = EmbeddedEventLoop()
+        let loop = try Reactor.manuallyClocked()
         var fired = 0
-        let timer = DeadlineTimer(loop: loop) { fired += 1 }
+        let timer = DeadlineTimer(reactor: loop) { fired += 1 }
         timer.arm(in: .seconds(1))
         loop.advanceTime(by: .milliseconds(999))
         XCTAssertEqual(fired, 0)
@@ -242,7 +241,6 @@ final class DataPlanePartsTests: XCTestCase {
         timer.stop()
         loop.advanceTime(by: .seconds(2))
         XCTAssertEqual(fired, 3, "disarmed and stopped timers stay silent")
-        try loop.syncShutdownGracefully()
     }
 }
 

@@ -1,3 +1,4 @@
+import EventIO
 import NIOCore
 import NIOHTTP1
 import Synchronization
@@ -7,7 +8,7 @@ import TrellisHTTP
 
 /// The admin listener: `/metrics`, `/ready`, `/config` and `/clusters`.
 final class AdminResponder: HTTPResponder {
-    private let plane: NIOLoopBound<DataPlane>
+    private let plane: ReactorBound<DataPlane>
     private let metrics: SidecarMetrics
     private let policy: PolicyState
     private let supervisor: ServiceSupervisor?
@@ -16,7 +17,7 @@ final class AdminResponder: HTTPResponder {
     private let client: HTTPClient
     private let drainingFlag = Atomic(false)
 
-    init(plane: NIOLoopBound<DataPlane>, metrics: SidecarMetrics, policy: PolicyState, supervisor: ServiceSupervisor?,
+    init(plane: ReactorBound<DataPlane>, metrics: SidecarMetrics, policy: PolicyState, supervisor: ServiceSupervisor?,
          localPort: Int, healthPath: String?, client: HTTPClient) {
         self.plane = plane
         self.metrics = metrics
@@ -38,7 +39,7 @@ final class AdminResponder: HTTPResponder {
         }
         switch request.path {
         case "/metrics":
-            return dataLoop.submit { [plane, metrics] in Self.refreshGauges(plane.value, metrics) }.hop(to: eventLoop).map { [metrics] in
+            return onDataPlane(eventLoop) { [metrics] plane in Self.refreshGauges(plane, metrics) }.map { [metrics] in
                 var headers = HTTPHeaders()
                 headers.add(name: "Content-Type", value: MetricsRegistry.contentType)
                 return HTTPResponse(status: .ok, headers: headers, body: ByteBuffer(bytes: metrics.registry.render()))
@@ -52,13 +53,18 @@ final class AdminResponder: HTTPResponder {
             let body = JSON.object(JSONObject([("source", .string(snapshot.source)), ("policy", snapshot.policy.json)]))
             return eventLoop.makeSucceededFuture(.json(body.serialized(pretty: true)))
         case "/clusters":
-            return dataLoop.submit { [plane] in Self.clusters(plane.value) }.hop(to: eventLoop).map { .json($0.serialized(pretty: true)) }
+            return onDataPlane(eventLoop) { Self.clusters($0) }.map { .json($0.serialized(pretty: true)) }
         default:
             return eventLoop.makeSucceededFuture(.text(.notFound, "unknown admin path \(request.path); try /metrics, /ready, /config, /clusters"))
         }
     }
 
-    private var dataLoop: any EventLoop { plane.eventLoop }
+    /// Runs `body` on the data plane's reactor; the result arrives on `eventLoop`.
+    private func onDataPlane<T: Sendable>(_ eventLoop: any EventLoop, _ body: @escaping @Sendable (DataPlane) -> T) -> EventLoopFuture<T> {
+        let promise = eventLoop.makePromise(of: T.self)
+        plane.reactor.execute { [plane] in promise.succeed(body(plane.value)) }
+        return promise.futureResult
+    }
 
     /// 200 when the sidecar is not draining, the service process runs and answers locally.
     private func readiness() async -> HTTPResponse {

@@ -1,11 +1,12 @@
+import EventIO
 import NIOCore
 
 /// The instances of one upstream (or the local service for inbound traffic), with their pools,
 /// balancer state, circuit breaker counts, retry budget and outlier detection.
-/// Confined to the data-plane event loop.
+/// Confined to the data-plane reactor.
 final class Cluster {
     let name: String
-    private let loop: any EventLoop
+    private let reactor: Reactor
     private(set) var policy: ListenerPolicy
     let limits: ClusterLimits
     var retryBudget: RetryBudget
@@ -16,9 +17,9 @@ final class Cluster {
     /// Called when outlier detection ejects an instance.
     var onEjection: () -> Void = {}
 
-    init(name: String, policy: ListenerPolicy, loop: any EventLoop) {
+    init(name: String, policy: ListenerPolicy, reactor: Reactor) {
         self.name = name
-        self.loop = loop
+        self.reactor = reactor
         self.policy = policy
         self.limits = ClusterLimits(policy: policy.circuitBreaker)
         self.retryBudget = RetryBudget(window: policy.route.retries.budget.window)
@@ -42,7 +43,7 @@ final class Cluster {
                 existing.update(info)
                 kept.append(existing)
             } else {
-                kept.append(Endpoint(info: info, pool: ConnectionPool(target: info, loop: loop, limits: limits)))
+                kept.append(Endpoint(info: info, pool: ConnectionPool(target: info, reactor: reactor, limits: limits)))
             }
         }
         for gone in byKey.values {

@@ -1,6 +1,5 @@
+import EventIO
 import NIOCore
-import NIOPosix
-import TrellisHTTP
 
 /// Receives what an upstream connection reads while it serves one request.
 protocol UpstreamReceiver: AnyObject {
@@ -12,9 +11,7 @@ protocol UpstreamReceiver: AnyObject {
 
 /// One keep-alive HTTP/1.1 connection to an upstream instance; serves one request at a time and
 /// reads its response: the head, then the body as slices of the bytes received, then the end.
-final class UpstreamConnection: ChannelInboundHandler {
-    typealias InboundIn = ByteBuffer
-
+final class UpstreamConnection: StreamSocketDelegate {
     enum Part {
         case head(MessageHead)
         case body(ByteBuffer)
@@ -27,7 +24,7 @@ final class UpstreamConnection: ChannelInboundHandler {
         case body(BodyFramer)
     }
 
-    private(set) var channel: (any Channel)!
+    let socket: StreamSocket
     /// The proxy handler whose request this connection serves; cleared when the exchange ends.
     /// Strong references (no `weak`): weakly referenced objects pay for every retain and release.
     var receiver: (any UpstreamReceiver)?
@@ -38,7 +35,9 @@ final class UpstreamConnection: ChannelInboundHandler {
     private var reading = Reading.nothing
     private var inbox: ByteBuffer?
 
-    func handlerAdded(context: ChannelHandlerContext) { channel = context.channel }
+    init(socket: StreamSocket) {
+        self.socket = socket
+    }
 
     /// Called when a request is written: its response is read next. `dechunk` hands on a chunked
     /// body without its framing.
@@ -46,14 +45,14 @@ final class UpstreamConnection: ChannelInboundHandler {
         reading = .head(toHEAD: toHEAD, dechunk: dechunk)
     }
 
-    func channelRead(context: ChannelHandlerContext, data: NIOAny) {
-        inbox.append(unwrapInboundIn(data))
+    func socketRead(_ socket: StreamSocket, _ bytes: ByteBuffer) {
+        inbox.append(bytes)
         while let available = inbox?.readableBytes, available > 0 {
             switch reading {
             case .nothing:
                 // Bytes nobody asked for: the connection cannot be trusted with another request.
                 reusable = false
-                context.close(promise: nil)
+                socket.close()
                 return
             case .head(let toHEAD, let dechunk):
                 switch HeadParser.response(from: &inbox!, toHEAD: toHEAD) {
@@ -61,7 +60,7 @@ final class UpstreamConnection: ChannelInboundHandler {
                     return
                 case .invalid:
                     reusable = false
-                    context.close(promise: nil)
+                    socket.close()
                     return
                 case .complete(let head):
                     // Interim responses (100 Continue, 103 Early Hints) are not passed on; the
@@ -69,7 +68,7 @@ final class UpstreamConnection: ChannelInboundHandler {
                     if head.status < 200 {
                         if head.status == 101 {
                             reusable = false
-                            context.close(promise: nil)
+                            socket.close()
                             return
                         }
                         continue
@@ -87,7 +86,7 @@ final class UpstreamConnection: ChannelInboundHandler {
                     if ended { finishResponse() }
                 } catch {
                     reusable = false
-                    context.close(promise: nil)
+                    socket.close()
                     return
                 }
             }
@@ -101,29 +100,25 @@ final class UpstreamConnection: ChannelInboundHandler {
         receiver?.upstreamRead(.end, from: self)
     }
 
-    func channelReadComplete(context: ChannelHandlerContext) {
+    func socketReadComplete(_ socket: StreamSocket) {
         receiver?.upstreamReadComplete(from: self)
     }
 
-    func channelWritabilityChanged(context: ChannelHandlerContext) {
+    func socketWritabilityChanged(_ socket: StreamSocket) {
         receiver?.upstreamWritabilityChanged(self)
     }
 
-    func channelInactive(context: ChannelHandlerContext) {
+    func socketClosed(_ socket: StreamSocket) {
         reusable = false
         // A body without a length ends with the connection.
         if case .body(let body) = reading, body.endsWithConnection { finishResponse() }
         pool?.connectionClosed(self)
         receiver?.upstreamClosed(self)
     }
-
-    func errorCaught(context: ChannelHandlerContext, error: any Error) {
-        context.close(promise: nil)
-    }
 }
 
 /// Keep-alive connections to one instance. Limits (max connections, max pending requests) are the
-/// cluster's, shared by all its pools. Confined to the data-plane event loop.
+/// cluster's, shared by all its pools. Confined to the data-plane reactor.
 final class ConnectionPool {
     enum Acquired {
         case ready(UpstreamConnection)
@@ -133,7 +128,7 @@ final class ConnectionPool {
     }
 
     private let target: EndpointInfo
-    private let loop: any EventLoop
+    private let reactor: Reactor
     private unowned let limits: ClusterLimits
     private var idle: [UpstreamConnection] = []
     private var waiters: [(id: Int, connectTimeout: TimeAmount, deliver: (Acquired) -> Void)] = []
@@ -144,9 +139,9 @@ final class ConnectionPool {
     }
     private(set) var openConnections = 0
 
-    init(target: EndpointInfo, loop: any EventLoop, limits: ClusterLimits) {
+    init(target: EndpointInfo, reactor: Reactor, limits: ClusterLimits) {
         self.target = target
-        self.loop = loop
+        self.reactor = reactor
         self.limits = limits
     }
 
@@ -155,7 +150,7 @@ final class ConnectionPool {
     /// An idle connection that is still open, if there is one.
     func takeIdle() -> UpstreamConnection? {
         while let connection = idle.popLast() {
-            if connection.channel.isActive { return connection }
+            if connection.socket.isOpen { return connection }
         }
         return nil
     }
@@ -188,8 +183,8 @@ final class ConnectionPool {
     /// asked to close or the exchange was cut short.
     func release(_ connection: UpstreamConnection, reusable: Bool) {
         connection.receiver = nil
-        guard reusable, connection.reusable, !retired, connection.channel.isActive else {
-            connection.channel.close(promise: nil)
+        guard reusable, connection.reusable, !retired, connection.socket.isOpen else {
+            connection.socket.close()
             return
         }
         if !waiters.isEmpty {
@@ -198,7 +193,7 @@ final class ConnectionPool {
             waiter.deliver(.ready(connection))
             return
         }
-        connection.idleSince = .now()
+        connection.idleSince = reactor.now
         idle.append(connection)
     }
 
@@ -217,39 +212,25 @@ final class ConnectionPool {
     /// Closes idle connections unused since `cutoff` (all when nil).
     func closeIdle(olderThan cutoff: NIODeadline?) {
         for connection in idle where cutoff == nil || connection.idleSince < cutoff! {
-            connection.channel.close(promise: nil)
+            connection.socket.close()
         }
     }
 
     private func connect(timeout: TimeAmount, _ deliver: @escaping (Acquired) -> Void) {
         openConnections += 1
         limits.openConnections += 1
-        let bootstrap = ClientBootstrap(group: loop)
-            .connectTimeout(timeout)
-            .channelOption(.socketOption(.tcp_nodelay), value: 1)
-            .channelOption(.recvAllocator, value: DataPlane.readSizes)
-            .channelInitializer { channel in
-                channel.eventLoop.makeCompletedFuture {
-                    try channel.pipeline.syncOperations.addHandler(UpstreamConnection())
-                }
-            }
-        let connecting: EventLoopFuture<any Channel>
-        if let address = try? SocketAddress(ipAddress: target.host, port: target.port) {
-            connecting = bootstrap.connect(to: address)
-        } else {
-            connecting = bootstrap.connect(host: target.host, port: target.port)
-        }
         let address = target.address
-        connecting.assumeIsolated().whenComplete { result in
+        Connector.connect(host: target.host, port: target.port, timeout: timeout, reactor: reactor) { [self] result in
             switch result {
-            case .success(let channel):
-                let connection = try! channel.pipeline.syncOperations.handler(type: UpstreamConnection.self)
+            case .success(let socket):
+                let connection = UpstreamConnection(socket: socket)
+                socket.delegate = connection
                 connection.pool = self
                 deliver(.ready(connection))
             case .failure(let error):
-                self.openConnections -= 1
-                self.limits.openConnections -= 1
-                deliver(.failed("connect to \(address) failed: \(HTTPClient.describe(error))"))
+                openConnections -= 1
+                limits.openConnections -= 1
+                deliver(.failed("connect to \(address) failed: \(error)"))
             }
         }
     }

@@ -1,15 +1,13 @@
+import EventIO
 import NIOCore
 
-/// All state of the proxy, confined to its one event loop: listeners with their routes, clusters,
-/// the applied policy. Updates from discovery and the policy watcher arrive with `loop.execute`,
-/// so the request path takes no locks.
+/// All state of the proxy, confined to its reactor's thread: listeners with their routes,
+/// clusters, the applied policy. Updates from discovery and the policy watcher arrive with
+/// `reactor.execute`, so the request path takes no locks.
 final class DataPlane {
     static let inboundKey = "inbound"
-    /// Reads start at 512 bytes (a typical request or response head) and grow when they fill the
-    /// buffer, so that idle keep-alive connections hold little memory.
-    static let readSizes = AdaptiveRecvByteBufferAllocator(minimum: 64, initial: 512, maximum: 65536)
 
-    let loop: any EventLoop
+    let reactor: Reactor
     let metrics: SidecarMetrics
     let accessLog: AccessLog
     var random = FastRandom()
@@ -22,19 +20,19 @@ final class DataPlane {
     var draining = false
     /// Upstream connections written to during this turn of the event loop, flushed after all its
     /// reads: one wake-up of the upstream per turn rather than one per request read.
-    private var pendingFlushes: [any Channel] = []
+    private var pendingFlushes: [StreamSocket] = []
 
-    init(loop: any EventLoop, policy: SidecarPolicy, upstreams: [String], localEndpoint: EndpointInfo,
+    init(reactor: Reactor, policy: SidecarPolicy, upstreams: [String], localEndpoint: EndpointInfo,
          metrics: SidecarMetrics, accessLog: AccessLog) {
-        self.loop = loop
+        self.reactor = reactor
         self.policy = policy
         self.metrics = metrics
         self.accessLog = accessLog
-        let inbound = Cluster(name: "local", policy: policy.inbound, loop: loop)
+        let inbound = Cluster(name: "local", policy: policy.inbound, reactor: reactor)
         inbound.update([localEndpoint])
         listeners[Self.inboundKey] = ListenerRuntime(direction: "inbound", cluster: inbound, policy: policy.inbound, metrics: metrics)
         for name in upstreams {
-            let cluster = Cluster(name: name, policy: policy.upstream(name), loop: loop)
+            let cluster = Cluster(name: name, policy: policy.upstream(name), reactor: reactor)
             cluster.onEjection = { [metrics] in metrics.ejection(upstream: name) }
             listeners[name] = ListenerRuntime(direction: "outbound", cluster: cluster, policy: policy.upstream(name), metrics: metrics)
         }
@@ -49,15 +47,15 @@ final class DataPlane {
         }
     }
 
-    /// Flushes `channel` once the current turn of the event loop has handled all its reads.
-    func flushAfterReads(_ channel: any Channel) {
-        if pendingFlushes.isEmpty { loop.assumeIsolated().execute(flushPending) }
-        pendingFlushes.append(channel)
+    /// Flushes `socket` once the current turn of the reactor has handled all its reads.
+    func flushAfterReads(_ socket: StreamSocket) {
+        if pendingFlushes.isEmpty { reactor.atEndOfTurn(flushPending) }
+        pendingFlushes.append(socket)
     }
 
     /// Made once: scheduling it allocates no closure per turn.
     private lazy var flushPending: () -> Void = { [unowned self] in
-        for channel in pendingFlushes { channel.flush() }
+        for socket in pendingFlushes { socket.flush() }
         pendingFlushes.removeAll(keepingCapacity: true)
     }
 
@@ -65,9 +63,24 @@ final class DataPlane {
         listeners[upstream]?.cluster.update(endpoints)
     }
 
+    private var housekeeping: [RepeatingTimer] = []
+
+    /// Flushes the access log every 200 ms and closes pooled connections idle for a minute.
+    func startHousekeeping() {
+        housekeeping = [
+            reactor.scheduleRepeating(every: .milliseconds(200)) { [unowned self] in accessLog.flush() },
+            reactor.scheduleRepeating(every: .seconds(5)) { [unowned self] in sweepIdleConnections(idleTimeout: .seconds(60)) },
+        ]
+    }
+
+    func stopHousekeeping() {
+        for timer in housekeeping { timer.cancel() }
+        housekeeping = []
+    }
+
     /// Closes pooled connections idle for longer than `idleTimeout`.
     func sweepIdleConnections(idleTimeout: TimeAmount) {
-        let cutoff = NIODeadline.now() - idleTimeout
+        let cutoff = reactor.now - idleTimeout
         for listener in listeners.values {
             for pool in listener.cluster.allPools { pool.closeIdle(olderThan: cutoff) }
         }

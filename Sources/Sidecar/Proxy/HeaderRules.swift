@@ -27,11 +27,14 @@ enum HeaderRules {
                 out.writeStaticString(", ")
             }
         }
-        out.writeString(client)
-        out.writeStaticString("\r\n")
-        if !forwardedProto { out.writeStaticString("x-forwarded-proto: http\r\n") }
-        trace.write(into: &out)
-        out.writeStaticString("\r\n")
+        // The rest in one block of reserved bytes.
+        ASCIIWriter.append(to: &out, maximum: client.utf8.count + 32 + trace.maximumLength) { out in
+            out.write(client)
+            out.write("\r\n")
+            if !forwardedProto { out.write("x-forwarded-proto: http\r\n") }
+            trace.write(to: &out)
+            out.write("\r\n")
+        }
         return out
     }
 

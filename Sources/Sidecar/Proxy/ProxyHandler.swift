@@ -1,3 +1,4 @@
+import EventIO
 import NIOCore
 import NIOHTTP1
 
@@ -5,10 +6,7 @@ import NIOHTTP1
 /// the bytes received (a pipelined request waits in `inbox` until the response before it is
 /// complete): route, rate limit, circuit breaker, balancer, upstream attempt, retries with backoff,
 /// timeouts, trace headers, metrics and access log.
-final class ProxyHandler: ChannelInboundHandler, UpstreamReceiver {
-    typealias InboundIn = ByteBuffer
-    typealias OutboundOut = ByteBuffer
-
+final class ProxyHandler: StreamSocketDelegate, UpstreamReceiver {
     private enum Phase { case idle, connecting, sending, backoff, responding, answered }
     /// What the next bytes from the client are: a request head, the current request's body, a
     /// request that waits for the current response, or nothing more (the connection closes).
@@ -31,8 +29,8 @@ final class ProxyHandler: ChannelInboundHandler, UpstreamReceiver {
     private let listenerKey: String
     private let listener: ListenerRuntime
     private let isInbound: Bool
-    private var context: ChannelHandlerContext!
-    private var client = "-"
+    private let downstream: StreamSocket
+    private let client: String
 
     // The request in flight.
     private var phase = Phase.idle
@@ -55,9 +53,9 @@ final class ProxyHandler: ChannelInboundHandler, UpstreamReceiver {
     private var waiter: Int?
     /// Bumped per attempt so that late callbacks of an abandoned attempt are ignored.
     private var generation = 0
-    private lazy var perTryTimeout = DeadlineTimer(loop: plane.loop) { [unowned self] in perTryTimedOut() }
-    private lazy var requestTimeout = DeadlineTimer(loop: plane.loop) { [unowned self] in requestTimedOut() }
-    private var backoffTimer: Scheduled<Void>?
+    private lazy var perTryTimeout = DeadlineTimer(reactor: plane.reactor) { [unowned self] in perTryTimedOut() }
+    private lazy var requestTimeout = DeadlineTimer(reactor: plane.reactor) { [unowned self] in requestTimedOut() }
+    private var backoffTimer: ReactorTimer?
     private var status = 0
     private var bytesSent = 0
     private var countedActive = false
@@ -73,32 +71,22 @@ final class ProxyHandler: ChannelInboundHandler, UpstreamReceiver {
     /// Set while `readInbox` runs.
     private var readingInbox = false
 
-    init(plane: DataPlane, listenerKey: String) {
+    /// Serves `downstream`, a connection accepted by the listener `listenerKey`.
+    init(plane: DataPlane, listenerKey: String, downstream: StreamSocket) {
         self.plane = plane
         self.listenerKey = listenerKey
+        self.downstream = downstream
         listener = plane.listeners[listenerKey]!
         isInbound = listenerKey == DataPlane.inboundKey
-    }
-
-    func handlerAdded(context: ChannelHandlerContext) {
-        self.context = context
-        client = context.channel.remoteAddress?.ipAddress ?? "-"
+        client = downstream.remoteIP ?? "-"
         plane.downstreamConnections[listenerKey, default: 0] += 1
-    }
-
-    func handlerRemoved(context: ChannelHandlerContext) {
-        plane.downstreamConnections[listenerKey, default: 1] -= 1
-        abandonAttempt(reusable: false)
-        perTryTimeout.stop()
-        requestTimeout.stop()
-        self.context = nil
     }
 
     // MARK: Downstream
 
-    func channelRead(context: ChannelHandlerContext, data: NIOAny) {
+    func socketRead(_ socket: StreamSocket, _ bytes: ByteBuffer) {
         readingDownstream = true
-        inbox.append(unwrapInboundIn(data))
+        inbox.append(bytes)
         readInbox()
     }
 
@@ -106,7 +94,7 @@ final class ProxyHandler: ChannelInboundHandler, UpstreamReceiver {
     private func readInbox() {
         readingInbox = true
         defer { readingInbox = false }
-        parsing: while context != nil, let available = inbox?.readableBytes, available > 0 {
+        parsing: while downstream.isOpen, let available = inbox?.readableBytes, available > 0 {
             switch reading {
             case .closing:
                 inbox = nil
@@ -141,7 +129,7 @@ final class ProxyHandler: ChannelInboundHandler, UpstreamReceiver {
     private func endOfRequest() {
         requestEnded = true
         reading = .waiting
-        if phase == .sending, let channel = connection?.channel { flushUpstream(channel) }
+        if phase == .sending, let socket = connection?.socket { flushUpstream(socket) }
     }
 
     /// The client's bytes are not HTTP/1.1 that can be forwarded safely: answered with `status`
@@ -155,13 +143,13 @@ final class ProxyHandler: ChannelInboundHandler, UpstreamReceiver {
         case .idle:
             let response = HeaderRules.localResponse(status, reason: "bad_request", message: "\(status.reasonPhrase): \(reason)",
                                                      clientMinorVersion: 1, keepAlive: false, withBody: true, extra: nil,
-                                                     allocator: context.channel.allocator)
-            context.write(wrapOutboundOut(response), promise: nil)
+                                                     allocator: plane.reactor.allocator)
+            downstream.write(response)
             finishResponse(thenClose: true)
         case .responding:
             abortResponse()
         case .answered:
-            context.close(promise: nil)
+            downstream.close()
         case .connecting, .sending, .backoff:
             answer(status, reason: "bad_request", message: "\(status.reasonPhrase): \(reason)")
         }
@@ -176,47 +164,44 @@ final class ProxyHandler: ChannelInboundHandler, UpstreamReceiver {
     private func pauseReading() {
         guard !readingPaused else { return }
         readingPaused = true
-        context.channel.setOption(ChannelOptions.autoRead, value: false).whenFailure { _ in }
+        downstream.pauseReading()
     }
 
     private func resumeReading() {
-        guard readingPaused, let context else { return }
+        guard readingPaused, downstream.isOpen else { return }
         readingPaused = false
-        context.channel.setOption(ChannelOptions.autoRead, value: true).whenFailure { _ in }
+        downstream.resumeReading()
     }
 
-    func channelReadComplete(context: ChannelHandlerContext) {
+    func socketReadComplete(_ socket: StreamSocket) {
         readingDownstream = false
-        if phase == .sending, let channel = connection?.channel { plane.flushAfterReads(channel) }
-        context.fireChannelReadComplete()
+        if phase == .sending, let upstream = connection?.socket { plane.flushAfterReads(upstream) }
     }
 
-    func channelInactive(context: ChannelHandlerContext) {
+    func socketClosed(_ socket: StreamSocket) {
         if phase != .idle && phase != .answered {
             abandonAttempt(reusable: false)
             status = 0
             complete(localReason: "client_closed", thenClose: true)
         }
-        context.fireChannelInactive()
+        plane.downstreamConnections[listenerKey, default: 1] -= 1
+        abandonAttempt(reusable: false)
+        perTryTimeout.stop()
+        requestTimeout.stop()
     }
 
-    func channelWritabilityChanged(context: ChannelHandlerContext) {
+    func socketWritabilityChanged(_ socket: StreamSocket) {
         // Back-pressure: read from the upstream only as fast as the client takes the response.
-        if phase == .responding, let channel = connection?.channel {
-            upstreamPaused = !context.channel.isWritable
-            channel.setOption(ChannelOptions.autoRead, value: !upstreamPaused).whenFailure { _ in }
+        if phase == .responding, let upstream = connection?.socket {
+            upstreamPaused = !downstream.isWritable
+            if upstreamPaused { upstream.pauseReading() } else { upstream.resumeReading() }
         }
-        context.fireChannelWritabilityChanged()
-    }
-
-    func errorCaught(context: ChannelHandlerContext, error: any Error) {
-        context.close(promise: nil)
     }
 
     private func begin(_ head: MessageHead) {
-        let now = NIODeadline.now()
+        let now = plane.reactor.now
         self.head = head
-        started = now
+        started = .now()
         phase = .connecting
         bodyParts.removeAll(keepingCapacity: true)
         bufferedBytes = 0
@@ -232,7 +217,7 @@ final class ProxyHandler: ChannelInboundHandler, UpstreamReceiver {
 
         if let limiter = route.rateLimiter {
             let decision = limiter.take(key: rateLimitKey(limiter.policy.key, head), at: now)
-            var headers = context.channel.allocator.buffer(capacity: 96)
+            var headers = plane.reactor.allocator.buffer(capacity: 96)
             HeaderRules.writeLine("X-RateLimit-Limit", String(limiter.policy.requests), to: &headers)
             HeaderRules.writeLine("X-RateLimit-Remaining", String(decision.remaining), to: &headers)
             HeaderRules.writeLine("X-RateLimit-Reset", String(Int(decision.resetAfter.rounded(.up))), to: &headers)
@@ -261,9 +246,10 @@ final class ProxyHandler: ChannelInboundHandler, UpstreamReceiver {
 
         let trace = TraceContext(headers: head, random: &plane.random)
         self.trace = trace
-        upstreamHead = HeaderRules.upstreamRequest(head, client: client, trace: trace, allocator: context.channel.allocator)
+        upstreamHead = HeaderRules.upstreamRequest(head, client: client, trace: trace, allocator: plane.reactor.allocator)
         if !requestEnded && head.minorVersion == 1 && head.expectsContinue {
-            context.writeAndFlush(wrapOutboundOut(ByteBuffer(string: "HTTP/1.1 100 Continue\r\n\r\n")), promise: nil)
+            downstream.write(ByteBuffer(string: "HTTP/1.1 100 Continue\r\n\r\n"))
+            downstream.flush()
         }
         subset = route.pickSubset(random: &plane.random)
         if let timeout = route.settings.timeouts.request { requestTimeout.arm(in: timeout) }
@@ -283,7 +269,7 @@ final class ProxyHandler: ChannelInboundHandler, UpstreamReceiver {
         case .idle, .answered:
             return
         case .sending:
-            connection?.channel.write(part, promise: nil)
+            connection?.socket.write(part)
             keepForReplay(part)
         default:
             // Not connected yet: keep the part until the attempt can send it.
@@ -310,7 +296,7 @@ final class ProxyHandler: ChannelInboundHandler, UpstreamReceiver {
     private func startAttempt() {
         attempts += 1
         generation += 1
-        let now = NIODeadline.now()
+        let now = plane.reactor.now
         let cluster = listener.cluster
         guard let endpoint = cluster.pick(tag: subset, hashKey: cluster.policy.loadBalancer.hashHeader.flatMap { head.first(name: $0) },
                                           tried: tried, now: now, random: &plane.random) else {
@@ -351,10 +337,10 @@ final class ProxyHandler: ChannelInboundHandler, UpstreamReceiver {
         self.connection = connection
         connection.receiver = self
         phase = .sending
-        let channel = connection.channel!
+        let upstream = connection.socket
         connection.expectResponse(toHEAD: head.isHEAD, dechunk: head.minorVersion == 0)
-        channel.write(upstreamHead!, promise: nil)
-        for part in bodyParts { channel.write(part, promise: nil) }
+        upstream.write(upstreamHead!)
+        for part in bodyParts { upstream.write(part) }
         if !replayable {
             bodyParts.removeAll()
             bufferedBytes = 0
@@ -365,19 +351,19 @@ final class ProxyHandler: ChannelInboundHandler, UpstreamReceiver {
             bufferedBytes = 0
         }
         if !requestEnded { resumeReading() }
-        flushUpstream(channel)
+        flushUpstream(upstream)
     }
 
     /// Flushes what was written upstream, unless a downstream read is under way: its read-complete
     /// flushes once for all the reads of the turn.
-    private func flushUpstream(_ channel: any Channel) {
-        if !readingDownstream { channel.flush() }
+    private func flushUpstream(_ upstream: StreamSocket) {
+        if !readingDownstream { upstream.flush() }
     }
 
     private func attemptFailed(_ failure: Failure) {
         abandonAttempt(reusable: false)
         let cluster = listener.cluster
-        if let endpoint { cluster.record(endpoint, failed: true, now: .now()) }
+        if let endpoint { cluster.record(endpoint, failed: true, now: plane.reactor.now) }
         finishEndpoint()
         if mayRetry(failure.condition) {
             scheduleRetry()
@@ -400,7 +386,7 @@ final class ProxyHandler: ChannelInboundHandler, UpstreamReceiver {
         let delay = Backoff.delay(retry: attempts - 1, base: route.settings.retries.backoffBase,
                                   max: route.settings.retries.backoffMax, random: &plane.random)
         let generation = generation
-        backoffTimer = plane.loop.assumeIsolated().scheduleTask(in: delay) { [self] in
+        backoffTimer = plane.reactor.schedule(in: delay) { [self] in
             if generation == self.generation && phase == .backoff { startAttempt() }
         }
     }
@@ -413,7 +399,7 @@ final class ProxyHandler: ChannelInboundHandler, UpstreamReceiver {
         guard condition == .connectFailure || retries.allMethods || head.isIdempotent else { return false }
         guard replayable else { return false }
         let cluster = listener.cluster
-        guard cluster.retryBudget.tryRetry(retries.budget, at: .now()) else {
+        guard cluster.retryBudget.tryRetry(retries.budget, at: plane.reactor.now) else {
             plane.metrics.retryBudgetExhausted(upstream: cluster.name)
             return false
         }
@@ -449,7 +435,7 @@ final class ProxyHandler: ChannelInboundHandler, UpstreamReceiver {
             connection.receiver = nil
             if upstreamPaused {
                 upstreamPaused = false
-                connection.channel.setOption(ChannelOptions.autoRead, value: true).whenFailure { _ in }
+                connection.socket.resumeReading()
             }
             endpoint?.pool.release(connection, reusable: reusable)
             self.connection = nil
@@ -471,7 +457,7 @@ final class ProxyHandler: ChannelInboundHandler, UpstreamReceiver {
             guard phase == .sending else { return }
             let code = response.status
             let cluster = listener.cluster
-            if let endpoint { cluster.record(endpoint, failed: code >= 500, now: .now()) }
+            if let endpoint { cluster.record(endpoint, failed: code >= 500, now: plane.reactor.now) }
             if route.settings.retries.conditions.contains(.status(code)) && mayRetry(.status(code)) {
                 abandonAttempt(reusable: false)
                 finishEndpoint()
@@ -484,7 +470,7 @@ final class ProxyHandler: ChannelInboundHandler, UpstreamReceiver {
             keepAlive = HeaderRules.keepsClientOpen(keepAlive, clientMinorVersion: head.minorVersion, response: response)
             responseStart = HeaderRules.downstreamResponse(response, clientMinorVersion: head.minorVersion, keepAlive: keepAlive,
                                                            dechunk: head.minorVersion == 0, extra: rateLimitHeaders,
-                                                           allocator: context.channel.allocator)
+                                                           allocator: plane.reactor.allocator)
         case .body(var part):
             guard phase == .responding else { return }
             bytesSent += part.readableBytes
@@ -492,7 +478,7 @@ final class ProxyHandler: ChannelInboundHandler, UpstreamReceiver {
                 responseStart!.writeBuffer(&part)
             } else {
                 writeResponseStart()
-                context.write(wrapOutboundOut(part), promise: nil)
+                downstream.write(part)
             }
         case .end:
             guard phase == .responding else { return }
@@ -500,7 +486,7 @@ final class ProxyHandler: ChannelInboundHandler, UpstreamReceiver {
             abandonAttempt(reusable: requestEnded)
             finishEndpoint()
             let close = !keepAlive || !requestEnded
-            // Booked first: closing after the write may run channelInactive at once.
+            // Booked first: closing after the write may report the close at once.
             complete(localReason: nil, thenClose: close)
             finishResponse(thenClose: close)
         }
@@ -509,13 +495,13 @@ final class ProxyHandler: ChannelInboundHandler, UpstreamReceiver {
     func upstreamReadComplete(from connection: UpstreamConnection) {
         if connection === self.connection && phase == .responding {
             writeResponseStart()
-            context.flush()
+            downstream.flush()
         }
     }
 
     private func writeResponseStart() {
         if let responseStart {
-            context.write(wrapOutboundOut(responseStart), promise: nil)
+            downstream.write(responseStart)
             self.responseStart = nil
         }
     }
@@ -534,8 +520,8 @@ final class ProxyHandler: ChannelInboundHandler, UpstreamReceiver {
     }
 
     func upstreamWritabilityChanged(_ connection: UpstreamConnection) {
-        guard connection === self.connection, context != nil else { return }
-        if connection.channel.isWritable { resumeReading() } else { pauseReading() }
+        guard connection === self.connection, downstream.isOpen else { return }
+        if connection.socket.isWritable { resumeReading() } else { pauseReading() }
     }
 
     /// The response was cut after its head went out: nothing can be saved, close the client connection.
@@ -543,7 +529,7 @@ final class ProxyHandler: ChannelInboundHandler, UpstreamReceiver {
         abandonAttempt(reusable: false)
         finishEndpoint()
         complete(localReason: "upstream_reset_after_response_start", thenClose: true)
-        context.close(promise: nil)
+        downstream.close()
     }
 
     // MARK: Answers
@@ -556,9 +542,9 @@ final class ProxyHandler: ChannelInboundHandler, UpstreamReceiver {
         let close = !keepAlive || !requestEnded
         let response = HeaderRules.localResponse(status, reason: reason, message: message, clientMinorVersion: head.minorVersion,
                                                  keepAlive: !close, withBody: !head.isHEAD, extra: rateLimitHeaders,
-                                                 allocator: context.channel.allocator)
+                                                 allocator: plane.reactor.allocator)
         bytesSent = message.utf8.count + 1
-        context.write(wrapOutboundOut(response), promise: nil)
+        downstream.write(response)
         plane.metrics.localResponse(direction: listener.direction, upstream: listener.cluster.name, reason: reason)
         complete(localReason: reason, thenClose: close)
         finishResponse(thenClose: close)
@@ -566,13 +552,7 @@ final class ProxyHandler: ChannelInboundHandler, UpstreamReceiver {
 
     /// Sends what was written; when the connection must close, closes it once that is out.
     private func finishResponse(thenClose close: Bool) {
-        guard close else {
-            context.flush()
-            return
-        }
-        context.writeAndFlush(wrapOutboundOut(ByteBuffer())).assumeIsolated().whenComplete { [context] _ in
-            context?.close(promise: nil)
-        }
+        if close { downstream.closeAfterFlush() } else { downstream.flush() }
     }
 
     /// Books the finished request (metrics, access log, counters) and gets ready for the next one.
@@ -611,7 +591,7 @@ final class ProxyHandler: ChannelInboundHandler, UpstreamReceiver {
         resumeReading()
         // The next pipelined request, once the current call chain has unwound.
         if !readingInbox, let inbox, inbox.readableBytes > 0 {
-            plane.loop.assumeIsolated().execute { [self] in readInbox() }
+            plane.reactor.atEndOfTurn { [self] in readInbox() }
         }
     }
 }

@@ -18,11 +18,11 @@ struct TraceContext {
     private var madeUpRequestID: (UInt64, UInt64)
 
     /// 32 lowercase hex digits.
-    var traceID: String { Hex.string { Hex.write(trace.high, to: &$0); Hex.write(trace.low, to: &$0) } }
+    var traceID: String { ASCIIWriter.string(maximum: 32) { writeTraceID(to: &$0) } }
     /// 16 lowercase hex digits.
-    var spanID: String { Hex.string { Hex.write(span, to: &$0) } }
-    var parentSpanID: String? { parentSpan.map { parent in Hex.string { Hex.write(parent, to: &$0) } } }
-    var requestID: String { givenRequestID ?? Hex.string { writeRequestID(to: &$0) } }
+    var spanID: String { ASCIIWriter.string(maximum: 16) { $0.hex(span) } }
+    var parentSpanID: String? { parentSpan.map { parent in ASCIIWriter.string(maximum: 16) { $0.hex(parent) } } }
+    var requestID: String { givenRequestID ?? ASCIIWriter.string(maximum: 36) { writeRequestID(to: &$0) } }
 
     /// Reads the incoming headers; starts a new trace when none is present or valid.
     init(headers: MessageHead, random: inout FastRandom) {
@@ -64,61 +64,64 @@ struct TraceContext {
 
     /// Writes this hop's header lines: `traceparent` always, B3 in the form it came in (a trace that
     /// starts here is W3C only), and `x-request-id`.
-    func write(into out: inout ByteBuffer) {
-        out.writeStaticString("traceparent: 00-")
+    func write(to out: inout ASCIIWriter) {
+        out.write("traceparent: 00-")
         writeTraceID(to: &out)
-        out.writeStaticString("-")
-        Hex.write(span, to: &out)
-        out.writeStaticString(sampled ? "-01\r\n" : "-00\r\n")
+        out.write("-")
+        out.hex(span)
+        out.write(sampled ? "-01\r\n" : "-00\r\n")
         switch format {
         case .b3Single:
-            out.writeStaticString("b3: ")
+            out.write("b3: ")
             writeTraceID(to: &out)
-            out.writeStaticString("-")
-            Hex.write(span, to: &out)
-            out.writeStaticString(sampled ? "-1" : "-0")
+            out.write("-")
+            out.hex(span)
+            out.write(sampled ? "-1" : "-0")
             if let parentSpan {
-                out.writeStaticString("-")
-                Hex.write(parentSpan, to: &out)
+                out.write("-")
+                out.hex(parentSpan)
             }
-            out.writeStaticString("\r\n")
+            out.write("\r\n")
         case .b3Multi:
-            out.writeStaticString("x-b3-traceid: ")
+            out.write("x-b3-traceid: ")
             writeTraceID(to: &out)
-            out.writeStaticString("\r\nx-b3-spanid: ")
-            Hex.write(span, to: &out)
+            out.write("\r\nx-b3-spanid: ")
+            out.hex(span)
             if let parentSpan {
-                out.writeStaticString("\r\nx-b3-parentspanid: ")
-                Hex.write(parentSpan, to: &out)
+                out.write("\r\nx-b3-parentspanid: ")
+                out.hex(parentSpan)
             }
-            out.writeStaticString(sampled ? "\r\nx-b3-sampled: 1\r\n" : "\r\nx-b3-sampled: 0\r\n")
+            out.write(sampled ? "\r\nx-b3-sampled: 1\r\n" : "\r\nx-b3-sampled: 0\r\n")
         case .w3c, .started:
             break
         }
-        out.writeStaticString("x-request-id: ")
-        if let givenRequestID { out.writeString(givenRequestID) } else { writeRequestID(to: &out) }
-        out.writeStaticString("\r\n")
+        out.write("x-request-id: ")
+        if let givenRequestID { out.write(givenRequestID) } else { writeRequestID(to: &out) }
+        out.write("\r\n")
     }
 
-    private func writeTraceID(to out: inout ByteBuffer) {
-        Hex.write(trace.high, to: &out)
-        Hex.write(trace.low, to: &out)
+    /// The most bytes `write(to:)` writes: traceparent 70, B3 multi 134, a made-up x-request-id 52.
+    var maximumLength: Int { 256 + (givenRequestID?.utf8.count ?? 0) }
+
+    private func writeTraceID(to out: inout ASCIIWriter) {
+        out.hex(trace.high)
+        out.hex(trace.low)
     }
 
     /// A version 4 UUID from the made-up id's bits.
-    private func writeRequestID(to out: inout ByteBuffer) {
+    private func writeRequestID(to out: inout ASCIIWriter) {
         let (high, low) = madeUpRequestID
         let version4 = high & ~0xF000 | 0x4000
         let variant = low & ~(0xC << 60) | (0x8 << 60)
-        Hex.write(version4 >> 32, digits: 8, to: &out)
-        out.writeStaticString("-")
-        Hex.write(version4 >> 16, digits: 4, to: &out)
-        out.writeStaticString("-")
-        Hex.write(version4, digits: 4, to: &out)
-        out.writeStaticString("-")
-        Hex.write(variant >> 48, digits: 4, to: &out)
-        out.writeStaticString("-")
-        Hex.write(variant, digits: 12, to: &out)
+        out.hex(version4 >> 32, digits: 8)
+        out.write("-")
+        out.hex(version4 >> 16, digits: 4)
+        out.write("-")
+        out.hex(version4, digits: 4)
+        out.write("-")
+        out.hex(variant >> 48, digits: 4)
+        out.write("-")
+        out.hex(variant, digits: 12)
     }
 
     static func parseTraceparent(_ value: String) -> (trace: (high: UInt64, low: UInt64), span: UInt64, sampled: Bool)? {
@@ -154,26 +157,62 @@ struct TraceContext {
     }
 }
 
-/// Lowercase hex digits of ids, written straight into the bytes of a head.
-enum Hex {
-    /// The low `digits` nibbles of `value`, most significant first.
-    static func write(_ value: UInt64, digits: Int = 16, to out: inout ByteBuffer) {
-        out.writeWithUnsafeMutableBytes(minimumWritableBytes: digits) { raw in
-            for i in 0..<digits {
-                let nibble = UInt8(truncatingIfNeeded: value >> (UInt64(digits - 1 - i) * 4)) & 0xF
-                raw[i] = nibble < 10 ? 0x30 + nibble : 0x61 + nibble - 10
-            }
-            return digits
+/// Writes ASCII pieces into bytes reserved beforehand: one capacity check for a block of header
+/// lines instead of one per piece.
+struct ASCIIWriter {
+    private let base: UnsafeMutableRawPointer
+    private(set) var count = 0
+
+    private init(base: UnsafeMutableRawPointer) { self.base = base }
+
+    /// Appends to `buffer` what `body` writes, which must be at most `maximum` bytes.
+    static func append(to buffer: inout ByteBuffer, maximum: Int, _ body: (inout ASCIIWriter) -> Void) {
+        buffer.writeWithUnsafeMutableBytes(minimumWritableBytes: maximum) { raw in
+            var writer = ASCIIWriter(base: raw.baseAddress!)
+            body(&writer)
+            precondition(writer.count <= maximum, "wrote past the reserved bytes")
+            return writer.count
         }
     }
 
-    /// What `body` writes, as a string.
-    static func string(_ body: (inout ByteBuffer) -> Void) -> String {
-        var buffer = ByteBuffer()
-        body(&buffer)
-        return String(buffer: buffer)
+    /// What `body` writes (at most `maximum` bytes), as a string.
+    static func string(maximum: Int, _ body: (inout ASCIIWriter) -> Void) -> String {
+        String(unsafeUninitializedCapacity: maximum) { bytes in
+            var writer = ASCIIWriter(base: UnsafeMutableRawPointer(bytes.baseAddress!))
+            body(&writer)
+            precondition(writer.count <= maximum, "wrote past the reserved bytes")
+            return writer.count
+        }
+    }
+
+    mutating func write(_ text: StaticString) {
+        (base + count).copyMemory(from: text.utf8Start, byteCount: text.utf8CodeUnitCount)
+        count += text.utf8CodeUnitCount
+    }
+
+    mutating func write(_ text: String) {
+        var text = text
+        text.withUTF8 { utf8 in
+            guard let start = utf8.baseAddress else { return }
+            (base + count).copyMemory(from: start, byteCount: utf8.count)
+            count += utf8.count
+        }
+    }
+
+    /// The low `digits` nibbles of `value` in lowercase hex, most significant first.
+    mutating func hex(_ value: UInt64, digits: Int = 16) {
+        var rest = value
+        var offset = count + digits
+        while offset > count {
+            offset -= 1
+            let nibble = UInt8(truncatingIfNeeded: rest) & 0xF
+            base.storeBytes(of: nibble < 10 ? 0x30 + nibble : 0x57 + nibble, toByteOffset: offset, as: UInt8.self)
+            rest >>= 4
+        }
+        count += digits
     }
 }
+
 /// A small, fast generator (xorshift128+) for span ids, jitter and load balancing; ids need to be
 /// unique, not secret, and the system generator costs a syscall per call.
 struct FastRandom {

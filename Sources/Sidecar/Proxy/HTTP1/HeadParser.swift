@@ -97,7 +97,7 @@ enum HeadParser {
 
             // Fields.
             var fields: [HeaderField] = []
-            fields.reserveCapacity(16)
+            fields.reserveCapacity(8)
             var contentLength: Int?
             var transferEncoding = false
             var chunkedLast = false
@@ -213,8 +213,8 @@ enum HeadParser {
         range.count == name.utf8.count && zip(raw[range], name.utf8).allSatisfy { MessageHead.lower($0) == MessageHead.lower($1) }
     }
 
-    /// Names the proxy treats specially, indexed by length.
-    private static let kinds: [[(name: String, kind: FieldKind)]] = {
+    /// Names the proxy treats specially (as bytes), indexed by length.
+    private static let kinds: [[(name: [UInt8], kind: FieldKind)]] = {
         let list: [(String, FieldKind)] = [
             ("content-length", .contentLength), ("transfer-encoding", .transferEncoding), ("connection", .connection),
             ("expect", .expect), ("keep-alive", .hopByHop), ("proxy-connection", .hopByHop), ("te", .hopByHop),
@@ -223,14 +223,19 @@ enum HeadParser {
             ("b3", .b3), ("x-b3-traceid", .b3Multi), ("x-b3-spanid", .b3Multi), ("x-b3-parentspanid", .b3Multi),
             ("x-b3-sampled", .b3Multi),
         ]
-        var byLength = [[(name: String, kind: FieldKind)]](repeating: [], count: 18)
-        for (name, kind) in list { byLength[name.utf8.count].append((name, kind)) }
+        var byLength = [[(name: [UInt8], kind: FieldKind)]](repeating: [], count: 18)
+        for (name, kind) in list { byLength[name.utf8.count].append((Array(name.utf8), kind)) }
         return byLength
     }()
 
+    /// Most names are none of these: a different first letter rules a candidate out at once.
     private static func kind(_ raw: UnsafeRawBufferPointer, _ name: Range<Int>) -> FieldKind {
         guard name.count < kinds.count else { return .other }
-        for candidate in kinds[name.count] where equalsIgnoringCase(raw, name, candidate.name) {
+        let first = MessageHead.lower(raw[name.lowerBound])
+        candidates: for candidate in kinds[name.count] where candidate.name[0] == first {
+            for offset in 1..<name.count where MessageHead.lower(raw[name.lowerBound + offset]) != candidate.name[offset] {
+                continue candidates
+            }
             return candidate.kind
         }
         return .other

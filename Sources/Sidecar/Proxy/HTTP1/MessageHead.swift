@@ -19,11 +19,22 @@ enum FieldKind: UInt8 {
     case b3Multi
 }
 
-/// One header field: byte ranges of its name and (trimmed) value within the head.
+/// One header field: byte ranges of its name and (trimmed) value within the head. Offsets are
+/// kept in 32 bits: a field costs 20 bytes instead of 40, and every request in flight holds a list.
 struct HeaderField {
-    var name: Range<Int>
-    var value: Range<Int>
-    var kind: FieldKind
+    private let nameStart, nameEnd, valueStart, valueEnd: UInt32
+    let kind: FieldKind
+
+    init(name: Range<Int>, value: Range<Int>, kind: FieldKind) {
+        nameStart = UInt32(name.lowerBound)
+        nameEnd = UInt32(name.upperBound)
+        valueStart = UInt32(value.lowerBound)
+        valueEnd = UInt32(value.upperBound)
+        self.kind = kind
+    }
+
+    var name: Range<Int> { Int(nameStart)..<Int(nameEnd) }
+    var value: Range<Int> { Int(valueStart)..<Int(valueEnd) }
 }
 
 /// An HTTP/1.x request or response head, kept as the bytes received plus the positions of its

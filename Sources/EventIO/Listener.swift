@@ -1,0 +1,107 @@
+import CEventIO
+import Glibc
+import NIOCore
+
+/// A listening TCP socket on a reactor; hands each accepted connection to `accepted`.
+public final class Listener: ReadinessHandler {
+    private static let maxAcceptsPerTurn = 64
+
+    private let reactor: Reactor
+    private let fd: Int32
+    private let accepted: (StreamSocket) -> Void
+    /// The port it listens on (the one the system chose when asked for 0).
+    public let port: Int
+    private var isOpen = true
+
+    /// Binds `host:port` (resolved once, now) with SO_REUSEADDR and listens. Call on the reactor's
+    /// thread, or before it starts.
+    public init(host: String, port: Int, backlog: Int32 = 4096, reactor: Reactor,
+                accepted: @escaping (StreamSocket) -> Void) throws {
+        let address = try SocketAddress.makeAddressResolvingHost(host, port: port)
+        let fd = socket(Int32(address.protocol.rawValue), Int32(SOCK_STREAM.rawValue) | Int32(SOCK_NONBLOCK.rawValue) | Int32(SOCK_CLOEXEC.rawValue), 0)
+        guard fd >= 0 else { throw SocketError.system("socket", errno) }
+        var one: Int32 = 1
+        setsockopt(fd, SOL_SOCKET, SO_REUSEADDR, &one, socklen_t(MemoryLayout<Int32>.size))
+        let bound = address.withSockAddr { Glibc.bind(fd, $0, socklen_t($1)) }
+        guard bound == 0, Glibc.listen(fd, backlog) == 0 else {
+            let code = errno
+            Glibc.close(fd)
+            throw SocketError.system("bind \(host):\(port)", code)
+        }
+        self.fd = fd
+        self.port = try Self.localPort(fd)
+        self.reactor = reactor
+        self.accepted = accepted
+        try reactor.register(fd, events: EPOLLIN.rawValue, handler: self)
+    }
+
+    func ready(_ events: UInt32) {
+        for _ in 0..<Self.maxAcceptsPerTurn {
+            guard isOpen else { return }
+            var address = sockaddr_storage()
+            var length = socklen_t(MemoryLayout<sockaddr_storage>.size)
+            let client = withUnsafeMutablePointer(to: &address) {
+                $0.withMemoryRebound(to: sockaddr.self, capacity: 1) {
+                    accept4(fd, $0, &length, Int32(SOCK_NONBLOCK.rawValue) | Int32(SOCK_CLOEXEC.rawValue))
+                }
+            }
+            guard client >= 0 else {
+                switch errno {
+                case EMFILE, ENFILE, ENOBUFS, ENOMEM:
+                    // Out of descriptors or memory: waiting connections stay queued in the kernel
+                    // until some close, rather than the loop spinning on them.
+                    pauseAccepting(for: .milliseconds(100))
+                    return
+                case EAGAIN: return
+                default: continue  // one connection failed while queued (ECONNABORTED, EPROTO, …)
+                }
+            }
+            var one: Int32 = 1
+            setsockopt(client, Int32(IPPROTO_TCP), TCP_NODELAY, &one, socklen_t(MemoryLayout<Int32>.size))
+            guard let socket = try? StreamSocket(fd: client, reactor: reactor, remoteIP: Self.ipAddress(address), registered: false) else {
+                Glibc.close(client)
+                continue
+            }
+            accepted(socket)
+        }
+    }
+
+    private func pauseAccepting(for delay: TimeAmount) {
+        reactor.modify(fd, events: 0)
+        reactor.schedule(in: delay) { [self] in
+            if isOpen { reactor.modify(fd, events: EPOLLIN.rawValue) }
+        }
+    }
+
+    /// Stops listening; connections already accepted stay open.
+    public func close() {
+        guard isOpen else { return }
+        isOpen = false
+        reactor.close(fd)
+    }
+
+    private static func localPort(_ fd: Int32) throws -> Int {
+        var address = sockaddr_storage()
+        var length = socklen_t(MemoryLayout<sockaddr_storage>.size)
+        let result = withUnsafeMutablePointer(to: &address) {
+            $0.withMemoryRebound(to: sockaddr.self, capacity: 1) { getsockname(fd, $0, &length) }
+        }
+        guard result == 0 else { throw SocketError.system("getsockname", errno) }
+        return withUnsafeBytes(of: address) { raw in
+            switch Int32(address.ss_family) {
+            case AF_INET: Int(UInt16(bigEndian: raw.load(as: sockaddr_in.self).sin_port))
+            default: Int(UInt16(bigEndian: raw.load(as: sockaddr_in6.self).sin6_port))
+            }
+        }
+    }
+
+    static func ipAddress(_ address: sockaddr_storage) -> String? {
+        withUnsafeBytes(of: address) { raw in
+            switch Int32(address.ss_family) {
+            case AF_INET: SocketAddress(raw.load(as: sockaddr_in.self), host: "").ipAddress
+            case AF_INET6: SocketAddress(raw.load(as: sockaddr_in6.self), host: "").ipAddress
+            default: nil
+            }
+        }
+    }
+}
