@@ -18,8 +18,8 @@ public final class Reactor: @unchecked Sendable {
     public let allocator = ByteBufferAllocator()
     private let epoll: Int32
     private let wakeFD: Int32
-    /// Handlers by file descriptor (descriptors are small integers).
-    private var handlers: [ReadinessHandler?] = []
+    /// What is registered, by file descriptor (descriptors are small integers).
+    private var registrations: [Registration] = []
     private var timers = TimerHeap()
     /// Work for the end of the current turn, after all ready descriptors were handled.
     private var endOfTurn: [() -> Void] = []
@@ -49,12 +49,12 @@ public final class Reactor: @unchecked Sendable {
         guard wakeFD >= 0 else { throw SocketError.system("eventfd", errno) }
         var event = epoll_event()
         event.events = EPOLLIN.rawValue
-        event.data.fd = wakeFD
+        event.data.u64 = UInt64(wakeFD)
         epoll_ctl(epoll, EPOLL_CTL_ADD, wakeFD, &event)
     }
 
     deinit {
-        for fd in handlers.indices where handlers[fd] != nil { Glibc.close(Int32(fd)) }
+        for fd in registrations.indices where registrations[fd].handler != nil { Glibc.close(Int32(fd)) }
         Glibc.close(epoll)
         Glibc.close(wakeFD)
         iovecs.deallocate()
@@ -177,35 +177,47 @@ public final class Reactor: @unchecked Sendable {
 
     // MARK: Registration
 
+    /// A descriptor's handler, and how many times the descriptor was registered: an event read
+    /// before its descriptor was closed and reused in the same turn is not handed to the new owner.
+    private struct Registration {
+        var handler: ReadinessHandler?
+        var generation: UInt32 = 0
+    }
+
     func register(_ fd: Int32, events: UInt32, handler: ReadinessHandler) throws {
         let index = Int(fd)
-        if handlers.count <= index { handlers.append(contentsOf: repeatElement(nil, count: index + 1 - handlers.count)) }
-        handlers[index] = handler
-        var event = epoll_event()
-        event.events = events
-        event.data.fd = fd
-        guard epoll_ctl(epoll, EPOLL_CTL_ADD, fd, &event) == 0 else {
-            handlers[index] = nil
+        if registrations.count <= index {
+            registrations.append(contentsOf: repeatElement(Registration(), count: index + 1 - registrations.count))
+        }
+        registrations[index].handler = handler
+        registrations[index].generation &+= 1
+        guard control(EPOLL_CTL_ADD, fd, events: events) == 0 else {
+            registrations[index].handler = nil
             throw SocketError.system("epoll_ctl", errno)
         }
     }
 
     /// Hands a registered descriptor to another handler (a connected socket taking over from its connect).
     func reassign(_ fd: Int32, to handler: ReadinessHandler) {
-        handlers[Int(fd)] = handler
+        registrations[Int(fd)].handler = handler
     }
 
     func modify(_ fd: Int32, events: UInt32) {
+        control(EPOLL_CTL_MOD, fd, events: events)
+    }
+
+    @discardableResult
+    private func control(_ operation: Int32, _ fd: Int32, events: UInt32) -> Int32 {
         var event = epoll_event()
         event.events = events
-        event.data.fd = fd
-        epoll_ctl(epoll, EPOLL_CTL_MOD, fd, &event)
+        event.data.u64 = UInt64(UInt32(fd)) | UInt64(registrations[Int(fd)].generation) << 32
+        return epoll_ctl(epoll, operation, fd, &event)
     }
 
     /// Forgets `fd` and closes it.
     func close(_ fd: Int32) {
         epoll_ctl(epoll, EPOLL_CTL_DEL, fd, nil)
-        handlers[Int(fd)] = nil
+        registrations[Int(fd)].handler = nil
         Glibc.close(fd)
     }
 
@@ -230,11 +242,12 @@ public final class Reactor: @unchecked Sendable {
             turnStart = .now()
             for index in 0..<Int(max(count, 0)) {
                 let event = events[index]
-                let fd = event.data.fd
+                let fd = Int32(truncatingIfNeeded: event.data.u64)
                 if fd == wakeFD {
                     var value: UInt64 = 0
                     _ = Glibc.read(wakeFD, &value, 8)
-                } else if let handler = handlers[Int(fd)] {
+                } else if registrations[Int(fd)].generation == UInt32(truncatingIfNeeded: event.data.u64 >> 32),
+                          let handler = registrations[Int(fd)].handler {
                     handler.ready(event.events)
                 }
             }
