@@ -77,7 +77,7 @@ let package = Package(
         .target(
             name: "Sidecar",
             dependencies: [
-                "TrellisCore", "Telemetry", "TrellisHTTP", "EventIO",
+                "TrellisCore", "Telemetry", "TrellisHTTP", "EventIO", "CEventIO",
                 .product(name: "Yams", package: "Yams"),
             ] + daemon,
             swiftSettings: dataPath
