@@ -38,12 +38,8 @@ public final class Listener: ReadinessHandler {
     func ready(_ events: UInt32) {
         for _ in 0..<Self.maxAcceptsPerTurn {
             guard isOpen else { return }
-            var address = sockaddr_storage()
-            var length = socklen_t(MemoryLayout<sockaddr_storage>.size)
-            let client = withUnsafeMutablePointer(to: &address) {
-                $0.withMemoryRebound(to: sockaddr.self, capacity: 1) {
-                    accept4(fd, $0, &length, Int32(SOCK_NONBLOCK.rawValue) | Int32(SOCK_CLOEXEC.rawValue))
-                }
+            let (client, address) = Self.withAddress {
+                accept4(fd, $0, $1, Int32(SOCK_NONBLOCK.rawValue) | Int32(SOCK_CLOEXEC.rawValue))
             }
             guard client >= 0 else {
                 switch errno {
@@ -58,7 +54,7 @@ public final class Listener: ReadinessHandler {
             }
             var one: Int32 = 1
             setsockopt(client, Int32(IPPROTO_TCP), TCP_NODELAY, &one, socklen_t(MemoryLayout<Int32>.size))
-            guard let socket = try? StreamSocket(fd: client, reactor: reactor, remoteIP: Self.ipAddress(address), registered: false) else {
+            guard let socket = try? StreamSocket(fd: client, reactor: reactor, remoteIP: address?.ipAddress, registered: false) else {
                 Glibc.close(client)
                 continue
             }
@@ -81,27 +77,29 @@ public final class Listener: ReadinessHandler {
     }
 
     private static func localPort(_ fd: Int32) throws -> Int {
-        var address = sockaddr_storage()
-        var length = socklen_t(MemoryLayout<sockaddr_storage>.size)
-        let result = withUnsafeMutablePointer(to: &address) {
-            $0.withMemoryRebound(to: sockaddr.self, capacity: 1) { getsockname(fd, $0, &length) }
-        }
-        guard result == 0 else { throw SocketError.system("getsockname", errno) }
-        return withUnsafeBytes(of: address) { raw in
-            switch Int32(address.ss_family) {
-            case AF_INET: Int(UInt16(bigEndian: raw.load(as: sockaddr_in.self).sin_port))
-            default: Int(UInt16(bigEndian: raw.load(as: sockaddr_in6.self).sin6_port))
-            }
-        }
+        let (result, address) = withAddress { getsockname(fd, $0, $1) }
+        guard result == 0, let port = address?.port else { throw SocketError.system("getsockname", errno) }
+        return port
     }
 
-    static func ipAddress(_ address: sockaddr_storage) -> String? {
-        withUnsafeBytes(of: address) { raw in
-            switch Int32(address.ss_family) {
-            case AF_INET: SocketAddress(raw.load(as: sockaddr_in.self), host: "").ipAddress
-            case AF_INET6: SocketAddress(raw.load(as: sockaddr_in6.self), host: "").ipAddress
+    /// Calls `system` (accept4, getsockname) with room for a socket address; returns its result
+    /// and the IPv4 or IPv6 address it filled in.
+    private static func withAddress(
+        _ system: (UnsafeMutablePointer<sockaddr>, UnsafeMutablePointer<socklen_t>) -> Int32
+    ) -> (result: Int32, address: SocketAddress?) {
+        var storage = sockaddr_storage()
+        var length = socklen_t(MemoryLayout<sockaddr_storage>.size)
+        let result = withUnsafeMutablePointer(to: &storage) {
+            $0.withMemoryRebound(to: sockaddr.self, capacity: 1) { system($0, &length) }
+        }
+        guard result >= 0 else { return (result, nil) }
+        let address: SocketAddress? = withUnsafeBytes(of: storage) { raw in
+            switch Int32(storage.ss_family) {
+            case AF_INET: SocketAddress(raw.load(as: sockaddr_in.self), host: "")
+            case AF_INET6: SocketAddress(raw.load(as: sockaddr_in6.self), host: "")
             default: nil
             }
         }
+        return (result, address)
     }
 }

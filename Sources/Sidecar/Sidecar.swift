@@ -46,20 +46,15 @@ public final class Sidecar: Service {
             metrics: metrics,
             accessLog: AccessLog(service: settings.service, enabled: settings.accessLog, sink: sink))
         var upstreamURLs: [(String, String)] = []
-        var outbound: [Listener] = []
         for upstream in settings.upstreams {
-            let listener = try Self.listen(host: "127.0.0.1", port: upstream.port, plane: dataPlane, key: upstream.name)
-            outbound.append(listener)
-            upstreamURLs.append((upstream.name, "http://127.0.0.1:\(listener.port)"))
+            let port = try dataPlane.listen(upstream.name, host: "127.0.0.1", port: upstream.port)
+            upstreamURLs.append((upstream.name, "http://127.0.0.1:\(port)"))
         }
-        let inboundListener = try Self.listen(host: settings.address, port: settings.port, plane: dataPlane, key: DataPlane.inboundKey)
-        let publicPort = inboundListener.port
+        let publicPort = try dataPlane.listen(DataPlane.inboundKey, host: settings.address, port: settings.port)
         let instanceID = settings.instanceID ?? Self.defaultInstanceID(settings.service, address: settings.address, port: publicPort)
         dataPlane.accessLog.instance = instanceID
         dataPlane.startHousekeeping()
         let plane = ReactorBound(dataPlane, on: reactor)
-        let inbound = ReactorBound(inboundListener, on: reactor)
-        let listeners = ReactorBound(outbound, on: reactor)
         reactor.start(name: "trellis-data")
         forwarder?.setInstance(instanceID)
 
@@ -124,7 +119,7 @@ public final class Sidecar: Service {
             reactor.execute { plane.value.draining = true }
             admin.draining = true
             await registration.deregister()
-            await reactor.submit { inbound.value.close() }
+            await reactor.submit { plane.value.stopAccepting(DataPlane.inboundKey) }
             let deadline = ContinuousClock.now + .nanoseconds(settings.drainTimeout.nanoseconds)
             while ContinuousClock.now < deadline {
                 let inFlight = await reactor.submit { plane.value.inboundInFlight }
@@ -136,10 +131,7 @@ public final class Sidecar: Service {
             await forwarder?.drain(client: HTTPClient(group: controlGroup))
             group.cancelAll()
         }
-        await reactor.submit {
-            plane.value.stopHousekeeping()
-            for listener in listeners.value { listener.close() }
-        }
+        await reactor.submit { plane.value.stop() }
         await adminServer.close()
         await reactor.submit { plane.value.accessLog.flush() }
         logger.info("stopped", metadata: ["instance": "\(instanceID)"])
@@ -169,12 +161,6 @@ public final class Sidecar: Service {
 
     static func defaultInstanceID(_ service: String, address: String, port: Int) -> String {
         ["127.0.0.1", "::1", "localhost"].contains(address) ? "\(service)-\(port)" : "\(service)-\(address)-\(port)"
-    }
-
-    private static func listen(host: String, port: Int, plane: DataPlane, key: String) throws -> Listener {
-        try Listener(host: host, port: port, reactor: plane.reactor) { downstream in
-            downstream.delegate = ProxyHandler(plane: plane, listenerKey: key, downstream: downstream)
-        }
     }
 
     /// The port the service listens on: given, or a free one outside the ephemeral range, so no

@@ -64,7 +64,24 @@ final class DataPlane {
         listeners[upstream]?.cluster.update(endpoints)
     }
 
+    /// The listening sockets, by listener key.
+    private var listening: [String: Listener] = [:]
     private var housekeeping: [RepeatingTimer] = []
+
+    /// Accepts connections for the listener `key` on `host:port` (before the reactor starts, or on
+    /// its thread); returns the port, the one the system chose when `port` is 0.
+    func listen(_ key: String, host: String, port: Int) throws -> Int {
+        let listener = try Listener(host: host, port: port, reactor: reactor) { [unowned self] downstream in
+            downstream.delegate = ProxyHandler(plane: self, listenerKey: key, downstream: downstream)
+        }
+        listening[key] = listener
+        return listener.port
+    }
+
+    /// Stops accepting for the listener `key`; its connections stay open.
+    func stopAccepting(_ key: String) {
+        listening[key]?.close()
+    }
 
     /// Flushes the access log every 200 ms; every 5 s closes pooled connections idle for a minute
     /// and hands heap memory freed since (after a burst of connections) back to the system.
@@ -78,7 +95,9 @@ final class DataPlane {
         ]
     }
 
-    func stopHousekeeping() {
+    /// Stops accepting everywhere and ends the housekeeping; connections stay open.
+    func stop() {
+        for listener in listening.values { listener.close() }
         for timer in housekeeping { timer.cancel() }
         housekeeping = []
     }

@@ -100,7 +100,7 @@ struct TraceContext {
         out.write("\r\n")
     }
 
-    /// The most bytes `write(to:)` writes: traceparent 70, B3 multi 134, a made-up x-request-id 52.
+    /// The most bytes `write(to:)` writes: traceparent 70, B3 multi 133, a made-up x-request-id 52.
     var maximumLength: Int { 256 + (givenRequestID?.utf8.count ?? 0) }
 
     private func writeTraceID(to out: inout ASCIIWriter) {

@@ -210,7 +210,11 @@ enum HeadParser {
 
     /// ASCII case-insensitive comparison of the bytes in `range` with `name`.
     static func equalsIgnoringCase(_ raw: UnsafeRawBufferPointer, _ range: Range<Int>, _ name: String) -> Bool {
-        range.count == name.utf8.count && zip(raw[range], name.utf8).allSatisfy { MessageHead.lower($0) == MessageHead.lower($1) }
+        equalsIgnoringCase(raw, range, name.utf8)
+    }
+
+    static func equalsIgnoringCase(_ raw: UnsafeRawBufferPointer, _ range: Range<Int>, _ name: some Collection<UInt8>) -> Bool {
+        range.count == name.count && zip(raw[range], name).allSatisfy { MessageHead.lower($0) == MessageHead.lower($1) }
     }
 
     /// Names the proxy treats specially (as bytes), indexed by length.
@@ -232,10 +236,7 @@ enum HeadParser {
     private static func kind(_ raw: UnsafeRawBufferPointer, _ name: Range<Int>) -> FieldKind {
         guard name.count < kinds.count else { return .other }
         let first = MessageHead.lower(raw[name.lowerBound])
-        candidates: for candidate in kinds[name.count] where candidate.name[0] == first {
-            for offset in 1..<name.count where MessageHead.lower(raw[name.lowerBound + offset]) != candidate.name[offset] {
-                continue candidates
-            }
+        for candidate in kinds[name.count] where candidate.name[0] == first && equalsIgnoringCase(raw, name, candidate.name) {
             return candidate.kind
         }
         return .other
