@@ -16,6 +16,12 @@ public struct RegistryConfiguration: Sendable {
     /// Largest request body accepted; bigger ones get 413.
     public var maxBodySize = 1 << 20
     public var store = StoreChoice.sqlite
+    /// Consul's `node_id`: the node's UUID; when nil it is kept from the store or generated once.
+    public var nodeID: String?
+    /// Consul's `node_meta`: extra metadata on the registry's own node.
+    public var nodeMeta: [String: String] = [:]
+    /// Consul's `enable_script_checks`: whether checks with `Args` may be registered and run.
+    public var enableScriptChecks = false
 
     /// Where the catalog is kept.
     public enum StoreChoice: Sendable {
@@ -32,6 +38,23 @@ public struct RegistryConfiguration: Sendable {
     }
 
     public init() {}
+
+    public static func isUUID(_ text: String) -> Bool { ConsulAPI.isUUID(text) }
+
+    /// Why node metadata is refused, in Consul's words (`validateMetaPair`), nil when it is valid.
+    public static func nodeMetaProblem(_ meta: [String: String]) -> String? {
+        if meta.count > 64 { return "Node metadata cannot contain more than 64 key/value pairs" }
+        for (key, value) in meta.sorted(by: { $0.key < $1.key }) {
+            if key.isEmpty { return "Key cannot be blank" }
+            if !key.unicodeScalars.allSatisfy({ $0.isASCII && (CharacterSet.alphanumerics.contains($0) || $0 == "_" || $0 == "-") }) {
+                return "Key \"\(key)\" contains invalid characters"
+            }
+            if key.count > 128 { return "Key \"\(key)\" is too long (limit: 128 characters)" }
+            if key.hasPrefix("consul-") { return "Key prefix 'consul-' is reserved for internal use" }
+            if value.count > 512 { return "Value of \"\(key)\" is too long (limit: 512 characters)" }
+        }
+        return nil
+    }
 }
 
 /// The registry daemon: durable catalog, health checker and Consul-compatible HTTP API.
@@ -74,17 +97,21 @@ public final class RegistryServer: Service {
     private func serve(_ catalog: Catalog, group: MultiThreadedEventLoopGroup, metrics: RegistryMetrics) async throws {
         let advertised = config.host == "0.0.0.0" || config.host == "::" ? "127.0.0.1" : config.host
 
-        let nodeID = catalog.read { $0.node(config.nodeName)?.id } ?? UUID().uuidString.lowercased()
+        let nodeID = config.nodeID ?? catalog.read { $0.node(config.nodeName)?.id } ?? UUID().uuidString.lowercased()
         let identity = AgentIdentity(nodeName: config.nodeName, nodeID: nodeID, datacenter: config.datacenter,
-                                     address: advertised, httpPort: config.port)
+                                     address: advertised, httpPort: config.port, nodeMeta: config.nodeMeta,
+                                     enableScriptChecks: config.enableScriptChecks)
         try await Self.registerSelf(identity, in: catalog)
 
-        let checker = HealthChecker(catalog: catalog, node: identity.nodeName, loop: group.next(), logger: logger) {
+        let checker = HealthChecker(catalog: catalog, node: identity.nodeName, loop: group.next(), logger: logger,
+                                    runsScripts: config.enableScriptChecks) {
             metrics.recordProbe(type: $0, status: $1)
         }
         checker.start()
         let sessionExpiry = SessionExpiry(catalog: catalog, loop: group.next())
-        let api = ConsulAPI(catalog: catalog, identity: identity, checker: checker, metrics: metrics, logger: logger)
+        let (leave, leaveRequested) = AsyncStream<Void>.makeStream()
+        let api = ConsulAPI(catalog: catalog, identity: identity, checker: checker, metrics: metrics, logger: logger,
+                            dataDirectory: config.dataDirectory, onLeave: { leaveRequested.yield() })
         let server = try await HTTPServer.start(host: config.host, port: config.port, group: group,
                                                 maxBodySize: config.maxBodySize, responder: api, logger: logger)
         let address = "\(config.host):\(server.localAddress.port ?? config.port)"
@@ -93,7 +120,13 @@ public final class RegistryServer: Service {
         onListening(address)
         SystemdNotifier.ready(status: "serving Consul API on \(address)")
 
-        try? await gracefulShutdown()
+        // Until SIGTERM/SIGINT or `PUT /v1/agent/leave`, whichever comes first.
+        await withTaskGroup(of: Void.self) { group in
+            group.addTask { try? await gracefulShutdown() }
+            group.addTask { for await _ in leave { return } }
+            await group.next()
+            group.cancelAll()
+        }
 
         SystemdNotifier.stopping()
         logger.info("registry shutting down")
@@ -135,7 +168,8 @@ public final class RegistryServer: Service {
         let address = identity.address
         let node = Node(id: identity.nodeID, name: identity.nodeName, address: address, datacenter: identity.datacenter,
                         taggedAddresses: ["lan": address, "lan_ipv4": address, "wan": address, "wan_ipv4": address],
-                        meta: ["consul-network-segment": "", "consul-version": AgentIdentity.consulVersion])
+                        meta: identity.nodeMeta.merging(["consul-network-segment": "",
+                                                         "consul-version": AgentIdentity.consulVersion]) { $1 })
         var consul = ServiceInstance(node: identity.nodeName, id: "consul", name: "consul")
         consul.port = AgentIdentity.serverPort
         consul.meta = ["raft_version": "3", "serf_protocol_current": "2", "serf_protocol_max": "5",

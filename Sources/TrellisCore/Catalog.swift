@@ -43,6 +43,14 @@ public struct ServiceInstance: Sendable, Equatable {
     public var taggedAddresses: [String: ServiceAddress] = [:]
     public var weights = Weights()
     public var enableTagOverride = false
+    /// Consul's service kind: empty for a typical service, `connect-proxy`, `mesh-gateway`, ….
+    public var kind = ""
+    /// A unix socket the service listens on instead of (or besides) its port.
+    public var socketPath = ""
+    /// Consul's `Proxy`, `Connect` and `Locality` objects, kept as registered and returned unchanged.
+    public var proxy: JSON?
+    public var connect: JSON?
+    public var locality: JSON?
     public var createIndex: UInt64 = 0
     public var modifyIndex: UInt64 = 0
 
@@ -54,12 +62,28 @@ public struct ServiceInstance: Sendable, Equatable {
             self.passing = passing
             self.warning = warning
         }
+
+        /// Consul's `ValidateWeights` message for weights it refuses, nil for valid ones.
+        public var invalidReason: String? {
+            if passing < 1 { return "Passing must be greater than 0" }
+            if warning < 0 { return "Warning must be greater or equal than 0" }
+            if passing > 65535 || warning > 65535 { return "DNS Weight must be between 0 and 65535" }
+            return nil
+        }
     }
 
     public init(node: String, id: String, name: String) {
         self.node = node
         self.id = id
         self.name = name
+    }
+
+    /// The service whose mesh traffic this instance accepts: the destination of a `connect-proxy`,
+    /// or the instance's own name when it is Connect-native; nil otherwise.
+    public var connectTarget: String? {
+        if kind == "connect-proxy" { return proxy?["DestinationServiceName"]?.stringValue }
+        if kind.isEmpty, connect?["Native"]?.boolValue == true { return name }
+        return nil
     }
 }
 
@@ -71,6 +95,10 @@ public struct CheckDefinition: Sendable, Equatable {
     public var body: String = ""
     public var tlsSkipVerify = false
     public var tcp: String = ""
+    /// A UDP check's target: kept for checks of other nodes registered through the catalog, not run.
+    public var udp: String = ""
+    /// A script check's command and arguments (run only with `enable_script_checks`).
+    public var args: [String] = []
     public var ttl: Duration?
     public var interval: Duration?
     public var timeout: Duration?
@@ -85,6 +113,8 @@ public struct CheckDefinition: Sendable, Equatable {
     public var type: String {
         if !http.isEmpty { return "http" }
         if !tcp.isEmpty { return "tcp" }
+        if !udp.isEmpty { return "udp" }
+        if !args.isEmpty { return "script" }
         if ttl != nil { return "ttl" }
         return ""
     }

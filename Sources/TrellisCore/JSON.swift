@@ -6,6 +6,8 @@ public enum JSON: Sendable, Equatable {
     case null
     case bool(Bool)
     case int(Int64)
+    /// An integer above `Int64.max`; Consul's uint64 fields (KV `Flags`) use the whole range.
+    case uint(UInt64)
     case double(Double)
     case string(String)
     case array([JSON])
@@ -59,6 +61,19 @@ extension JSON {
     public var stringValue: String? { if case .string(let s) = self { return s }; return nil }
     public var boolValue: Bool? { if case .bool(let b) = self { return b }; return nil }
     public var isNull: Bool { if case .null = self { return true }; return false }
+    /// The value as an unsigned 64-bit integer when it is a non-negative integral JSON number.
+    public var uint64Value: UInt64? {
+        switch self {
+        case .uint(let u): return u
+        case .int(let i) where i >= 0: return UInt64(i)
+        case .double(let d) where d.rounded() == d && d >= 0 && d < 1.8e19: return UInt64(d)
+        default: return nil
+        }
+    }
+    /// An unsigned integer as JSON: `.int` while it fits, `.uint` above `Int64.max`.
+    public static func unsigned(_ value: UInt64) -> JSON {
+        value <= UInt64(Int64.max) ? .int(Int64(value)) : .uint(value)
+    }
     /// The value as an integer when it is an integral JSON number.
     public var intValue: Int64? {
         switch self {
@@ -286,6 +301,7 @@ private struct JSONParser {
         }
         let text = String(decoding: bytes[start..<pos], as: UTF8.self)
         if isInteger, let value = Int64(text) { return .int(value) }
+        if isInteger, let value = UInt64(text) { return .uint(value) }
         guard let value = Double(text) else { throw fail("invalid number") }
         return .double(value)
     }
@@ -310,6 +326,7 @@ extension JSON {
         case .null: out.append(contentsOf: "null".utf8)
         case .bool(let b): out.append(contentsOf: (b ? "true" : "false").utf8)
         case .int(let i): out.append(contentsOf: String(i).utf8)
+        case .uint(let u): out.append(contentsOf: String(u).utf8)
         case .double(let d):
             if d.isFinite {
                 if d.rounded() == d && abs(d) < 1e15 {

@@ -34,19 +34,29 @@ struct RegistryCommand: AsyncParsableCommand {
     @Option(name: .long, help: "Datacenter name. Default dc1.")
     var datacenter: String?
 
+    @Option(name: .long, help: "UUID of the registry's node (Consul's node_id). Default: kept from the store, else generated.")
+    var nodeID: String?
+
+    @Option(name: .long, help: "Metadata of the registry's node as KEY:VALUE (Consul's -node-meta); repeatable.")
+    var nodeMeta: [String] = []
+
+    @Flag(name: .long, help: "Allow checks that run a command (Args), as Consul's enable_script_checks. Off by default.")
+    var enableScriptChecks = false
+
     @Option(name: .long, help: "Log level: trace, debug, info, notice, warning, error, critical. Default info.")
     var logLevel: Logger.Level?
 
     @Option(name: .long, help: "Log format: json, text, or auto (json unless stderr is a terminal).")
     var logFormat: LogSetup.Format = .auto
 
-    @Option(name: .long, help: "YAML file with the same settings in snake_case (http_addr, data_dir, store, etcd_endpoints, etcd_prefix, node, datacenter, log_level); flags win.")
+    @Option(name: .long, help: "YAML file with the same settings in snake_case (http_addr, data_dir, store, etcd_endpoints, etcd_prefix, node, node_id, node_meta, enable_script_checks, datacenter, log_level); flags win.")
     var config: String?
 
     func run() async throws {
         let file = try config.map {
             try DaemonConfigFile(path: $0, allowed: ["http_addr", "data_dir", "store", "etcd_endpoints", "etcd_prefix",
-                                                     "node", "datacenter", "log_level"])
+                                                     "node", "node_id", "node_meta", "enable_script_checks",
+                                                     "datacenter", "log_level"])
         }
         var settings = RegistryConfiguration()
         let address = httpAddr ?? file?["http_addr"] ?? "127.0.0.1:8500"
@@ -61,6 +71,20 @@ struct RegistryCommand: AsyncParsableCommand {
                                               prefix: etcdPrefix ?? file?["etcd_prefix"] ?? "trellis/registry/")
         settings.datacenter = datacenter ?? file?["datacenter"] ?? "dc1"
         if let name = node ?? file?["node"] { settings.nodeName = name }
+        if let id = nodeID ?? file?["node_id"] {
+            guard RegistryConfiguration.isUUID(id) else {
+                throw ValidationError("node_id must be a UUID such as 8f246b77-f3e1-ff88-5b48-8ec93abf3e05, got \"\(id)\"")
+            }
+            settings.nodeID = id.lowercased()
+        }
+        var meta = try file?.map("node_meta") ?? [:]
+        for pair in nodeMeta {
+            guard let colon = pair.firstIndex(of: ":") else { throw ValidationError("--node-meta must be KEY:VALUE, got \"\(pair)\"") }
+            meta[String(pair[..<colon])] = String(pair[pair.index(after: colon)...])
+        }
+        if let problem = RegistryConfiguration.nodeMetaProblem(meta) { throw ValidationError("node_meta: \(problem)") }
+        settings.nodeMeta = meta
+        settings.enableScriptChecks = try enableScriptChecks || (file?.bool("enable_script_checks") ?? false)
         let levelText = file?["log_level"]
         guard let level = logLevel ?? (levelText.map { Logger.Level(rawValue: $0) } ?? .info) else {
             throw ValidationError("log_level must be one of trace, debug, info, notice, warning, error, critical")
@@ -130,7 +154,9 @@ enum LogSetup {
 
 /// A daemon's `--config` YAML file: a flat map of settings, unknown keys refused by name.
 struct DaemonConfigFile {
+    private let path: String
     private let values: [String: String]
+    private let maps: [String: [String: String]]
 
     init(path: String, allowed: Set<String>) throws {
         guard let data = FileManager.default.contents(atPath: path) else { throw ValidationError("cannot read config file \(path)") }
@@ -140,14 +166,40 @@ struct DaemonConfigFile {
         }
         guard let map = parsed as? [String: Any] else { throw ValidationError("\(path): expected a map of settings") }
         var values: [String: String] = [:]
+        var maps: [String: [String: String]] = [:]
         for (key, value) in map {
             guard allowed.contains(key) else {
                 throw ValidationError("\(path): unknown setting \"\(key)\" (known: \(allowed.sorted().joined(separator: ", ")))")
             }
-            values[key] = "\(value)"
+            if let nested = value as? [String: Any] {
+                maps[key] = nested.mapValues { "\($0)" }
+            } else {
+                values[key] = "\(value)"
+            }
         }
+        self.path = path
         self.values = values
+        self.maps = maps
     }
 
     subscript(_ key: String) -> String? { values[key] }
+
+    /// A setting that is a map of strings (such as `node_meta`).
+    func map(_ key: String) throws -> [String: String]? {
+        if values[key] != nil { throw ValidationError("\(path): \(key) must be a map of KEY: VALUE") }
+        return maps[key]
+    }
+
+    /// A boolean setting (`true`/`false`).
+    func bool(_ key: String) throws -> Bool? {
+        guard let text = values[key] else {
+            if maps[key] != nil { throw ValidationError("\(path): \(key) must be true or false") }
+            return nil
+        }
+        switch text.lowercased() {
+        case "true", "1": return true
+        case "false", "0": return false
+        default: throw ValidationError("\(path): \(key) must be true or false, got \"\(text)\"")
+        }
+    }
 }

@@ -24,7 +24,11 @@ extension ConsulAPI {
         return BlockingQuery.run(context.request, catalog: catalog, key: WatchKey.node(key.node), hashed: true,
                                  on: context.loop, cancellation: context.cancellation) { state in
             guard let instance = state.instance(key) else { return .text(.notFound, "unknown service ID: \(key.id)") }
-            return .json(CatalogJSON.agentService(instance, datacenter: dc).serialized(pretty: pretty))
+            let hash = ConsulHeaders.contentHash(of: CatalogJSON.agentService(instance, datacenter: dc).serialized())
+            var response = HTTPResponse.json(CatalogJSON.agentService(instance, datacenter: dc, contentHash: hash)
+                .serialized(pretty: pretty))
+            response.headers.add(name: ConsulHeaders.contentHash, value: hash)
+            return response
         }
     }
 
@@ -44,8 +48,10 @@ extension ConsulAPI {
         do {
             let r = try decodeBody(context)
             instance = try ServiceFields.decode(r, node: node, nameField: "Name")
-            if let check = try r.object("Check") { checkRequests.append(try CheckFields.decode(check)) }
-            for check in try r.objects("Checks") ?? [] { checkRequests.append(try CheckFields.decode(check)) }
+            if let reason = instance.weights.invalidReason { return badRequest("Invalid Weights: \(reason)", context) }
+            let scripts = identity.enableScriptChecks
+            if let check = try r.object("Check") { checkRequests.append(try CheckFields.decode(check, scripts: scripts)) }
+            for check in try r.objects("Checks") ?? [] { checkRequests.append(try CheckFields.decode(check, scripts: scripts)) }
         } catch {
             return decodeFailed(error, context)
         }
@@ -128,7 +134,7 @@ extension ConsulAPI {
         let request: CheckRequest
         let definition: CheckDefinition
         do {
-            request = try CheckFields.decode(try decodeBody(context))
+            request = try CheckFields.decode(try decodeBody(context), scripts: identity.enableScriptChecks)
         } catch {
             return decodeFailed(error, context)
         }
@@ -213,12 +219,21 @@ extension ConsulAPI {
             ("Revision", .string("trellis-\(AgentIdentity.trellisVersion)")), ("Server", .bool(true)),
             ("Version", .string(AgentIdentity.consulVersion)), ("BuildDate", .string("2026-01-01T00:00:00Z")),
         ])
+        // Addresses as Consul's sanitized runtime config writes a net.Addr: `tcp://HOST:PORT`.
+        func tcp(_ port: Int) -> JSON { .string("tcp://\(HostPort.format(id.address, port))") }
         let debug = JSONObject([
             ("Datacenter", .string(id.datacenter)), ("NodeName", .string(id.nodeName)), ("NodeID", .string(id.nodeID)),
-            ("ServerMode", .bool(true)), ("Bootstrap", .bool(true)), ("BindAddr", .string(id.address)),
-            ("ClientAddrs", .strings([id.address])), ("HTTPPort", .int(Int64(id.httpPort))),
-            ("ServerPort", .int(Int64(AgentIdentity.serverPort))), ("EnableScriptChecks", .bool(false)),
-            ("CheckOutputMaxSize", .int(Int64(Probes.outputLimit))),
+            ("NodeMeta", .stringMap(id.nodeMeta)), ("ServerMode", .bool(true)), ("Bootstrap", .bool(true)),
+            ("BindAddr", .string(id.address)), ("AdvertiseAddrLAN", .string(id.address)),
+            ("AdvertiseAddrWAN", .string(id.address)), ("ClientAddrs", .strings([id.address])),
+            ("HTTPAddrs", .array([tcp(id.httpPort)])), ("HTTPPort", .int(Int64(id.httpPort))), ("HTTPSPort", .int(-1)),
+            ("DNSPort", .int(-1)), ("ServerPort", .int(Int64(AgentIdentity.serverPort))),
+            ("RPCAdvertiseAddr", tcp(AgentIdentity.serverPort)), ("RPCBindAddr", tcp(AgentIdentity.serverPort)),
+            ("SerfAdvertiseAddrLAN", tcp(8301)), ("SerfAdvertiseAddrWAN", tcp(8302)),
+            ("SerfBindAddrLAN", tcp(8301)), ("SerfBindAddrWAN", tcp(8302)), ("SerfPortLAN", .int(8301)), ("SerfPortWAN", .int(8302)),
+            ("EnableScriptChecks", .bool(id.enableScriptChecks)), ("EnableLocalScriptChecks", .bool(id.enableScriptChecks)),
+            ("ACLsEnabled", .bool(false)), ("CheckOutputMaxSize", .int(Int64(Probes.outputLimit))),
+            ("Version", .string(AgentIdentity.consulVersion)), ("Revision", .string("trellis-\(AgentIdentity.trellisVersion)")),
         ])
         let coord = JSONObject([
             ("Vec", .array(Array(repeating: .int(0), count: 8))), ("Error", .double(1.5)),
@@ -241,7 +256,8 @@ extension ConsulAPI {
         let body = JSONObject([
             ("Config", .object(config)), ("DebugConfig", .object(debug)), ("Coord", .object(coord)),
             ("Member", memberJSON()), ("Stats", .object(stats)),
-            ("Meta", .stringMap(["consul-network-segment": "", "consul-version": AgentIdentity.consulVersion])),
+            ("Meta", .stringMap(id.nodeMeta.merging(["consul-network-segment": "",
+                                                     "consul-version": AgentIdentity.consulVersion]) { $1 })),
             ("xDS", .object(xds)),
         ])
         return immediate(json(.object(body), context), context)

@@ -51,6 +51,8 @@ final class BlockingQuery: @unchecked Sendable {
     private let deadlines: DeadlineSweep
     private let promise: EventLoopPromise<HTTPResponse>
     private let wanted: Version
+    /// `?cached`: the answer says whether it came from the cache (`X-Cache`, `Age`), as Consul's agent cache does.
+    private let reportsCache: Bool
     // Touched only on `loop`.
     private var token: WatchHub.Token?
     private var done = false
@@ -62,7 +64,8 @@ final class BlockingQuery: @unchecked Sendable {
     }
 
     private init(catalog: Catalog, key: String, cacheKey: String, indexOf: @escaping IndexOf, wanted: Version,
-                 loop: any EventLoop, render: @escaping Render) {
+                 reportsCache: Bool, loop: any EventLoop, render: @escaping Render) {
+        self.reportsCache = reportsCache
         self.catalog = catalog
         self.key = key
         self.cacheKey = cacheKey
@@ -76,7 +79,8 @@ final class BlockingQuery: @unchecked Sendable {
 
     /// Runs a read parked on watch `key`, blocking per the request's parameters; `indexOf` gives the
     /// read's index (by default the key's own), `render` builds the body from a snapshot. With
-    /// `hashed`, the answer carries `X-Consul-ContentHash` and `?hash=` blocks, as Consul's agent endpoints do.
+    /// `hashed`, `?hash=` blocks until the `X-Consul-ContentHash` that `render` sets differs, as
+    /// Consul's agent endpoints do.
     static func run(_ request: HTTPRequest, catalog: Catalog, key: String, indexOf: IndexOf? = nil, hashed: Bool = false,
                     on loop: any EventLoop, cancellation: CancellationSignal,
                     render: @escaping Render) -> EventLoopFuture<HTTPResponse> {
@@ -88,18 +92,20 @@ final class BlockingQuery: @unchecked Sendable {
             return loop.makeSucceededFuture(.text(.badRequest, error.description))
         }
         let cacheKey = ResponseCache.key(for: request)
-        let render = hashed ? withContentHash(render) : render
+        let reportsCache = request.query.has("cached")
         let wanted: Version
         switch (hashed, parameters.minHash) {
         case (true, let hash?): wanted = .hash(hash)
         case (false, _) where parameters.minIndex != 0: wanted = .index(parameters.minIndex)
-        default: return loop.makeSucceededFuture(snapshot(catalog, cacheKey, indexOf, render).response)
+        default:
+            let now = snapshot(catalog, cacheKey, indexOf, render)
+            return loop.makeSucceededFuture(reportsCache ? withCacheHeaders(now) : now.response)
         }
         let query = BlockingQuery(catalog: catalog, key: key, cacheKey: cacheKey, indexOf: indexOf,
-                                  wanted: wanted, loop: loop, render: render)
+                                  wanted: wanted, reportsCache: reportsCache, loop: loop, render: render)
         loop.execute {
             query.deadlines.add(ObjectIdentifier(query), deadline: .now() + parameters.wait) {
-                query.finish(query.snapshot().response)
+                query.finish(query.snapshot())
             }
             query.evaluate()
         }
@@ -107,63 +113,74 @@ final class BlockingQuery: @unchecked Sendable {
         return query.promise.futureResult
     }
 
-    private func snapshot() -> (index: UInt64, response: HTTPResponse) {
+    /// A read's answer, its index, and when the cached rendering it reuses was made (nil when fresh).
+    typealias Snapshot = (index: UInt64, response: HTTPResponse, cachedAt: ContinuousClock.Instant?)
+
+    private func snapshot() -> Snapshot {
         Self.snapshot(catalog, cacheKey, indexOf, render)
     }
 
     /// Renders the read, or reuses the last rendering of the same request while its index is unchanged.
-    private static func snapshot(_ catalog: Catalog, _ cacheKey: String, _ indexOf: IndexOf,
-                                 _ render: Render) -> (index: UInt64, response: HTTPResponse) {
+    private static func snapshot(_ catalog: Catalog, _ cacheKey: String, _ indexOf: IndexOf, _ render: Render) -> Snapshot {
         catalog.read { state in
             let index = max(indexOf(state), 1)
-            if let cached = catalog.responses.lookup(cacheKey, index: index) { return (index, cached) }
+            if let cached = catalog.responses.lookup(cacheKey, index: index) { return (index, cached.response, cached.stored) }
             var response = render(state)
             ConsulHeaders.addQueryMeta(&response.headers, index: index)
             catalog.responses.store(cacheKey, index: index, response: response)
-            return (index, response)
+            return (index, response, nil)
         }
+    }
+
+    /// `X-Cache: HIT` with `Age` in whole seconds, or `X-Cache: MISS`.
+    private static func withCacheHeaders(_ snapshot: Snapshot) -> HTTPResponse {
+        var response = snapshot.response
+        if let cachedAt = snapshot.cachedAt {
+            response.headers.replaceOrAdd(name: "X-Cache", value: "HIT")
+            response.headers.replaceOrAdd(name: "Age", value: String((ContinuousClock.now - cachedAt).components.seconds))
+        } else {
+            response.headers.replaceOrAdd(name: "X-Cache", value: "MISS")
+        }
+        return response
     }
 
     /// Reads; when nothing changed, parks and reads again, so that a change landing in between is never missed.
     private func evaluate() {
         guard !done else { return }
         let first = snapshot()
-        if changed(first) { return finish(first.response) }
+        if changed(first) { return finish(first) }
         token = catalog.hub.wait(on: key, loop: loop) { self.evaluate() }
         let second = snapshot()
-        if changed(second) { finish(second.response) }
+        if changed(second) { finish(second) }
     }
 
-    private func changed(_ snapshot: (index: UInt64, response: HTTPResponse)) -> Bool {
+    private func changed(_ snapshot: Snapshot) -> Bool {
         switch wanted {
         case .index(let index): snapshot.index != index
         case .hash(let hash): snapshot.response.headers.first(name: ConsulHeaders.contentHash) != hash
         }
     }
 
-    /// Adds `X-Consul-ContentHash` (FNV-1a of the body) to what `render` answers.
-    private static func withContentHash(_ render: @escaping Render) -> Render {
-        { state in
-            var response = render(state)
-            var hash: UInt64 = 0xcbf2_9ce4_8422_2325
-            for byte in response.body.readableBytesView { hash = (hash ^ UInt64(byte)) &* 0x100_0000_01b3 }
-            response.headers.replaceOrAdd(name: ConsulHeaders.contentHash, value: String(hash, radix: 16))
-            return response
-        }
-    }
-
-    private func finish(_ response: HTTPResponse?) {
+    private func finish(_ snapshot: Snapshot?) {
         guard !done else { return }
         done = true
         deadlines.remove(ObjectIdentifier(self))
         if let token { catalog.hub.cancel(token) }
-        if let response { promise.succeed(response) } else { promise.succeed(.text(.requestTimeout, "client went away")) }
+        guard let snapshot else { return promise.succeed(.text(.requestTimeout, "client went away")) }
+        promise.succeed(reportsCache ? Self.withCacheHeaders(snapshot) : snapshot.response)
     }
 }
 
 /// The query-meta headers Consul puts on every blocking-capable read.
 enum ConsulHeaders {
     static let contentHash = "X-Consul-ContentHash"
+
+    /// A content hash of rendered bytes (FNV-1a, 16 hex digits at most), for `ContentHash` and its header.
+    static func contentHash(of bytes: [UInt8]) -> String {
+        var hash: UInt64 = 0xcbf2_9ce4_8422_2325
+        for byte in bytes { hash = (hash ^ UInt64(byte)) &* 0x100_0000_01b3 }
+        return String(hash, radix: 16)
+    }
 
     static func addQueryMeta(_ headers: inout HTTPHeaders, index: UInt64) {
         headers.add(name: "X-Consul-Index", value: String(max(index, 1)))

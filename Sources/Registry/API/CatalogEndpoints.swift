@@ -4,20 +4,28 @@ import TrellisHTTP
 
 /// `/v1/catalog/*`: the cluster-wide view of nodes and services, and direct catalog writes.
 extension ConsulAPI {
+    /// Service names with their tags; `?filter=` selects the instances (`ServiceNode`s) counted, as in Consul.
     func catalogServices(_ context: Context) -> EventLoopFuture<HTTPResponse> {
         let metaFilter = nodeMetaFilter(context)
-        return blockingJSON(context, key: WatchKey.services) { state in
-            let tags = state.serviceTags { Self.nodeMatches(state.node($0.node), metaFilter) }
+        let peer = namesPeer(context)
+        return blockingJSON(context, key: WatchKey.services, filteringItems: { state, filter in
+            if peer { return .object(JSONObject()) }
+            let tags = state.serviceTags { instance in
+                guard let node = state.node(instance.node), Self.nodeMatches(node, metaFilter) else { return false }
+                return filter?.matches(CatalogJSON.catalogServiceNode(node, instance)) ?? true
+            }
             return .object(JSONObject(tags.map { ($0.name, .strings($0.tags)) }))
-        }
+        })
     }
 
     func catalogService(_ context: Context) -> EventLoopFuture<HTTPResponse> {
         let name = context.rest
         let tags = context.request.query.all("tag")
         let metaFilter = nodeMetaFilter(context)
+        let peer = namesPeer(context)
         return blockingJSON(context, key: WatchKey.service(name)) { state in
-            .array(state.instances(named: name).compactMap { instance in
+            if peer { return .array([]) }
+            return .array(state.instances(named: name).compactMap { instance in
                 guard tags.allSatisfy(instance.tags.contains), let node = state.node(instance.node),
                       Self.nodeMatches(node, metaFilter) else { return nil }
                 return CatalogJSON.catalogServiceNode(node, instance)
@@ -34,13 +42,14 @@ extension ConsulAPI {
 
     func catalogNode(_ context: Context) -> EventLoopFuture<HTTPResponse> {
         let name = context.rest
-        return blockingJSON(context, key: WatchKey.node(name)) { state in
+        return blockingJSON(context, key: WatchKey.node(name), filteringItems: { state, filter in
             guard let node = state.node(name) else { return .null }
+            let services = JSONObject(state.instances(onNode: name).map { ($0.id, CatalogJSON.nodeService($0)) })
             return .object(JSONObject([
                 ("Node", CatalogJSON.node(node)),
-                ("Services", .object(JSONObject(state.instances(onNode: name).map { ($0.id, CatalogJSON.nodeService($0)) }))),
+                ("Services", filter.map { $0.apply(to: .object(services)) } ?? .object(services)),
             ]))
-        }
+        })
     }
 
     func catalogDatacenters(_ context: Context) -> EventLoopFuture<HTTPResponse> {
@@ -60,7 +69,9 @@ extension ConsulAPI {
                         datacenter: identity.datacenter, taggedAddresses: try r.stringMap("TaggedAddresses") ?? [:],
                         meta: try r.stringMap("NodeMeta") ?? [:])
             skipNodeUpdate = try r.bool("SkipNodeUpdate") ?? false
-            if let s = try r.object("Service") { service = try ServiceFields.decode(s, node: nodeName, nameField: "Service") }
+            if let s = try r.object("Service") {
+                service = ServiceFields.catalogWeights(try ServiceFields.decode(s, node: nodeName, nameField: "Service"))
+            }
             if let check = try r.object("Check") { checkRequests.append(try CheckFields.decode(check)) }
             for check in try r.objects("Checks") ?? [] { checkRequests.append(try CheckFields.decode(check)) }
             if let dc = try r.string("Datacenter"), !dc.isEmpty, dc != identity.datacenter {
@@ -77,12 +88,8 @@ extension ConsulAPI {
         if !node.id.isEmpty && !Self.isUUID(node.id) { return badRequest("Invalid node ID: \"\(node.id)\"", context) }
         var checks: [HealthCheck] = []
         for request in checkRequests {
-            var check = HealthCheck(node: nodeName, checkID: request.id.isEmpty ? request.name : request.id, name: request.name)
+            let check = request.catalogCheck(node: nodeName)
             guard !check.checkID.isEmpty else { return badRequest("Missing check ID", context) }
-            check.status = request.status ?? .critical
-            check.notes = request.notes
-            check.serviceID = request.serviceID
-            check.definition = request.definition
             checks.append(check)
         }
         return write(context, { [node, checks, service] (state: inout CatalogState) throws(CatalogError) -> Bool in

@@ -2,14 +2,17 @@ import TrellisCore
 
 /// Consul's JSON shapes for catalog values, used both on the wire and in the store.
 enum CatalogJSON {
+    /// A node's string map, `null` when it has none, as Consul encodes an unset Go map.
+    static func nodeMap(_ map: [String: String]) -> JSON { map.isEmpty ? .null : .stringMap(map) }
+
     static func node(_ node: Node) -> JSON {
         .object(JSONObject([
             ("ID", .string(node.id)),
             ("Node", .string(node.name)),
             ("Address", .string(node.address)),
             ("Datacenter", .string(node.datacenter)),
-            ("TaggedAddresses", .stringMap(node.taggedAddresses)),
-            ("Meta", .stringMap(node.meta)),
+            ("TaggedAddresses", nodeMap(node.taggedAddresses)),
+            ("Meta", nodeMap(node.meta)),
             ("CreateIndex", .int(Int64(node.createIndex))),
             ("ModifyIndex", .int(Int64(node.modifyIndex))),
         ]))
@@ -32,6 +35,7 @@ enum CatalogJSON {
     /// `NodeService`: the `Service` of a health entry and the values of `/v1/catalog/node/:node`.
     static func nodeService(_ s: ServiceInstance) -> JSON {
         var object = JSONObject([
+            ("Kind", .string(s.kind)),
             ("ID", .string(s.id)),
             ("Service", .string(s.name)),
             ("Tags", .strings(s.tags)),
@@ -41,32 +45,43 @@ enum CatalogJSON {
         object.pairs += [
             ("Meta", .stringMap(s.meta)),
             ("Port", .int(Int64(s.port))),
+            ("SocketPath", .string(s.socketPath)),
             ("Weights", weights(s.weights)),
             ("EnableTagOverride", .bool(s.enableTagOverride)),
-            ("Proxy", emptyProxy),
-            ("Connect", .object(JSONObject())),
+            ("Proxy", s.proxy ?? emptyProxy),
+            ("Connect", s.connect ?? .object(JSONObject())),
+        ]
+        if let locality = s.locality { object.append("Locality", locality) }
+        object.pairs += [
             ("CreateIndex", .int(Int64(s.createIndex))),
             ("ModifyIndex", .int(Int64(s.modifyIndex))),
         ]
         return .object(object)
     }
 
-    /// `AgentService`: the values of `/v1/agent/services`.
-    static func agentService(_ s: ServiceInstance, datacenter: String) -> JSON {
-        var object = JSONObject([
+    /// `AgentService`: the values of `/v1/agent/services`, and with its `ContentHash` `/v1/agent/service/:id`.
+    static func agentService(_ s: ServiceInstance, datacenter: String, contentHash: String? = nil) -> JSON {
+        var object = JSONObject()
+        if !s.kind.isEmpty { object.append("Kind", .string(s.kind)) }
+        object.pairs += [
             ("ID", .string(s.id)),
             ("Service", .string(s.name)),
             ("Tags", .strings(s.tags)),
             ("Meta", .stringMap(s.meta)),
             ("Port", .int(Int64(s.port))),
             ("Address", .string(s.address)),
-        ])
+        ]
+        if !s.socketPath.isEmpty { object.append("SocketPath", .string(s.socketPath)) }
         if !s.taggedAddresses.isEmpty { object.append("TaggedAddresses", serviceAddresses(s.taggedAddresses)) }
         object.pairs += [
             ("Weights", weights(s.weights)),
             ("EnableTagOverride", .bool(s.enableTagOverride)),
-            ("Datacenter", .string(datacenter)),
         ]
+        if let contentHash { object.append("ContentHash", .string(contentHash)) }
+        if let proxy = s.proxy { object.append("Proxy", proxy) }
+        if let connect = s.connect { object.append("Connect", connect) }
+        if let locality = s.locality { object.append("Locality", locality) }
+        object.append("Datacenter", .string(datacenter))
         return .object(object)
     }
 
@@ -77,9 +92,9 @@ enum CatalogJSON {
             ("Node", .string(node.name)),
             ("Address", .string(node.address)),
             ("Datacenter", .string(node.datacenter)),
-            ("TaggedAddresses", .stringMap(node.taggedAddresses)),
-            ("NodeMeta", .stringMap(node.meta)),
-            ("ServiceKind", .string("")),
+            ("TaggedAddresses", nodeMap(node.taggedAddresses)),
+            ("NodeMeta", nodeMap(node.meta)),
+            ("ServiceKind", .string(s.kind)),
             ("ServiceID", .string(s.id)),
             ("ServiceName", .string(s.name)),
             ("ServiceTags", .strings(s.tags)),
@@ -88,10 +103,11 @@ enum CatalogJSON {
             ("ServiceWeights", weights(s.weights)),
             ("ServiceMeta", .stringMap(s.meta)),
             ("ServicePort", .int(Int64(s.port))),
-            ("ServiceSocketPath", .string("")),
+            ("ServiceSocketPath", .string(s.socketPath)),
             ("ServiceEnableTagOverride", .bool(s.enableTagOverride)),
-            ("ServiceProxy", emptyProxy),
-            ("ServiceConnect", .object(JSONObject())),
+            ("ServiceProxy", s.proxy ?? emptyProxy),
+            ("ServiceConnect", s.connect ?? .object(JSONObject())),
+        ] + (s.locality.map { [("ServiceLocality", $0)] } ?? []) + [
             ("CreateIndex", .int(Int64(s.createIndex))),
             ("ModifyIndex", .int(Int64(s.modifyIndex))),
         ]))
@@ -109,6 +125,7 @@ enum CatalogJSON {
             if d.tlsSkipVerify { object.append("TLSSkipVerify", .bool(true)) }
         }
         if !d.tcp.isEmpty { object.append("TCP", .string(d.tcp)) }
+        if !d.udp.isEmpty { object.append("UDP", .string(d.udp)) }
         if let interval = d.interval { object.append("Interval", .string(GoDuration.format(interval))) }
         if let timeout = d.timeout { object.append("Timeout", .string(GoDuration.format(timeout))) }
         if let after = d.deregisterCriticalServiceAfter {
@@ -145,6 +162,9 @@ enum StoredCatalog {
 
     static func encode(_ service: ServiceInstance) -> [UInt8] {
         guard case .object(var object) = CatalogJSON.nodeService(service) else { return [] }
+        // The wire form fills in an empty `Proxy`/`Connect`; the record keeps only what was registered.
+        if service.proxy == nil { object.pairs.removeAll { $0.key == "Proxy" } }
+        if service.connect == nil { object.pairs.removeAll { $0.key == "Connect" } }
         object.append("Node", .string(service.node))
         return JSON.object(object).serialized()
     }
@@ -153,6 +173,7 @@ enum StoredCatalog {
         guard case .object(var object) = CatalogJSON.check(check) else { return [] }
         let d = check.definition
         if let ttl = d.ttl { object.append("TTL", .string(GoDuration.format(ttl))) }
+        if !d.args.isEmpty { object.append("Args", .strings(d.args)) }
         object.append("SuccessBeforePassing", .int(Int64(d.successBeforePassing)))
         object.append("FailuresBeforeWarning", .int(Int64(d.failuresBeforeWarning)))
         object.append("FailuresBeforeCritical", .int(Int64(d.failuresBeforeCritical)))
@@ -189,6 +210,7 @@ enum StoredCatalog {
         check.serviceTags = try r.strings("ServiceTags") ?? []
         var d = try CheckFields.decodeDefinition(try r.object("Definition") ?? FieldReader(JSONObject()))
         d.ttl = try r.duration("TTL")
+        d.args = try r.strings("Args") ?? []
         d.successBeforePassing = try r.int("SuccessBeforePassing") ?? 0
         d.failuresBeforeWarning = try r.int("FailuresBeforeWarning") ?? 0
         d.failuresBeforeCritical = try r.int("FailuresBeforeCritical") ?? 0

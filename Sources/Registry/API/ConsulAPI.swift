@@ -12,6 +12,9 @@ public struct AgentIdentity: Sendable {
     public var datacenter: String
     public var address: String
     public var httpPort: Int
+    /// Metadata of the registry's own node, besides Consul's `consul-*` keys.
+    public var nodeMeta: [String: String] = [:]
+    public var enableScriptChecks = false
     /// The Consul API version whose behaviour the registry follows.
     public static let consulVersion = "1.20.0"
     public static let trellisVersion = "0.1.0"
@@ -28,13 +31,21 @@ public final class ConsulAPI: HTTPResponder {
     let checker: HealthChecker
     let metrics: RegistryMetrics
     let logger: Logger
+    /// The registry's data directory, whose disk `/v1/agent/host` reports.
+    let dataDirectory: String
+    /// Starts the registry's graceful shutdown (`PUT /v1/agent/leave`).
+    let onLeave: @Sendable () -> Void
+    let events = UserEvents()
 
-    public init(catalog: Catalog, identity: AgentIdentity, checker: HealthChecker, metrics: RegistryMetrics, logger: Logger) {
+    public init(catalog: Catalog, identity: AgentIdentity, checker: HealthChecker, metrics: RegistryMetrics, logger: Logger,
+                dataDirectory: String = ".", onLeave: @escaping @Sendable () -> Void = {}) {
         self.catalog = catalog
         self.identity = identity
         self.checker = checker
         self.metrics = metrics
         self.logger = logger
+        self.dataDirectory = dataDirectory
+        self.onLeave = onLeave
     }
 
     /// A routed request: the handler and the endpoint label its metrics are recorded under.
@@ -75,6 +86,20 @@ public final class ConsulAPI: HTTPResponder {
         ([.PUT, .POST], "/v1/agent/check/update/", true, { $0.agentCheckUpdate }),
         ([.GET], "/v1/agent/self", false, { $0.agentSelf }),
         ([.GET], "/v1/agent/members", false, { $0.agentMembers }),
+        ([.GET], "/v1/agent/health/service/id/", true, { $0.agentHealthByID }),
+        ([.GET], "/v1/agent/health/service/name/", true, { $0.agentHealthByName }),
+        ([.PUT], "/v1/agent/maintenance", false, { $0.agentNodeMaintenance }),
+        ([.PUT], "/v1/agent/leave", false, { $0.agentLeave }),
+        ([.PUT], "/v1/agent/force-leave/", true, { $0.agentForceLeave }),
+        ([.PUT], "/v1/agent/token/", true, { $0.agentToken }),
+        ([.GET], "/v1/agent/host", false, { $0.agentHost }),
+        ([.GET], "/v1/agent/metrics", false, { $0.agentMetrics }),
+        ([.PUT], "/v1/event/fire/", true, { $0.eventFire }),
+        ([.GET], "/v1/event/list", false, { $0.eventList }),
+        ([.GET], "/v1/coordinate/datacenters", false, { $0.coordinateDatacenters }),
+        ([.GET], "/v1/coordinate/nodes", false, { $0.coordinateNodes }),
+        ([.GET], "/v1/coordinate/node/", true, { $0.coordinateNode }),
+        ([.PUT], "/v1/coordinate/update", false, { $0.coordinateUpdate }),
         ([.GET], "/v1/catalog/services", false, { $0.catalogServices }),
         ([.GET], "/v1/catalog/service/", true, { $0.catalogService }),
         ([.GET], "/v1/catalog/nodes", false, { $0.catalogNodes }),
@@ -86,6 +111,7 @@ public final class ConsulAPI: HTTPResponder {
         ([.GET], "/v1/health/checks/", true, { $0.healthChecks }),
         ([.GET], "/v1/health/state/", true, { $0.healthState }),
         ([.GET], "/v1/health/node/", true, { $0.healthNode }),
+        ([.GET], "/v1/health/connect/", true, { $0.healthConnect }),
         ([.GET], "/v1/status/leader", false, { $0.statusLeader }),
         ([.GET], "/v1/status/peers", false, { $0.statusPeers }),
         ([.GET, .PUT, .POST, .DELETE], "/v1/kv/", true, { $0.kv }),
@@ -162,6 +188,7 @@ public final class ConsulAPI: HTTPResponder {
             case .success(let value): promise.succeed(render(value))
             case .failure(CatalogError.badRequest(let message)): promise.succeed(.text(.badRequest, message))
             case .failure(CatalogError.notFound(let message)): promise.succeed(.text(.notFound, message))
+            case .failure(CatalogError.rejected(let message)): promise.succeed(.text(.internalServerError, message))
             case .failure(let error): promise.succeed(.text(.internalServerError, "write failed: \(error)"))
             }
         }
@@ -171,6 +198,18 @@ public final class ConsulAPI: HTTPResponder {
     /// A blocking-capable read of JSON, with `?filter` applied to list items.
     func blockingJSON(_ context: Context, key: String,
                       _ build: @escaping @Sendable (borrowing CatalogState) -> JSON) -> EventLoopFuture<HTTPResponse> {
+        blockingJSON(context, key: key, filteringItems: { state, filter in
+            let value = build(state)
+            return filter.map { $0.apply(to: value) } ?? value
+        })
+    }
+
+    /// A blocking-capable read of JSON whose `build` applies `?filter` itself, for endpoints where
+    /// Consul filters something other than the answer's items (the instances behind
+    /// `/v1/catalog/services`, the `Services` of `/v1/catalog/node/:node`).
+    func blockingJSON(_ context: Context, key: String,
+                      filteringItems build: @escaping @Sendable (borrowing CatalogState, FilterExpression?) -> JSON)
+        -> EventLoopFuture<HTTPResponse> {
         let filter: FilterExpression?
         do {
             filter = try context.request.query["filter"].flatMap { $0.isEmpty ? nil : try FilterExpression($0) }
@@ -180,11 +219,12 @@ public final class ConsulAPI: HTTPResponder {
         let pretty = context.request.query.has("pretty")
         return BlockingQuery.run(context.request, catalog: catalog, key: key, on: context.loop,
                                  cancellation: context.cancellation) { state in
-            var value = build(state)
-            if let filter { value = filter.apply(to: value) }
-            return .json(value.serialized(pretty: pretty))
+            .json(build(state, filter).serialized(pretty: pretty))
         }
     }
+
+    /// `?peer=`: this registry has no cluster peerings, so a read for any named peer finds nothing.
+    func namesPeer(_ context: Context) -> Bool { !(context.request.query["peer"] ?? "").isEmpty }
 
     /// `?node-meta=key:value` filters (all must match).
     func nodeMetaFilter(_ context: Context) -> [(String, String)] {

@@ -42,8 +42,15 @@ struct FieldReader {
 
     func uint64(_ name: String) throws(DecodeError) -> UInt64? {
         guard let value = value(name) else { return nil }
-        guard let number = value.intValue, number >= 0 else { throw DecodeError("\(name) must be a non-negative integer") }
-        return UInt64(number)
+        guard let number = value.uint64Value else { throw DecodeError("\(name) must be a non-negative integer") }
+        return number
+    }
+
+    /// A uint64 bit field such as KV `Flags`; records stored before the whole range was kept wrote
+    /// values above `Int64.max` as negative numbers, which are read back as the same bits.
+    func flags(_ name: String) throws(DecodeError) -> UInt64 {
+        if case .int(let signed)? = value(name), signed < 0 { return UInt64(bitPattern: signed) }
+        return try uint64(name) ?? 0
     }
 
     func bool(_ name: String) throws(DecodeError) -> Bool? {

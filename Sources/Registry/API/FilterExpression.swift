@@ -78,6 +78,7 @@ struct FilterExpression: Sendable {
         switch field {
         case .string(let s)?: s == value
         case .int(let i)?: Int64(value) == i
+        case .uint(let u)?: UInt64(value) == u
         case .double(let d)?: Double(value) == d
         case .bool(let b)?: GoBool.parse(value) == b
         default: false
@@ -94,6 +95,9 @@ struct FilterExpression: Sendable {
     }
 
     // MARK: Parsing
+
+    /// Separates the bracketed keys of an index selector within its token (keys may contain dots).
+    private static let indexSeparator: Character = "\u{1}"
 
     private static func tokenize(_ text: String) throws -> [String] {
         var tokens: [String] = []
@@ -120,9 +124,24 @@ struct FilterExpression: Sendable {
                 tokens.append(value)
                 continue
             }
-            let word = chars.prefix { !$0.isWhitespace && !"()=!\"`".contains($0) }
-            tokens.append(String(word))
+            let word = chars.prefix { !$0.isWhitespace && !"()=!\"`[".contains($0) }
+            var token = String(word)
             chars = chars.dropFirst(word.count)
+            // Index selectors: `NodeMeta["env"]`, `Meta[`key`]`; each key joins the selector as one segment.
+            while chars.first == "[", !token.isEmpty {
+                chars = chars.dropFirst()
+                guard let quote = chars.first, quote == "\"" || quote == "`" else {
+                    throw SyntaxError(description: "expected a quoted key after [")
+                }
+                let key = chars.dropFirst().prefix { $0 != quote }
+                chars = chars.dropFirst(key.count + 1)
+                guard chars.first == quote, chars.dropFirst().first == "]" else {
+                    throw SyntaxError(description: "expected \(quote)] to close the index of \(token)")
+                }
+                chars = chars.dropFirst(2)
+                token += String(Self.indexSeparator) + String(key)
+            }
+            tokens.append(token)
         }
         return tokens
     }
@@ -169,7 +188,8 @@ struct FilterExpression: Sendable {
 
         static func selector(_ token: String) throws -> [String] {
             guard !token.hasPrefix("\u{0}"), !token.isEmpty else { throw SyntaxError(description: "expected a selector") }
-            return token.split(separator: ".").map(String.init)
+            let parts = token.split(separator: FilterExpression.indexSeparator, omittingEmptySubsequences: false)
+            return parts[0].split(separator: ".").map(String.init) + parts.dropFirst().map(String.init)
         }
 
         mutating func parseMatch() throws -> Node {
@@ -198,7 +218,7 @@ struct FilterExpression: Sendable {
                 guard try take() == "empty" else { throw SyntaxError(description: "expected empty after is") }
                 return .empty(selector: selector, negated: negated)
             case let other:
-                throw SyntaxError(description: "unsupported operator \"\(other)\"")
+                throw SyntaxError(description: "unsupported operator \"\(Self.literal(other))\"")
             }
         }
     }

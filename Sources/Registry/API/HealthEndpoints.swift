@@ -6,12 +6,30 @@ import TrellisHTTP
 extension ConsulAPI {
     func healthService(_ context: Context) -> EventLoopFuture<HTTPResponse> {
         let name = context.rest
+        return healthEntries(context, service: name) { state in state.healthEntries(service: name) }
+    }
+
+    /// `/v1/health/connect/:service`: the instances that accept mesh traffic for `service` — its
+    /// `connect-proxy` instances (by `Proxy.DestinationServiceName`) and its Connect-native instances.
+    func healthConnect(_ context: Context) -> EventLoopFuture<HTTPResponse> {
+        let name = context.rest
+        return healthEntries(context, service: name) { state in
+            state.connectEntries(service: name)
+        }
+    }
+
+    /// Health entries as `/v1/health/service/:name` answers them, with `?passing`, `?tag=`,
+    /// `?node-meta=`, `?peer=` and `?filter=`.
+    private func healthEntries(_ context: Context, service name: String,
+                               _ entries: @escaping @Sendable (borrowing CatalogState) -> [HealthEntry]) -> EventLoopFuture<HTTPResponse> {
         let query = context.request.query
         guard let passing = query.flag("passing") else { return badRequest("Invalid value for ?passing", context) }
         let tags = query.all("tag")
         let metaFilter = nodeMetaFilter(context)
+        let peer = namesPeer(context)
         return blockingJSON(context, key: WatchKey.service(name)) { state in
-            .array(state.healthEntries(service: name).compactMap { entry in
+            if peer { return .array([]) }
+            return .array(entries(state).compactMap { entry in
                 guard tags.allSatisfy(entry.service.tags.contains), Self.nodeMatches(entry.node, metaFilter) else { return nil }
                 if passing && entry.checks.contains(where: { $0.status != .passing }) { return nil }
                 return .object(JSONObject([
@@ -25,8 +43,9 @@ extension ConsulAPI {
 
     func healthChecks(_ context: Context) -> EventLoopFuture<HTTPResponse> {
         let name = context.rest
+        let peer = namesPeer(context)
         return blockingJSON(context, key: WatchKey.service(name)) { state in
-            .array(state.checks(ofService: name).map(CatalogJSON.check))
+            .array(peer ? [] : state.checks(ofService: name).map(CatalogJSON.check))
         }
     }
 

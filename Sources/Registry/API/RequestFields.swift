@@ -13,10 +13,13 @@ enum ServiceFields {
         s.meta = try r.stringMap("Meta") ?? [:]
         s.enableTagOverride = try r.bool("EnableTagOverride") ?? false
         if let weights = try r.object("Weights") {
-            s.weights = .init(passing: try weights.int("Passing") ?? 1, warning: try weights.int("Warning") ?? 1)
-            guard s.weights.passing >= 1 else { throw DecodeError("Passing must be greater than 0") }
-            guard s.weights.warning >= 0 else { throw DecodeError("Warning must be greater or equal than 0") }
+            s.weights = .init(passing: try weights.int("Passing") ?? 0, warning: try weights.int("Warning") ?? 0)
         }
+        s.kind = try r.string("Kind") ?? ""
+        s.socketPath = try r.string("SocketPath") ?? ""
+        s.proxy = try r.object("Proxy").map { .object($0.object) }
+        s.connect = try r.object("Connect").map { .object($0.object) }
+        s.locality = try r.object("Locality").map { .object($0.object) }
         if let tagged = try r.object("TaggedAddresses") {
             for (key, value) in tagged.object.pairs {
                 let entry = try FieldReader(value, context: "TaggedAddresses.\(key)")
@@ -29,6 +32,15 @@ enum ServiceFields {
         }
         return s
     }
+
+    /// Catalog registrations (and transactions) do not refuse weights: like Consul's
+    /// `NodeService.ToServiceNode`, they keep valid ones and store `{1, 1}` instead of invalid ones,
+    /// which is what HashiCorp's client sends when it sets none (`{"Passing": 0, "Warning": 0}`).
+    static func catalogWeights(_ s: ServiceInstance) -> ServiceInstance {
+        var s = s
+        if s.weights.invalidReason != nil { s.weights = .init() }
+        return s
+    }
 }
 
 /// A check as submitted in a registration: its identity, initial state and how to run it.
@@ -39,6 +51,17 @@ struct CheckRequest {
     var serviceID: String
     var status: HealthStatus?
     var definition: CheckDefinition
+
+    /// The check as the catalog stores it on `node` (catalog registrations and transactions): its
+    /// ID falls back to its name, its status to critical; the catalog does not run it.
+    func catalogCheck(node: String) -> HealthCheck {
+        var check = HealthCheck(node: node, checkID: id.isEmpty ? name : id, name: name)
+        check.status = status ?? .critical
+        check.notes = notes
+        check.serviceID = serviceID
+        check.definition = definition
+        return check
+    }
 }
 
 /// Reads check definitions and validates them with Consul's rules and messages.
@@ -52,6 +75,7 @@ enum CheckFields {
         d.body = try r.string("Body") ?? ""
         d.tlsSkipVerify = try r.bool("TLSSkipVerify") ?? false
         d.tcp = try r.string("TCP") ?? ""
+        d.udp = try r.string("UDP") ?? ""
         d.ttl = try r.duration("TTL")
         d.interval = try r.duration("Interval")
         d.timeout = try r.duration("Timeout")
@@ -70,11 +94,14 @@ enum CheckFields {
         return d
     }
 
+    static let scriptsDisabledMessage = "Scripts are disabled on this agent; to enable, configure 'enable_script_checks' to true"
+
     /// Decodes one check of a registration body; its ID comes from `CheckID` or, failing that, `ID`.
-    static func decode(_ r: FieldReader) throws(DecodeError) -> CheckRequest {
-        for unsupported in ["Args", "ScriptArgs", "Script"] where r.has(unsupported) {
-            throw DecodeError("Scripts are disabled on this agent; to enable, configure 'enable_script_checks' to true")
-        }
+    /// `Args` (or `ScriptArgs`) are taken only when `scripts` is on.
+    static func decode(_ r: FieldReader, scripts: Bool = false) throws(DecodeError) -> CheckRequest {
+        var args = try r.strings("Args") ?? []
+        if args.isEmpty { args = try r.strings("ScriptArgs") ?? [] }
+        if r.has("Script") || (!args.isEmpty && !scripts) { throw DecodeError(scriptsDisabledMessage) }
         for unsupported in ["GRPC", "H2PING", "UDP", "DockerContainerID", "AliasService", "AliasNode", "OSService"]
         where r.has(unsupported) {
             throw DecodeError("\(unsupported) checks are not supported by this registry; use HTTP, TCP or TTL")
@@ -89,9 +116,10 @@ enum CheckFields {
         var id = try r.string("CheckID") ?? ""
         if id.isEmpty { id = try r.string("ID") ?? "" }
         var definition = try decodeDefinition(r)
+        definition.args = args
         if let nested = try r.object("Definition") {
             let inner = try decodeDefinition(nested)
-            if definition.http.isEmpty && definition.tcp.isEmpty && definition.ttl == nil { definition = inner }
+            if definition.type.isEmpty { definition = inner }
         }
         return CheckRequest(id: id, name: try r.string("Name") ?? "", notes: try r.string("Notes") ?? "",
                             serviceID: try r.string("ServiceID") ?? "", status: status, definition: definition)
@@ -100,9 +128,9 @@ enum CheckFields {
     /// Consul's `CheckType.Validate` for checks the agent runs.
     static func validateRunnable(_ d: CheckDefinition) throws(DecodeError) -> CheckDefinition {
         var d = d
-        let runnable = !d.http.isEmpty || !d.tcp.isEmpty
+        let runnable = !d.http.isEmpty || !d.tcp.isEmpty || !d.args.isEmpty
         if d.ttl == nil && !(runnable && d.interval != nil) { throw DecodeError(invalidCheckMessage) }
-        if d.ttl != nil && runnable { throw DecodeError("TTL must not be combined with HTTP or TCP") }
+        if d.ttl != nil && runnable { throw DecodeError("TTL must not be combined with HTTP, TCP or Args") }
         if !d.http.isEmpty {
             guard d.http.hasPrefix("http://") || d.http.hasPrefix("https://") else {
                 throw DecodeError("HTTP check URL must start with http:// or https://: \"\(d.http)\"")

@@ -8,7 +8,14 @@ import TrellisHTTP
 /// `/v1/health/service/:name?passing` then cost a lookup instead of JSON encoding.
 final class ResponseCache: Sendable {
     private static let capacity = 4096
-    private let entries = Mutex<[String: (index: UInt64, response: HTTPResponse)]>([:])
+    private let entries = Mutex<[String: Entry]>([:])
+
+    /// A rendering, the index it is valid for and when it was made (for `?cached`'s `Age`).
+    struct Entry {
+        let index: UInt64
+        let response: HTTPResponse
+        let stored: ContinuousClock.Instant
+    }
 
     /// The request without its blocking parameters: reads that differ only in those render alike.
     static func key(for request: HTTPRequest) -> String {
@@ -19,17 +26,17 @@ final class ResponseCache: Sendable {
         return key
     }
 
-    func lookup(_ key: String, index: UInt64) -> HTTPResponse? {
+    func lookup(_ key: String, index: UInt64) -> Entry? {
         entries.withLock { entries in
             guard let entry = entries[key], entry.index == index else { return nil }
-            return entry.response
+            return entry
         }
     }
 
     func store(_ key: String, index: UInt64, response: HTTPResponse) {
         entries.withLock { entries in
             if entries.count >= Self.capacity && entries[key] == nil { entries.removeAll(keepingCapacity: true) }
-            entries[key] = (index, response)
+            entries[key] = Entry(index: index, response: response, stored: .now)
         }
     }
 }

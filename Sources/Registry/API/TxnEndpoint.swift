@@ -2,12 +2,12 @@ import NIOCore
 import TrellisCore
 import TrellisHTTP
 
-/// `PUT /v1/txn`: up to 64 KV operations applied all together or not at all.
+/// `PUT /v1/txn`: up to 64 KV, node, service, check and session operations, all or none.
 extension ConsulAPI {
     static let maxTxnOps = 64
 
     func txn(_ context: Context) -> EventLoopFuture<HTTPResponse> {
-        let ops: [TxnOp]
+        let ops: [TxnOperation]
         do {
             let bytes = context.request.bodyBytes
             guard !bytes.isEmpty else { throw DecodeError("EOF") }
@@ -18,17 +18,19 @@ extension ConsulAPI {
                 return immediate(.text(.payloadTooLarge,
                     "Transaction contains too many operations (\(items.count) > \(Self.maxTxnOps))"), context)
             }
-            ops = try items.map(TxnOp.init)
+            let datacenter = identity.datacenter
+            ops = try items.map { json throws(DecodeError) in try TxnOperation(json, datacenter: datacenter) }
         } catch {
             return decodeFailed(error, context)
         }
         let pretty = context.request.query.has("pretty")
+        let ownNode = identity.nodeName
         return write(context, { (state: inout CatalogState) throws(CatalogError) -> TxnOutcome in
-            state.applyTxn(ops, now: .now)
+            state.applyTxn(ops, ownNode: ownNode, now: .now)
         }, render: { outcome in
             switch outcome {
             case .committed(let results):
-                let body = JSON.object(JSONObject([("Results", .array(results.map { .object(JSONObject([("KV", $0)])) })),
+                let body = JSON.object(JSONObject([("Results", .array(results)),
                                                    ("Errors", .null)]))
                 return .json(body.serialized(pretty: pretty))
             case .rolledBack(let errors):
@@ -41,13 +43,48 @@ extension ConsulAPI {
     }
 }
 
-extension TxnOp {
-    /// Reads one operation of a `PUT /v1/txn` body.
-    init(_ json: JSON) throws(DecodeError) {
+extension TxnOperation {
+    /// Reads one operation of a `PUT /v1/txn` body: an object with one of `KV`, `Node`, `Service`,
+    /// `Check` or `Session` (HashiCorp's client sends the others as `null`).
+    init(_ json: JSON, datacenter: String) throws(DecodeError) {
         let op = try FieldReader(json, context: "operation")
-        guard let kv = try op.object("KV") else {
-            throw DecodeError("only KV operations are supported in transactions")
+        if let kv = try op.object("KV") {
+            self = .kv(try KVTxnOp(kv))
+        } else if let body = try op.object("Node") {
+            let r = try body.object("Node") ?? FieldReader(JSONObject())
+            let node = Node(id: try r.string("ID") ?? "", name: try r.string("Node") ?? "", address: try r.string("Address") ?? "",
+                            datacenter: datacenter, taggedAddresses: try r.stringMap("TaggedAddresses") ?? [:],
+                            meta: try r.stringMap("Meta") ?? [:])
+            self = .node(try Self.verb(body, "Node"), node, index: try r.uint64("ModifyIndex") ?? 0)
+        } else if let body = try op.object("Service") {
+            let r = try body.object("Service") ?? FieldReader(JSONObject())
+            let service = try ServiceFields.decode(r, node: try body.string("Node") ?? "", nameField: "Service")
+            self = .service(try Self.verb(body, "Service"), ServiceFields.catalogWeights(service),
+                            index: try r.uint64("ModifyIndex") ?? 0)
+        } else if let body = try op.object("Check") {
+            let r = try body.object("Check") ?? FieldReader(JSONObject())
+            var check = try CheckFields.decode(r).catalogCheck(node: try r.string("Node") ?? "")
+            check.output = try r.string("Output") ?? ""
+            self = .check(try Self.verb(body, "Check"), check, index: try r.uint64("ModifyIndex") ?? 0)
+        } else if let body = try op.object("Session") {
+            let verb = try body.string("Verb") ?? ""
+            guard verb == "delete" else { throw DecodeError("unknown Session verb \"\(verb)\"") }
+            self = .deleteSession(id: try body.object("Session")?.string("ID") ?? "")
+        } else {
+            throw DecodeError("operation must have one of KV, Node, Service, Check or Session")
         }
+    }
+
+    private static func verb(_ body: FieldReader, _ kind: String) throws(DecodeError) -> CatalogVerb {
+        let text = try body.string("Verb") ?? ""
+        guard let verb = CatalogVerb(rawValue: text) else { throw DecodeError("unknown \(kind) verb \"\(text)\"") }
+        return verb
+    }
+}
+
+extension KVTxnOp {
+    /// Reads the `KV` object of a transaction operation.
+    init(_ kv: FieldReader) throws(DecodeError) {
         let verbText = try kv.string("Verb") ?? ""
         guard let verb = Verb(rawValue: verbText) else { throw DecodeError("unknown KV verb \"\(verbText)\"") }
         self.verb = verb
@@ -57,7 +94,7 @@ extension TxnOp {
             throw DecodeError("Value exceeds \(ConsulAPI.maxValueSize) byte limit")
         }
         value = decoded
-        flags = UInt64(bitPattern: Int64(try kv.int("Flags") ?? 0))
+        flags = try kv.flags("Flags")
         index = try kv.uint64("Index") ?? 0
         session = try kv.string("Session") ?? ""
         if key.isEmpty && verb != .getTree && verb != .deleteTree { throw DecodeError("Missing key name") }

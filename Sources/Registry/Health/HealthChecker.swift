@@ -2,7 +2,7 @@ import Logging
 import NIOCore
 import TrellisCore
 
-/// Runs the checks of the registry's own node: HTTP and TCP probes on their interval, TTL expiry,
+/// Runs the checks of the registry's own node: HTTP, TCP and script probes on their interval, TTL expiry,
 /// Consul's success/failure thresholds, and deregistration of services critical for too long.
 ///
 /// All of its state lives on one event loop; the catalog is the only thing it shares.
@@ -27,8 +27,12 @@ public final class HealthChecker: @unchecked Sendable {
     private var reaper: RepeatedTask?
     private let onProbe: @Sendable (String, HealthStatus) -> Void
 
-    public init(catalog: Catalog, node: String, loop: any EventLoop, logger: Logger,
+    /// Whether script checks run (`enable_script_checks`); otherwise a stored one reports why it does not.
+    private let runsScripts: Bool
+
+    public init(catalog: Catalog, node: String, loop: any EventLoop, logger: Logger, runsScripts: Bool = false,
                 onProbe: @escaping @Sendable (_ type: String, _ status: HealthStatus) -> Void = { _, _ in }) {
+        self.runsScripts = runsScripts
         self.catalog = catalog
         self.node = node
         self.loop = loop
@@ -91,7 +95,7 @@ public final class HealthChecker: @unchecked Sendable {
             runner.ttlDeadline = .now() + .nanoseconds(ttl.nanoseconds)
             runner.task = loop.scheduleTask(in: .nanoseconds(ttl.nanoseconds)) { self.ttlTick(key) }
             runners[key] = runner
-        } else if let interval = d.interval, !d.http.isEmpty || !d.tcp.isEmpty {
+        } else if let interval = d.interval, !d.http.isEmpty || !d.tcp.isEmpty || !d.args.isEmpty {
             // Like Consul, the first run is staggered within the interval so checks spread out.
             let stagger = Int64.random(in: 0...max(1, interval.nanoseconds))
             var runner = Runner(definition: d, task: loop.scheduleTask(in: .nanoseconds(stagger)) { self.probe(key) })
@@ -121,7 +125,16 @@ public final class HealthChecker: @unchecked Sendable {
         guard let runner = runners[key] else { return }
         let d = runner.definition
         let interval = d.interval ?? .seconds(10)
-        let result = runner.http.map(httpProbe.run) ?? Probes.tcp(d.tcp, timeout: Self.timeout(d), on: loop)
+        let result: EventLoopFuture<ProbeResult>
+        if let http = runner.http {
+            result = httpProbe.run(http)
+        } else if !d.args.isEmpty {
+            result = runsScripts
+                ? ScriptProbe.run(d.args, timeout: d.timeout ?? ScriptProbe.defaultTimeout, on: loop)
+                : loop.makeSucceededFuture(ProbeResult(status: .critical, output: CheckFields.scriptsDisabledMessage))
+        } else {
+            result = Probes.tcp(d.tcp, timeout: Self.timeout(d), on: loop)
+        }
         result.whenSuccess { outcome in
             self.onProbe(d.type, outcome.status)
             guard self.runners[key] != nil else { return }

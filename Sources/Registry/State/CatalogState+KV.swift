@@ -130,6 +130,13 @@ enum KVWrite: Sendable {
 }
 
 extension CatalogState {
+    /// Why `session` cannot take a lock (Consul's `kvsLockTxn` wording), nil when it can try.
+    func lockRefusal(session: String) -> String? {
+        if session.isEmpty { return "missing session" }
+        if self.session(session) == nil { return "invalid session \"\(session)\"" }
+        return nil
+    }
+
     /// One KV put with Consul's CAS and lock rules; false when a condition is not met.
     mutating func applyKVWrite(key: String, value: [UInt8], flags: UInt64, cas: UInt64?, op: KVWrite,
                                now: ContinuousClock.Instant) throws(CatalogError) -> Bool {
@@ -144,14 +151,13 @@ extension CatalogState {
         case .set:
             break
         case .lock(let session):
-            guard self.session(session) != nil else { throw .badRequest("invalid session \"\(session)\"") }
+            if let reason = lockRefusal(session: session) { throw .rejected(reason) }
             if entry.session != session {
                 if !entry.session.isEmpty || isLockDelayed(key, now: now) { return false }
                 entry.session = session
                 entry.lockIndex += 1
             }
         case .unlock(let session):
-            guard self.session(session) != nil else { throw .badRequest("invalid session \"\(session)\"") }
             guard entry.session == session else { return false }
             entry.session = ""
         }

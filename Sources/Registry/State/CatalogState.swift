@@ -33,10 +33,12 @@ public enum WatchKey {
 public enum CatalogError: Error, Equatable, CustomStringConvertible {
     case badRequest(String)
     case notFound(String)
+    /// Refused by the state itself, which Consul answers with 500 (`invalid session "…"`).
+    case rejected(String)
 
     public var description: String {
         switch self {
-        case .badRequest(let m), .notFound(let m): m
+        case .badRequest(let m), .notFound(let m), .rejected(let m): m
         }
     }
 }
@@ -87,6 +89,8 @@ public struct CatalogState: Sendable {
     var sessionDeadlines: [String: ContinuousClock.Instant] = [:]
     /// Keys that cannot be acquired until the given instant (lock-delay after an invalidation).
     var lockDelays: [String: ContinuousClock.Instant] = [:]
+    /// Network coordinates by node (CatalogState+Coordinates.swift).
+    var coordinates: [String: JSON] = [:]
 
     public init() {}
 
@@ -137,6 +141,9 @@ public struct CatalogState: Sendable {
                 sessions[session.id] = session
             case SessionRenewal.table:
                 _ = renewSession(key, now: now)
+            case "coord":
+                coordinates[key] = try JSON.parse(value)
+                return [WatchKey.coordinates]
             default:
                 break
             }
@@ -144,6 +151,9 @@ public struct CatalogState: Sendable {
             let pair = key.split(separator: "\n", maxSplits: 1, omittingEmptySubsequences: false).map(String.init)
             switch table {
             case "node": nodes[key] = nil
+            case "coord":
+                coordinates[key] = nil
+                return [WatchKey.coordinates]
             case "service" where pair.count == 2: unindex(InstanceKey(node: pair[0], id: pair[1]))
             case "check" where pair.count == 2: unindex(CheckKey(node: pair[0], checkID: pair[1]))
             case "kv":
@@ -223,6 +233,7 @@ public struct CatalogState: Sendable {
         for checkID in checksByInstance[InstanceKey(node: name, id: "")] ?? [] {
             removeCheck(CheckKey(node: name, checkID: checkID))
         }
+        removeCoordinate(node: name)
         nodes[name] = nil
         record(.delete(table: "node", key: name), touching: [WatchKey.nodes, WatchKey.node(name)])
     }
@@ -231,10 +242,12 @@ public struct CatalogState: Sendable {
         var service = service
         let key = InstanceKey(node: service.node, id: service.id)
         var touched = [WatchKey.services, WatchKey.node(service.node), WatchKey.service(service.name)]
+            + (service.connectTarget.map { [WatchKey.service($0)] } ?? [])
         if let existing = instances[key] {
             service.createIndex = existing.createIndex
             service.modifyIndex = existing.modifyIndex
             if existing == service { return }
+            if let target = existing.connectTarget { touched.append(WatchKey.service(target)) }
             if existing.name != service.name {
                 instancesByName[existing.name]?.remove(key)
                 if instancesByName[existing.name]?.isEmpty == true { instancesByName[existing.name] = nil }
@@ -258,7 +271,8 @@ public struct CatalogState: Sendable {
         guard let existing = unindex(key) else { return }
         for checkID in checksByInstance[key] ?? [] { removeCheck(CheckKey(node: key.node, checkID: checkID)) }
         record(.delete(table: "service", key: "\(key.node)\n\(key.id)"),
-               touching: [WatchKey.services, WatchKey.node(key.node), WatchKey.service(existing.name)])
+               touching: [WatchKey.services, WatchKey.node(key.node), WatchKey.service(existing.name)]
+                   + (existing.connectTarget.map { [WatchKey.service($0)] } ?? []))
     }
 
     public mutating func putCheck(_ check: HealthCheck) {
@@ -390,12 +404,21 @@ public struct CatalogState: Sendable {
 
     /// Health entries of a service: each instance with its node checks followed by its own checks.
     public func healthEntries(service name: String) -> [HealthEntry] {
-        instances(named: name).compactMap { instance in
-            guard let node = nodes[instance.node] else { return nil }
-            return HealthEntry(node: node, service: instance,
-                               checks: checks(node: instance.node, serviceID: "")
-                                   + checks(node: instance.node, serviceID: instance.id))
-        }
+        instances(named: name).compactMap(healthEntry)
+    }
+
+    /// An instance with its node and the checks that apply to it: the node's, then its own.
+    private func healthEntry(_ instance: ServiceInstance) -> HealthEntry? {
+        guard let node = nodes[instance.node] else { return nil }
+        return HealthEntry(node: node, service: instance,
+                           checks: checks(node: instance.node, serviceID: "") + checks(node: instance.node, serviceID: instance.id))
+    }
+
+    /// Health entries of the instances that accept mesh traffic for `name` (`/v1/health/connect/:name`).
+    public func connectEntries(service name: String) -> [HealthEntry] {
+        instances.values.filter { $0.connectTarget == name }
+            .sorted { ($0.node, $0.id) < ($1.node, $1.id) }
+            .compactMap(healthEntry)
     }
 
     /// Every service name with the union of its instances' tags; with `including`, only the names

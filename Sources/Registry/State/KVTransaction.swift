@@ -1,7 +1,7 @@
 import TrellisCore
 
 /// One KV operation of a transaction.
-struct TxnOp: Sendable {
+struct KVTxnOp: Sendable {
     enum Verb: String, Sendable {
         case set, cas, lock, unlock, get, getTree = "get-tree", checkIndex = "check-index",
              checkSession = "check-session", checkNotExists = "check-not-exists", delete,
@@ -16,43 +16,48 @@ struct TxnOp: Sendable {
     let session: String
 }
 
-/// What a transaction did: every result, or why it changed nothing.
-enum TxnOutcome: Sendable {
-    case committed([JSON])
-    case rolledBack([(index: Int, what: String)])
-}
-
 extension CatalogState {
-    /// Checks every operation against the state as the earlier operations leave it, then applies
-    /// all of them, or none when any fails.
-    mutating func applyTxn(_ ops: [TxnOp], now: ContinuousClock.Instant) -> TxnOutcome {
+    /// Checks every KV operation against the state as the earlier operations leave it, then
+    /// applies all of them, or none when any fails. Staging in an overlay keeps a KV-only
+    /// transaction from copying the whole store.
+    mutating func applyKVTxn(_ ops: [KVTxnOp], now: ContinuousClock.Instant) -> TxnOutcome {
         var view = TxnView(state: self)
         var errors: [(index: Int, what: String)] = []
         for (i, op) in ops.enumerated() {
             if let what = view.check(op, now: now) { errors.append((i, what)) }
         }
         if !errors.isEmpty { return .rolledBack(errors) }
-        var results: [JSON] = []
-        for op in ops {
-            switch op.verb {
-            case .set, .cas, .lock, .unlock:
-                let write: KVWrite = op.verb == .lock ? .lock(session: op.session)
-                    : op.verb == .unlock ? .unlock(session: op.session) : .set
-                _ = try? applyKVWrite(key: op.key, value: op.value, flags: op.flags, cas: nil, op: write, now: now)
-                if let entry = kvEntry(op.key) { results.append(KVJSON.entry(entry, includeValue: false)) }
-            case .get, .checkIndex, .checkSession:
-                if let entry = kvEntry(op.key) { results.append(KVJSON.entry(entry, includeValue: op.verb == .get)) }
-            case .getTree:
-                results += kvEntries(prefix: op.key).map { KVJSON.entry($0) }
-            case .checkNotExists:
-                break
-            case .delete, .deleteCAS:
-                deleteKV(op.key)
-            case .deleteTree:
-                for entry in kvEntries(prefix: op.key) { deleteKV(entry.key) }
-            }
+        return .committed(ops.flatMap { applyChecked($0, now: now) })
+    }
+
+    /// Checks one KV operation against the state as it is now, then applies it.
+    mutating func applyKV(_ op: KVTxnOp, now: ContinuousClock.Instant) throws(TxnFailure) -> [JSON] {
+        var view = TxnView(state: self)
+        if let what = view.check(op, now: now) { throw TxnFailure(what) }
+        return applyChecked(op, now: now)
+    }
+
+    /// Applies a KV operation that was checked; returns its `{"KV": …}` results.
+    private mutating func applyChecked(_ op: KVTxnOp, now: ContinuousClock.Instant) -> [JSON] {
+        var entries: [JSON] = []
+        switch op.verb {
+        case .set, .cas, .lock, .unlock:
+            let write: KVWrite = op.verb == .lock ? .lock(session: op.session)
+                : op.verb == .unlock ? .unlock(session: op.session) : .set
+            _ = try? applyKVWrite(key: op.key, value: op.value, flags: op.flags, cas: nil, op: write, now: now)
+            if let entry = kvEntry(op.key) { entries.append(KVJSON.entry(entry, includeValue: false)) }
+        case .get, .checkIndex, .checkSession:
+            if let entry = kvEntry(op.key) { entries.append(KVJSON.entry(entry, includeValue: op.verb == .get)) }
+        case .getTree:
+            entries += kvEntries(prefix: op.key).map { KVJSON.entry($0) }
+        case .checkNotExists:
+            break
+        case .delete, .deleteCAS:
+            deleteKV(op.key)
+        case .deleteTree:
+            for entry in kvEntries(prefix: op.key) { deleteKV(entry.key) }
         }
-        return .committed(results)
+        return entries.map { Self.result("KV", $0) }
     }
 }
 
@@ -69,7 +74,7 @@ private struct TxnView {
     }
 
     /// Nil when `op` can be applied; otherwise Consul's reason.
-    mutating func check(_ op: TxnOp, now: ContinuousClock.Instant) -> String? {
+    mutating func check(_ op: KVTxnOp, now: ContinuousClock.Instant) -> String? {
         let current = entry(op.key)
         switch op.verb {
         case .set:
@@ -80,7 +85,7 @@ private struct TxnView {
             }
             stage(op, current)
         case .lock:
-            guard state.session(op.session) != nil else { return "invalid session \"\(op.session)\"" }
+            if let reason = state.lockRefusal(session: op.session) { return reason }
             if let holder = current?.session, !holder.isEmpty, holder != op.session {
                 return "failed to lock key \"\(op.key)\", lock is already held"
             }
@@ -91,7 +96,8 @@ private struct TxnView {
             next.session = op.session
             overlay[op.key] = next
         case .unlock:
-            guard current?.session == op.session, !op.session.isEmpty else {
+            if op.session.isEmpty { return "missing session" }
+            guard current?.session == op.session else {
                 return "failed to unlock key \"\(op.key)\", lock isn't held, or is held by another session"
             }
             var next = stage(op, current)
@@ -124,7 +130,7 @@ private struct TxnView {
     }
 
     @discardableResult
-    private mutating func stage(_ op: TxnOp, _ current: KVEntry?) -> KVEntry {
+    private mutating func stage(_ op: KVTxnOp, _ current: KVEntry?) -> KVEntry {
         var next = current ?? KVEntry(key: op.key, value: op.value)
         next.value = op.value
         next.flags = op.flags

@@ -48,7 +48,7 @@ enum KVJSON {
         var object = JSONObject([
             ("LockIndex", .int(Int64(e.lockIndex))),
             ("Key", .string(e.key)),
-            ("Flags", .int(Int64(bitPattern: e.flags))),
+            ("Flags", .unsigned(e.flags)),
             ("Value", includeValue && !e.value.isEmpty ? .string(Base64.encode(e.value)) : .null),
         ])
         if !e.session.isEmpty { object.append("Session", .string(e.session)) }
@@ -76,7 +76,7 @@ enum KVJSON {
     static func decodeEntry(_ bytes: [UInt8]) throws -> KVEntry {
         let r = try FieldReader(try JSON.parse(bytes), context: "kv")
         var e = KVEntry(key: try r.string("Key") ?? "", value: Base64.decode(try r.string("Value") ?? "") ?? [])
-        e.flags = UInt64(bitPattern: Int64(try r.int("Flags") ?? 0))
+        e.flags = try r.flags("Flags")
         e.createIndex = try r.uint64("CreateIndex") ?? 0
         e.modifyIndex = try r.uint64("ModifyIndex") ?? 0
         e.lockIndex = try r.uint64("LockIndex") ?? 0
