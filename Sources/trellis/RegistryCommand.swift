@@ -134,10 +134,12 @@ extension Logger.Level: @retroactive ExpressibleByArgument {}
 enum LogSetup {
     enum Format: String, ExpressibleByArgument, CaseIterable { case auto, json, text }
 
-    /// Runs a daemon until SIGTERM or SIGINT (or another of `signals`) starts its graceful shutdown.
+    /// Runs a daemon until SIGTERM or SIGINT (or another of `signals`) starts its graceful shutdown,
+    /// or until it ends by itself (the registry after `PUT /v1/agent/leave`).
     static func runUntilSignalled(_ service: some Service, logger: Logger, signals: [UnixSignal] = [.sigterm, .sigint]) async throws {
         let group = ServiceGroup(configuration: .init(
-            services: [.init(service: service)], gracefulShutdownSignals: signals, logger: logger))
+            services: [.init(service: service, successTerminationBehavior: .gracefullyShutdownGroup)],
+            gracefulShutdownSignals: signals, logger: logger))
         try await group.run()
     }
 

@@ -175,3 +175,80 @@ final class ConsulFidelityTests: XCTestCase {
         XCTAssertEqual(unknown.status, 400)
     }
 }
+
+extension ConsulFidelityTests {
+    func testFiltersSeeWhatConsulsFiltersSee() async throws {
+        let registry = try await RegistryUnderTest.start(self)
+        _ = try await registry.put("/v1/catalog/register", """
+            {"Node":"db1","Address":"10.0.0.1","NodeMeta":{"env":"prod"},"Service":{"ID":"pg","Service":"postgres","Tags":["prod","primary"]}}
+            """)
+        _ = try await registry.put("/v1/catalog/register", """
+            {"Node":"db2","Address":"10.0.0.2","NodeMeta":{"env":"dev"},"Service":{"ID":"pg","Service":"postgres","Tags":["dev"]}}
+            """)
+        _ = try await registry.put("/v1/catalog/register", """
+            {"Node":"db2","Address":"10.0.0.2","NodeMeta":{"env":"dev"},"Service":{"ID":"cache","Service":"redis","Tags":["dev"]}}
+            """)
+        func get(_ path: String, filter: String) async throws -> (Int, JSON?) {
+            let escaped = filter.addingPercentEncoding(withAllowedCharacters: .alphanumerics) ?? filter
+            let (status, _, body) = try await registry.get(path + (path.contains("?") ? "&" : "?") + "filter=" + escaped)
+            return (status, try? JSON.parse(body))
+        }
+        // /v1/catalog/services filters the instances behind each name.
+        let prod = try await get("/v1/catalog/services", filter: #""prod" in ServiceTags"#)
+        XCTAssertEqual(prod.1, .object(JSONObject([("postgres", .strings(["prod", "primary"]))])))
+        let byMeta = try await get("/v1/catalog/services", filter: #"NodeMeta["env"] == "dev""#)
+        XCTAssertEqual(byMeta.1, .object(JSONObject([("postgres", .strings(["dev"])), ("redis", .strings(["dev"]))])))
+        // /v1/catalog/node/:node filters its Services.
+        let node = try await get("/v1/catalog/node/db2", filter: #"Service == "redis""#)
+        XCTAssertEqual(node.1?["Services"]?.objectValue?.pairs.map(\.key), ["cache"])
+        XCTAssertEqual(node.1?["Node"]?["Node"], .string("db2"))
+        let nodes = try await get("/v1/catalog/nodes", filter: #"Meta["env"] == "prod""#)
+        XCTAssertEqual(nodes.1?.arrayValue?.map { $0["Node"] }, [.string("db1")])
+        let health = try await get("/v1/health/service/postgres", filter: #"Node.Meta.env == "prod""#)
+        XCTAssertEqual(health.1?.arrayValue?.count, 1)
+
+        let bad = try await registry.get("/v1/catalog/services?filter=" + #"Service "x""#.addingPercentEncoding(withAllowedCharacters: .alphanumerics)!)
+        XCTAssertEqual(bad.status, 400)
+        XCTAssertFalse(bad.body.contains(0), "the error names the operator without a NUL byte")
+        XCTAssertTrue(String(decoding: bad.body, as: UTF8.self).contains(#"unsupported operator "x""#))
+    }
+
+    func testCachedPeerAndConnectQueries() async throws {
+        let registry = try await RegistryUnderTest.start(self)
+        let miss = try await registry.get("/v1/catalog/services?cached")
+        XCTAssertEqual(miss.headers["x-cache"], "MISS")
+        let hit = try await registry.get("/v1/catalog/services?cached")
+        XCTAssertEqual(hit.headers["x-cache"], "HIT")
+        XCTAssertNotNil(hit.headers["age"].flatMap { Int($0) })
+        let plain = try await registry.get("/v1/catalog/services")
+        XCTAssertNil(plain.headers["x-cache"])
+
+        let peered = try await registry.json("/v1/catalog/services?peer=cluster-02")
+        XCTAssertEqual(peered, .object(JSONObject()))
+        let peeredHealth = try await registry.json("/v1/health/service/consul?peer=cluster-02")
+        XCTAssertEqual(peeredHealth, .array([]))
+        let merged = try await registry.json("/v1/health/service/consul?merge-central-config")
+        XCTAssertEqual(merged.arrayValue?.count, 1)
+
+        _ = try await registry.put("/v1/agent/service/register", #"{"Name":"web","ID":"web-1","Port":8080}"#)
+        _ = try await registry.put("/v1/agent/service/register", """
+            {"Kind":"connect-proxy","Name":"web-sidecar-proxy","ID":"web-1-proxy","Port":21000,
+             "Proxy":{"DestinationServiceName":"web","DestinationServiceID":"web-1","LocalServicePort":8080}}
+            """)
+        _ = try await registry.put("/v1/agent/service/register", #"{"Name":"api","ID":"api-1","Connect":{"Native":true},"SocketPath":"/run/api.sock"}"#)
+        let proxies = try await registry.json("/v1/health/connect/web")
+        XCTAssertEqual(proxies.arrayValue?.map { $0["Service"]?["ID"] }, [.string("web-1-proxy")])
+        XCTAssertEqual(proxies[0]?["Service"]?["Kind"], .string("connect-proxy"))
+        XCTAssertEqual(proxies[0]?["Service"]?["Proxy"]?["LocalServicePort"], .int(8080))
+        let native = try await registry.json("/v1/health/connect/api")
+        XCTAssertEqual(native[0]?["Service"]?["SocketPath"], .string("/run/api.sock"))
+        let agent = try await registry.json("/v1/agent/service/web-1-proxy")
+        XCTAssertEqual(agent["Proxy"]?["DestinationServiceName"], .string("web"))
+        let (_, headers, body) = try await registry.get("/v1/agent/service/web-1")
+        XCTAssertEqual(try JSON.parse(body)["ContentHash"]?.stringValue, headers["x-consul-contenthash"])
+        try await registry.crashAndRestart()
+        let kept = try await registry.json("/v1/agent/service/web-1-proxy")
+        XCTAssertEqual(kept["Kind"], .string("connect-proxy"))
+        XCTAssertEqual(kept["Proxy"], agent["Proxy"])
+    }
+}

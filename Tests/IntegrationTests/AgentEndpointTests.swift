@@ -1,0 +1,170 @@
+import Foundation
+import TrellisCore
+import XCTest
+
+/// Consul's agent endpoints about the registry's own node and the health of its services.
+final class AgentEndpointTests: XCTestCase {
+    func testLocalServiceHealthAnswersWithTheStatusCodeLoadBalancersRead() async throws {
+        let registry = try await RegistryUnderTest.start(self)
+        _ = try await registry.put("/v1/agent/service/register",
+                                   #"{"Name":"web","ID":"web-1","Check":{"CheckID":"w1","TTL":"1h","Status":"passing"}}"#)
+        _ = try await registry.put("/v1/agent/service/register",
+                                   #"{"Name":"web","ID":"web-2","Check":{"CheckID":"w2","TTL":"1h","Status":"warning"}}"#)
+
+        let passing = try await registry.get("/v1/agent/health/service/id/web-1")
+        XCTAssertEqual(passing.status, 200)
+        let body = try JSON.parse(passing.body)
+        XCTAssertEqual(body["AggregatedStatus"], .string("passing"))
+        XCTAssertEqual(body["Service"]?["ID"], .string("web-1"))
+        XCTAssertEqual(body["Checks"]?.arrayValue?.compactMap { $0["CheckID"]?.stringValue }, ["serfHealth", "w1"])
+
+        let byName = try await registry.get("/v1/agent/health/service/name/web")
+        XCTAssertEqual(byName.status, 429, "the worst instance (warning) decides")
+        XCTAssertEqual(try JSON.parse(byName.body).arrayValue?.count, 2)
+        let text = try await registry.get("/v1/agent/health/service/name/web?format=text")
+        XCTAssertEqual(String(decoding: text.body, as: UTF8.self), "warning")
+
+        _ = try await registry.put("/v1/agent/check/fail/w1")
+        let critical = try await registry.get("/v1/agent/health/service/id/web-1?format=text")
+        XCTAssertEqual(critical.status, 503)
+        XCTAssertEqual(String(decoding: critical.body, as: UTF8.self), "critical")
+
+        let unknown = try await registry.get("/v1/agent/health/service/id/nope")
+        XCTAssertEqual(unknown.status, 404)
+        XCTAssertEqual(try JSON.parse(unknown.body)["Service"], .null)
+        let unknownText = try await registry.get("/v1/agent/health/service/id/nope?format=text")
+        XCTAssertEqual(String(decoding: unknownText.body, as: UTF8.self), "ServiceId nope not found")
+        let unknownName = try await registry.get("/v1/agent/health/service/name/nope?format=text")
+        XCTAssertEqual(unknownName.status, 404)
+        XCTAssertEqual(String(decoding: unknownName.body, as: UTF8.self), "ServiceName nope Not Found")
+    }
+
+    func testNodeMaintenanceTakesEveryLocalServiceOutOfRotation() async throws {
+        let registry = try await RegistryUnderTest.start(self)
+        _ = try await registry.put("/v1/agent/service/register",
+                                   #"{"Name":"web","ID":"web-1","Check":{"TTL":"1h","Status":"passing"}}"#)
+        let missing = try await registry.put("/v1/agent/maintenance")
+        XCTAssertEqual(missing.status, 400)
+        XCTAssertEqual(String(decoding: missing.body, as: UTF8.self), "Missing value for enable")
+        let enabled = try await registry.put("/v1/agent/maintenance?enable=true&reason=kernel+upgrade")
+        XCTAssertEqual(enabled.status, 200)
+        let checks = try await registry.json("/v1/health/node/\(registry.node)")
+        let maintenance = checks.arrayValue?.first { $0["CheckID"] == .string("_node_maintenance") }
+        XCTAssertEqual(maintenance?["Status"], .string("critical"))
+        XCTAssertEqual(maintenance?["Notes"], .string("kernel upgrade"))
+        XCTAssertEqual(maintenance?["Name"], .string("Node Maintenance Mode"))
+        let passing = try await registry.json("/v1/health/service/web?passing")
+        XCTAssertEqual(passing.arrayValue?.count, 0)
+        let health = try await registry.get("/v1/agent/health/service/id/web-1?format=text")
+        XCTAssertEqual(String(decoding: health.body, as: UTF8.self), "maintenance")
+        XCTAssertEqual(health.status, 503)
+
+        _ = try await registry.put("/v1/agent/maintenance?enable=false")
+        let back = try await registry.json("/v1/health/service/web?passing")
+        XCTAssertEqual(back.arrayValue?.count, 1)
+        let wrongMethod = try await registry.get("/v1/agent/maintenance?enable=true")
+        XCTAssertEqual(wrongMethod.status, 405)
+    }
+
+    func testSelfHostMetricsAndTokenAnswerAsASingleServerAgent() async throws {
+        let registry = try await RegistryUnderTest.start(self)
+        let me = try await registry.json("/v1/agent/self")
+        let serf = try XCTUnwrap(me["DebugConfig"]?["SerfAdvertiseAddrLAN"]?.stringValue)
+        XCTAssertTrue(serf.hasPrefix("tcp://") && serf.hasSuffix(":8301"), serf)
+        XCTAssertEqual(me["DebugConfig"]?["EnableScriptChecks"], .bool(false))
+
+        let host = try await registry.json("/v1/agent/host")
+        XCTAssertGreaterThan(host["Memory"]?["total"]?.uint64Value ?? 0, 0)
+        XCTAssertFalse(host["CPU"]?.arrayValue?.isEmpty ?? true)
+        XCTAssertEqual(host["Host"]?["os"], .string("linux"))
+        XCTAssertGreaterThan(host["Disk"]?["total"]?.uint64Value ?? 0, 0)
+        XCTAssertEqual(host["Errors"], .null)
+
+        _ = try await registry.get("/v1/catalog/services")
+        let metrics = try await registry.json("/v1/agent/metrics")
+        XCTAssertNotNil(metrics["Timestamp"]?.stringValue)
+        let gauges = metrics["Gauges"]?.arrayValue?.compactMap { $0["Name"]?.stringValue } ?? []
+        XCTAssertTrue(gauges.contains("trellis_registry_service_instances"), "\(gauges)")
+        let counters = metrics["Counters"]?.arrayValue ?? []
+        XCTAssertTrue(counters.contains { $0["Name"] == .string("trellis_registry_http_requests_total")
+            && $0["Labels"]?["endpoint"] == .string("/v1/catalog/services") })
+        let prometheus = try await registry.get("/v1/agent/metrics?format=prometheus")
+        XCTAssertTrue(String(decoding: prometheus.body, as: UTF8.self).contains("# TYPE trellis_registry_services gauge"))
+
+        let token = try await registry.put("/v1/agent/token/default", #"{"Token":"x"}"#)
+        XCTAssertEqual(token.status, 401)
+        XCTAssertEqual(String(decoding: token.body, as: UTF8.self), "ACL support disabled")
+        let forceLeave = try await registry.put("/v1/agent/force-leave/other")
+        XCTAssertEqual(forceLeave.status, 500)
+    }
+
+    func testLeaveShutsTheRegistryDownGracefully() async throws {
+        let registry = try await RegistryUnderTest.start(self)
+        let left = try await registry.put("/v1/agent/leave")
+        XCTAssertEqual(left.status, 200)
+        let process = try XCTUnwrap(registry.child?.process)
+        try await eventually(timeout: 10, "the registry exits after leave") { !process.isRunning }
+        XCTAssertEqual(process.terminationStatus, 0)
+    }
+
+    func testNodeIdentityAndMetaFromFlagsAndConfig() async throws {
+        let dir = try temporaryDirectory(self)
+        let id = "8f246b77-f3e1-ff88-5b48-8ec93abf3e05"
+        let registry = RegistryUnderTest(dataDir: dir, arguments: ["--node-id", id, "--node-meta", "env:prod", "--node-meta", "rack:r1"])
+        try await registry.start()
+        addTeardownBlock { registry.child?.kill9() }
+        let node = try await registry.json("/v1/catalog/node/\(registry.node)")
+        XCTAssertEqual(node["Node"]?["ID"], .string(id))
+        XCTAssertEqual(node["Node"]?["Meta"]?["env"], .string("prod"))
+        XCTAssertEqual(node["Node"]?["Meta"]?["consul-version"]?.stringValue?.isEmpty, false)
+        let filtered = try await registry.json("/v1/catalog/nodes?node-meta=rack:r1")
+        XCTAssertEqual(filtered.arrayValue?.count, 1)
+        let services = try await registry.json("/v1/catalog/services?node-meta=env:prod")
+        XCTAssertNotNil(services["consul"])
+        let me = try await registry.json("/v1/agent/self")
+        XCTAssertEqual(me["Meta"]?["rack"], .string("r1"))
+
+        let config = dir + "/registry.yaml"
+        try "node_meta:\n  zone: a\nenable_script_checks: maybe\n".write(toFile: config, atomically: true, encoding: .utf8)
+        let refused = try runToEnd(TrellisBinary.path, ["registry", "--config", config, "--data-dir", dir + "/other"])
+        XCTAssertNotEqual(refused.status, 0)
+        XCTAssertTrue(refused.output.contains("enable_script_checks must be true or false"), refused.output)
+        let reserved = try runToEnd(TrellisBinary.path, ["registry", "--node-meta", "consul-x:y", "--data-dir", dir + "/other"])
+        XCTAssertTrue(reserved.output.contains("Key prefix 'consul-' is reserved"), reserved.output)
+        let badID = try runToEnd(TrellisBinary.path, ["registry", "--node-id", "nope", "--data-dir", dir + "/other"])
+        XCTAssertTrue(badID.output.contains("node_id must be a UUID"), badID.output)
+    }
+
+    func testScriptChecksRunOnlyWhenEnabled() async throws {
+        let disabled = try await RegistryUnderTest.start(self)
+        let refused = try await disabled.put("/v1/agent/check/register",
+                                             #"{"Name":"s","Args":["/bin/sh","-c","exit 0"],"Interval":"1s"}"#)
+        XCTAssertEqual(refused.status, 400)
+        XCTAssertTrue(String(decoding: refused.body, as: UTF8.self).contains("enable_script_checks"))
+
+        let registry = RegistryUnderTest(dataDir: try temporaryDirectory(self), arguments: ["--enable-script-checks"])
+        try await registry.start()
+        addTeardownBlock { registry.child?.kill9() }
+        let long = String(repeating: "x", count: 5000)
+        for (id, script) in [("ok", "echo fine"), ("warn", "echo careful; exit 1"), ("bad", "echo broken; exit 2"),
+                             ("long", "printf \(long)"), ("slow", "sleep 5")] {
+            let (status, _, body) = try await registry.put("/v1/agent/check/register", """
+                {"Name":"\(id)","CheckID":"\(id)","Args":["/bin/sh","-c","\(script)"],"Interval":"1s","Timeout":"500ms"}
+                """)
+            XCTAssertEqual(status, 200, String(decoding: body, as: UTF8.self))
+        }
+        try await eventually(timeout: 15, "every script check has run") {
+            let checks = try await registry.json("/v1/agent/checks")
+            return ["ok", "warn", "bad", "long", "slow"].allSatisfy { checks[$0]?["Output"]?.stringValue?.isEmpty == false }
+        }
+        let checks = try await registry.json("/v1/agent/checks")
+        XCTAssertEqual(checks["ok"]?["Status"], .string("passing"))
+        XCTAssertEqual(checks["ok"]?["Output"], .string("fine\n"))
+        XCTAssertEqual(checks["ok"]?["Type"], .string("script"))
+        XCTAssertEqual(checks["warn"]?["Status"], .string("warning"))
+        XCTAssertEqual(checks["bad"]?["Status"], .string("critical"))
+        XCTAssertEqual(checks["long"]?["Output"]?.stringValue?.hasSuffix("(captured 4096 of 5000 bytes)"), true)
+        XCTAssertEqual(checks["slow"]?["Status"], .string("critical"))
+        XCTAssertEqual(checks["slow"]?["Output"], .string("Timed out (500ms) running check"))
+    }
+}
