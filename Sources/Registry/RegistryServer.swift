@@ -22,6 +22,9 @@ public struct RegistryConfiguration: Sendable {
     public var nodeMeta: [String: String] = [:]
     /// Consul's `enable_script_checks`: whether checks with `Args` may be registered and run.
     public var enableScriptChecks = false
+    /// Where the DNS interface listens (UDP and TCP); nil: no DNS.
+    public var dnsAddress: (host: String, port: Int)?
+    public var dns = DNSSettings()
 
     /// Where the catalog is kept.
     public enum StoreChoice: Sendable {
@@ -62,12 +65,15 @@ public final class RegistryServer: Service {
     private let config: RegistryConfiguration
     private let logger: Logger
     private let onListening: @Sendable (String) -> Void
+    private let onDNSListening: @Sendable (String) -> Void
 
-    /// `onListening` receives the address actually bound (useful with port 0).
-    public init(config: RegistryConfiguration, logger: Logger, onListening: @escaping @Sendable (String) -> Void = { _ in }) {
+    /// `onListening` receives the HTTP address actually bound (useful with port 0), `onDNSListening` the DNS one.
+    public init(config: RegistryConfiguration, logger: Logger, onListening: @escaping @Sendable (String) -> Void = { _ in },
+                onDNSListening: @escaping @Sendable (String) -> Void = { _ in }) {
         self.config = config
         self.logger = logger
         self.onListening = onListening
+        self.onDNSListening = onDNSListening
     }
 
     public func run() async throws {
@@ -114,10 +120,23 @@ public final class RegistryServer: Service {
                             dataDirectory: config.dataDirectory, onLeave: { leaveRequested.yield() })
         let server = try await HTTPServer.start(host: config.host, port: config.port, group: group,
                                                 maxBodySize: config.maxBodySize, responder: api, logger: logger)
+        var dns: DNSServer?
+        if let dnsAddress = config.dnsAddress {
+            do {
+                dns = try await DNSServer.start(host: dnsAddress.host, port: dnsAddress.port, catalog: catalog,
+                                                datacenter: config.datacenter, settings: config.dns, group: group, logger: logger)
+            } catch {
+                await server.close()
+                checker.stop()
+                sessionExpiry.stop()
+                throw error
+            }
+        }
         let address = "\(config.host):\(server.localAddress.port ?? config.port)"
         logger.info("registry listening", metadata: storeMetadata.merging(
             ["address": "\(address)", "node": "\(identity.nodeName)", "index": "\(catalog.read { $0.index })"]) { $1 })
         onListening(address)
+        if let dns, let dnsAddress = config.dnsAddress { onDNSListening(HostPort.format(dnsAddress.host, dns.port)) }
         SystemdNotifier.ready(status: "serving Consul API on \(address)")
 
         // Until SIGTERM/SIGINT or `PUT /v1/agent/leave`, whichever comes first.
@@ -131,6 +150,7 @@ public final class RegistryServer: Service {
         SystemdNotifier.stopping()
         logger.info("registry shutting down")
         await server.close()
+        await dns?.close()
         checker.stop()
         sessionExpiry.stop()
     }

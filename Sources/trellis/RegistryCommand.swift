@@ -43,20 +43,23 @@ struct RegistryCommand: AsyncParsableCommand {
     @Flag(name: .long, help: "Allow checks that run a command (Args), as Consul's enable_script_checks. Off by default.")
     var enableScriptChecks = false
 
+    @Option(name: .long, help: "Serve Consul's DNS interface on HOST:PORT, UDP and TCP (port 0 picks a free one). Off unless given.")
+    var dnsAddr: String?
+
     @Option(name: .long, help: "Log level: trace, debug, info, notice, warning, error, critical. Default info.")
     var logLevel: Logger.Level?
 
     @Option(name: .long, help: "Log format: json, text, or auto (json unless stderr is a terminal).")
     var logFormat: LogSetup.Format = .auto
 
-    @Option(name: .long, help: "YAML file with the same settings in snake_case (http_addr, data_dir, store, etcd_endpoints, etcd_prefix, node, node_id, node_meta, enable_script_checks, datacenter, log_level); flags win.")
+    @Option(name: .long, help: "YAML file with the same settings in snake_case (http_addr, data_dir, store, etcd_endpoints, etcd_prefix, node, node_id, node_meta, enable_script_checks, dns_addr, dns_config, datacenter, log_level); flags win.")
     var config: String?
 
     func run() async throws {
         let file = try config.map {
             try DaemonConfigFile(path: $0, allowed: ["http_addr", "data_dir", "store", "etcd_endpoints", "etcd_prefix",
                                                      "node", "node_id", "node_meta", "enable_script_checks",
-                                                     "datacenter", "log_level"])
+                                                     "dns_addr", "dns_config", "datacenter", "log_level"])
         }
         var settings = RegistryConfiguration()
         let address = httpAddr ?? file?["http_addr"] ?? "127.0.0.1:8500"
@@ -85,6 +88,11 @@ struct RegistryCommand: AsyncParsableCommand {
         if let problem = RegistryConfiguration.nodeMetaProblem(meta) { throw ValidationError("node_meta: \(problem)") }
         settings.nodeMeta = meta
         settings.enableScriptChecks = try enableScriptChecks || (file?.bool("enable_script_checks") ?? false)
+        if let dns = dnsAddr ?? file?["dns_addr"] {
+            guard let (host, port) = HostPort.parse(dns) else { throw ValidationError("dns_addr must be HOST:PORT, got \"\(dns)\"") }
+            settings.dnsAddress = (host, port)
+        }
+        if let dnsConfig = try file?.raw("dns_config") { settings.dns = try Self.dnsSettings(dnsConfig) }
         let levelText = file?["log_level"]
         guard let level = logLevel ?? (levelText.map { Logger.Level(rawValue: $0) } ?? .info) else {
             throw ValidationError("log_level must be one of trace, debug, info, notice, warning, error, critical")
@@ -95,10 +103,12 @@ struct RegistryCommand: AsyncParsableCommand {
         case .sqlite: "data in \(config.dataDirectory)"
         case .etcd(_, let prefix): "data in etcd \(config.store.endpointList) under \(prefix)"
         }
-        let server = RegistryServer(config: config, logger: logger) { address in
+        let server = RegistryServer(config: config, logger: logger, onListening: { address in
             let line = "trellis registry listening on http://\(address) (\(storage))\n"
             FileHandle.standardOutput.write(Data(line.utf8))
-        }
+        }, onDNSListening: { address in
+            FileHandle.standardOutput.write(Data("trellis registry serving DNS on \(address) (udp and tcp)\n".utf8))
+        })
         try await LogSetup.runUntilSignalled(server, logger: logger)
     }
 }
@@ -126,6 +136,50 @@ extension RegistryCommand {
         default:
             throw ValidationError("store must be sqlite or etcd, got \"\(name)\"")
         }
+    }
+}
+
+extension RegistryCommand {
+    /// Consul's `dns_config`: `node_ttl`, `service_ttl` (a map by service, `*` for the rest),
+    /// `only_passing`, `udp_answer_limit`, `a_record_limit`, `enable_truncate`, `soa.min_ttl`.
+    static func dnsSettings(_ value: Any) throws -> DNSSettings {
+        guard let map = value as? [String: Any] else { throw ValidationError("dns_config must be a map") }
+        var settings = DNSSettings()
+        func duration(_ key: String, _ raw: Any) throws -> Duration {
+            guard let nanos = GoDuration.parseNanoseconds("\(raw)") else {
+                throw ValidationError("dns_config.\(key): invalid duration \"\(raw)\" (use Go forms such as 30s)")
+            }
+            return .nanoseconds(nanos)
+        }
+        func number(_ key: String, _ raw: Any) throws -> Int {
+            guard let value = Int("\(raw)"), value >= 0 else { throw ValidationError("dns_config.\(key) must be a non-negative integer") }
+            return value
+        }
+        func flag(_ key: String, _ raw: Any) throws -> Bool {
+            if let value = raw as? Bool { return value }
+            throw ValidationError("dns_config.\(key) must be true or false")
+        }
+        for (key, raw) in map {
+            switch key {
+            case "node_ttl": settings.nodeTTL = try duration(key, raw)
+            case "service_ttl":
+                guard let ttls = raw as? [String: Any] else { throw ValidationError("dns_config.service_ttl must map service names to durations") }
+                for (service, ttl) in ttls { settings.serviceTTL[service] = try duration("service_ttl.\(service)", ttl) }
+            case "only_passing": settings.onlyPassing = try flag(key, raw)
+            case "enable_truncate": settings.enableTruncate = try flag(key, raw)
+            case "udp_answer_limit": settings.udpAnswerLimit = try number(key, raw)
+            case "a_record_limit": settings.aRecordLimit = try number(key, raw)
+            case "soa":
+                guard let soa = raw as? [String: Any] else { throw ValidationError("dns_config.soa must be a map") }
+                for (soaKey, soaValue) in soa {
+                    guard soaKey == "min_ttl" else { throw ValidationError("dns_config.soa: unknown setting \"\(soaKey)\" (known: min_ttl)") }
+                    settings.soaMinTTL = UInt32(clamping: try number("soa.min_ttl", soaValue))
+                }
+            default:
+                throw ValidationError("dns_config: unknown setting \"\(key)\" (known: a_record_limit, enable_truncate, node_ttl, only_passing, service_ttl, soa, udp_answer_limit)")
+            }
+        }
+        return settings
     }
 }
 
@@ -158,7 +212,7 @@ enum LogSetup {
 struct DaemonConfigFile {
     private let path: String
     private let values: [String: String]
-    private let maps: [String: [String: String]]
+    private let nested: [String: Any]
 
     init(path: String, allowed: Set<String>) throws {
         guard let data = FileManager.default.contents(atPath: path) else { throw ValidationError("cannot read config file \(path)") }
@@ -168,20 +222,26 @@ struct DaemonConfigFile {
         }
         guard let map = parsed as? [String: Any] else { throw ValidationError("\(path): expected a map of settings") }
         var values: [String: String] = [:]
-        var maps: [String: [String: String]] = [:]
+        var nested: [String: Any] = [:]
         for (key, value) in map {
             guard allowed.contains(key) else {
                 throw ValidationError("\(path): unknown setting \"\(key)\" (known: \(allowed.sorted().joined(separator: ", ")))")
             }
-            if let nested = value as? [String: Any] {
-                maps[key] = nested.mapValues { "\($0)" }
+            if let inner = value as? [String: Any] {
+                nested[key] = inner
             } else {
                 values[key] = "\(value)"
             }
         }
         self.path = path
         self.values = values
-        self.maps = maps
+        self.nested = nested
+    }
+
+    /// A map setting as parsed, for settings with their own structure (`dns_config`).
+    func raw(_ key: String) throws -> Any? {
+        if values[key] != nil { throw ValidationError("\(path): \(key) must be a map") }
+        return nested[key]
     }
 
     subscript(_ key: String) -> String? { values[key] }
@@ -189,13 +249,13 @@ struct DaemonConfigFile {
     /// A setting that is a map of strings (such as `node_meta`).
     func map(_ key: String) throws -> [String: String]? {
         if values[key] != nil { throw ValidationError("\(path): \(key) must be a map of KEY: VALUE") }
-        return maps[key]
+        return (nested[key] as? [String: Any])?.mapValues { "\($0)" }
     }
 
     /// A boolean setting (`true`/`false`).
     func bool(_ key: String) throws -> Bool? {
         guard let text = values[key] else {
-            if maps[key] != nil { throw ValidationError("\(path): \(key) must be true or false") }
+            if nested[key] != nil { throw ValidationError("\(path): \(key) must be true or false") }
             return nil
         }
         switch text.lowercased() {

@@ -125,6 +125,9 @@ extension ConsulAPI {
             nodeName = try r.string("Node") ?? ""
             serviceID = try r.string("ServiceID") ?? ""
             checkID = try r.string("CheckID") ?? ""
+            if let dc = try r.string("Datacenter"), !dc.isEmpty, dc != identity.datacenter {
+                return immediate(.text(.internalServerError, "No path to datacenter"), context)
+            }
         } catch {
             return decodeFailed(error, context)
         }

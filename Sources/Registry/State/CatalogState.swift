@@ -365,6 +365,7 @@ public struct CatalogState: Sendable {
     public var allNodes: [Node] { nodes.values.sorted { $0.name < $1.name } }
     public var allChecks: [HealthCheck] { checks.values.sorted(by: Self.checkOrder) }
     public var instanceCount: Int { instances.count }
+    public var allInstances: [ServiceInstance] { Array(instances.values) }
     public var serviceCount: Int { instancesByName.count }
 
     /// How many checks are in each status, without sorting or copying them.

@@ -1,0 +1,120 @@
+import NIOCore
+import TrellisCore
+import TrellisHTTP
+
+/// `/v1/operator/*` as it applies here: the registries stand in for Consul's Raft servers (each
+/// lists itself as an instance of the `consul` service), and consensus belongs to the store, so
+/// there is no Raft or autopilot to reconfigure.
+extension ConsulAPI {
+    /// The registries of this catalog, ordered by node; the first is reported as the leader.
+    private struct Server {
+        let id: String
+        let node: String
+        let address: String
+        let leader: Bool
+    }
+
+    private static func servers(_ state: borrowing CatalogState) -> [Server] {
+        let registries = state.instances(named: "consul").compactMap { instance in
+            state.node(instance.node).map { node in
+                (id: node.id, node: node.name, address: HostPort.format(node.address, instance.port))
+            }
+        }
+        return registries.enumerated().map { Server(id: $1.id, node: $1.node, address: $1.address, leader: $0 == 0) }
+    }
+
+    func operatorRaftConfiguration(_ context: Context) -> EventLoopFuture<HTTPResponse> {
+        blockingJSON(context, key: WatchKey.service("consul")) { state in
+            .object(JSONObject([
+                ("Servers", .array(Self.servers(state).map { server in
+                    .object(JSONObject([
+                        ("ID", .string(server.id)), ("Node", .string(server.node)), ("Address", .string(server.address)),
+                        ("Leader", .bool(server.leader)), ("ProtocolVersion", .string("3")), ("Voter", .bool(true)),
+                        ("LastIndex", .unsigned(state.index)),
+                    ]))
+                })),
+                ("Index", .unsigned(state.index)),
+            ]))
+        }
+    }
+
+    /// Autopilot's settings as a Consul server reports its defaults; they configure nothing here.
+    func operatorAutopilotConfiguration(_ context: Context) -> EventLoopFuture<HTTPResponse> {
+        if context.request.method == .PUT {
+            return badRequest("autopilot cannot be configured: the registry runs no Raft (its store keeps consensus)", context)
+        }
+        let body = JSONObject([
+            ("CleanupDeadServers", .bool(true)), ("LastContactThreshold", .string("200ms")), ("MaxTrailingLogs", .int(250)),
+            ("MinQuorum", .int(0)), ("ServerStabilizationTime", .string("10s")), ("RedundancyZoneTag", .string("")),
+            ("DisableUpgradeMigration", .bool(false)), ("UpgradeVersionTag", .string("")),
+            ("CreateIndex", .int(1)), ("ModifyIndex", .int(1)),
+        ])
+        return immediate(json(.object(body), context), context)
+    }
+
+    /// Every registry in the catalog whose `serfHealth` is passing counts as a healthy server.
+    func operatorAutopilotHealth(_ context: Context) -> EventLoopFuture<HTTPResponse> {
+        let (servers, healthy, index) = serverHealth()
+        let body = JSONObject([
+            ("Healthy", .bool(healthy.allSatisfy { $0 })), ("FailureTolerance", .int(Int64(max(0, (servers.count - 1) / 2)))),
+            ("Servers", .array(zip(servers, healthy).map { server, ok in
+                .object(JSONObject([
+                    ("ID", .string(server.id)), ("Name", .string(server.node)), ("Address", .string(server.address)),
+                    ("SerfStatus", .string(ok ? "alive" : "failed")), ("Version", .string(AgentIdentity.consulVersion)),
+                    ("Leader", .bool(server.leader)), ("LastContact", .string("0s")), ("LastTerm", .int(1)),
+                    ("LastIndex", .unsigned(index)), ("Healthy", .bool(ok)), ("Voter", .bool(true)),
+                    ("StableSince", .string("1970-01-01T00:00:00Z")),
+                ]))
+            })),
+        ])
+        return immediate(json(.object(body), context), context)
+    }
+
+    func operatorAutopilotState(_ context: Context) -> EventLoopFuture<HTTPResponse> {
+        let (servers, healthy, index) = serverHealth()
+        let entries = zip(servers, healthy).map { server, ok in
+            (server.id, JSON.object(JSONObject([
+                ("ID", .string(server.id)), ("Name", .string(server.node)), ("Address", .string(server.address)),
+                ("NodeStatus", .string(ok ? "alive" : "failed")), ("Version", .string(AgentIdentity.consulVersion)),
+                ("LastContact", .string("0s")), ("LastTerm", .int(1)), ("LastIndex", .unsigned(index)), ("Healthy", .bool(ok)),
+                ("StableSince", .string("1970-01-01T00:00:00Z")), ("ReadReplica", .bool(false)),
+                ("Status", .string(server.leader ? "leader" : "voter")), ("Meta", .object(JSONObject())), ("NodeType", .string("voter")),
+            ])))
+        }
+        let tolerance = JSON.int(Int64(max(0, (servers.count - 1) / 2)))
+        let body = JSONObject([
+            ("Healthy", .bool(healthy.allSatisfy { $0 })), ("FailureTolerance", tolerance), ("OptimisticFailureTolerance", tolerance),
+            ("Servers", .object(JSONObject(entries.map { (key: $0.0, value: $0.1) }))),
+            ("Leader", .string(servers.first { $0.leader }?.id ?? "")), ("Voters", .strings(servers.map(\.id))),
+        ])
+        return immediate(json(.object(body), context), context)
+    }
+
+    private func serverHealth() -> ([Server], [Bool], UInt64) {
+        catalog.read { state in
+            let servers = Self.servers(state)
+            let healthy = servers.map { state.check(CheckKey(node: $0.node, checkID: "serfHealth"))?.status == .passing }
+            return (servers, healthy, state.index)
+        }
+    }
+
+    /// `GET /v1/operator/usage`: counts of the catalog, as Consul reports them per datacenter.
+    func operatorUsage(_ context: Context) -> EventLoopFuture<HTTPResponse> {
+        let dc = identity.datacenter
+        return blockingJSON(context, key: WatchKey.services) { state in
+            let instances = state.allInstances
+            let kinds = ["api-gateway", "connect-native", "connect-proxy", "ingress-gateway", "mesh-gateway", "terminating-gateway"]
+            let connect = kinds.map { kind in
+                (key: kind, value: JSON.int(Int64(instances.filter {
+                    kind == "connect-native" ? $0.kind.isEmpty && $0.connectTarget != nil : $0.kind == kind
+                }.count)))
+            }
+            let billable = instances.filter { $0.kind.isEmpty && $0.name != "consul" }.count
+            return .object(JSONObject([("Usage", .object(JSONObject([(dc, .object(JSONObject([
+                ("Services", .int(Int64(state.serviceCount))), ("ServiceInstances", .int(Int64(instances.count))),
+                ("ConnectServiceInstances", .object(JSONObject(connect))),
+                ("BillableServiceInstances", .int(Int64(billable))), ("Nodes", .int(Int64(state.allNodes.count))),
+            ])))])))]))
+        }
+    }
+}

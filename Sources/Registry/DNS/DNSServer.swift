@@ -1,0 +1,152 @@
+import Logging
+import NIOCore
+import NIOPosix
+
+/// The registry's DNS interface (`--dns-addr`): UDP and TCP on one address, answered from memory.
+public final class DNSServer: Sendable {
+    /// The UDP payload size this server advertises in EDNS0 answers.
+    static let ednsBufferSize = 4096
+    /// Classic DNS's UDP limit for a client that sends no EDNS0.
+    static let classicUDPSize = 512
+
+    private let udp: any Channel
+    private let tcp: any Channel
+
+    /// The UDP port actually bound (useful with port 0; TCP listens on the same one).
+    public var port: Int { udp.localAddress?.port ?? 0 }
+
+    private init(udp: any Channel, tcp: any Channel) {
+        self.udp = udp
+        self.tcp = tcp
+    }
+
+    /// Binds UDP first (port 0 picks a free one) and then TCP on the same port.
+    public static func start(host: String, port: Int, catalog: Catalog, datacenter: String, settings: DNSSettings,
+                             group: any EventLoopGroup, logger: Logger) async throws -> DNSServer {
+        let responder = DNSResponder(catalog: catalog, resolver: DNSResolver(datacenter: datacenter, settings: settings))
+        let udp = try await DatagramBootstrap(group: group)
+            .channelOption(.socketOption(.so_reuseaddr), value: 1)
+            .channelInitializer { channel in
+                channel.eventLoop.makeCompletedFuture { try channel.pipeline.syncOperations.addHandler(UDPHandler(responder)) }
+            }
+            .bind(host: host, port: port).get()
+        do {
+            let tcp = try await ServerBootstrap(group: group)
+                .serverChannelOption(.socketOption(.so_reuseaddr), value: 1)
+                .childChannelInitializer { channel in
+                    channel.eventLoop.makeCompletedFuture {
+                        try channel.pipeline.syncOperations.addHandler(ByteToMessageHandler(TCPFrameDecoder()))
+                        try channel.pipeline.syncOperations.addHandler(TCPHandler(responder))
+                    }
+                }
+                .bind(host: host, port: udp.localAddress?.port ?? port).get()
+            return DNSServer(udp: udp, tcp: tcp)
+        } catch {
+            try? await udp.close()
+            throw error
+        }
+    }
+
+    public func close() async {
+        try? await udp.close()
+        try? await tcp.close()
+    }
+}
+
+/// Parses a query, resolves it against the catalog and encodes the answer for UDP or TCP.
+struct DNSResponder: Sendable {
+    let catalog: Catalog
+    let resolver: DNSResolver
+
+    /// The response bytes, or nil for input that is not a query (dropped, as resolvers drop it).
+    func respond(to bytes: [UInt8], overUDP: Bool) -> [UInt8]? {
+        let query: DNSQuery
+        do { query = try DNSQuery(bytes) } catch { return nil }
+        let questionName = query.name.joined(separator: ".") + "."
+        var answer: DNSAnswer
+        if query.qclass != 1 && query.qclass != 255 {
+            answer = DNSAnswer(rcode: .notImplemented)
+        } else {
+            answer = catalog.read { resolver.answer(query.name, type: query.type, state: $0) }
+        }
+        if answer.answers.count > 1 { answer.answers.shuffle() }
+        if overUDP {
+            return trimmed(answer, query: query, questionName: questionName,
+                           size: query.ednsBufferSize ?? DNSServer.classicUDPSize, answers: resolver.settings.udpAnswerLimit)
+        }
+        return trimmed(answer, query: query, questionName: questionName, size: Int(UInt16.max), answers: 0)
+    }
+
+    /// Consul's `trimUDPResponse`: at most `answers` answers (0: any number), then as many as fit
+    /// `size` bytes; TC is set when something was cut and `enable_truncate` is on. Over TCP the
+    /// size is the 64 KiB a message length can say.
+    private func trimmed(_ answer: DNSAnswer, query: DNSQuery, questionName: String, size limit: Int, answers maxAnswers: Int) -> [UInt8] {
+        var answer = answer
+        let all = answer.answers.count
+        if maxAnswers > 0 && answer.answers.count > maxAnswers { answer.answers = Array(answer.answers.prefix(maxAnswers)) }
+        var bytes = answer.encode(for: query, questionName: questionName)
+        while bytes.count > limit && !answer.answers.isEmpty {
+            let dropped = answer.answers.removeLast()
+            if case .srv(_, _, _, let target) = dropped.data { answer.additional.removeAll { $0.name == target } }
+            bytes = answer.encode(for: query, questionName: questionName)
+        }
+        if bytes.count > limit { answer.additional.removeAll() }
+        if answer.answers.count < all && resolver.settings.enableTruncate { answer.truncated = true }
+        return answer.truncated || bytes.count > limit ? answer.encode(for: query, questionName: questionName) : bytes
+    }
+}
+
+private final class UDPHandler: ChannelInboundHandler, Sendable {
+    typealias InboundIn = AddressedEnvelope<ByteBuffer>
+    typealias OutboundOut = AddressedEnvelope<ByteBuffer>
+    private let responder: DNSResponder
+
+    init(_ responder: DNSResponder) { self.responder = responder }
+
+    func channelRead(context: ChannelHandlerContext, data: NIOAny) {
+        let envelope = unwrapInboundIn(data)
+        guard let response = responder.respond(to: Array(envelope.data.readableBytesView), overUDP: true) else { return }
+        let reply = AddressedEnvelope(remoteAddress: envelope.remoteAddress, data: context.channel.allocator.buffer(bytes: response))
+        context.writeAndFlush(wrapOutboundOut(reply), promise: nil)
+    }
+
+    func errorCaught(context: ChannelHandlerContext, error: any Error) {}
+}
+
+/// DNS over TCP: each message is preceded by its length in two bytes (RFC 1035 4.2.2).
+private struct TCPFrameDecoder: ByteToMessageDecoder {
+    typealias InboundOut = ByteBuffer
+
+    mutating func decode(context: ChannelHandlerContext, buffer: inout ByteBuffer) throws -> DecodingState {
+        guard let length = buffer.getInteger(at: buffer.readerIndex, as: UInt16.self) else { return .needMoreData }
+        guard Int(length) <= DNSQuery.maxSize else {
+            context.close(promise: nil)
+            return .needMoreData
+        }
+        guard buffer.readableBytes >= 2 + Int(length) else { return .needMoreData }
+        buffer.moveReaderIndex(forwardBy: 2)
+        context.fireChannelRead(wrapInboundOut(buffer.readSlice(length: Int(length))!))
+        return .continue
+    }
+}
+
+private final class TCPHandler: ChannelInboundHandler, Sendable {
+    typealias InboundIn = ByteBuffer
+    typealias OutboundOut = ByteBuffer
+    private let responder: DNSResponder
+
+    init(_ responder: DNSResponder) { self.responder = responder }
+
+    func channelRead(context: ChannelHandlerContext, data: NIOAny) {
+        guard let response = responder.respond(to: Array(unwrapInboundIn(data).readableBytesView), overUDP: false) else {
+            context.close(promise: nil)
+            return
+        }
+        var buffer = context.channel.allocator.buffer(capacity: response.count + 2)
+        buffer.writeInteger(UInt16(response.count))
+        buffer.writeBytes(response)
+        context.writeAndFlush(wrapOutboundOut(buffer), promise: nil)
+    }
+
+    func errorCaught(context: ChannelHandlerContext, error: any Error) { context.close(promise: nil) }
+}
