@@ -21,6 +21,8 @@ public final class Fleet: Sendable {
     public let topology: Topology
     public let registryPort: Int
     public let collectorPort: Int
+    /// The registry's DNS port: Consul's 8600 when it was free at start, else none.
+    public let dnsPort: Int?
     public let instances: [Instance]
     private let registry: ChildProcess
     private let collector: ChildProcess
@@ -51,8 +53,9 @@ public final class Fleet: Sendable {
         do {
             ports.releaseAll()
             let registryAddress = "127.0.0.1:\(ports.registry)"
+            let dns = ports.dns.map { ["--dns-addr", "127.0.0.1:\($0)"] } ?? []
             let registry = try launch("registry", ["registry", "--http-addr", registryAddress, "--data-dir", "\(data)/registry",
-                                                   "--log-format", "json"], in: "\(data)/registry")
+                                                   "--log-format", "json"] + dns, in: "\(data)/registry")
             try await waitUntilAnswering(registryAddress, "/v1/status/leader", process: registry)
             logger.info("registry up", metadata: ["address": "\(registryAddress)"])
             try await applyPolicies(topology, registry: registryAddress)
@@ -82,19 +85,20 @@ public final class Fleet: Sendable {
                                               process: try launch(id, arguments, in: directory)))
                 }
             }
-            return Fleet(topology: topology, registryPort: ports.registry, collectorPort: ports.collector, instances: instances,
-                         registry: registry, collector: collector)
+            return Fleet(topology: topology, registryPort: ports.registry, collectorPort: ports.collector, dnsPort: ports.dns,
+                         instances: instances, registry: registry, collector: collector)
         } catch {
             for child in started.reversed() { await child.stop(grace: .seconds(5)) }
             throw error
         }
     }
 
-    private init(topology: Topology, registryPort: Int, collectorPort: Int, instances: [Instance],
+    private init(topology: Topology, registryPort: Int, collectorPort: Int, dnsPort: Int?, instances: [Instance],
                  registry: ChildProcess, collector: ChildProcess) {
         self.topology = topology
         self.registryPort = registryPort
         self.collectorPort = collectorPort
+        self.dnsPort = dnsPort
         self.instances = instances
         self.registry = registry
         self.collector = collector
@@ -132,6 +136,7 @@ public final class Fleet: Sendable {
     /// Lines for a shell to source: where the registry, the collector and each service answer.
     public func endpointsFile() -> String {
         var lines = ["TRELLIS_ADDR=\(registryAddress)", "CONSUL_HTTP_ADDR=\(registryAddress)", "TRELLIS_COLLECTOR_ADDR=\(collectorAddress)"]
+        if let dnsPort { lines.append("TRELLIS_DNS_ADDR=127.0.0.1:\(dnsPort)") }
         for service in topology.services {
             guard let first = instances.first(where: { $0.service == service.name }) else { continue }
             let variable = service.name.uppercased().replacingOccurrences(of: "-", with: "_")
@@ -169,6 +174,8 @@ public final class Fleet: Sendable {
 private struct PortPlan {
     let registry: Int
     let collector: Int
+    /// Consul's DNS port, when nothing holds it.
+    let dns: Int?
     /// Public and admin port of each replica, per service.
     let replicas: [[(Int, Int)]]
     private let held: [HeldPort]
@@ -187,6 +194,12 @@ private struct PortPlan {
         }
         registry = try take(topology.registryPort, "registry")
         collector = try take(topology.collectorPort, "collector")
+        if let port = try? HeldPort.hold(Self.consulDNSPort, for: "registry DNS") {
+            held.append(port)
+            dns = port.port
+        } else {
+            dns = nil
+        }
         var replicas: [[(Int, Int)]] = []
         for service in topology.services {
             var ports: [(Int, Int)] = []
@@ -200,4 +213,6 @@ private struct PortPlan {
     }
 
     func releaseAll() { held.forEach { $0.release() } }
+
+    static let consulDNSPort = 8600
 }

@@ -55,7 +55,8 @@ private struct UpService: Service {
         do { fleet = try await Fleet.start(topology, trellis: trellis, logger: logger) } catch { CLI.fail("error: \(error)") }
         let endpoints = "\(topology.dataDir)/endpoints.env"
         try fleet.endpointsFile().write(toFile: endpoints, atomically: true, encoding: .utf8)
-        var rows = [["registry", "http://\(fleet.registryAddress)", ""], ["collector", "http://\(fleet.collectorAddress)", ""]]
+        var rows = [["registry", "http://\(fleet.registryAddress)", fleet.dnsPort.map { "DNS 127.0.0.1:\($0)" } ?? ""],
+                    ["collector", "http://\(fleet.collectorAddress)", ""]]
         rows += fleet.instances.map { [$0.id, "http://127.0.0.1:\($0.port)", "admin http://127.0.0.1:\($0.adminPort)"] }
         rows.append(["endpoints", endpoints, "(source it for TRELLIS_ADDR and <SERVICE>_URL)"])
         Self.output(TextTable.lines(rows).joined(separator: "\n") + "\n")

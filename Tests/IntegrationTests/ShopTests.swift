@@ -24,6 +24,13 @@ final class ShopEndToEndTests: XCTestCase {
         let orders = RegistryClient(address: try XCTUnwrap(endpoints["ORDERS_URL"]))
         let notifications = RegistryClient(address: try XCTUnwrap(endpoints["NOTIFICATIONS_URL"]))
         let collector = RegistryClient(address: try XCTUnwrap(endpoints["TRELLIS_COLLECTOR_ADDR"]))
+        // With Consul's port 8600 free, the registry of `trellis up` answers DNS there.
+        if let dns = endpoints["TRELLIS_DNS_ADDR"], FileManager.default.isExecutableFile(atPath: "/usr/bin/dig") {
+            let port = String(dns.split(separator: ":").last ?? "")
+            let srv = try runToEnd("/usr/bin/dig", ["@127.0.0.1", "-p", port, "+short", "catalog.service.consul", "SRV"]).output
+            let catalogPort = try XCTUnwrap(endpoints["CATALOG_URL"]?.split(separator: ":").last)
+            XCTAssertTrue(srv.contains(" \(catalogPort) "), "the catalog's sidecar port is in DNS: \(srv)")
+        }
 
         // The walkthrough of examples/shop/README.md.
         let credentials = Array(#"{"username":"ann","password":"correct horse"}"#.utf8)

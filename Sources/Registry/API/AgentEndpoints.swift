@@ -41,63 +41,104 @@ extension ConsulAPI {
         }
     }
 
+    /// `PUT /v1/agent/service/register`, with a `Connect.SidecarService` registering its proxy too.
     func agentRegisterService(_ context: Context) -> EventLoopFuture<HTTPResponse> {
         let node = identity.nodeName
-        let instance: ServiceInstance
-        var checkRequests: [CheckRequest] = []
+        var registrations: [(instance: ServiceInstance, checks: [CheckRequest])] = []
         do {
             let r = try decodeBody(context)
-            instance = try ServiceFields.decode(r, node: node, nameField: "Name")
-            if let reason = instance.weights.invalidReason { return badRequest("Invalid Weights: \(reason)", context) }
-            let scripts = identity.enableScriptChecks
-            if let check = try r.object("Check") { checkRequests.append(try CheckFields.decode(check, scripts: scripts)) }
-            for check in try r.objects("Checks") ?? [] { checkRequests.append(try CheckFields.decode(check, scripts: scripts)) }
+            var parent = try serviceRegistration(r, node: node)
+            if let connect = try r.object("Connect"), let sidecar = try connect.object("SidecarService") {
+                let proxy = try serviceRegistration(sidecar, node: node, parent: parent.instance)
+                // As Consul: the shorthand is not kept on the parent once its proxy exists.
+                parent.instance.connect = .object(JSONObject(connect.object.pairs.filter { $0.key.lowercased() != "sidecarservice" }))
+                registrations = [parent, proxy]
+            } else {
+                registrations = [parent]
+            }
         } catch {
             return decodeFailed(error, context)
         }
-        guard !instance.name.isEmpty else { return badRequest("Missing service name", context) }
-        guard !["0.0.0.0", "::", "[::]"].contains(instance.address) else { return badRequest("Invalid service address", context) }
-        guard instance.id != "consul" else { return badRequest("Service ID \"consul\" is reserved for the registry itself", context) }
-        var checks: [(check: HealthCheck, explicitStatus: Bool)] = []
-        for (i, request) in checkRequests.enumerated() {
-            let definition: CheckDefinition
-            do { definition = try CheckFields.validateRunnable(request.definition) } catch {
-                return badRequest(error.message, context)
+        var entries: [(instance: ServiceInstance, checks: [(check: HealthCheck, explicitStatus: Bool)])] = []
+        for (instance, requests) in registrations {
+            guard !instance.name.isEmpty else { return badRequest("Missing service name", context) }
+            guard !["0.0.0.0", "::", "[::]"].contains(instance.address) else { return badRequest("Invalid service address", context) }
+            guard instance.id != "consul" else { return badRequest("Service ID \"consul\" is reserved for the registry itself", context) }
+            if let reason = instance.weights.invalidReason { return badRequest("Invalid Weights: \(reason)", context) }
+            var checks: [(check: HealthCheck, explicitStatus: Bool)] = []
+            for (i, request) in requests.enumerated() {
+                let definition: CheckDefinition
+                do { definition = try CheckFields.validateRunnable(request.definition) } catch {
+                    return badRequest(error.message, context)
+                }
+                let defaultID = requests.count > 1 ? "service:\(instance.id):\(i + 1)" : "service:\(instance.id)"
+                var check = HealthCheck(node: node, checkID: request.id.isEmpty ? defaultID : request.id,
+                                        name: request.name.isEmpty ? "Service '\(instance.name)' check" : request.name)
+                check.notes = request.notes
+                check.status = request.status ?? .critical
+                check.serviceID = instance.id
+                check.serviceName = instance.name
+                check.serviceTags = instance.tags
+                check.definition = definition
+                checks.append((check, request.status != nil))
             }
-            let defaultID = checkRequests.count > 1 ? "service:\(instance.id):\(i + 1)" : "service:\(instance.id)"
-            var check = HealthCheck(node: node, checkID: request.id.isEmpty ? defaultID : request.id,
-                                    name: request.name.isEmpty ? "Service '\(instance.name)' check" : request.name)
-            check.notes = request.notes
-            check.status = request.status ?? .critical
-            check.serviceID = instance.id
-            check.serviceName = instance.name
-            check.serviceTags = instance.tags
-            check.definition = definition
-            checks.append((check, request.status != nil))
+            entries.append((instance, checks))
         }
         let replace = context.request.query.flag("replace-existing-checks") ?? false
-        let key = InstanceKey(node: node, id: instance.id)
-        return write(context, { [checks] (state: inout CatalogState) throws(CatalogError) -> [HealthCheck] in
-            state.putInstance(instance)
-            if replace {
-                let keep = Set(checks.map(\.check.checkID))
-                for old in state.checks(node: node, serviceID: key.id) where !keep.contains(old.checkID) {
-                    state.removeCheck(CheckKey(node: node, checkID: old.checkID))
+        return write(context, { [entries] (state: inout CatalogState) throws(CatalogError) -> [HealthCheck] in
+            var stored: [HealthCheck] = []
+            for var (instance, checks) in entries {
+                if instance.kind == "connect-proxy" && instance.port == 0 && entries.count > 1 {
+                    if let existing = state.instance(InstanceKey(node: node, id: instance.id)) {
+                        instance.port = existing.port
+                    } else {
+                        instance.port = try SidecarServiceRegistration.allocatePort(on: node, state: state)
+                    }
+                    if checks.isEmpty { checks = [(SidecarServiceRegistration.listeningCheck(instance), false)] }
                 }
+                state.putInstance(instance)
+                if replace {
+                    let keep = Set(checks.map(\.check.checkID))
+                    for old in state.checks(node: node, serviceID: instance.id) where !keep.contains(old.checkID) {
+                        state.removeCheck(CheckKey(node: node, checkID: old.checkID))
+                    }
+                }
+                stored += checks.map { state.registerCheck($0.check, explicitStatus: $0.explicitStatus) }
             }
-            return checks.map { state.registerCheck($0.check, explicitStatus: $0.explicitStatus) }
+            return stored
         }, render: { [checker] stored in
             stored.forEach(checker.checkRegistered)
             return HTTPResponse(status: .ok)
         })
     }
 
+    /// A service of a registration body with its `Check`/`Checks`; with `parent`, its `SidecarService`.
+    private func serviceRegistration(_ r: FieldReader, node: String,
+                                     parent: ServiceInstance? = nil) throws(DecodeError) -> (instance: ServiceInstance, checks: [CheckRequest]) {
+        let instance: ServiceInstance
+        if let parent {
+            instance = try SidecarServiceRegistration.instance(r, parent: parent)
+        } else {
+            instance = try ServiceFields.decode(r, node: node, nameField: "Name")
+        }
+        let scripts = identity.enableScriptChecks
+        var checks: [CheckRequest] = []
+        if let check = try r.object("Check") { checks.append(try CheckFields.decode(check, scripts: scripts)) }
+        for check in try r.objects("Checks") ?? [] { checks.append(try CheckFields.decode(check, scripts: scripts)) }
+        return (instance, checks)
+    }
+
+    /// Deregisters a service and, as Consul does, the sidecar proxy registered with it.
     func agentDeregisterService(_ context: Context) -> EventLoopFuture<HTTPResponse> {
         let key = InstanceKey(node: identity.nodeName, id: context.rest)
         guard key.id != "consul" else { return badRequest("Service ID \"consul\" is reserved for the registry itself", context) }
         return write(context, { (state: inout CatalogState) throws(CatalogError) in
             guard state.instance(key) != nil else { throw .notFound("Unknown service ID \"\(key.id)\". Ensure that the service ID is passed, not the service name.") }
             state.removeInstance(key)
+            let sidecar = InstanceKey(node: key.node, id: SidecarServiceRegistration.sidecarID(of: key.id))
+            if let proxy = state.instance(sidecar), proxy.proxy?["DestinationServiceID"]?.stringValue == key.id {
+                state.removeInstance(sidecar)
+            }
         }, render: { _ in HTTPResponse(status: .ok) })
     }
 
@@ -263,14 +304,17 @@ extension ConsulAPI {
         return immediate(json(.object(body), context), context)
     }
 
+    /// The gossip members: the registry itself, in the WAN pool (`?wan`) as `<node>.<dc>` on port 8302.
     func agentMembers(_ context: Context) -> EventLoopFuture<HTTPResponse> {
-        immediate(json(.array([memberJSON()]), context), context)
+        let wan = context.request.query.flag("wan") ?? false
+        return immediate(json(.array([memberJSON(wan: wan)]), context), context)
     }
 
-    private func memberJSON() -> JSON {
+    private func memberJSON(wan: Bool = false) -> JSON {
         let id = identity
         return .object(JSONObject([
-            ("Name", .string(id.nodeName)), ("Addr", .string(id.address)), ("Port", .int(8301)),
+            ("Name", .string(wan ? "\(id.nodeName).\(id.datacenter)" : id.nodeName)), ("Addr", .string(id.address)),
+            ("Port", .int(wan ? 8302 : 8301)),
             ("Tags", .stringMap(["role": "consul", "dc": id.datacenter, "port": String(AgentIdentity.serverPort),
                                  "build": "\(AgentIdentity.consulVersion):trellis", "id": id.nodeID,
                                  "vsn": "2", "vsn_min": "2", "vsn_max": "3", "bootstrap": "1", "segment": ""])),

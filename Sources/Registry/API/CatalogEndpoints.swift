@@ -20,12 +20,24 @@ extension ConsulAPI {
 
     func catalogService(_ context: Context) -> EventLoopFuture<HTTPResponse> {
         let name = context.rest
+        return serviceNodes(context, service: name) { $0.instances(named: name) }
+    }
+
+    /// `/v1/catalog/connect/:service`: the instances that accept mesh traffic for `service`.
+    func catalogConnect(_ context: Context) -> EventLoopFuture<HTTPResponse> {
+        let name = context.rest
+        return serviceNodes(context, service: name) { state in state.connectEntries(service: name).map(\.service) }
+    }
+
+    /// `ServiceNode`s of `instances`, with `?tag=`, `?node-meta=`, `?peer=` and `?filter=`.
+    private func serviceNodes(_ context: Context, service name: String,
+                              _ instances: @escaping @Sendable (borrowing CatalogState) -> [ServiceInstance]) -> EventLoopFuture<HTTPResponse> {
         let tags = context.request.query.all("tag")
         let metaFilter = nodeMetaFilter(context)
         let peer = namesPeer(context)
         return blockingJSON(context, key: WatchKey.service(name)) { state in
             if peer { return .array([]) }
-            return .array(state.instances(named: name).compactMap { instance in
+            return .array(instances(state).compactMap { instance in
                 guard tags.allSatisfy(instance.tags.contains), let node = state.node(instance.node),
                       Self.nodeMatches(node, metaFilter) else { return nil }
                 return CatalogJSON.catalogServiceNode(node, instance)

@@ -9,7 +9,8 @@ extension ConsulAPI {
         let entry = JSONObject([
             ("Datacenter", .string(identity.datacenter)), ("AreaID", .string("wan")),
             ("Coordinates", .array([.object(JSONObject([
-                ("Node", .string("\(identity.nodeName).\(identity.datacenter)")), ("Coord", CatalogState.originCoordinate),
+                // Consul strips the `.<dc>` suffix of the WAN names here.
+                ("Node", .string(identity.nodeName)), ("Coord", CatalogState.originCoordinate),
             ]))])),
         ])
         return immediate(json(.array([.object(entry)]), context), context)
@@ -26,8 +27,12 @@ extension ConsulAPI {
 
     func coordinateNode(_ context: Context) -> EventLoopFuture<HTTPResponse> {
         let name = context.rest, own = identity.nodeName
-        let known = catalog.read { $0.coordinate(node: name) != nil } || name == own
-        guard known else { return immediate(HTTPResponse(status: .notFound), context) }
+        let (known, index) = catalog.read { ($0.coordinate(node: name) != nil, $0.watchIndex(WatchKey.coordinates)) }
+        guard known || name == own else {
+            var response = HTTPResponse(status: .notFound)
+            ConsulHeaders.addQueryMeta(&response.headers, index: index)
+            return immediate(response, context)
+        }
         return blockingJSON(context, key: WatchKey.coordinates) { state in
             .array([Self.coordinateEntry(name, state.coordinate(node: name) ?? CatalogState.originCoordinate)])
         }

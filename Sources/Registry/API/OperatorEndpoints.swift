@@ -33,23 +33,42 @@ extension ConsulAPI {
                         ("LastIndex", .unsigned(state.index)),
                     ]))
                 })),
-                ("Index", .unsigned(state.index)),
+                // The index of Raft's configuration entry: there is no Raft log here.
+                ("Index", .int(0)),
             ]))
         }
     }
 
-    /// Autopilot's settings as a Consul server reports its defaults; they configure nothing here.
-    func operatorAutopilotConfiguration(_ context: Context) -> EventLoopFuture<HTTPResponse> {
-        if context.request.method == .PUT {
-            return badRequest("autopilot cannot be configured: the registry runs no Raft (its store keeps consensus)", context)
+    /// `DELETE /v1/operator/raft/peer?address=|id=`: no registry is a Raft peer that can be removed.
+    func operatorRaftRemovePeer(_ context: Context) -> EventLoopFuture<HTTPResponse> {
+        let query = context.request.query
+        if let id = query["id"], !id.isEmpty {
+            return immediate(.text(.internalServerError, "id \(JSON.string(id).text) was not found in the Raft configuration"), context)
         }
-        let body = JSONObject([
-            ("CleanupDeadServers", .bool(true)), ("LastContactThreshold", .string("200ms")), ("MaxTrailingLogs", .int(250)),
-            ("MinQuorum", .int(0)), ("ServerStabilizationTime", .string("10s")), ("RedundancyZoneTag", .string("")),
-            ("DisableUpgradeMigration", .bool(false)), ("UpgradeVersionTag", .string("")),
-            ("CreateIndex", .int(1)), ("ModifyIndex", .int(1)),
-        ])
-        return immediate(json(.object(body), context), context)
+        guard let address = query["address"], !address.isEmpty else { return badRequest("Must specify either ?id with the server's ID or ?address with IP:port of peer to remove", context) }
+        return immediate(.text(.internalServerError, "address \(JSON.string(address).text) was not found in the Raft configuration"), context)
+    }
+
+    /// `POST /v1/operator/raft/transfer-leader`: there is no Raft leadership to hand over.
+    func operatorRaftTransferLeader(_ context: Context) -> EventLoopFuture<HTTPResponse> {
+        immediate(.text(.internalServerError, "cannot find peer: the registry runs no Raft; its store keeps consensus"), context)
+    }
+
+    /// Autopilot's settings, kept with CAS as Consul keeps them; with no Raft they steer nothing.
+    func operatorAutopilotConfiguration(_ context: Context) -> EventLoopFuture<HTTPResponse> {
+        guard context.request.method == .PUT else {
+            return immediate(json(catalog.read { $0.autopilotConfiguration }, context), context)
+        }
+        let update: JSONObject
+        do { update = try decodeBody(context).object } catch { return decodeFailed(error, context) }
+        var cas: UInt64?
+        if let text = context.request.query["cas"], !text.isEmpty {
+            guard let parsed = UInt64(text) else { return badRequest("Invalid cas: \(JSON.string(text).text)", context) }
+            cas = parsed
+        }
+        return write(context, { [cas] (state: inout CatalogState) throws(CatalogError) -> Bool in
+            state.updateAutopilotConfiguration(update, cas: cas)
+        }, render: { Self.boolResponse($0) })
     }
 
     /// Every registry in the catalog whose `serfHealth` is passing counts as a healthy server.
@@ -98,6 +117,11 @@ extension ConsulAPI {
         }
     }
 
+    /// `/v1/operator/keyring`: there is no gossip, so no encryption keyring, and every operation fails.
+    func operatorKeyring(_ context: Context) -> EventLoopFuture<HTTPResponse> {
+        immediate(.text(.internalServerError, "keyring operations are not available: the registry runs no gossip, so it has no encryption keyring"), context)
+    }
+
     /// `GET /v1/operator/usage`: counts of the catalog, as Consul reports them per datacenter.
     func operatorUsage(_ context: Context) -> EventLoopFuture<HTTPResponse> {
         let dc = identity.datacenter
@@ -114,7 +138,8 @@ extension ConsulAPI {
                 ("Services", .int(Int64(state.serviceCount))), ("ServiceInstances", .int(Int64(instances.count))),
                 ("ConnectServiceInstances", .object(JSONObject(connect))),
                 ("BillableServiceInstances", .int(Int64(billable))), ("Nodes", .int(Int64(state.allNodes.count))),
-            ])))])))]))
+            ])))]))), ("Index", .unsigned(state.watchIndex(WatchKey.services))), ("LastContact", .int(0)),
+            ("KnownLeader", .bool(true)), ("ConsistencyLevel", .string("leader"))]))
         }
     }
 }

@@ -91,6 +91,10 @@ public struct CatalogState: Sendable {
     var lockDelays: [String: ContinuousClock.Instant] = [:]
     /// Network coordinates by node (CatalogState+Coordinates.swift).
     var coordinates: [String: JSON] = [:]
+    /// Autopilot's settings once written (CatalogState+Autopilot.swift).
+    var autopilot: JSONObject?
+    /// Config entries by `kind\nname` (CatalogState+ConfigEntries.swift).
+    var configEntries: [String: JSONObject] = [:]
 
     public init() {}
 
@@ -144,6 +148,11 @@ public struct CatalogState: Sendable {
             case "coord":
                 coordinates[key] = try JSON.parse(value)
                 return [WatchKey.coordinates]
+            case "autopilot":
+                autopilot = try JSON.parse(value).objectValue
+            case "config":
+                try loadConfigEntry(key: key, value)
+                return [WatchKey.config]
             default:
                 break
             }
@@ -154,6 +163,9 @@ public struct CatalogState: Sendable {
             case "coord":
                 coordinates[key] = nil
                 return [WatchKey.coordinates]
+            case "config":
+                configEntries[key] = nil
+                return [WatchKey.config]
             case "service" where pair.count == 2: unindex(InstanceKey(node: pair[0], id: pair[1]))
             case "check" where pair.count == 2: unindex(CheckKey(node: pair[0], checkID: pair[1]))
             case "kv":

@@ -1,0 +1,77 @@
+"""py-consul's root conftest, with its Docker-started Consul replaced by the real `trellis registry`.
+
+Every test gets a fresh registry on a free loopback port and its own data directory, started as
+the suite starts Consul (`enable_script_checks` on). ACL tests are skipped: the registry does not
+enforce ACLs yet.
+"""
+
+from __future__ import annotations
+
+import collections
+import os
+import shutil
+import socket
+import subprocess
+import tempfile
+import time
+
+import pytest
+import requests
+
+ConsulInstance = collections.namedtuple("ConsulInstance", ["container", "port", "version"])
+TRELLIS = os.environ["TRELLIS_BIN"]
+
+
+@pytest.fixture(scope="session", autouse=True)
+def _unset_consul_token():
+    os.environ.pop("CONSUL_HTTP_TOKEN", None)
+
+
+def _free_port() -> int:
+    """Consul's 8500 when it is free: some tests give checks `http://localhost:8500`, the agent itself."""
+    for port in (8500, 0):
+        with socket.socket() as s:
+            try:
+                s.bind(("127.0.0.1", port))
+            except OSError:
+                continue
+            return s.getsockname()[1]
+    raise OSError("no free port")
+
+
+def _start_registry():
+    data = tempfile.mkdtemp(prefix="py-consul-")
+    port = _free_port()
+    process = subprocess.Popen(
+        [TRELLIS, "registry", "--http-addr", f"127.0.0.1:{port}", "--data-dir", data, "--node", "trellis-py-consul",
+         "--enable-script-checks", "--log-level", "error"],
+        stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    deadline = time.time() + 10
+    while time.time() < deadline:
+        try:
+            if requests.get(f"http://127.0.0.1:{port}/v1/status/leader", timeout=1).status_code == 200:
+                return process, port, data
+        except requests.RequestException:
+            time.sleep(0.05)
+    process.kill()
+    raise TimeoutError("trellis registry did not answer")
+
+
+@pytest.fixture(params=["trellis"])
+def consul_instance(request):
+    process, port, data = _start_registry()
+    version = requests.get(f"http://127.0.0.1:{port}/v1/agent/self", timeout=5).json()["Config"]["Version"]
+    yield ConsulInstance(process, port, version)
+    process.kill()
+    process.wait()
+    shutil.rmtree(data, ignore_errors=True)
+
+
+@pytest.fixture(params=["trellis"])
+def acl_consul_instance(request):
+    pytest.skip("the registry does not enforce ACLs yet")
+
+
+@pytest.fixture
+def consul_port(consul_instance):
+    return consul_instance.port, consul_instance.version
