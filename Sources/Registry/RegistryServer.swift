@@ -2,6 +2,7 @@ import Foundation
 import Logging
 import NIOCore
 import NIOPosix
+import NIOSSL
 import ServiceLifecycle
 import TrellisCore
 import TrellisHTTP
@@ -24,6 +25,10 @@ public struct RegistryConfiguration: Sendable {
     public var enableScriptChecks = false
     /// Where the DNS interface listens (UDP and TCP); nil: no DNS.
     public var dnsAddress: (host: String, port: Int)?
+    /// Consul's `addresses.http = "unix:///path"`: the API on a unix socket too.
+    public var unixSocket: String?
+    /// Consul's `ports.https` with `cert_file`/`key_file`: the API over TLS on the HTTP host too.
+    public var https: (port: Int, certFile: String, keyFile: String)?
     public var dns = DNSSettings()
 
     /// Where the catalog is kept.
@@ -64,16 +69,17 @@ public struct RegistryConfiguration: Sendable {
 public final class RegistryServer: Service {
     private let config: RegistryConfiguration
     private let logger: Logger
-    private let onListening: @Sendable (String) -> Void
-    private let onDNSListening: @Sendable (String) -> Void
+    private let onListening: @Sendable (Listener) -> Void
 
-    /// `onListening` receives the HTTP address actually bound (useful with port 0), `onDNSListening` the DNS one.
-    public init(config: RegistryConfiguration, logger: Logger, onListening: @escaping @Sendable (String) -> Void = { _ in },
-                onDNSListening: @escaping @Sendable (String) -> Void = { _ in }) {
+    /// What the registry serves on, reported once bound (with port 0 the port actually bound).
+    public enum Listener: Sendable {
+        case http(String), https(String), unixSocket(String), dns(String)
+    }
+
+    public init(config: RegistryConfiguration, logger: Logger, onListening: @escaping @Sendable (Listener) -> Void = { _ in }) {
         self.config = config
         self.logger = logger
         self.onListening = onListening
-        self.onDNSListening = onDNSListening
     }
 
     public func run() async throws {
@@ -118,25 +124,41 @@ public final class RegistryServer: Service {
         let (leave, leaveRequested) = AsyncStream<Void>.makeStream()
         let api = ConsulAPI(catalog: catalog, identity: identity, checker: checker, metrics: metrics, logger: logger,
                             dataDirectory: config.dataDirectory, onLeave: { leaveRequested.yield() })
-        let server = try await HTTPServer.start(host: config.host, port: config.port, group: group,
-                                                maxBodySize: config.maxBodySize, responder: api, logger: logger)
+        var servers: [HTTPServer] = []
         var dns: DNSServer?
-        if let dnsAddress = config.dnsAddress {
-            do {
+        let server: HTTPServer
+        do {
+            server = try await HTTPServer.start(host: config.host, port: config.port, group: group,
+                                                maxBodySize: config.maxBodySize, responder: api, logger: logger)
+            servers.append(server)
+            if let path = config.unixSocket {
+                servers.append(try await HTTPServer.start(.unixSocket(path: path), group: group, maxBodySize: config.maxBodySize,
+                                                          responder: api, logger: logger))
+            }
+            if let https = config.https {
+                let tls = try Self.tlsContext(certFile: https.certFile, keyFile: https.keyFile)
+                servers.append(try await HTTPServer.start(.tcp(host: config.host, port: https.port), group: group,
+                                                          maxBodySize: config.maxBodySize, responder: api, logger: logger) { channel in
+                    try channel.pipeline.syncOperations.addHandler(NIOSSLServerHandler(context: tls))
+                })
+            }
+            if let dnsAddress = config.dnsAddress {
                 dns = try await DNSServer.start(host: dnsAddress.host, port: dnsAddress.port, catalog: catalog,
                                                 datacenter: config.datacenter, settings: config.dns, group: group, logger: logger)
-            } catch {
-                await server.close()
-                checker.stop()
-                sessionExpiry.stop()
-                throw error
             }
+        } catch {
+            for server in servers { await server.close() }
+            checker.stop()
+            sessionExpiry.stop()
+            throw error
         }
         let address = "\(config.host):\(server.localAddress.port ?? config.port)"
         logger.info("registry listening", metadata: storeMetadata.merging(
             ["address": "\(address)", "node": "\(identity.nodeName)", "index": "\(catalog.read { $0.index })"]) { $1 })
-        onListening(address)
-        if let dns, let dnsAddress = config.dnsAddress { onDNSListening(HostPort.format(dnsAddress.host, dns.port)) }
+        onListening(.http(address))
+        if let path = config.unixSocket { onListening(.unixSocket(path)) }
+        if config.https != nil, let tlsServer = servers.last { onListening(.https(HostPort.format(config.host, tlsServer.localAddress.port ?? 0))) }
+        if let dns, let dnsAddress = config.dnsAddress { onListening(.dns(HostPort.format(dnsAddress.host, dns.port))) }
         SystemdNotifier.ready(status: "serving Consul API on \(address)")
 
         // Until SIGTERM/SIGINT or `PUT /v1/agent/leave`, whichever comes first.
@@ -149,10 +171,25 @@ public final class RegistryServer: Service {
 
         SystemdNotifier.stopping()
         logger.info("registry shutting down")
-        await server.close()
+        for server in servers { await server.close() }
         await dns?.close()
         checker.stop()
         sessionExpiry.stop()
+    }
+
+    /// The server side of TLS from PEM files; a file that cannot be read or parsed is named.
+    static func tlsContext(certFile: String, keyFile: String) throws -> NIOSSLContext {
+        let chain: [NIOSSLCertificate]
+        let key: NIOSSLPrivateKey
+        do { chain = try NIOSSLCertificate.fromPEMFile(certFile) } catch {
+            throw ConfigError(description: "cert_file \(certFile): cannot read a PEM certificate (\(error))")
+        }
+        do { key = try NIOSSLPrivateKey(file: keyFile, format: .pem) } catch {
+            throw ConfigError(description: "key_file \(keyFile): cannot read a PEM private key (\(error))")
+        }
+        let configuration = TLSConfiguration.makeServerConfiguration(certificateChain: chain.map { .certificate($0) },
+                                                                     privateKey: .privateKey(key))
+        return try NIOSSLContext(configuration: configuration)
     }
 
     /// The catalog on the configured store, and how to close that store.

@@ -50,21 +50,40 @@ public final class HTTPServer: Sendable {
         self.localAddress = channel.localAddress!
     }
 
+    /// Where a server listens: a TCP host and port, or a unix socket path (replaced if it exists).
+    public enum BindAddress: Sendable {
+        case tcp(host: String, port: Int)
+        case unixSocket(path: String)
+    }
+
     public static func start(host: String, port: Int, group: any EventLoopGroup, maxBodySize: Int,
                              responder: any HTTPResponder, logger: Logger) async throws -> HTTPServer {
-        let channel = try await ServerBootstrap(group: group)
+        try await start(.tcp(host: host, port: port), group: group, maxBodySize: maxBodySize, responder: responder, logger: logger)
+    }
+
+    /// Starts serving on `address`; `secure`, when given, adds the first handlers of each connection
+    /// (TLS termination), so the same HTTP pipeline serves plaintext and HTTPS.
+    public static func start(_ address: BindAddress, group: any EventLoopGroup, maxBodySize: Int, responder: any HTTPResponder,
+                             logger: Logger, secure: (@Sendable (any Channel) throws -> Void)? = nil) async throws -> HTTPServer {
+        let bootstrap = ServerBootstrap(group: group)
             .serverChannelOption(.backlog, value: 1024)
             .serverChannelOption(.socketOption(.so_reuseaddr), value: 1)
-            .childChannelOption(.socketOption(.tcp_nodelay), value: 1)
             .childChannelOption(.maxMessagesPerRead, value: 16)
             .childChannelInitializer { channel in
                 channel.eventLoop.makeCompletedFuture {
+                    try secure?(channel)
                     try channel.pipeline.syncOperations.configureHTTPServerPipeline(withErrorHandling: true)
                     try channel.pipeline.syncOperations.addHandler(
                         HTTPRequestHandler(responder: responder, maxBodySize: maxBodySize, logger: logger))
                 }
             }
-            .bind(host: host, port: port).get()
+        let channel: any Channel
+        switch address {
+        case .tcp(let host, let port):
+            channel = try await bootstrap.childChannelOption(.socketOption(.tcp_nodelay), value: 1).bind(host: host, port: port).get()
+        case .unixSocket(let path):
+            channel = try await bootstrap.bind(unixDomainSocketPath: path, cleanupExistingSocketFile: true).get()
+        }
         return HTTPServer(channel: channel)
     }
 

@@ -46,20 +46,33 @@ struct RegistryCommand: AsyncParsableCommand {
     @Option(name: .long, help: "Serve Consul's DNS interface on HOST:PORT, UDP and TCP (port 0 picks a free one). Off unless given.")
     var dnsAddr: String?
 
+    @Option(name: .long, help: "Serve the API on this unix socket too (Consul's addresses.http = \"unix://PATH\").")
+    var httpSocket: String?
+
+    @Option(name: .long, help: "Serve the API over TLS on this port of the HTTP host too (Consul's -https-port); needs --cert-file and --key-file.")
+    var httpsPort: Int?
+
+    @Option(name: .long, help: "PEM certificate (chain) for --https-port (Consul's cert_file).")
+    var certFile: String?
+
+    @Option(name: .long, help: "PEM private key for --https-port (Consul's key_file).")
+    var keyFile: String?
+
     @Option(name: .long, help: "Log level: trace, debug, info, notice, warning, error, critical. Default info.")
     var logLevel: Logger.Level?
 
     @Option(name: .long, help: "Log format: json, text, or auto (json unless stderr is a terminal).")
     var logFormat: LogSetup.Format = .auto
 
-    @Option(name: .long, help: "YAML file with the same settings in snake_case (http_addr, data_dir, store, etcd_endpoints, etcd_prefix, node, node_id, node_meta, enable_script_checks, dns_addr, dns_config, datacenter, log_level); flags win.")
+    @Option(name: .long, help: "YAML file with the same settings in snake_case (http_addr, data_dir, store, etcd_endpoints, etcd_prefix, node, node_id, node_meta, enable_script_checks, dns_addr, dns_config, addresses.http, ports.https, cert_file, key_file, datacenter, log_level); flags win.")
     var config: String?
 
     func run() async throws {
         let file = try config.map {
             try DaemonConfigFile(path: $0, allowed: ["http_addr", "data_dir", "store", "etcd_endpoints", "etcd_prefix",
                                                      "node", "node_id", "node_meta", "enable_script_checks",
-                                                     "dns_addr", "dns_config", "datacenter", "log_level"])
+                                                     "dns_addr", "dns_config", "addresses", "ports", "cert_file", "key_file",
+                                                     "datacenter", "log_level"])
         }
         var settings = RegistryConfiguration()
         let address = httpAddr ?? file?["http_addr"] ?? "127.0.0.1:8500"
@@ -93,6 +106,30 @@ struct RegistryCommand: AsyncParsableCommand {
             settings.dnsAddress = (host, port)
         }
         if let dnsConfig = try file?.raw("dns_config") { settings.dns = try Self.dnsSettings(dnsConfig) }
+        let addresses = try file?.map("addresses") ?? [:]
+        if let unknown = addresses.keys.first(where: { $0 != "http" }) {
+            throw ValidationError("addresses: unknown setting \"\(unknown)\" (known: http)")
+        }
+        if let socket = httpSocket ?? addresses["http"] {
+            guard socket.hasPrefix("/") || socket.hasPrefix("unix://") else {
+                throw ValidationError("addresses.http must be unix:///PATH (the TCP address is http_addr), got \"\(socket)\"")
+            }
+            settings.unixSocket = socket.hasPrefix("unix://") ? String(socket.dropFirst(7)) : socket
+        }
+        let ports = try file?.map("ports") ?? [:]
+        if let unknown = ports.keys.first(where: { $0 != "https" }) {
+            throw ValidationError("ports: unknown setting \"\(unknown)\" (known: https)")
+        }
+        let httpsText = httpsPort.map(String.init) ?? ports["https"]
+        if let httpsText, httpsText != "-1" {
+            guard let port = Int(httpsText), (0...65535).contains(port) else {
+                throw ValidationError("ports.https must be a port number, got \"\(httpsText)\"")
+            }
+            guard let cert = certFile ?? file?["cert_file"], let key = keyFile ?? file?["key_file"] else {
+                throw ValidationError("ports.https needs cert_file and key_file")
+            }
+            settings.https = (port, cert, key)
+        }
         let levelText = file?["log_level"]
         guard let level = logLevel ?? (levelText.map { Logger.Level(rawValue: $0) } ?? .info) else {
             throw ValidationError("log_level must be one of trace, debug, info, notice, warning, error, critical")
@@ -103,12 +140,15 @@ struct RegistryCommand: AsyncParsableCommand {
         case .sqlite: "data in \(config.dataDirectory)"
         case .etcd(_, let prefix): "data in etcd \(config.store.endpointList) under \(prefix)"
         }
-        let server = RegistryServer(config: config, logger: logger, onListening: { address in
-            let line = "trellis registry listening on http://\(address) (\(storage))\n"
-            FileHandle.standardOutput.write(Data(line.utf8))
-        }, onDNSListening: { address in
-            FileHandle.standardOutput.write(Data("trellis registry serving DNS on \(address) (udp and tcp)\n".utf8))
-        })
+        let server = RegistryServer(config: config, logger: logger) { listener in
+            let line = switch listener {
+            case .http(let address): "trellis registry listening on http://\(address) (\(storage))"
+            case .https(let address): "trellis registry listening on https://\(address)"
+            case .unixSocket(let path): "trellis registry listening on unix://\(path)"
+            case .dns(let address): "trellis registry serving DNS on \(address) (udp and tcp)"
+            }
+            FileHandle.standardOutput.write(Data((line + "\n").utf8))
+        }
         try await LogSetup.runUntilSignalled(server, logger: logger)
     }
 }

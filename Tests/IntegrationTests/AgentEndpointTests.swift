@@ -168,3 +168,48 @@ final class AgentEndpointTests: XCTestCase {
         XCTAssertEqual(checks["slow"]?["Output"], .string("Timed out (500ms) running check"))
     }
 }
+
+extension AgentEndpointTests {
+    /// Consul's `addresses.http = "unix://…"` and `ports.https` with `cert_file`/`key_file`, through
+    /// real curl and a certificate made by openssl.
+    func testTheAPIIsServedOnAUnixSocketAndOverTLSToo() async throws {
+        let dir = try temporaryDirectory(self)
+        let openssl = try runToEnd("/usr/bin/openssl", ["req", "-x509", "-newkey", "ec", "-pkeyopt", "ec_paramgen_curve:prime256v1",
+                                                        "-nodes", "-days", "1", "-subj", "/CN=localhost", "-addext",
+                                                        "subjectAltName=IP:127.0.0.1", "-keyout", dir + "/key.pem", "-out", dir + "/cert.pem"])
+        XCTAssertEqual(openssl.status, 0, openssl.output)
+        let socket = dir + "/registry.sock"
+        try """
+            addresses:
+              http: unix://\(socket)
+            ports:
+              https: 0
+            cert_file: \(dir)/cert.pem
+            key_file: \(dir)/key.pem
+            """.write(toFile: dir + "/registry.yaml", atomically: true, encoding: .utf8)
+        let registry = RegistryUnderTest(dataDir: dir + "/data", arguments: ["--config", dir + "/registry.yaml"])
+        try await registry.start()
+        addTeardownBlock { registry.child?.kill9() }
+        let child = try XCTUnwrap(registry.child)
+        let httpsLine = try await child.waitForLine(containing: "listening on https://")
+        _ = try await child.waitForLine(containing: "listening on unix://")
+        let httpsAddress = try XCTUnwrap(httpsLine.split(separator: " ").first { $0.hasPrefix("https://") })
+
+        let overSocket = try runToEnd("/usr/bin/curl", ["-sS", "--unix-socket", socket, "http://localhost/v1/status/leader"])
+        let leader = try await registry.json("/v1/status/leader")
+        XCTAssertEqual(overSocket.output, leader.text)
+        let overTLS = try runToEnd("/usr/bin/curl", ["-sS", "--cacert", dir + "/cert.pem", "\(httpsAddress)/v1/catalog/services"])
+        XCTAssertTrue(overTLS.output.contains("\"consul\""), overTLS.output)
+        let plainToTLS = try runToEnd("/usr/bin/curl", ["-sS", "--max-time", "3", "http://" + httpsAddress.dropFirst(8) + "/v1/status/leader"])
+        XCTAssertNotEqual(plainToTLS.status, 0, "plaintext is not answered on the TLS port")
+
+        try "ports:\n  https: 8501\n".write(toFile: dir + "/bad.yaml", atomically: true, encoding: .utf8)
+        let missingKey = try runToEnd(TrellisBinary.path, ["registry", "--config", dir + "/bad.yaml", "--data-dir", dir + "/other"])
+        XCTAssertTrue(missingKey.output.contains("ports.https needs cert_file and key_file"), missingKey.output)
+        let badCert = try runToEnd(TrellisBinary.path, ["registry", "--https-port", "0", "--cert-file", dir + "/nope.pem",
+                                                        "--key-file", dir + "/key.pem", "--data-dir", dir + "/other2",
+                                                        "--http-addr", "127.0.0.1:0"])
+        XCTAssertNotEqual(badCert.status, 0)
+        XCTAssertTrue(badCert.output.contains("cert_file"), badCert.output)
+    }
+}

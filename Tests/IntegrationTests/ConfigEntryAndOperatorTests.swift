@@ -129,4 +129,22 @@ final class ConfigEntryAndOperatorTests: XCTestCase {
         let wan = try await registry.json("/v1/agent/members?wan=1")
         XCTAssertEqual(wan[0]?["Name"], .string("\(registry.node).dc1"))
     }
+
+    func testDiscoveryChainsAreConsulsDefaultChain() async throws {
+        let registry = try await RegistryUnderTest.start(self)
+        let chain = try await registry.json("/v1/discovery-chain/web")
+        XCTAssertEqual(chain["Chain"]?["ServiceName"], .string("web"))
+        XCTAssertEqual(chain["Chain"]?["Protocol"], .string("tcp"))
+        XCTAssertEqual(chain["Chain"]?["StartNode"], .string("resolver:web.default.default.dc1"))
+        XCTAssertEqual(chain["Chain"]?["Targets"]?["web.default.default.dc1"]?["ConnectTimeout"], .string("5s"))
+        let (status, _, body) = try await registry.client.send("POST", "/v1/discovery-chain/web",
+                                                                body: Array(#"{"OverrideProtocol":"http","OverrideConnectTimeout":"2s"}"#.utf8))
+        XCTAssertEqual(status, 200)
+        let overridden = try JSON.parse(body)
+        XCTAssertEqual(overridden["Chain"]?["Protocol"], .string("http"))
+        XCTAssertEqual(overridden["Chain"]?["Default"], .bool(false))
+        XCTAssertEqual(overridden["Chain"]?["Nodes"]?["resolver:web.default.default.dc1"]?["Resolver"]?["ConnectTimeout"], .string("2s"))
+        let otherDC = try await registry.get("/v1/discovery-chain/web?compile-dc=dc9")
+        XCTAssertEqual(otherDC.status, 500)
+    }
 }

@@ -105,6 +105,7 @@ public final class ConsulAPI: HTTPResponder {
         ([.GET], "/v1/catalog/connect/", true, { $0.catalogConnect }),
         ([.GET], "/v1/catalog/gateway-services/", true, { $0.catalogGatewayServices }),
         ([.PUT], "/v1/config", false, { $0.configApply }),
+        ([.GET, .POST], "/v1/discovery-chain/", true, { $0.discoveryChain }),
         ([.GET, .DELETE], "/v1/config/", true, { $0.configEntry }),
         ([.GET], "/v1/catalog/nodes", false, { $0.catalogNodes }),
         ([.GET], "/v1/catalog/node/", true, { $0.catalogNode }),
