@@ -32,8 +32,9 @@ extension ConsulAPI {
         let target = "\(service).default.default.\(dc)"
         let node = "resolver:\(target)"
         let (chain, protocolFinal, timeoutFinal, isDefault) = (service, protocolName, connectTimeout, !overridden)
-        return blockingJSON(context, key: WatchKey.config) { _ in
-            .object(JSONObject([("Chain", .object(JSONObject([
+        // Not through the blocking read's response cache: that is keyed by path and query, and a
+        // POST's overrides are in its body.
+        let body = JSON.object(JSONObject([("Chain", .object(JSONObject([
                 ("ServiceName", .string(chain)), ("Namespace", .string("default")), ("Partition", .string("default")),
                 ("Datacenter", .string(dc)), ("CustomizationHash", .string("")), ("Default", .bool(isDefault)),
                 ("Protocol", .string(protocolFinal)), ("ServiceMeta", .null), ("StartNode", .string(node)),
@@ -48,6 +49,8 @@ extension ConsulAPI {
                     ("MeshGateway", .object(JSONObject())),
                 ])))]))),
             ])))]))
-        }
+        var response = json(body, context)
+        ConsulHeaders.addQueryMeta(&response.headers, index: catalog.read { $0.watchIndex(WatchKey.config) })
+        return immediate(response, context)
     }
 }
