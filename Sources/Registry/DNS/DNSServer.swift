@@ -1,6 +1,7 @@
 import Logging
 import NIOCore
 import NIOPosix
+import Synchronization
 
 /// The registry's DNS interface (`--dns-addr`): UDP and TCP on one address, answered from memory.
 public final class DNSServer: Sendable {
@@ -26,6 +27,9 @@ public final class DNSServer: Sendable {
         let responder = DNSResponder(catalog: catalog, resolver: DNSResolver(datacenter: datacenter, settings: settings))
         let udp = try await DatagramBootstrap(group: group)
             .channelOption(.socketOption(.so_reuseaddr), value: 1)
+            // Several datagrams per read (recvmmsg) and the answers sent together at the end of it.
+            .channelOption(.datagramVectorReadMessageCount, value: 32)
+            .channelOption(.maxMessagesPerRead, value: 4)
             .channelInitializer { channel in
                 channel.eventLoop.makeCompletedFuture { try channel.pipeline.syncOperations.addHandler(UDPHandler(responder)) }
             }
@@ -57,6 +61,7 @@ public final class DNSServer: Sendable {
 struct DNSResponder: Sendable {
     let catalog: Catalog
     let resolver: DNSResolver
+    let answers = DNSAnswerCache()
 
     /// The response bytes, or nil for input that is not a query (dropped, as resolvers drop it).
     func respond(to bytes: [UInt8], overUDP: Bool) -> [UInt8]? {
@@ -67,7 +72,13 @@ struct DNSResponder: Sendable {
         if query.qclass != 1 && query.qclass != 255 {
             answer = DNSAnswer(rcode: .notImplemented)
         } else {
-            answer = catalog.read { resolver.answer(query.name, type: query.type, state: $0) }
+            let key = String(query.type) + " " + query.name.joined(separator: ".").lowercased()
+            answer = catalog.read { state in
+                if let cached = answers.lookup(key, index: state.index) { return cached }
+                let fresh = resolver.answer(query.name, type: query.type, state: state)
+                answers.store(key, index: state.index, answer: fresh)
+                return fresh
+            }
         }
         if answer.answers.count > 1 { answer.answers.shuffle() }
         if overUDP {
@@ -96,6 +107,24 @@ struct DNSResponder: Sendable {
     }
 }
 
+/// Resolved answers by question, valid while the catalog's index is unchanged (any write moves it).
+/// Bounded: questions are the client's to choose.
+final class DNSAnswerCache: Sendable {
+    private static let capacity = 4096
+    private let entries = Mutex<(index: UInt64, answers: [String: DNSAnswer])>((0, [:]))
+
+    func lookup(_ key: String, index: UInt64) -> DNSAnswer? {
+        entries.withLock { $0.index == index ? $0.answers[key] : nil }
+    }
+
+    func store(_ key: String, index: UInt64, answer: DNSAnswer) {
+        entries.withLock { entries in
+            if entries.index != index || entries.answers.count >= Self.capacity { entries = (index, [:]) }
+            entries.answers[key] = answer
+        }
+    }
+}
+
 private final class UDPHandler: ChannelInboundHandler, Sendable {
     typealias InboundIn = AddressedEnvelope<ByteBuffer>
     typealias OutboundOut = AddressedEnvelope<ByteBuffer>
@@ -107,8 +136,10 @@ private final class UDPHandler: ChannelInboundHandler, Sendable {
         let envelope = unwrapInboundIn(data)
         guard let response = responder.respond(to: Array(envelope.data.readableBytesView), overUDP: true) else { return }
         let reply = AddressedEnvelope(remoteAddress: envelope.remoteAddress, data: context.channel.allocator.buffer(bytes: response))
-        context.writeAndFlush(wrapOutboundOut(reply), promise: nil)
+        context.write(wrapOutboundOut(reply), promise: nil)
     }
+
+    func channelReadComplete(context: ChannelHandlerContext) { context.flush() }
 
     func errorCaught(context: ChannelHandlerContext, error: any Error) {}
 }
