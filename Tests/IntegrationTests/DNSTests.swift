@@ -69,6 +69,10 @@ final class DNSTests: XCTestCase {
         let outside = try dig(port, ["example.com"])
         XCTAssertTrue(outside.contains("status: REFUSED"), outside)
         XCTAssertEqual(try dig(port, ["web.service.consul", "+tcp", "+short"]).split(separator: "\n").count, 2, "TCP answers too")
+        // A query near the 512-byte classic limit (a long name, EDNS with a cookie) is read whole.
+        let long = (0..<3).map { _ in String(repeating: "x", count: 60) }.joined(separator: ".") + ".web.service.consul"
+        let longAnswer = try dig(port, [long, "+cookie"])
+        XCTAssertTrue(longAnswer.contains("status: NXDOMAIN"), longAnswer)
 
         // Answers follow the catalog: a failing check takes an instance out of DNS at once.
         _ = try await registry.put("/v1/catalog/register", """

@@ -9,6 +9,7 @@ public final class DNSServer: Sendable {
     static let ednsBufferSize = 4096
     /// Classic DNS's UDP limit for a client that sends no EDNS0.
     static let classicUDPSize = 512
+    static let datagramsPerRead = 16
 
     private let udp: any Channel
     private let tcp: any Channel
@@ -27,8 +28,10 @@ public final class DNSServer: Sendable {
         let responder = DNSResponder(catalog: catalog, resolver: DNSResolver(datacenter: datacenter, settings: settings))
         let udp = try await DatagramBootstrap(group: group)
             .channelOption(.socketOption(.so_reuseaddr), value: 1)
-            // Several datagrams per read (recvmmsg) and the answers sent together at the end of it.
-            .channelOption(.datagramVectorReadMessageCount, value: 32)
+            // Several datagrams per read (recvmmsg) and the answers sent together at the end of it;
+            // the receive buffer is split among them, so it holds the largest query that many times.
+            .channelOption(.datagramVectorReadMessageCount, value: Self.datagramsPerRead)
+            .channelOption(.recvAllocator, value: FixedSizeRecvByteBufferAllocator(capacity: Self.datagramsPerRead * DNSQuery.maxSize))
             .channelOption(.maxMessagesPerRead, value: 4)
             .channelInitializer { channel in
                 channel.eventLoop.makeCompletedFuture { try channel.pipeline.syncOperations.addHandler(UDPHandler(responder)) }
