@@ -4,6 +4,7 @@ import NIOCore
 import NIOPosix
 import NIOSSL
 import ServiceLifecycle
+import Telemetry
 import TrellisCore
 import TrellisHTTP
 
@@ -70,15 +71,23 @@ public final class RegistryServer: Service {
     private let config: RegistryConfiguration
     private let logger: Logger
     private let onListening: @Sendable (Listener) -> Void
+    private let logControl: LogControl
+    private let reload: @Sendable () throws -> ReloadableSettings
 
     /// What the registry serves on, reported once bound (with port 0 the port actually bound).
     public enum Listener: Sendable {
         case http(String), https(String), unixSocket(String), dns(String)
     }
 
-    public init(config: RegistryConfiguration, logger: Logger, onListening: @escaping @Sendable (Listener) -> Void = { _ in }) {
+    /// `logControl` holds the level of `logger`'s handler (`ControlledLogHandler`); `reload` reads
+    /// the settings `PUT /v1/agent/reload` applies.
+    public init(config: RegistryConfiguration, logger: Logger, logControl: LogControl,
+                reload: @escaping @Sendable () throws -> ReloadableSettings,
+                onListening: @escaping @Sendable (Listener) -> Void = { _ in }) {
         self.config = config
         self.logger = logger
+        self.logControl = logControl
+        self.reload = reload
         self.onListening = onListening
     }
 
@@ -123,7 +132,8 @@ public final class RegistryServer: Service {
         let sessionExpiry = SessionExpiry(catalog: catalog, loop: group.next())
         let (leave, leaveRequested) = AsyncStream<Void>.makeStream()
         let api = ConsulAPI(catalog: catalog, identity: identity, checker: checker, metrics: metrics, logger: logger,
-                            dataDirectory: config.dataDirectory, onLeave: { leaveRequested.yield() })
+                            dataDirectory: config.dataDirectory, logControl: logControl, reload: reload,
+                            onLeave: { leaveRequested.yield() })
         var servers: [HTTPServer] = []
         var dns: DNSServer?
         let server: HTTPServer

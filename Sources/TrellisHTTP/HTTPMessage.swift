@@ -1,3 +1,4 @@
+import Synchronization
 import NIOCore
 import NIOHTTP1
 
@@ -31,6 +32,9 @@ public struct HTTPResponse: Sendable {
     public var status: HTTPResponseStatus
     public var headers: HTTPHeaders
     public var body: ByteBuffer
+    /// A body that is written as it is produced (chunked) instead of `body`, until it finishes or
+    /// the client goes away.
+    public var stream: HTTPBodyStream?
 
     public init(status: HTTPResponseStatus = .ok, headers: HTTPHeaders = [:], body: ByteBuffer = ByteBuffer()) {
         self.status = status
@@ -121,5 +125,61 @@ enum PercentDecoding {
         case 0x61...0x66: c - 0x61 + 10
         default: nil
         }
+    }
+}
+
+/// The body of a streamed response: chunks handed over from any thread, written in order.
+public final class HTTPBodyStream: Sendable {
+    private struct State {
+        var pending: [ByteBuffer] = []
+        var finished = false
+        var consumer: (@Sendable (ByteBuffer?) -> Void)?
+        var onFinish: [@Sendable () -> Void] = []
+    }
+    private let state = Mutex(State())
+
+    public init() {}
+
+    /// Queues a chunk; dropped once the stream has finished.
+    public func write(_ chunk: ByteBuffer) {
+        let consumer = state.withLock { state -> (@Sendable (ByteBuffer?) -> Void)? in
+            guard !state.finished else { return nil }
+            if state.consumer == nil { state.pending.append(chunk) }
+            return state.consumer
+        }
+        consumer?(chunk)
+    }
+
+    /// Ends the body (also when the client went away).
+    public func finish() {
+        let (consumer, handlers) = state.withLock { state -> ((@Sendable (ByteBuffer?) -> Void)?, [@Sendable () -> Void]) in
+            guard !state.finished else { return (nil, []) }
+            state.finished = true
+            defer { state.onFinish = [] }
+            return (state.consumer, state.onFinish)
+        }
+        consumer?(nil)
+        handlers.forEach { $0() }
+    }
+
+    /// Runs `handler` once the stream has ended, at once if it already has.
+    public func onFinish(_ handler: @escaping @Sendable () -> Void) {
+        let now = state.withLock { state -> Bool in
+            if state.finished { return true }
+            state.onFinish.append(handler)
+            return false
+        }
+        if now { handler() }
+    }
+
+    /// Hands every chunk (then nil at the end) to `consumer`, the ones queued so far first.
+    func consume(_ consumer: @escaping @Sendable (ByteBuffer?) -> Void) {
+        let (queued, finished) = state.withLock { state -> ([ByteBuffer], Bool) in
+            defer { state.pending = [] }
+            state.consumer = consumer
+            return (state.pending, state.finished)
+        }
+        queued.forEach { consumer($0) }
+        if finished { consumer(nil) }
     }
 }

@@ -162,6 +162,7 @@ final class HTTPRequestHandler: ChannelInboundHandler {
 
     private func write(_ response: HTTPResponse, for request: HTTPRequestHead, context: ChannelHandlerContext, close: Bool) {
         guard context.channel.isActive else { return }
+        if let stream = response.stream { return writeStream(response, stream, for: request, context: context) }
         var headers = response.headers
         headers.replaceOrAdd(name: "Content-Length", value: String(response.body.readableBytes))
         if close { headers.replaceOrAdd(name: "Connection", value: "close") }
@@ -173,6 +174,34 @@ final class HTTPRequestHandler: ChannelInboundHandler {
         let done = context.writeAndFlush(wrapOutboundOut(.end(nil)))
         if close {
             done.assumeIsolated().whenComplete { _ in context.close(promise: nil) }
+        }
+    }
+
+    /// Writes a streamed body chunk by chunk (chunked encoding); the connection closes at its end.
+    private func writeStream(_ response: HTTPResponse, _ stream: HTTPBodyStream, for request: HTTPRequestHead,
+                             context: ChannelHandlerContext) {
+        var headers = response.headers
+        headers.remove(name: "Content-Length")
+        headers.replaceOrAdd(name: "Connection", value: "close")
+        context.writeAndFlush(wrapOutboundOut(.head(HTTPResponseHead(version: request.version, status: response.status,
+                                                                     headers: headers))), promise: nil)
+        let loop = context.eventLoop
+        let bound = NIOLoopBound((handler: self, context: context), eventLoop: loop)
+        let signal = CancellationSignal()
+        cancellation = signal
+        signal.onCancel { stream.finish() }
+        stream.consume { chunk in
+            loop.execute {
+                let (handler, context) = bound.value
+                guard context.channel.isActive else { return }
+                if let chunk {
+                    context.writeAndFlush(handler.wrapOutboundOut(.body(.byteBuffer(chunk))), promise: nil)
+                } else {
+                    context.writeAndFlush(handler.wrapOutboundOut(.end(nil))).assumeIsolated().whenComplete { _ in
+                        context.close(promise: nil)
+                    }
+                }
+            }
         }
     }
 }

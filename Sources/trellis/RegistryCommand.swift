@@ -67,13 +67,12 @@ struct RegistryCommand: AsyncParsableCommand {
     @Option(name: .long, help: "YAML file with the same settings in snake_case (http_addr, data_dir, store, etcd_endpoints, etcd_prefix, node, node_id, node_meta, enable_script_checks, dns_addr, dns_config, addresses.http, ports.https, cert_file, key_file, datacenter, log_level); flags win.")
     var config: String?
 
+    static let configKeys: Set<String> = ["http_addr", "data_dir", "store", "etcd_endpoints", "etcd_prefix", "node", "node_id",
+                                          "node_meta", "enable_script_checks", "dns_addr", "dns_config", "addresses", "ports",
+                                          "cert_file", "key_file", "datacenter", "log_level"]
+
     func run() async throws {
-        let file = try config.map {
-            try DaemonConfigFile(path: $0, allowed: ["http_addr", "data_dir", "store", "etcd_endpoints", "etcd_prefix",
-                                                     "node", "node_id", "node_meta", "enable_script_checks",
-                                                     "dns_addr", "dns_config", "addresses", "ports", "cert_file", "key_file",
-                                                     "datacenter", "log_level"])
-        }
+        let file = try config.map { try DaemonConfigFile(path: $0, allowed: Self.configKeys) }
         var settings = RegistryConfiguration()
         let address = httpAddr ?? file?["http_addr"] ?? "127.0.0.1:8500"
         guard let (host, port) = HostPort.parse(address) else {
@@ -93,13 +92,8 @@ struct RegistryCommand: AsyncParsableCommand {
             }
             settings.nodeID = id.lowercased()
         }
-        var meta = try file?.map("node_meta") ?? [:]
-        for pair in nodeMeta {
-            guard let colon = pair.firstIndex(of: ":") else { throw ValidationError("--node-meta must be KEY:VALUE, got \"\(pair)\"") }
-            meta[String(pair[..<colon])] = String(pair[pair.index(after: colon)...])
-        }
-        if let problem = RegistryConfiguration.nodeMetaProblem(meta) { throw ValidationError("node_meta: \(problem)") }
-        settings.nodeMeta = meta
+        let reloadable = try Self.reloadable(file, nodeMeta: nodeMeta, logLevel: logLevel)
+        settings.nodeMeta = reloadable.nodeMeta
         settings.enableScriptChecks = try enableScriptChecks || (file?.bool("enable_script_checks") ?? false)
         if let dns = dnsAddr ?? file?["dns_addr"] {
             guard let (host, port) = HostPort.parse(dns) else { throw ValidationError("dns_addr must be HOST:PORT, got \"\(dns)\"") }
@@ -130,17 +124,18 @@ struct RegistryCommand: AsyncParsableCommand {
             }
             settings.https = (port, cert, key)
         }
-        let levelText = file?["log_level"]
-        guard let level = logLevel ?? (levelText.map { Logger.Level(rawValue: $0) } ?? .info) else {
-            throw ValidationError("log_level must be one of trace, debug, info, notice, warning, error, critical")
-        }
         let config = settings
-        let logger = LogSetup.make(label: "trellis.registry", level: level, format: logFormat)
+        let logControl = LogControl(level: reloadable.logLevel)
+        let logger = LogSetup.make(label: "trellis.registry", level: reloadable.logLevel, format: logFormat, control: logControl)
+        let (path, metaFlags, levelFlag) = (self.config, nodeMeta, logLevel)
+        let reload: @Sendable () throws -> ReloadableSettings = {
+            try Self.reloadable(path.map { try DaemonConfigFile(path: $0, allowed: Self.configKeys) }, nodeMeta: metaFlags, logLevel: levelFlag)
+        }
         let storage = switch config.store {
         case .sqlite: "data in \(config.dataDirectory)"
         case .etcd(_, let prefix): "data in etcd \(config.store.endpointList) under \(prefix)"
         }
-        let server = RegistryServer(config: config, logger: logger) { listener in
+        let server = RegistryServer(config: config, logger: logger, logControl: logControl, reload: reload) { listener in
             let line = switch listener {
             case .http(let address): "trellis registry listening on http://\(address) (\(storage))"
             case .https(let address): "trellis registry listening on https://\(address)"
@@ -180,6 +175,20 @@ extension RegistryCommand {
 }
 
 extension RegistryCommand {
+    /// The settings that `PUT /v1/agent/reload` applies, from the file and the flags (which win).
+    static func reloadable(_ file: DaemonConfigFile?, nodeMeta flags: [String], logLevel flag: Logger.Level?) throws -> ReloadableSettings {
+        var meta = try file?.map("node_meta") ?? [:]
+        for pair in flags {
+            guard let colon = pair.firstIndex(of: ":") else { throw ValidationError("--node-meta must be KEY:VALUE, got \"\(pair)\"") }
+            meta[String(pair[..<colon])] = String(pair[pair.index(after: colon)...])
+        }
+        if let problem = RegistryConfiguration.nodeMetaProblem(meta) { throw ValidationError("node_meta: \(problem)") }
+        guard let level = flag ?? (file?["log_level"].map { Logger.Level(rawValue: $0) } ?? .info) else {
+            throw ValidationError("log_level must be one of trace, debug, info, notice, warning, error, critical")
+        }
+        return ReloadableSettings(logLevel: level, nodeMeta: meta)
+    }
+
     /// Consul's `dns_config`: `node_ttl`, `service_ttl` (a map by service, `*` for the rest),
     /// `only_passing`, `udp_answer_limit`, `a_record_limit`, `enable_truncate`, `soa.min_ttl`.
     static func dnsSettings(_ value: Any) throws -> DNSSettings {
@@ -237,13 +246,15 @@ enum LogSetup {
         try await group.run()
     }
 
-    /// A stderr logger at `level`, so stdout stays for the command's own output.
-    static func make(label: String, level: Logger.Level, format: Format) -> Logger {
+    /// A stderr logger at `level`, so stdout stays for the command's own output; with `control`,
+    /// its level can change while it runs and its lines can be streamed.
+    static func make(label: String, level: Logger.Level, format: Format, control: LogControl? = nil) -> Logger {
         let json = format == .json || (format == .auto && isatty(STDERR_FILENO) == 0)
         var logger = Logger(label: label) { label -> any LogHandler in
-            json ? JSONLogHandler(label: label) : StreamLogHandler.standardError(label: label)
+            let handler: any LogHandler = json ? JSONLogHandler(label: label) : StreamLogHandler.standardError(label: label)
+            return control.map { ControlledLogHandler(handler, label: label, control: $0) } ?? handler
         }
-        logger.logLevel = level
+        if control == nil { logger.logLevel = level }
         return logger
     }
 }

@@ -213,3 +213,50 @@ extension AgentEndpointTests {
         XCTAssertTrue(badCert.output.contains("cert_file"), badCert.output)
     }
 }
+
+extension AgentEndpointTests {
+    func testMonitorStreamsLogLinesAndReloadAppliesTheConfigFileAgain() async throws {
+        let dir = try temporaryDirectory(self)
+        let config = dir + "/registry.yaml"
+        try "log_level: warning\nnode_meta:\n  env: a\n".write(toFile: config, atomically: true, encoding: .utf8)
+        let registry = RegistryUnderTest(dataDir: dir + "/data", arguments: ["--config", config])
+        try await registry.start()
+        addTeardownBlock { registry.child?.kill9() }
+
+        let bad = try await registry.get("/v1/agent/monitor?loglevel=bogus")
+        XCTAssertEqual(bad.status, 400)
+        XCTAssertEqual(String(decoding: bad.body, as: UTF8.self), "Unknown log level: bogus")
+        // A monitor at INFO sees lines the registry's own output (at warning) leaves out.
+        let text = try ChildProcess("/usr/bin/curl", ["-sN", "http://\(registry.address)/v1/agent/monitor?loglevel=info"])
+        let json = try ChildProcess("/usr/bin/curl", ["-sN", "http://\(registry.address)/v1/agent/monitor?loglevel=INFO&logjson"])
+        addTeardownBlock { text.kill9(); json.kill9() }
+        try await Task.sleep(for: .milliseconds(300))
+
+        try "log_level: info\nnode_meta:\n  env: b\n".write(toFile: config, atomically: true, encoding: .utf8)
+        let reloaded = try await registry.put("/v1/agent/reload")
+        XCTAssertEqual(reloaded.status, 200)
+        let node = try await registry.json("/v1/catalog/node/\(registry.node)")
+        XCTAssertEqual(node["Node"]?["Meta"]?["env"], .string("b"))
+        let line = try await text.waitForLine(containing: "configuration reloaded", timeout: 5)
+        // The test registry runs with `--log-level warning`: flags win over the file on reload too.
+        XCTAssertTrue(line.contains("[INFO]  trellis.registry: configuration reloaded: log_level=warning"), line)
+        let jsonLine = try await json.waitForLine(containing: "configuration reloaded", timeout: 5)
+        let parsed = try JSON.parse(jsonLine)
+        XCTAssertEqual(parsed["@level"], .string("info"))
+        XCTAssertEqual(parsed["@module"], .string("trellis.registry"))
+
+        // A file that no longer parses changes nothing.
+        try "node_meta: [\n".write(toFile: config, atomically: true, encoding: .utf8)
+        let failed = try await registry.put("/v1/agent/reload")
+        XCTAssertEqual(failed.status, 500)
+        XCTAssertTrue(String(decoding: failed.body, as: UTF8.self).hasPrefix("Failed reloading config:"))
+        let kept = try await registry.json("/v1/catalog/node/\(registry.node)")
+        XCTAssertEqual(kept["Node"]?["Meta"]?["env"], .string("b"))
+
+        // The monitor's connection ends with the client: the registry keeps serving.
+        text.kill9()
+        json.kill9()
+        let leader = try await registry.get("/v1/status/leader")
+        XCTAssertEqual(leader.status, 200)
+    }
+}

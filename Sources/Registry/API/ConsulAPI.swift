@@ -36,9 +36,16 @@ public final class ConsulAPI: HTTPResponder {
     /// Starts the registry's graceful shutdown (`PUT /v1/agent/leave`).
     let onLeave: @Sendable () -> Void
     let events = UserEvents()
+    /// The log level and its listeners (`/v1/agent/monitor`, `/v1/agent/reload`).
+    let logControl: LogControl
+    /// Reads what `/v1/agent/reload` applies.
+    let reload: @Sendable () throws -> ReloadableSettings
 
     public init(catalog: Catalog, identity: AgentIdentity, checker: HealthChecker, metrics: RegistryMetrics, logger: Logger,
-                dataDirectory: String = ".", onLeave: @escaping @Sendable () -> Void = {}) {
+                dataDirectory: String, logControl: LogControl, reload: @escaping @Sendable () throws -> ReloadableSettings,
+                onLeave: @escaping @Sendable () -> Void) {
+        self.logControl = logControl
+        self.reload = reload
         self.catalog = catalog
         self.identity = identity
         self.checker = checker
@@ -94,6 +101,8 @@ public final class ConsulAPI: HTTPResponder {
         ([.PUT], "/v1/agent/token/", true, { $0.agentToken }),
         ([.GET], "/v1/agent/host", false, { $0.agentHost }),
         ([.GET], "/v1/agent/metrics", false, { $0.agentMetrics }),
+        ([.GET], "/v1/agent/monitor", false, { $0.agentMonitor }),
+        ([.PUT], "/v1/agent/reload", false, { $0.agentReload }),
         ([.PUT], "/v1/event/fire/", true, { $0.eventFire }),
         ([.GET], "/v1/event/list", false, { $0.eventList }),
         ([.GET], "/v1/coordinate/datacenters", false, { $0.coordinateDatacenters }),
