@@ -134,9 +134,9 @@ public final class HTTPBodyStream: Sendable {
         var pending: [ByteBuffer] = []
         var finished = false
         var consumer: (@Sendable (ByteBuffer?) -> Void)?
-        var onFinish: [@Sendable () -> Void] = []
     }
     private let state = Mutex(State())
+    private let ended = CancellationSignal()
 
     public init() {}
 
@@ -152,25 +152,17 @@ public final class HTTPBodyStream: Sendable {
 
     /// Ends the body (also when the client went away).
     public func finish() {
-        let (consumer, handlers) = state.withLock { state -> ((@Sendable (ByteBuffer?) -> Void)?, [@Sendable () -> Void]) in
-            guard !state.finished else { return (nil, []) }
-            state.finished = true
-            defer { state.onFinish = [] }
-            return (state.consumer, state.onFinish)
+        let (first, consumer) = state.withLock { state -> (Bool, (@Sendable (ByteBuffer?) -> Void)?) in
+            defer { state.finished = true }
+            return (!state.finished, state.consumer)
         }
+        guard first else { return }
         consumer?(nil)
-        handlers.forEach { $0() }
+        ended.cancel()
     }
 
     /// Runs `handler` once the stream has ended, at once if it already has.
-    public func onFinish(_ handler: @escaping @Sendable () -> Void) {
-        let now = state.withLock { state -> Bool in
-            if state.finished { return true }
-            state.onFinish.append(handler)
-            return false
-        }
-        if now { handler() }
-    }
+    public func onFinish(_ handler: @escaping @Sendable () -> Void) { ended.onCancel(handler) }
 
     /// Hands every chunk (then nil at the end) to `consumer`, the ones queued so far first.
     func consume(_ consumer: @escaping @Sendable (ByteBuffer?) -> Void) {

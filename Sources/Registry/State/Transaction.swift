@@ -66,19 +66,28 @@ extension CatalogState {
         }
     }
 
+    /// Consul's rules shared by node, service and check operations: `get` needs the record, `cas`
+    /// and `delete-cas` its `ModifyIndex` (0 for `cas` on a record that does not exist yet).
+    private static func verify(_ verb: TxnOperation.CatalogVerb, modifyIndex: UInt64?, index: UInt64,
+                               named: String) throws(TxnFailure) {
+        switch verb {
+        case .get where modifyIndex == nil: throw TxnFailure("\(named) doesn't exist")
+        case .cas where (modifyIndex ?? 0) != index: throw TxnFailure("failed to set \(named), index is stale")
+        case .deleteCAS where modifyIndex != index: throw TxnFailure("failed to delete \(named), index is stale")
+        default: break
+        }
+    }
+
     /// The node after the operation; nil for deletions.
     private mutating func applyNode(_ verb: TxnOperation.CatalogVerb, _ node: Node, index: UInt64,
                                     ownNode: String) throws(TxnFailure) -> Node? {
         let name = node.name
         let existing = self.node(name)
+        try Self.verify(verb, modifyIndex: existing?.modifyIndex, index: index, named: "node \(Self.quoted(name))")
         switch verb {
         case .get:
-            guard let existing else { throw TxnFailure("node \(Self.quoted(name)) doesn't exist") }
             return existing
         case .set, .cas:
-            if verb == .cas && (existing?.modifyIndex ?? 0) != index {
-                throw TxnFailure("failed to set node \(Self.quoted(name)), index is stale")
-            }
             guard !name.isEmpty else { throw TxnFailure("Must provide node") }
             guard !node.address.isEmpty else { throw TxnFailure("Must provide address") }
             var node = node
@@ -86,9 +95,6 @@ extension CatalogState {
             putNode(node)
             return self.node(name)
         case .delete, .deleteCAS:
-            if verb == .deleteCAS && existing?.modifyIndex != index {
-                throw TxnFailure("failed to delete node \(Self.quoted(name)), index is stale")
-            }
             guard name != ownNode else { throw TxnFailure("The registry's own node \(Self.quoted(name)) cannot be deregistered") }
             removeNode(name)
             return nil
@@ -99,23 +105,17 @@ extension CatalogState {
                                        index: UInt64) throws(TxnFailure) -> ServiceInstance? {
         let key = InstanceKey(node: service.node, id: service.id)
         let existing = instance(key)
-        let named = "service \(Self.quoted(key.id)) on node \(Self.quoted(key.node))"
+        try Self.verify(verb, modifyIndex: existing?.modifyIndex, index: index,
+                        named: "service \(Self.quoted(key.id)) on node \(Self.quoted(key.node))")
         switch verb {
         case .get:
-            guard let existing else { throw TxnFailure("\(named) doesn't exist") }
             return existing
         case .set, .cas:
-            if verb == .cas && (existing?.modifyIndex ?? 0) != index {
-                throw TxnFailure("failed to set \(named), index is stale")
-            }
             guard node(key.node) != nil else { throw TxnFailure("Missing node registration") }
             guard !service.name.isEmpty else { throw TxnFailure("Must provide service name with ID") }
             putInstance(service)
             return instance(key)
         case .delete, .deleteCAS:
-            if verb == .deleteCAS && existing?.modifyIndex != index {
-                throw TxnFailure("failed to delete \(named), index is stale")
-            }
             removeInstance(key)
             return nil
         }
@@ -125,15 +125,12 @@ extension CatalogState {
                                      index: UInt64) throws(TxnFailure) -> HealthCheck? {
         let key = CheckKey(node: check.node, checkID: check.checkID)
         let existing = self.check(key)
-        let named = "check \(Self.quoted(key.checkID)) on node \(Self.quoted(key.node))"
+        try Self.verify(verb, modifyIndex: existing?.modifyIndex, index: index,
+                        named: "check \(Self.quoted(key.checkID)) on node \(Self.quoted(key.node))")
         switch verb {
         case .get:
-            guard let existing else { throw TxnFailure("\(named) doesn't exist") }
             return existing
         case .set, .cas:
-            if verb == .cas && (existing?.modifyIndex ?? 0) != index {
-                throw TxnFailure("failed to set \(named), index is stale")
-            }
             guard node(key.node) != nil else { throw TxnFailure("Missing node registration") }
             guard !key.checkID.isEmpty else { throw TxnFailure("Missing check ID") }
             var check = check
@@ -147,9 +144,6 @@ extension CatalogState {
             putCheck(check)
             return self.check(key)
         case .delete, .deleteCAS:
-            if verb == .deleteCAS && existing?.modifyIndex != index {
-                throw TxnFailure("failed to delete \(named), index is stale")
-            }
             removeCheck(key)
             return nil
         }
