@@ -178,6 +178,7 @@ final class HTTPRequestHandler: ChannelInboundHandler {
     }
 
     /// Writes a streamed body chunk by chunk (chunked encoding); the connection closes at its end.
+    /// Chunks that arrive while the client is not reading (the channel is not writable) are dropped.
     private func writeStream(_ response: HTTPResponse, _ stream: HTTPBodyStream, for request: HTTPRequestHead,
                              context: ChannelHandlerContext) {
         var headers = response.headers
@@ -195,6 +196,9 @@ final class HTTPRequestHandler: ChannelInboundHandler {
                 let (handler, context) = bound.value
                 guard context.channel.isActive else { return }
                 if let chunk {
+                    // A client that does not read keeps no more than the channel's write buffer:
+                    // what comes while it is full is dropped, as Consul's monitor drops lines.
+                    guard context.channel.isWritable else { return }
                     context.writeAndFlush(handler.wrapOutboundOut(.body(.byteBuffer(chunk))), promise: nil)
                 } else {
                     context.writeAndFlush(handler.wrapOutboundOut(.end(nil))).assumeIsolated().whenComplete { _ in
