@@ -96,6 +96,11 @@ final class AgentEndpointTests: XCTestCase {
         XCTAssertEqual(String(decoding: token.body, as: UTF8.self), "ACL support disabled")
         let forceLeave = try await registry.put("/v1/agent/force-leave/other")
         XCTAssertEqual(forceLeave.status, 500)
+        // HashiCorp's TestAPI_AgentJoin: join the address DebugConfig advertises, without `tcp://`.
+        let joinSelf = try await registry.put("/v1/agent/join/\(serf.dropFirst(6))?wan=0")
+        XCTAssertEqual(joinSelf.status, 200)
+        let joinOther = try await registry.put("/v1/agent/join/10.9.9.9:8301")
+        XCTAssertEqual(joinOther.status, 500)
     }
 
     func testLeaveShutsTheRegistryDownGracefully() async throws {

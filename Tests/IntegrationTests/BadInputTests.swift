@@ -68,3 +68,43 @@ final class BadInputTests: XCTestCase {
         XCTAssertEqual(v11, 405)
     }
 }
+
+extension BadInputTests {
+    /// The endpoints added for Consul fidelity refuse malformed bodies with a 4xx and store nothing.
+    func testMalformedTransactionsConfigEntriesCoordinatesAndEventsChangeNothing() async throws {
+        let registry = try await RegistryUnderTest.start(self)
+        let before = try await registry.get("/v1/catalog/nodes")
+        let cases: [(String, String, Int)] = [
+            ("/v1/txn", #"[{"Node":{"Verb":"frobnicate","Node":{"Node":"n"}}}]"#, 400),
+            ("/v1/txn", #"[{"Service":{"Verb":"set","Node":"n","Service":{"Port":"eighty"}}}]"#, 400),
+            ("/v1/txn", #"[{"Check":{"Verb":"set","Check":"nope"}}]"#, 400),
+            ("/v1/txn", #"[{"Nothing":{}}]"#, 400),
+            ("/v1/txn", #"[{"KV":{"Verb":"set","Key":"k","Value":"dg==","Flags":-5}}]"#, 400),
+            ("/v1/config", #"{"Name":"x"}"#, 400),
+            ("/v1/config", #"{"Kind":"ingress-gateway"}"#, 400),
+            ("/v1/config", #"{"Kind":"ingress-gateway","Name":"a/b"}"#, 400),
+            ("/v1/config", #"{"Kind":7,"Name":"x"}"#, 400),
+            ("/v1/config?cas=abc", #"{"Kind":"ingress-gateway","Name":"x"}"#, 400),
+            ("/v1/coordinate/update", #"{"Node":"n","Coord":{"Vec":[1,2,3,4,5,6,7,"x"]}}"#, 400),
+            ("/v1/coordinate/update", #"{"Coord":{"Vec":[0,0,0,0,0,0,0,0]}}"#, 400),
+            ("/v1/operator/autopilot/configuration?cas=x", #"{"CleanupDeadServers":false}"#, 400),
+            ("/v1/agent/service/register", #"{"Name":"x","Connect":{"SidecarService":{"Port":"twenty"}}}"#, 400),
+            ("/v1/agent/service/register", #"{"Name":"x","Proxy":"direct"}"#, 400),
+        ]
+        for (path, body, expected) in cases {
+            let (status, _, reply) = try await registry.put(path, body)
+            XCTAssertEqual(status, expected, "\(path) \(body) → \(String(decoding: reply, as: UTF8.self))")
+            XCTAssertFalse(reply.isEmpty, "an error says what was wrong")
+        }
+        let after = try await registry.get("/v1/catalog/nodes")
+        XCTAssertEqual(after.body, before.body)
+        let entries = try await registry.json("/v1/config/ingress-gateway")
+        XCTAssertEqual(entries, .array([]))
+        let kv = try await registry.get("/v1/kv/k")
+        XCTAssertEqual(kv.status, 404)
+        let autopilot = try await registry.json("/v1/operator/autopilot/configuration")
+        XCTAssertEqual(autopilot["CleanupDeadServers"], .bool(true))
+        let up = try await registry.get("/v1/status/leader")
+        XCTAssertEqual(up.status, 200)
+    }
+}

@@ -39,6 +39,18 @@ extension ConsulAPI {
         return immediate(HTTPResponse(status: .ok), context)
     }
 
+    /// `PUT /v1/agent/join/:address`: joining the registry's own Serf address succeeds, as a
+    /// single agent joining itself; there is no gossip pool to join anything else.
+    func agentJoin(_ context: Context) -> EventLoopFuture<HTTPResponse> {
+        let address = context.rest
+        guard !address.isEmpty else { return badRequest("Missing address to join", context) }
+        let wan = context.request.query.flag("wan") ?? false
+        let own = HostPort.format(identity.address, wan ? 8302 : 8301)
+        if address == own || address == identity.address { return immediate(HTTPResponse(status: .ok), context) }
+        return immediate(.text(.internalServerError,
+                               "Failed to join \(address): the registry runs no gossip; registries share a catalog through their store"), context)
+    }
+
     /// `PUT /v1/agent/force-leave/:node`: there is no gossip pool, so no member can be forced out.
     func agentForceLeave(_ context: Context) -> EventLoopFuture<HTTPResponse> {
         guard !context.rest.isEmpty else { return badRequest("Missing node name", context) }

@@ -97,6 +97,7 @@ public final class ConsulAPI: HTTPResponder {
         ([.GET], "/v1/agent/health/service/name/", true, { $0.agentHealthByName }),
         ([.PUT], "/v1/agent/maintenance", false, { $0.agentNodeMaintenance }),
         ([.PUT], "/v1/agent/leave", false, { $0.agentLeave }),
+        ([.PUT], "/v1/agent/join/", true, { $0.agentJoin }),
         ([.PUT], "/v1/agent/force-leave/", true, { $0.agentForceLeave }),
         ([.PUT], "/v1/agent/token/", true, { $0.agentToken }),
         ([.GET], "/v1/agent/host", false, { $0.agentHost }),

@@ -94,7 +94,7 @@ extension KVTxnOp {
             throw DecodeError("Value exceeds \(ConsulAPI.maxValueSize) byte limit")
         }
         value = decoded
-        flags = try kv.flags("Flags")
+        flags = try kv.uint64("Flags") ?? 0
         index = try kv.uint64("Index") ?? 0
         session = try kv.string("Session") ?? ""
         if key.isEmpty && verb != .getTree && verb != .deleteTree { throw DecodeError("Missing key name") }
