@@ -26,6 +26,8 @@ extension ConsulAPI {
             stream.write(ByteBuffer(bytes: json ? Self.jsonLine(record) : Self.textLine(record)))
         }
         stream.onFinish { logs.unsubscribe(token) }
+        // Its first line, so that a client sees the stream is live (Consul's agent logs all the time).
+        logger.info("log monitor attached", metadata: ["loglevel": "\(name.uppercased())"])
         var response = HTTPResponse(status: .ok)
         response.headers.add(name: "Content-Type", value: "text/plain; charset=utf-8")
         response.stream = stream
