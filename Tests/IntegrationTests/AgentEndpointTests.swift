@@ -51,6 +51,7 @@ final class AgentEndpointTests: XCTestCase {
         let checks = try await registry.json("/v1/health/node/\(registry.node)")
         let maintenance = checks.arrayValue?.first { $0["CheckID"] == .string("_node_maintenance") }
         XCTAssertEqual(maintenance?["Status"], .string("critical"))
+        XCTAssertEqual(maintenance?["Type"], .string("maintenance"))
         XCTAssertEqual(maintenance?["Notes"], .string("kernel upgrade"))
         XCTAssertEqual(maintenance?["Name"], .string("Node Maintenance Mode"))
         let passing = try await registry.json("/v1/health/service/web?passing")
@@ -85,6 +86,9 @@ final class AgentEndpointTests: XCTestCase {
         XCTAssertNotNil(metrics["Timestamp"]?.stringValue)
         let gauges = metrics["Gauges"]?.arrayValue?.compactMap { $0["Name"]?.stringValue } ?? []
         XCTAssertTrue(gauges.contains("trellis_registry_service_instances"), "\(gauges)")
+        XCTAssertTrue(gauges.contains("consul.runtime.alloc_bytes"), "the gauge HashiCorp's TestAPI_AgentMetrics looks for")
+        let members = try await registry.json("/v1/agent/members")
+        XCTAssertEqual(members[0]?["Tags"]?["acls"], .string("0"), "ACLs disabled, as Consul's member tag says")
         let counters = metrics["Counters"]?.arrayValue ?? []
         XCTAssertTrue(counters.contains { $0["Name"] == .string("trellis_registry_http_requests_total")
             && $0["Labels"]?["endpoint"] == .string("/v1/catalog/services") })

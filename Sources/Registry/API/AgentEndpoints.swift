@@ -151,7 +151,7 @@ extension ConsulAPI {
         let node = identity.nodeName, serviceID = context.rest
         var reason = query["reason"] ?? ""
         if reason.isEmpty { reason = "Maintenance mode is enabled for this service, but no reason was provided. This is a default message." }
-        let checkID = "_service_maintenance:\(serviceID)"
+        let checkID = Maintenance.serviceCheckID(serviceID)
         return write(context, { [reason] (state: inout CatalogState) throws(CatalogError) in
             guard let instance = state.instance(InstanceKey(node: node, id: serviceID)) else {
                 throw .notFound("No service registered with ID \"\(serviceID)\"")
@@ -315,7 +315,7 @@ extension ConsulAPI {
         return .object(JSONObject([
             ("Name", .string(wan ? "\(id.nodeName).\(id.datacenter)" : id.nodeName)), ("Addr", .string(id.address)),
             ("Port", .int(wan ? 8302 : 8301)),
-            ("Tags", .stringMap(["role": "consul", "dc": id.datacenter, "port": String(AgentIdentity.serverPort),
+            ("Tags", .stringMap(["role": "consul", "dc": id.datacenter, "acls": "0", "port": String(AgentIdentity.serverPort),
                                  "build": "\(AgentIdentity.consulVersion):trellis", "id": id.nodeID,
                                  "vsn": "2", "vsn_min": "2", "vsn_max": "3", "bootstrap": "1", "segment": ""])),
             ("Status", .int(1)), ("ProtocolMin", .int(1)), ("ProtocolMax", .int(5)), ("ProtocolCur", .int(2)),

@@ -69,7 +69,7 @@ struct AggregatedHealth {
     let code: HTTPResponseStatus
 
     init(_ checks: [HealthCheck]) {
-        let maintenance = checks.contains { $0.checkID == NodeMaintenance.checkID || $0.checkID.hasPrefix("_service_maintenance:") }
+        let maintenance = checks.contains { Maintenance.isMaintenance($0.checkID) }
         let statuses = Set(checks.map(\.status))
         let worst: HealthStatus = maintenance ? .maintenance
             : statuses.contains(.critical) ? .critical : statuses.contains(.warning) ? .warning : .passing

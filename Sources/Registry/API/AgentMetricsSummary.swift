@@ -2,7 +2,7 @@ import Foundation
 import TrellisCore
 
 /// The registry's Prometheus exposition as Consul's `/v1/agent/metrics` JSON (`Gauges`, `Counters`,
-/// `Samples`). Unlike Consul's in-memory sink, which summarises the last 10-second interval, the
+/// `Samples`), with the process's memory as Consul's `consul.runtime.*` gauges. Unlike Consul's in-memory sink, which summarises the last 10-second interval, the
 /// figures are cumulative since the registry started: counters carry their total as `Count` and
 /// `Sum`, histograms their `_count` and `_sum` (with `Mean`); `Min`, `Max` and `Stddev` are not kept.
 struct AgentMetricsSummary {
@@ -10,7 +10,9 @@ struct AgentMetricsSummary {
     private var counters: [JSON] = []
     private var samples: [JSON] = []
 
-    init(exposition: [UInt8]) {
+    /// `runtime`: gauges under Consul's own names (`consul.runtime.alloc_bytes`…) that clients look for.
+    init(exposition: [UInt8], runtime: [(name: String, value: Double)] = []) {
+        gauges = runtime.map { Self.entry($0.name, [], [("Value", .double($0.value))]) }
         var types: [String: String] = [:]
         var histograms: [String: (labels: [(String, String)], count: Double, sum: Double)] = [:]
         var histogramOrder: [String] = []

@@ -3,10 +3,17 @@ import NIOCore
 import TrellisCore
 import TrellisHTTP
 
-/// The check that marks the registry's node in maintenance (`PUT /v1/agent/maintenance`), as Consul's.
-enum NodeMaintenance {
-    static let checkID = "_node_maintenance"
-    static let defaultReason = "Maintenance mode is enabled for this node, but no reason was provided. This is a default message."
+/// The checks that put the registry's node or one of its services in maintenance, as Consul's.
+enum Maintenance {
+    static let nodeCheckID = "_node_maintenance"
+    static let nodeDefaultReason = "Maintenance mode is enabled for this node, but no reason was provided. This is a default message."
+
+    static func serviceCheckID(_ serviceID: String) -> String { "_service_maintenance:" + serviceID }
+
+    /// Whether a check is one of these (Consul gives them the type `maintenance`).
+    static func isMaintenance(_ checkID: String) -> Bool {
+        checkID == nodeCheckID || checkID.hasPrefix("_service_maintenance:")
+    }
 }
 
 /// `/v1/agent/*` endpoints about the registry's node itself: maintenance, leave, tokens, host, metrics.
@@ -18,11 +25,11 @@ extension ConsulAPI {
         guard let enable = GoBool.parse(raw) else { return badRequest("Invalid value for enable: \"\(raw)\"", context) }
         let node = identity.nodeName
         var reason = query["reason"] ?? ""
-        if reason.isEmpty { reason = NodeMaintenance.defaultReason }
+        if reason.isEmpty { reason = Maintenance.nodeDefaultReason }
         return write(context, { [reason] (state: inout CatalogState) throws(CatalogError) in
-            let key = CheckKey(node: node, checkID: NodeMaintenance.checkID)
+            let key = CheckKey(node: node, checkID: Maintenance.nodeCheckID)
             if enable {
-                var check = HealthCheck(node: node, checkID: NodeMaintenance.checkID, name: "Node Maintenance Mode")
+                var check = HealthCheck(node: node, checkID: Maintenance.nodeCheckID, name: "Node Maintenance Mode")
                 check.notes = reason
                 check.status = .critical
                 state.putCheck(check)
@@ -78,6 +85,19 @@ extension ConsulAPI {
             response.headers.add(name: "Content-Type", value: "text/plain; version=0.0.4; charset=utf-8")
             return immediate(response, context)
         }
-        return immediate(json(AgentMetricsSummary(exposition: text).json, context), context)
+        return immediate(json(AgentMetricsSummary(exposition: text, runtime: Self.runtimeGauges()).json, context), context)
+    }
+
+    /// The process's memory under the names of Consul's Go runtime gauges, from `/proc/self/status`:
+    /// anonymous resident memory (heap and stacks) as `alloc_bytes`, all resident memory as `sys_bytes`.
+    private static func runtimeGauges() -> [(name: String, value: Double)] {
+        guard let status = try? String(contentsOfFile: "/proc/self/status", encoding: .utf8) else { return [] }
+        func kib(_ field: String) -> Double? {
+            status.split(separator: "\n").first { $0.hasPrefix(field + ":") }
+                .flatMap { $0.split(separator: " ").dropFirst().first.flatMap { Double($0) } }
+        }
+        return [("consul.runtime.alloc_bytes", "RssAnon"), ("consul.runtime.sys_bytes", "VmRSS")].compactMap { name, field in
+            kib(field).map { (name: name, value: $0 * 1024) }
+        }
     }
 }

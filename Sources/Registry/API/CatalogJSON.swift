@@ -145,7 +145,7 @@ enum CatalogJSON {
             ("ServiceID", .string(c.serviceID)),
             ("ServiceName", .string(c.serviceName)),
             ("ServiceTags", .strings(c.serviceTags)),
-            ("Type", .string(c.definition.type)),
+            ("Type", .string(Maintenance.isMaintenance(c.checkID) ? "maintenance" : c.definition.type)),
             ("Interval", .string(c.definition.interval.map(GoDuration.format) ?? "")),
             ("Timeout", .string(c.definition.timeout.map(GoDuration.format) ?? "")),
             ("ExposedPort", .int(0)),
