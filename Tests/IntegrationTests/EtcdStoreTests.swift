@@ -170,3 +170,34 @@ final class EtcdStoreTests: XCTestCase {
         XCTAssertTrue(unreachable.output.contains("cannot read the catalog from etcd"), unreachable.output)
     }
 }
+
+extension EtcdStoreTests {
+    /// Config entries, coordinates, a mixed transaction and the Raft view are shared by every registry on one etcd.
+    func testConfigEntriesCoordinatesAndTransactionsAreSharedThroughEtcd() async throws {
+        let etcd = try await EtcdUnderTest(self)
+        let a = try await registry(etcd, node: "node-a")
+        let b = try await registry(etcd, node: "node-b")
+        let stored = try await a.put("/v1/config", #"{"Kind":"ingress-gateway","Name":"edge","Listeners":[]}"#)
+        XCTAssertEqual(String(decoding: stored.body, as: UTF8.self), "true")
+        let seen = try await b.json("/v1/config/ingress-gateway/edge")
+        XCTAssertEqual(seen["Name"], .string("edge"))
+
+        let coordinate = #"{"Node":"node-a","Coord":{"Vec":[0.5,0,0,0,0,0,0,0],"Error":0.1,"Adjustment":0,"Height":0.0001}}"#
+        _ = try await a.put("/v1/coordinate/update", coordinate)
+        let fromB = try await b.json("/v1/coordinate/node/node-a")
+        XCTAssertEqual(fromB[0]?["Coord"]?["Vec"]?[0], .double(0.5))
+
+        let txn = try await b.put("/v1/txn", """
+            [{"Node":{"Verb":"set","Node":{"Node":"edge-1","Address":"10.0.0.7"}}},
+             {"KV":{"Verb":"set","Key":"edge/config","Value":"dg=="}}]
+            """)
+        XCTAssertEqual(txn.status, 200, String(decoding: txn.body, as: UTF8.self))
+        let node = try await a.json("/v1/catalog/node/edge-1")
+        XCTAssertEqual(node["Node"]?["Address"], .string("10.0.0.7"))
+
+        let raft = try await a.json("/v1/operator/raft/configuration")
+        let servers = raft["Servers"]?.arrayValue ?? []
+        XCTAssertEqual(servers.compactMap { $0["Node"]?.stringValue }, ["node-a", "node-b"])
+        XCTAssertEqual(servers.filter { $0["Leader"] == .bool(true) }.count, 1, "one registry is reported as leader")
+    }
+}
