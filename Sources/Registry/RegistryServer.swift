@@ -30,6 +30,8 @@ public struct RegistryConfiguration: Sendable {
     public var unixSocket: String?
     /// Consul's `ports.https` with `cert_file`/`key_file`: the API over TLS on the HTTP host too.
     public var https: (port: Int, certFile: String, keyFile: String)?
+    /// Consul's `service`/`services` definitions of the config file, registered on the registry's node.
+    public var services: [JSON] = []
     public var dns = DNSSettings()
 
     /// Where the catalog is kept.
@@ -138,6 +140,7 @@ public final class RegistryServer: Service {
         var dns: DNSServer?
         let server: HTTPServer
         do {
+            try await api.registerConfigServices(config.services)
             server = try await HTTPServer.start(host: config.host, port: config.port, group: group,
                                                 maxBodySize: config.maxBodySize, responder: api, logger: logger)
             servers.append(server)

@@ -64,12 +64,12 @@ struct RegistryCommand: AsyncParsableCommand {
     @Option(name: .long, help: "Log format: json, text, or auto (json unless stderr is a terminal).")
     var logFormat: LogSetup.Format = .auto
 
-    @Option(name: .long, help: "YAML file with the same settings in snake_case (http_addr, data_dir, store, etcd_endpoints, etcd_prefix, node, node_id, node_meta, enable_script_checks, dns_addr, dns_config, addresses.http, ports.https, cert_file, key_file, datacenter, log_level); flags win.")
+    @Option(name: .long, help: "YAML file with the same settings in snake_case (http_addr, data_dir, store, etcd_endpoints, etcd_prefix, node, node_id, node_meta, enable_script_checks, dns_addr, dns_config, addresses.http, ports.https, cert_file, key_file, datacenter, log_level, service, services); flags win.")
     var config: String?
 
     static let configKeys: Set<String> = ["http_addr", "data_dir", "store", "etcd_endpoints", "etcd_prefix", "node", "node_id",
                                           "node_meta", "enable_script_checks", "dns_addr", "dns_config", "addresses", "ports",
-                                          "cert_file", "key_file", "datacenter", "log_level"]
+                                          "cert_file", "key_file", "datacenter", "log_level", "service", "services"]
 
     func run() async throws {
         let file = try config.map { try DaemonConfigFile(path: $0, allowed: Self.configKeys) }
@@ -94,6 +94,7 @@ struct RegistryCommand: AsyncParsableCommand {
         }
         let reloadable = try Self.reloadable(file, nodeMeta: nodeMeta, logLevel: logLevel)
         settings.nodeMeta = reloadable.nodeMeta
+        settings.services = reloadable.services
         settings.enableScriptChecks = try enableScriptChecks || (file?.bool("enable_script_checks") ?? false)
         if let dns = dnsAddr ?? file?["dns_addr"] {
             guard let (host, port) = HostPort.parse(dns) else { throw ValidationError("dns_addr must be HOST:PORT, got \"\(dns)\"") }
@@ -186,7 +187,26 @@ extension RegistryCommand {
         guard let level = flag ?? (file?["log_level"].map { Logger.Level(rawValue: $0) } ?? .info) else {
             throw ValidationError("log_level must be one of trace, debug, info, notice, warning, error, critical")
         }
-        return ReloadableSettings(logLevel: level, nodeMeta: meta)
+        var services: [JSON] = []
+        if let one = try file?.raw("service") { services.append(Self.json(one)) }
+        if let many = try file?.raw("services") {
+            guard let list = many as? [Any] else { throw ValidationError("services must be a list of service definitions") }
+            services += list.map(Self.json)
+        }
+        return ReloadableSettings(logLevel: level, nodeMeta: meta, services: services)
+    }
+
+    /// A value of the YAML (or JSON) config file as JSON, for the service definitions the API reads.
+    static func json(_ value: Any) -> JSON {
+        switch value {
+        case let flag as Bool: .bool(flag)
+        case let number as Int: .int(Int64(number))
+        case let number as Double: .double(number)
+        case let text as String: .string(text)
+        case let list as [Any]: .array(list.map(json))
+        case let map as [String: Any]: .object(JSONObject(map.sorted { $0.key < $1.key }.map { (key: $0.key, value: json($0.value)) }))
+        default: .null
+        }
     }
 
     /// Consul's `dns_config`: `node_ttl`, `service_ttl` (a map by service, `*` for the rest),
@@ -278,8 +298,8 @@ struct DaemonConfigFile {
             guard allowed.contains(key) else {
                 throw ValidationError("\(path): unknown setting \"\(key)\" (known: \(allowed.sorted().joined(separator: ", ")))")
             }
-            if let inner = value as? [String: Any] {
-                nested[key] = inner
+            if value is [String: Any] || value is [Any] {
+                nested[key] = value
             } else {
                 values[key] = "\(value)"
             }
@@ -289,9 +309,9 @@ struct DaemonConfigFile {
         self.nested = nested
     }
 
-    /// A map setting as parsed, for settings with their own structure (`dns_config`).
+    /// A map or list setting as parsed, for settings with their own structure (`dns_config`, `services`).
     func raw(_ key: String) throws -> Any? {
-        if values[key] != nil { throw ValidationError("\(path): \(key) must be a map") }
+        if values[key] != nil { throw ValidationError("\(path): \(key) must be a map or a list") }
         return nested[key]
     }
 

@@ -270,3 +270,50 @@ extension AgentEndpointTests {
         XCTAssertEqual(leader.status, 200)
     }
 }
+
+extension AgentEndpointTests {
+    /// Consul's service definitions in the agent's config file (`service`, `services`): registered at
+    /// start, updated and removed on reload, as HashiCorp's `TestAPI_AgentReload` expects.
+    func testServicesOfTheConfigFileAreRegisteredAndFollowReloads() async throws {
+        let dir = try temporaryDirectory(self)
+        let config = dir + "/registry.json"
+        try #"{"services": [{"name": "db", "port": 5432, "tags": ["primary"], "check": {"ttl": "1h", "status": "passing"}}, {"name": "cache", "port": 6379}]}"#
+            .write(toFile: config, atomically: true, encoding: .utf8)
+        let registry = RegistryUnderTest(dataDir: dir + "/data", arguments: ["--config", config])
+        try await registry.start()
+        addTeardownBlock { registry.child?.kill9() }
+        let services = try await registry.json("/v1/agent/services")
+        XCTAssertEqual(services["db"]?["Port"], .int(5432))
+        XCTAssertEqual(services["db"]?["Tags"], .strings(["primary"]))
+        XCTAssertNotNil(services["cache"])
+        let passing = try await registry.json("/v1/health/service/db?passing")
+        XCTAssertEqual(passing.arrayValue?.count, 1)
+        _ = try await registry.put("/v1/agent/service/register", #"{"Name":"api","Port":8080}"#)
+
+        try #"{"service": {"name": "redis", "port": 1234, "Meta": {"some": "meta"}}, "services": [{"name": "db", "port": 5433}]}"#
+            .write(toFile: config, atomically: true, encoding: .utf8)
+        let reloaded = try await registry.put("/v1/agent/reload")
+        XCTAssertEqual(reloaded.status, 200, String(decoding: reloaded.body, as: UTF8.self))
+        let after = try await registry.json("/v1/agent/services")
+        XCTAssertEqual(after["redis"]?["Port"], .int(1234))
+        XCTAssertEqual(after["redis"]?["Meta"]?["some"], .string("meta"))
+        XCTAssertEqual(after["db"]?["Port"], .int(5433))
+        XCTAssertNil(after["cache"], "a service the file no longer defines is removed")
+        XCTAssertNotNil(after["api"], "services registered through the API are not the file's")
+        let checks = try await registry.json("/v1/agent/checks")
+        XCTAssertNil(checks["service:db"], "the reloaded definition has no check any more")
+
+        try #"{"services": [{"name": "db", "port": "five"}]}"#.write(toFile: config, atomically: true, encoding: .utf8)
+        let refused = try await registry.put("/v1/agent/reload")
+        XCTAssertEqual(refused.status, 500)
+        XCTAssertTrue(String(decoding: refused.body, as: UTF8.self).contains("service definition 1: Port must be an integer"),
+                      String(decoding: refused.body, as: UTF8.self))
+        let unchanged = try await registry.json("/v1/agent/services")
+        XCTAssertEqual(unchanged["db"]?["Port"], .int(5433))
+
+        let badStart = try runToEnd(TrellisBinary.path, ["registry", "--config", config, "--data-dir", dir + "/other",
+                                                         "--http-addr", "127.0.0.1:0"])
+        XCTAssertNotEqual(badStart.status, 0)
+        XCTAssertTrue(badStart.output.contains("service definition 1"), badStart.output)
+    }
+}

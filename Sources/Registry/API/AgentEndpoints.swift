@@ -43,33 +43,49 @@ extension ConsulAPI {
 
     /// `PUT /v1/agent/service/register`, with a `Connect.SidecarService` registering its proxy too.
     func agentRegisterService(_ context: Context) -> EventLoopFuture<HTTPResponse> {
-        let node = identity.nodeName
-        var registrations: [(instance: ServiceInstance, checks: [CheckRequest])] = []
+        let registrations: [AgentRegistration]
         do {
-            let r = try decodeBody(context)
-            var parent = try serviceRegistration(r, node: node)
-            if let connect = try r.object("Connect"), let sidecar = try connect.object("SidecarService") {
-                let proxy = try serviceRegistration(sidecar, node: node, parent: parent.instance)
-                // As Consul: the shorthand is not kept on the parent once its proxy exists.
-                parent.instance.connect = .object(JSONObject(connect.object.pairs.filter { $0.key.lowercased() != "sidecarservice" }))
-                registrations = [parent, proxy]
-            } else {
-                registrations = [parent]
-            }
+            registrations = try agentRegistrations(try decodeBody(context))
+        } catch AgentRegistration.Refusal.invalid(let message) {
+            return badRequest(message, context)
         } catch {
             return decodeFailed(error, context)
         }
-        var entries: [(instance: ServiceInstance, checks: [(check: HealthCheck, explicitStatus: Bool)])] = []
-        for (instance, requests) in registrations {
-            guard !instance.name.isEmpty else { return badRequest("Missing service name", context) }
-            guard !["0.0.0.0", "::", "[::]"].contains(instance.address) else { return badRequest("Invalid service address", context) }
-            guard instance.id != "consul" else { return badRequest("Service ID \"consul\" is reserved for the registry itself", context) }
-            if let reason = instance.weights.invalidReason { return badRequest("Invalid Weights: \(reason)", context) }
+        let replace = context.request.query.flag("replace-existing-checks") ?? false
+        let node = identity.nodeName
+        return write(context, { (state: inout CatalogState) throws(CatalogError) -> [HealthCheck] in
+            try AgentRegistration.apply(registrations, node: node, replacingChecks: replace, to: &state)
+        }, render: { [checker] stored in
+            stored.forEach(checker.checkRegistered)
+            return HTTPResponse(status: .ok)
+        })
+    }
+
+    /// The services of one registration body (the service and, with `Connect.SidecarService`, its
+    /// proxy), checked as Consul's agent checks them.
+    func agentRegistrations(_ r: FieldReader) throws -> [AgentRegistration] {
+        let node = identity.nodeName
+        var parent = try serviceRegistration(r, node: node)
+        var registrations = [parent]
+        if let connect = try r.object("Connect"), let sidecar = try connect.object("SidecarService") {
+            let proxy = try serviceRegistration(sidecar, node: node, parent: parent.instance)
+            // As Consul: the shorthand is not kept on the parent once its proxy exists.
+            parent.instance.connect = .object(JSONObject(connect.object.pairs.filter { $0.key.lowercased() != "sidecarservice" }))
+            registrations = [parent, proxy]
+        }
+        return try registrations.enumerated().map { index, registration in
+            let (instance, requests) = registration
+            guard !instance.name.isEmpty else { throw AgentRegistration.Refusal.invalid("Missing service name") }
+            guard !["0.0.0.0", "::", "[::]"].contains(instance.address) else { throw AgentRegistration.Refusal.invalid("Invalid service address") }
+            guard instance.id != "consul" else {
+                throw AgentRegistration.Refusal.invalid("Service ID \"consul\" is reserved for the registry itself")
+            }
+            if let reason = instance.weights.invalidReason { throw AgentRegistration.Refusal.invalid("Invalid Weights: \(reason)") }
             var checks: [(check: HealthCheck, explicitStatus: Bool)] = []
             for (i, request) in requests.enumerated() {
                 let definition: CheckDefinition
                 do { definition = try CheckFields.validateRunnable(request.definition) } catch {
-                    return badRequest(error.message, context)
+                    throw AgentRegistration.Refusal.invalid((error as? DecodeError)?.message ?? "\(error)")
                 }
                 let defaultID = requests.count > 1 ? "service:\(instance.id):\(i + 1)" : "service:\(instance.id)"
                 var check = HealthCheck(node: node, checkID: request.id.isEmpty ? defaultID : request.id,
@@ -82,34 +98,8 @@ extension ConsulAPI {
                 check.definition = definition
                 checks.append((check, request.status != nil))
             }
-            entries.append((instance, checks))
+            return AgentRegistration(instance: instance, checks: checks, isSidecar: index == 1)
         }
-        let replace = context.request.query.flag("replace-existing-checks") ?? false
-        return write(context, { [entries] (state: inout CatalogState) throws(CatalogError) -> [HealthCheck] in
-            var stored: [HealthCheck] = []
-            for var (instance, checks) in entries {
-                if instance.kind == "connect-proxy" && instance.port == 0 && entries.count > 1 {
-                    if let existing = state.instance(InstanceKey(node: node, id: instance.id)) {
-                        instance.port = existing.port
-                    } else {
-                        instance.port = try SidecarServiceRegistration.allocatePort(on: node, state: state)
-                    }
-                    if checks.isEmpty { checks = [(SidecarServiceRegistration.listeningCheck(instance), false)] }
-                }
-                state.putInstance(instance)
-                if replace {
-                    let keep = Set(checks.map(\.check.checkID))
-                    for old in state.checks(node: node, serviceID: instance.id) where !keep.contains(old.checkID) {
-                        state.removeCheck(CheckKey(node: node, checkID: old.checkID))
-                    }
-                }
-                stored += checks.map { state.registerCheck($0.check, explicitStatus: $0.explicitStatus) }
-            }
-            return stored
-        }, render: { [checker] stored in
-            stored.forEach(checker.checkRegistered)
-            return HTTPResponse(status: .ok)
-        })
     }
 
     /// A service of a registration body with its `Check`/`Checks`; with `parent`, its `SidecarService`.

@@ -6,7 +6,7 @@ import TrellisCore
 import TrellisHTTP
 
 /// `/v1/agent/monitor` and `/v1/agent/reload`: the registry's log as it happens, and its
-/// configuration file read again.
+/// configuration file read again (log level, node metadata, service definitions).
 extension ConsulAPI {
     /// Consul's log levels (hclog), as `?loglevel=` names them, case-insensitively.
     static let monitorLevels: [String: Logger.Level] = [
@@ -35,21 +35,74 @@ extension ConsulAPI {
     }
 
     /// `PUT /v1/agent/reload`: reads the `--config` file again and applies what can change while
-    /// running (`log_level`, `node_meta`); a file that no longer parses changes nothing.
+    /// running (`log_level`, `node_meta`, the `service`/`services` definitions); a file that no
+    /// longer parses, or defines a service that does not validate, changes nothing.
     func agentReload(_ context: Context) -> EventLoopFuture<HTTPResponse> {
         let settings: ReloadableSettings
-        do { settings = try reload() } catch {
-            return immediate(.text(.internalServerError, "Failed reloading config: \(error)"), context)
+        let services: [AgentRegistration]
+        do {
+            settings = try reload()
+            services = try configServiceRegistrations(settings.services)
+        } catch {
+            return immediate(.text(.internalServerError, "Failed reloading config: \(Self.reason(error))"), context)
         }
         logControl.level = settings.logLevel
         let node = identity.nodeName
         let meta = settings.nodeMeta.merging(["consul-network-segment": "", "consul-version": AgentIdentity.consulVersion]) { $1 }
-        logger.notice("configuration reloaded", metadata: ["log_level": "\(settings.logLevel)"])
-        return write(context, { (state: inout CatalogState) throws(CatalogError) in
-            guard var own = state.node(node) else { return }
-            own.meta = meta
-            state.putNode(own)
-        }, render: { _ in HTTPResponse(status: .ok) })
+        logger.notice("configuration reloaded", metadata: ["log_level": "\(settings.logLevel)", "services": "\(services.count)"])
+        return write(context, { (state: inout CatalogState) throws(CatalogError) -> [HealthCheck] in
+            if var own = state.node(node) {
+                own.meta = meta
+                state.putNode(own)
+            }
+            return try Self.replaceConfigServices(services, node: node, in: &state)
+        }, render: { [checker] stored in
+            stored.forEach(checker.checkRegistered)
+            return HTTPResponse(status: .ok)
+        })
+    }
+
+    /// Registers the config file's services at start.
+    public func registerConfigServices(_ definitions: [JSON]) async throws {
+        let services = try configServiceRegistrations(definitions)
+        let node = identity.nodeName
+        let stored = try await catalog.write { (state: inout CatalogState) throws(CatalogError) -> [HealthCheck] in
+            try Self.replaceConfigServices(services, node: node, in: &state)
+        }
+        stored.forEach(checker.checkRegistered)
+    }
+
+    /// The config file's service definitions, validated as agent registrations.
+    private func configServiceRegistrations(_ definitions: [JSON]) throws -> [AgentRegistration] {
+        var registrations: [AgentRegistration] = []
+        for (i, definition) in definitions.enumerated() {
+            do {
+                registrations += try agentRegistrations(try FieldReader(definition, context: "service"))
+            } catch {
+                throw ConfigError(description: "service definition \(i + 1): \(Self.reason(error))")
+            }
+        }
+        return registrations
+    }
+
+    /// Registers `services` and removes the ones an earlier version of the file defined and this one does not.
+    private static func replaceConfigServices(_ services: [AgentRegistration], node: String,
+                                              in state: inout CatalogState) throws(CatalogError) -> [HealthCheck] {
+        let ids = Set(services.map(\.instance.id))
+        for stale in state.configServiceIDs.subtracting(ids) {
+            state.removeInstance(InstanceKey(node: node, id: stale))
+        }
+        let stored = try AgentRegistration.apply(services, node: node, replacingChecks: true, to: &state)
+        state.setConfigServiceIDs(ids)
+        return stored
+    }
+
+    private static func reason(_ error: any Error) -> String {
+        switch error {
+        case let error as DecodeError: error.message
+        case AgentRegistration.Refusal.invalid(let message): message
+        default: "\(error)"
+        }
     }
 
     private static let timestamp = Date.ISO8601FormatStyle(includingFractionalSeconds: true)
@@ -92,9 +145,12 @@ extension ConsulAPI {
 public struct ReloadableSettings: Sendable {
     public var logLevel: Logger.Level
     public var nodeMeta: [String: String]
+    /// Consul's `service`/`services` definitions: agent registrations, as the API takes them.
+    public var services: [JSON]
 
-    public init(logLevel: Logger.Level, nodeMeta: [String: String]) {
+    public init(logLevel: Logger.Level, nodeMeta: [String: String], services: [JSON]) {
         self.logLevel = logLevel
         self.nodeMeta = nodeMeta
+        self.services = services
     }
 }

@@ -95,6 +95,8 @@ public struct CatalogState: Sendable {
     var autopilot: JSONObject?
     /// Config entries by `kind\nname` (CatalogState+ConfigEntries.swift).
     var configEntries: [String: JSONObject] = [:]
+    /// IDs of the agent services the config file defines (CatalogState+ConfigServices.swift).
+    var configServices: Set<String> = []
 
     public init() {}
 
@@ -153,6 +155,8 @@ public struct CatalogState: Sendable {
             case "config":
                 try loadConfigEntry(key: key, value)
                 return [WatchKey.config]
+            case "cfgsvc":
+                try loadConfigServiceIDs(value)
             default:
                 break
             }
