@@ -98,8 +98,11 @@ final class AgentEndpointTests: XCTestCase {
         let token = try await registry.put("/v1/agent/token/default", #"{"Token":"x"}"#)
         XCTAssertEqual(token.status, 401)
         XCTAssertEqual(String(decoding: token.body, as: UTF8.self), "ACL support disabled")
-        let forceLeave = try await registry.put("/v1/agent/force-leave/foo")
-        XCTAssertEqual(forceLeave.status, 200, "ejecting a node that is no member succeeds, as in HashiCorp's TestAPI_AgentForceLeave")
+        let forceLeave = try await registry.put("/v1/agent/force-leave/\(registry.node)?prune=1")
+        XCTAssertEqual(forceLeave.status, 200, "the agent's own node, as in HashiCorp's TestAPI_AgentForceLeave")
+        let unknown = try await registry.put("/v1/agent/force-leave/nonexistent-node?prune=1")
+        XCTAssertEqual(unknown.status, 500)
+        XCTAssertEqual(String(decoding: unknown.body, as: UTF8.self), "agent: No node found with name 'nonexistent-node'")
         // HashiCorp's TestAPI_AgentJoin: join the address DebugConfig advertises, without `tcp://`.
         let joinSelf = try await registry.put("/v1/agent/join/\(serf.dropFirst(6))?wan=0")
         XCTAssertEqual(joinSelf.status, 200)

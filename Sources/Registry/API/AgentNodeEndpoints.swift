@@ -58,11 +58,15 @@ extension ConsulAPI {
                                "Failed to join \(address): the registry runs no gossip; registries share a catalog through their store"), context)
     }
 
-    /// `PUT /v1/agent/force-leave/:node`: as Serf's removal of a node it does not know, a no-op that
-    /// succeeds (HashiCorp's `TestAPI_AgentForceLeave` ejects "foo"); there is no gossip pool here.
+    /// `PUT /v1/agent/force-leave/:node`: the registry itself is the one gossip member, and forcing
+    /// a live member out does nothing (HashiCorp's `TestAPI_AgentForceLeave` ejects the agent's own
+    /// node); any other name is Consul's `No node found` error.
     func agentForceLeave(_ context: Context) -> EventLoopFuture<HTTPResponse> {
-        guard !context.rest.isEmpty else { return badRequest("Missing node name", context) }
-        logger.info("force-leave requested; no gossip member to remove", metadata: ["node": "\(context.rest)"])
+        let node = context.rest
+        guard !node.isEmpty else { return badRequest("Missing node name", context) }
+        guard node == identity.nodeName else {
+            return immediate(.text(.internalServerError, "agent: No node found with name '\(node)'"), context)
+        }
         return immediate(HTTPResponse(status: .ok), context)
     }
 
