@@ -194,7 +194,7 @@ private struct PortPlan {
         }
         registry = try take(topology.registryPort, "registry")
         collector = try take(topology.collectorPort, "collector")
-        if let port = try? HeldPort.hold(Self.consulDNSPort, for: "registry DNS") {
+        if let port = try? HeldPort.holdTCPAndUDP(Self.consulDNSPort, for: "registry DNS") {
             held.append(port)
             dns = port.port
         } else {

@@ -20,8 +20,21 @@ public struct HeldPort: Sendable {
         return try bind(0, for: owner)
     }
 
-    private static func bind(_ port: Int, for owner: String) throws(ConfigError) -> HeldPort {
-        let fd = Glibc.socket(AF_INET, Int32(SOCK_STREAM.rawValue), 0)
+    /// Holds `port` for both TCP and UDP (a DNS server needs both), releasing the UDP probe at once:
+    /// nothing else binds a fixed port below the ephemeral range between the check and its use.
+    public static func holdTCPAndUDP(_ port: Int, for owner: String) throws(ConfigError) -> HeldPort {
+        let held = try bind(port, for: owner)
+        do {
+            try bind(port, for: owner, type: SOCK_DGRAM).release()
+        } catch {
+            held.release()
+            throw error
+        }
+        return held
+    }
+
+    private static func bind(_ port: Int, for owner: String, type: __socket_type = SOCK_STREAM) throws(ConfigError) -> HeldPort {
+        let fd = Glibc.socket(AF_INET, Int32(type.rawValue), 0)
         guard fd >= 0 else { throw ConfigError(description: "\(owner): cannot open a socket (errno \(errno))") }
         // As servers do: connections of a previous run in TIME_WAIT do not make the port "in use".
         var reuse: Int32 = 1
