@@ -64,6 +64,20 @@ extension ConsulAPI {
         })
     }
 
+    /// `/v1/catalog/node-services/:node`: the node and its services as a list, `?filter=` on each.
+    func catalogNodeServices(_ context: Context) -> EventLoopFuture<HTTPResponse> {
+        let name = context.rest
+        guard !name.isEmpty else { return badRequest("Must provide node", context) }
+        return blockingJSON(context, key: WatchKey.node(name), filteringItems: { state, filter in
+            guard let node = state.node(name) else { return .null }
+            let services = JSON.array(state.instances(onNode: name).map(CatalogJSON.nodeService))
+            return .object(JSONObject([
+                ("Node", CatalogJSON.node(node)),
+                ("Services", filter.map { $0.apply(to: services) } ?? services),
+            ]))
+        })
+    }
+
     func catalogDatacenters(_ context: Context) -> EventLoopFuture<HTTPResponse> {
         immediate(json(.strings([identity.datacenter]), context), context)
     }

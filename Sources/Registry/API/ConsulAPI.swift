@@ -119,6 +119,7 @@ public final class ConsulAPI: HTTPResponder {
         ([.GET, .DELETE], "/v1/config/", true, { $0.configEntry }),
         ([.GET], "/v1/catalog/nodes", false, { $0.catalogNodes }),
         ([.GET], "/v1/catalog/node/", true, { $0.catalogNode }),
+        ([.GET], "/v1/catalog/node-services/", true, { $0.catalogNodeServices }),
         ([.PUT, .POST], "/v1/catalog/register", false, { $0.catalogRegister }),
         ([.PUT, .POST], "/v1/catalog/deregister", false, { $0.catalogDeregister }),
         ([.GET], "/v1/catalog/datacenters", false, { $0.catalogDatacenters }),
