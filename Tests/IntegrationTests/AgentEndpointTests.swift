@@ -74,6 +74,8 @@ final class AgentEndpointTests: XCTestCase {
         XCTAssertTrue(serf.hasPrefix("tcp://") && serf.hasSuffix(":8301"), serf)
         XCTAssertEqual(me["DebugConfig"]?["EnableScriptChecks"], .bool(false))
 
+        let version = try await registry.json("/v1/agent/version")
+        XCTAssertEqual(version["HumanVersion"], me["Config"]?["Version"])
         let host = try await registry.json("/v1/agent/host")
         XCTAssertGreaterThan(host["Memory"]?["total"]?.uint64Value ?? 0, 0)
         XCTAssertFalse(host["CPU"]?.arrayValue?.isEmpty ?? true)

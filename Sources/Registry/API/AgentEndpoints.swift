@@ -248,7 +248,7 @@ extension ConsulAPI {
             ("Datacenter", .string(id.datacenter)), ("PrimaryDatacenter", .string(id.datacenter)),
             ("NodeName", .string(id.nodeName)), ("NodeID", .string(id.nodeID)),
             ("Revision", .string("trellis-\(AgentIdentity.trellisVersion)")), ("Server", .bool(true)),
-            ("Version", .string(AgentIdentity.consulVersion)), ("BuildDate", .string("2026-01-01T00:00:00Z")),
+            ("Version", .string(AgentIdentity.consulVersion)), ("BuildDate", .string(AgentIdentity.buildDate)),
         ])
         // Addresses as Consul's sanitized runtime config writes a net.Addr: `tcp://HOST:PORT`.
         func tcp(_ port: Int) -> JSON { .string("tcp://\(HostPort.format(id.address, port))") }

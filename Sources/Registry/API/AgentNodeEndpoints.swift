@@ -75,6 +75,15 @@ extension ConsulAPI {
         immediate(.text(.unauthorized, "ACL support disabled"), context)
     }
 
+    /// `GET /v1/agent/version`: the Consul API version the registry follows, and its own build.
+    func agentVersion(_ context: Context) -> EventLoopFuture<HTTPResponse> {
+        let body = JSONObject([
+            ("SHA", .string("trellis-\(AgentIdentity.trellisVersion)")), ("BuildDate", .string(AgentIdentity.buildDate)),
+            ("HumanVersion", .string(AgentIdentity.consulVersion)), ("FIPS", .string("")),
+        ])
+        return immediate(json(.object(body), context), context)
+    }
+
     /// `GET /v1/agent/host`: the machine the registry runs on, in the shapes Consul (gopsutil) reports.
     func agentHost(_ context: Context) -> EventLoopFuture<HTTPResponse> {
         immediate(json(HostInfo.collect(dataDirectory: dataDirectory), context), context)

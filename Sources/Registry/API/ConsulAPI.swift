@@ -18,6 +18,8 @@ public struct AgentIdentity: Sendable {
     /// The Consul API version whose behaviour the registry follows.
     public static let consulVersion = "1.20.0"
     public static let trellisVersion = "0.1.0"
+    /// Reported as Consul reports its build date (`/v1/agent/self`, `/v1/agent/version`).
+    public static let buildDate = "2026-01-01T00:00:00Z"
     /// Consul's server RPC port, which clients see in the `consul` service and leader address.
     public static let serverPort = 8300
 
@@ -101,6 +103,7 @@ public final class ConsulAPI: HTTPResponder {
         ([.PUT], "/v1/agent/force-leave/", true, { $0.agentForceLeave }),
         ([.PUT], "/v1/agent/token/", true, { $0.agentToken }),
         ([.GET], "/v1/agent/host", false, { $0.agentHost }),
+        ([.GET], "/v1/agent/version", false, { $0.agentVersion }),
         ([.GET], "/v1/agent/metrics", false, { $0.agentMetrics }),
         ([.GET], "/v1/agent/monitor", false, { $0.agentMonitor }),
         ([.PUT], "/v1/agent/reload", false, { $0.agentReload }),
