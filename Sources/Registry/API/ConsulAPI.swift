@@ -1,3 +1,4 @@
+import Foundation
 import Logging
 import NIOCore
 import NIOHTTP1
@@ -38,6 +39,8 @@ public final class ConsulAPI: HTTPResponder {
     /// Starts the registry's graceful shutdown (`PUT /v1/agent/leave`).
     let onLeave: @Sendable () -> Void
     let events = UserEvents()
+    /// When the API was created, for autopilot's `StableSince`.
+    let startedAt = Date()
     /// The log level and its listeners (`/v1/agent/monitor`, `/v1/agent/reload`).
     let logControl: LogControl
     /// Reads what `/v1/agent/reload` applies.

@@ -1,3 +1,4 @@
+import Foundation
 import NIOCore
 import TrellisCore
 import TrellisHTTP
@@ -82,7 +83,7 @@ extension ConsulAPI {
                     ("SerfStatus", .string(ok ? "alive" : "failed")), ("Version", .string(AgentIdentity.consulVersion)),
                     ("Leader", .bool(server.leader)), ("LastContact", .string("0s")), ("LastTerm", .int(1)),
                     ("LastIndex", .unsigned(index)), ("Healthy", .bool(ok)), ("Voter", .bool(true)),
-                    ("StableSince", .string("1970-01-01T00:00:00Z")),
+                    ("StableSince", .string(stableSince)),
                 ]))
             })),
         ])
@@ -96,7 +97,7 @@ extension ConsulAPI {
                 ("ID", .string(server.id)), ("Name", .string(server.node)), ("Address", .string(server.address)),
                 ("NodeStatus", .string(ok ? "alive" : "failed")), ("Version", .string(AgentIdentity.consulVersion)),
                 ("LastContact", .string("0s")), ("LastTerm", .int(1)), ("LastIndex", .unsigned(index)), ("Healthy", .bool(ok)),
-                ("StableSince", .string("1970-01-01T00:00:00Z")), ("ReadReplica", .bool(false)),
+                ("StableSince", .string(stableSince)), ("ReadReplica", .bool(false)),
                 ("Status", .string(server.leader ? "leader" : "voter")), ("Meta", .object(JSONObject())), ("NodeType", .string("voter")),
             ])))
         }
@@ -108,6 +109,9 @@ extension ConsulAPI {
         ])
         return immediate(json(.object(body), context), context)
     }
+
+    /// When this registry started serving: the time its servers have been stable since, as far as it knows.
+    private var stableSince: String { Date.ISO8601FormatStyle().format(startedAt) }
 
     private func serverHealth() -> ([Server], [Bool], UInt64) {
         catalog.read { state in
