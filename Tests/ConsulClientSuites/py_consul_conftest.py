@@ -31,6 +31,8 @@ def _free_port() -> int:
     """Consul's 8500 when it is free: some tests give checks `http://localhost:8500`, the agent itself."""
     for port in (8500, 0):
         with socket.socket() as s:
+            # As the registry binds: connections of the previous test in TIME_WAIT do not hold the port.
+            s.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
             try:
                 s.bind(("127.0.0.1", port))
             except OSError:

@@ -24,6 +24,11 @@ final class AgentCatalogTests: XCTestCase {
         XCTAssertEqual(v2, .strings(["dc1"]))
         let agentServices = try await registry.json("/v1/agent/services")
         XCTAssertNil(agentServices["consul"], "the registry's own service is not an agent service")
+        // Like a Consul agent without its UI: the root answers 200 (HTTP checks probe it), other paths 404.
+        let root = try await registry.get("/")
+        XCTAssertEqual(root.status, 200)
+        let unknown = try await registry.get("/nope")
+        XCTAssertEqual(unknown.status, 404)
     }
 
     func testRegisterReadDeregisterWithConsulShapes() async throws {

@@ -154,6 +154,7 @@ public final class ConsulAPI: HTTPResponder {
         ([.GET], "/v1/session/list", false, { $0.sessionList }),
         ([.PUT, .POST], "/v1/txn", false, { $0.txn }),
         ([.GET], "/metrics", false, { $0.prometheusMetrics }),
+        ([.GET], "/", false, { $0.index }),
     ]
 
     private func route(_ request: HTTPRequest, loop: any EventLoop, cancellation: CancellationSignal) -> (String, EventLoopFuture<HTTPResponse>) {
@@ -268,6 +269,11 @@ public final class ConsulAPI: HTTPResponder {
     static func nodeMatches(_ node: Node?, _ filters: [(String, String)]) -> Bool {
         guard let node else { return false }
         return filters.allSatisfy { node.meta[$0.0] == $0.1 }
+    }
+
+    /// `GET /`: as a Consul agent without its UI answers, so that checks probing the agent's root pass.
+    private func index(_ context: Context) -> EventLoopFuture<HTTPResponse> {
+        immediate(.text(.ok, "Trellis registry: Consul HTTP API under /v1/, Prometheus metrics at /metrics; no web UI."), context)
     }
 
     private func prometheusMetrics(_ context: Context) -> EventLoopFuture<HTTPResponse> {
