@@ -199,5 +199,8 @@ extension EtcdStoreTests {
         let servers = raft["Servers"]?.arrayValue ?? []
         XCTAssertEqual(servers.compactMap { $0["Node"]?.stringValue }, ["node-a", "node-b"])
         XCTAssertEqual(servers.filter { $0["Leader"] == .bool(true) }.count, 1, "one registry is reported as leader")
+        XCTAssertEqual(raft["Store"]?["Kind"], .string("etcd"))
+        XCTAssertEqual(raft["Store"]?["Members"]?.arrayValue?.map { $0["Name"] }, [.string("test")])
+        XCTAssertEqual(raft["Store"]?["Members"]?[0]?["ClientURLs"], .strings([etcd.endpoint]))
     }
 }

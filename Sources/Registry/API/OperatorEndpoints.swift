@@ -24,9 +24,11 @@ extension ConsulAPI {
         return registries.enumerated().map { Server(id: $1.id, node: $1.node, address: $1.address, leader: $0 == 0) }
     }
 
+    /// The registries as Raft servers; with the etcd store, `Store` also lists etcd's members, which
+    /// hold the consensus (a field of its own, which Consul's clients ignore).
     func operatorRaftConfiguration(_ context: Context) -> EventLoopFuture<HTTPResponse> {
-        blockingJSON(context, key: WatchKey.service("consul")) { state in
-            .object(JSONObject([
+        let configuration = catalog.read { state in
+            JSONObject([
                 ("Servers", .array(Self.servers(state).map { server in
                     .object(JSONObject([
                         ("ID", .string(server.id)), ("Node", .string(server.node)), ("Address", .string(server.address)),
@@ -36,8 +38,20 @@ extension ConsulAPI {
                 })),
                 // The index of Raft's configuration entry: there is no Raft log here.
                 ("Index", .int(0)),
-            ]))
+            ])
         }
+        guard let store = catalog.sharedStore else { return immediate(json(.object(configuration), context), context) }
+        let promise = context.loop.makePromise(of: HTTPResponse.self)
+        promise.completeWithTask { [self] in
+            var body = configuration
+            do {
+                body.append("Store", .object(JSONObject([("Kind", .string("etcd")), ("Members", .array(try await store.members()))])))
+            } catch {
+                return .text(.internalServerError, "cannot list the etcd members: \(error)")
+            }
+            return json(.object(body), context)
+        }
+        return promise.futureResult
     }
 
     /// `DELETE /v1/operator/raft/peer?address=|id=`: no registry is a Raft peer that can be removed.

@@ -30,6 +30,12 @@ public final class Catalog: Sendable {
         state = Mutex(CatalogState())
     }
 
+    /// The etcd store shared with other registries; nil for a local store.
+    var sharedStore: EtcdStore? {
+        if case .shared(let store) = backend { return store }
+        return nil
+    }
+
     /// Reads a consistent snapshot.
     public func read<T>(_ body: (borrowing CatalogState) throws -> T) rethrows -> T {
         try state.withLock { try body($0) }

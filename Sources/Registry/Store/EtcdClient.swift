@@ -141,6 +141,18 @@ final class EtcdClient: Sendable {
         endpoints[preferred.withLock { $0 } % endpoints.count]
     }
 
+    /// The cluster's members (`/v3/cluster/member/list`) as `Name`, `ID`, `PeerURLs`, `ClientURLs`, `IsLearner`.
+    func members() async throws -> [JSON] {
+        let reply = try await call("/v3/cluster/member/list", .object(JSONObject()))
+        return (reply["members"]?.arrayValue ?? []).map { member in
+            .object(JSONObject([
+                ("Name", .string(member["name"]?.stringValue ?? "")), ("ID", .string(member["ID"]?.stringValue ?? "")),
+                ("PeerURLs", member["peerURLs"] ?? .array([])), ("ClientURLs", member["clientURLs"] ?? .array([])),
+                ("IsLearner", .bool(member["isLearner"]?.boolValue ?? false)),
+            ]))
+        }
+    }
+
     /// One unary call; on failure the next call goes to the next endpoint.
     private func call(_ path: String, _ request: JSON) async throws -> JSON {
         let endpoint = current()

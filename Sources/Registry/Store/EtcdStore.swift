@@ -48,6 +48,9 @@ public final class EtcdStore: Sendable {
         self.onCommit = onCommit
     }
 
+    /// The etcd cluster's members, for `/v1/operator/raft/configuration`.
+    public func members() async throws -> [JSON] { try await client.members() }
+
     /// Loads every record into `catalog`; returns the etcd revision the load reflects.
     @discardableResult
     public func load(into catalog: Catalog) async throws -> Int64 {
