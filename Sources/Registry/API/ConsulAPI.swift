@@ -15,6 +15,7 @@ public struct AgentIdentity: Sendable {
     public var httpPort: Int
     /// Metadata of the registry's own node, besides Consul's `consul-*` keys.
     public var nodeMeta: [String: String] = [:]
+    /// Consul's `enable_script_checks`: whether registrations may carry checks with `Args`.
     public var enableScriptChecks = false
     /// The Consul API version whose behaviour the registry follows.
     public static let consulVersion = "1.20.0"
@@ -38,6 +39,7 @@ public final class ConsulAPI: HTTPResponder {
     let dataDirectory: String
     /// Starts the registry's graceful shutdown (`PUT /v1/agent/leave`).
     let onLeave: @Sendable () -> Void
+    /// The user events this registry received (`/v1/event/*`).
     let events = UserEvents()
     /// When the API was created, for autopilot's `StableSince`.
     let startedAt = Date()
