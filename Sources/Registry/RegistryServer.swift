@@ -137,6 +137,7 @@ public final class RegistryServer: Service {
                             dataDirectory: config.dataDirectory, logControl: logControl, reload: reload,
                             onLeave: { leaveRequested.yield() })
         var servers: [HTTPServer] = []
+        var tlsServer: HTTPServer?
         var dns: DNSServer?
         let server: HTTPServer
         do {
@@ -150,10 +151,12 @@ public final class RegistryServer: Service {
             }
             if let https = config.https {
                 let tls = try Self.tlsContext(certFile: https.certFile, keyFile: https.keyFile)
-                servers.append(try await HTTPServer.start(.tcp(host: config.host, port: https.port), group: group,
-                                                          maxBodySize: config.maxBodySize, responder: api, logger: logger) { channel in
+                let secure = try await HTTPServer.start(.tcp(host: config.host, port: https.port), group: group,
+                                                        maxBodySize: config.maxBodySize, responder: api, logger: logger) { channel in
                     try channel.pipeline.syncOperations.addHandler(NIOSSLServerHandler(context: tls))
-                })
+                }
+                servers.append(secure)
+                tlsServer = secure
             }
             if let dnsAddress = config.dnsAddress {
                 dns = try await DNSServer.start(host: dnsAddress.host, port: dnsAddress.port, catalog: catalog,
@@ -170,7 +173,7 @@ public final class RegistryServer: Service {
             ["address": "\(address)", "node": "\(identity.nodeName)", "index": "\(catalog.read { $0.index })"]) { $1 })
         onListening(.http(address))
         if let path = config.unixSocket { onListening(.unixSocket(path)) }
-        if config.https != nil, let tlsServer = servers.last { onListening(.https(HostPort.format(config.host, tlsServer.localAddress.port ?? 0))) }
+        if let tlsServer { onListening(.https(HostPort.format(config.host, tlsServer.localAddress.port ?? 0))) }
         if let dns, let dnsAddress = config.dnsAddress { onListening(.dns(HostPort.format(dnsAddress.host, dns.port))) }
         SystemdNotifier.ready(status: "serving Consul API on \(address)")
 
@@ -238,8 +241,7 @@ public final class RegistryServer: Service {
         let address = identity.address
         let node = Node(id: identity.nodeID, name: identity.nodeName, address: address, datacenter: identity.datacenter,
                         taggedAddresses: ["lan": address, "lan_ipv4": address, "wan": address, "wan_ipv4": address],
-                        meta: identity.nodeMeta.merging(["consul-network-segment": "",
-                                                         "consul-version": AgentIdentity.consulVersion]) { $1 })
+                        meta: AgentIdentity.nodeMeta(identity.nodeMeta))
         var consul = ServiceInstance(node: identity.nodeName, id: "consul", name: "consul")
         consul.port = AgentIdentity.serverPort
         consul.meta = ["raft_version": "3", "serf_protocol_current": "2", "serf_protocol_max": "5",

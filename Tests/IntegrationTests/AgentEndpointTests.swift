@@ -252,6 +252,9 @@ extension AgentEndpointTests {
         XCTAssertEqual(reloaded.status, 200)
         let node = try await registry.json("/v1/catalog/node/\(registry.node)")
         XCTAssertEqual(node["Node"]?["Meta"]?["env"], .string("b"))
+        let me = try await registry.json("/v1/agent/self")
+        XCTAssertEqual(me["Meta"]?["env"], .string("b"), "agent/self shows the reloaded metadata")
+        XCTAssertEqual(me["DebugConfig"]?["NodeMeta"], .stringMap(["env": "b"]))
         let line = try await text.waitForLine(containing: "configuration reloaded", timeout: 5)
         // The test registry runs with `--log-level warning`: flags win over the file on reload too.
         XCTAssertTrue(line.contains("[INFO]  trellis.registry: configuration reloaded: log_level=warning"), line)

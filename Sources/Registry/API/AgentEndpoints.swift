@@ -244,6 +244,8 @@ extension ConsulAPI {
 
     func agentSelf(_ context: Context) -> EventLoopFuture<HTTPResponse> {
         let id = identity
+        // The node as stored, so that metadata changed by a reload shows.
+        let meta = catalog.read { $0.node(id.nodeName)?.meta } ?? AgentIdentity.nodeMeta(id.nodeMeta)
         let config = JSONObject([
             ("Datacenter", .string(id.datacenter)), ("PrimaryDatacenter", .string(id.datacenter)),
             ("NodeName", .string(id.nodeName)), ("NodeID", .string(id.nodeID)),
@@ -254,14 +256,15 @@ extension ConsulAPI {
         func tcp(_ port: Int) -> JSON { .string("tcp://\(HostPort.format(id.address, port))") }
         let debug = JSONObject([
             ("Datacenter", .string(id.datacenter)), ("NodeName", .string(id.nodeName)), ("NodeID", .string(id.nodeID)),
-            ("NodeMeta", .stringMap(id.nodeMeta)), ("ServerMode", .bool(true)), ("Bootstrap", .bool(true)),
+            ("NodeMeta", .stringMap(meta.filter { !$0.key.hasPrefix("consul-") })), ("ServerMode", .bool(true)), ("Bootstrap", .bool(true)),
             ("BindAddr", .string(id.address)), ("AdvertiseAddrLAN", .string(id.address)),
             ("AdvertiseAddrWAN", .string(id.address)), ("ClientAddrs", .strings([id.address])),
             ("HTTPAddrs", .array([tcp(id.httpPort)])), ("HTTPPort", .int(Int64(id.httpPort))), ("HTTPSPort", .int(-1)),
             ("DNSPort", .int(-1)), ("ServerPort", .int(Int64(AgentIdentity.serverPort))),
             ("RPCAdvertiseAddr", tcp(AgentIdentity.serverPort)), ("RPCBindAddr", tcp(AgentIdentity.serverPort)),
-            ("SerfAdvertiseAddrLAN", tcp(8301)), ("SerfAdvertiseAddrWAN", tcp(8302)),
-            ("SerfBindAddrLAN", tcp(8301)), ("SerfBindAddrWAN", tcp(8302)), ("SerfPortLAN", .int(8301)), ("SerfPortWAN", .int(8302)),
+            ("SerfAdvertiseAddrLAN", tcp(AgentIdentity.serfLANPort)), ("SerfAdvertiseAddrWAN", tcp(AgentIdentity.serfWANPort)),
+            ("SerfBindAddrLAN", tcp(AgentIdentity.serfLANPort)), ("SerfBindAddrWAN", tcp(AgentIdentity.serfWANPort)),
+            ("SerfPortLAN", .int(Int64(AgentIdentity.serfLANPort))), ("SerfPortWAN", .int(Int64(AgentIdentity.serfWANPort))),
             ("EnableScriptChecks", .bool(id.enableScriptChecks)), ("EnableLocalScriptChecks", .bool(id.enableScriptChecks)),
             ("ACLsEnabled", .bool(false)), ("CheckOutputMaxSize", .int(Int64(Probes.outputLimit))),
             ("Version", .string(AgentIdentity.consulVersion)), ("Revision", .string("trellis-\(AgentIdentity.trellisVersion)")),
@@ -287,14 +290,13 @@ extension ConsulAPI {
         let body = JSONObject([
             ("Config", .object(config)), ("DebugConfig", .object(debug)), ("Coord", .object(coord)),
             ("Member", memberJSON()), ("Stats", .object(stats)),
-            ("Meta", .stringMap(id.nodeMeta.merging(["consul-network-segment": "",
-                                                     "consul-version": AgentIdentity.consulVersion]) { $1 })),
+            ("Meta", .stringMap(meta)),
             ("xDS", .object(xds)),
         ])
         return immediate(json(.object(body), context), context)
     }
 
-    /// The gossip members: the registry itself, in the WAN pool (`?wan`) as `<node>.<dc>` on port 8302.
+    /// The gossip members: the registry itself, in the WAN pool (`?wan`) as `<node>.<dc>` on the Serf WAN port.
     func agentMembers(_ context: Context) -> EventLoopFuture<HTTPResponse> {
         let wan = context.request.query.flag("wan") ?? false
         return immediate(json(.array([memberJSON(wan: wan)]), context), context)
@@ -304,7 +306,7 @@ extension ConsulAPI {
         let id = identity
         return .object(JSONObject([
             ("Name", .string(wan ? "\(id.nodeName).\(id.datacenter)" : id.nodeName)), ("Addr", .string(id.address)),
-            ("Port", .int(wan ? 8302 : 8301)),
+            ("Port", .int(Int64(wan ? AgentIdentity.serfWANPort : AgentIdentity.serfLANPort))),
             ("Tags", .stringMap(["role": "consul", "dc": id.datacenter, "acls": "0", "port": String(AgentIdentity.serverPort),
                                  "build": "\(AgentIdentity.consulVersion):trellis", "id": id.nodeID,
                                  "vsn": "2", "vsn_min": "2", "vsn_max": "3", "bootstrap": "1", "segment": ""])),

@@ -46,7 +46,7 @@ extension ConsulAPI {
     /// An `AgentServiceChecksInfo` and its aggregate.
     private static func serviceHealth(_ instance: ServiceInstance, state: borrowing CatalogState,
                                       datacenter: String) -> (JSON, AggregatedHealth) {
-        let checks = state.checks(node: instance.node, serviceID: "") + state.checks(node: instance.node, serviceID: instance.id)
+        let checks = state.healthEntry(instance)?.checks ?? []
         let health = AggregatedHealth(checks)
         let body = JSON.object(JSONObject([
             ("AggregatedStatus", .string(health.status)),

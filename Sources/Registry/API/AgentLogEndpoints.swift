@@ -48,7 +48,7 @@ extension ConsulAPI {
         }
         logControl.level = settings.logLevel
         let node = identity.nodeName
-        let meta = settings.nodeMeta.merging(["consul-network-segment": "", "consul-version": AgentIdentity.consulVersion]) { $1 }
+        let meta = AgentIdentity.nodeMeta(settings.nodeMeta)
         logger.notice("configuration reloaded", metadata: ["log_level": "\(settings.logLevel)", "services": "\(services.count)"])
         return write(context, { (state: inout CatalogState) throws(CatalogError) -> [HealthCheck] in
             if var own = state.node(node) {
@@ -107,15 +107,20 @@ extension ConsulAPI {
 
     private static let timestamp = Date.ISO8601FormatStyle(includingFractionalSeconds: true)
 
+    /// hclog's name of a level: `trace`, `debug`, `info`, `warn`, `error`.
+    private static func hclogName(_ level: Logger.Level) -> String {
+        switch level {
+        case .trace: "trace"
+        case .debug: "debug"
+        case .info, .notice: "info"
+        case .warning: "warn"
+        case .error, .critical: "error"
+        }
+    }
+
     /// hclog's line: `2026-12-02T00:10:00.123Z [INFO]  trellis.registry: message: key=value`.
     static func textLine(_ record: LogControl.Record) -> [UInt8] {
-        let level = switch record.level {
-        case .trace: "[TRACE]"
-        case .debug: "[DEBUG]"
-        case .info, .notice: "[INFO] "
-        case .warning: "[WARN] "
-        case .error, .critical: "[ERROR]"
-        }
+        let level = "[\(hclogName(record.level).uppercased())]".padding(toLength: 7, withPad: " ", startingAt: 0)
         var line = "\(timestamp.format(record.date)) \(level) \(record.label): \(record.message)"
         if !record.metadata.isEmpty { line += ":" + record.metadata.map { " \($0.key)=\($0.value)" }.joined() }
         return Array((line + "\n").utf8)
@@ -123,16 +128,9 @@ extension ConsulAPI {
 
     /// hclog's JSON line: `@level`, `@message`, `@module`, `@timestamp`, then the metadata.
     static func jsonLine(_ record: LogControl.Record) -> [UInt8] {
-        let level = switch record.level {
-        case .trace: "trace"
-        case .debug: "debug"
-        case .info, .notice: "info"
-        case .warning: "warn"
-        case .error, .critical: "error"
-        }
         var object = JSONObject([
-            ("@level", .string(level)), ("@message", .string(record.message)), ("@module", .string(record.label)),
-            ("@timestamp", .string(timestamp.format(record.date))),
+            ("@level", .string(hclogName(record.level))), ("@message", .string(record.message)),
+            ("@module", .string(record.label)), ("@timestamp", .string(timestamp.format(record.date))),
         ])
         for (key, value) in record.metadata { object.append(key, .string(value)) }
         var bytes = JSON.object(object).serialized()

@@ -52,7 +52,7 @@ extension ConsulAPI {
         let address = context.rest
         guard !address.isEmpty else { return badRequest("Missing address to join", context) }
         let wan = context.request.query.flag("wan") ?? false
-        let own = HostPort.format(identity.address, wan ? 8302 : 8301)
+        let own = HostPort.format(identity.address, wan ? AgentIdentity.serfWANPort : AgentIdentity.serfLANPort)
         if address == own || address == identity.address { return immediate(HTTPResponse(status: .ok), context) }
         return immediate(.text(.internalServerError,
                                "Failed to join \(address): the registry runs no gossip; registries share a catalog through their store"), context)

@@ -24,6 +24,14 @@ public struct AgentIdentity: Sendable {
     public static let buildDate = "2026-01-01T00:00:00Z"
     /// Consul's server RPC port, which clients see in the `consul` service and leader address.
     public static let serverPort = 8300
+    /// Consul's Serf LAN and WAN ports, which the registry reports (it runs no gossip).
+    public static let serfLANPort = 8301
+    public static let serfWANPort = 8302
+
+    /// The registry node's metadata: `configured` (`node_meta`) plus the keys Consul's agent sets.
+    public static func nodeMeta(_ configured: [String: String]) -> [String: String] {
+        configured.merging(["consul-network-segment": "", "consul-version": consulVersion]) { $1 }
+    }
 
     public var leaderAddress: String { "\(address):\(Self.serverPort)" }
 }

@@ -425,7 +425,7 @@ public struct CatalogState: Sendable {
     }
 
     /// An instance with its node and the checks that apply to it: the node's, then its own.
-    private func healthEntry(_ instance: ServiceInstance) -> HealthEntry? {
+    public func healthEntry(_ instance: ServiceInstance) -> HealthEntry? {
         guard let node = nodes[instance.node] else { return nil }
         return HealthEntry(node: node, service: instance,
                            checks: checks(node: instance.node, serviceID: "") + checks(node: instance.node, serviceID: instance.id))
