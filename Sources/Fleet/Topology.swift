@@ -117,6 +117,9 @@ public struct Topology: Sendable {
             for upstream in service.upstreams where !seen.contains(upstream) {
                 throw ConfigError(description: "services.\(service.name).upstreams: unknown service \"\(upstream)\" (known: \(seen.sorted().joined(separator: ", ")))")
             }
+            if service.upstreams.contains(ListenerKey.inboundName) {
+                throw ConfigError(description: "services.\(service.name).upstreams: \"\(ListenerKey.inboundName)\" names the sidecar's inbound listener; rename that service")
+            }
             if service.upstreams.contains(service.name) {
                 throw ConfigError(description: "services.\(service.name).upstreams: a service cannot be its own upstream")
             }

@@ -47,10 +47,10 @@ public final class Sidecar: Service {
             accessLog: AccessLog(service: settings.service, enabled: settings.accessLog, sink: sink))
         var upstreamURLs: [(String, String)] = []
         for upstream in settings.upstreams {
-            let port = try dataPlane.listen(upstream.name, host: "127.0.0.1", port: upstream.port)
+            let port = try dataPlane.listen(.upstream(upstream.name), host: "127.0.0.1", port: upstream.port)
             upstreamURLs.append((upstream.name, "http://127.0.0.1:\(port)"))
         }
-        let publicPort = try dataPlane.listen(DataPlane.inboundKey, host: settings.address, port: settings.port)
+        let publicPort = try dataPlane.listen(.inbound, host: settings.address, port: settings.port)
         let instanceID = settings.instanceID ?? Self.defaultInstanceID(settings.service, address: settings.address, port: publicPort)
         dataPlane.accessLog.instance = instanceID
         dataPlane.startHousekeeping()
@@ -119,7 +119,7 @@ public final class Sidecar: Service {
             reactor.execute { plane.value.draining = true }
             admin.draining = true
             await registration.deregister()
-            await reactor.submit { plane.value.stopAccepting(DataPlane.inboundKey) }
+            await reactor.submit { plane.value.stopAccepting(.inbound) }
             let deadline = ContinuousClock.now + .nanoseconds(settings.drainTimeout.nanoseconds)
             while ContinuousClock.now < deadline {
                 let inFlight = await reactor.submit { plane.value.inboundInFlight }

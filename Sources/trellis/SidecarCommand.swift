@@ -67,6 +67,9 @@ struct SidecarCommand: AsyncParsableCommand {
             guard let name = parts.first, !name.isEmpty, parts.count == 1 || Int(parts[1]).map({ (0...65535).contains($0) }) == true else {
                 throw ValidationError("--upstream must be NAME or NAME:PORT, got \"\(item)\"")
             }
+            guard name != ListenerKey.inboundName else {
+                throw ValidationError("--upstream: \"\(ListenerKey.inboundName)\" names the sidecar's inbound listener (admin /clusters, access logs); register that service under another name")
+            }
             settings.upstreams.append((name, parts.count == 2 ? Int(parts[1])! : 0))
         }
         for item in meta {

@@ -84,9 +84,9 @@ final class AdminResponder: HTTPResponder {
 
     private static func refreshGauges(_ plane: DataPlane, _ metrics: SidecarMetrics) {
         let now = NIODeadline.now()
-        for (direction, count) in plane.downstreamConnections {
+        for (listener, count) in plane.downstreamConnections {
             metrics.set("active_connections", help: "Open client connections per listener.",
-                        labels: [("listener", direction)], to: count)
+                        labels: [("listener", listener.description)], to: count)
         }
         for listener in plane.listeners.values {
             let cluster = listener.cluster
@@ -112,8 +112,7 @@ final class AdminResponder: HTTPResponder {
     private static func clusters(_ plane: DataPlane) -> JSON {
         let now = NIODeadline.now()
         var out = JSONObject()
-        for key in plane.listeners.keys.sorted() {
-            let listener = plane.listeners[key]!
+        for (key, listener) in plane.listeners.sorted(by: { $0.key.description < $1.key.description }) {
             let cluster = listener.cluster
             let instances: [JSON] = cluster.endpoints.map { endpoint in
                 let ejected = endpoint.isEjected(at: now)
@@ -132,7 +131,7 @@ final class AdminResponder: HTTPResponder {
                     ("idle_connections", .int(Int64(endpoint.pool.idleCount))),
                 ]))
             }
-            out.append(key, .object(JSONObject([
+            out.append(key.description, .object(JSONObject([
                 ("direction", .string(listener.direction)),
                 ("service", .string(cluster.name)),
                 ("load_balancer", .string(cluster.policy.loadBalancer.kind.rawValue)),

@@ -57,18 +57,18 @@ final class Cluster {
 
     /// Instances a new attempt may go to: in the subset, not ejected, not tried yet — relaxing the
     /// last two rules when nothing would be left (better a suspect instance than no answer).
-    func candidates(tag: String?, tried: [Endpoint], now: NIODeadline) -> [Endpoint] {
+    func candidates(tag: String?, tried: TriedInstances<Endpoint>, now: NIODeadline) -> [Endpoint] {
         // The common case allocates nothing: whole cluster, first attempt, nobody ejected.
         if tag == nil && tried.isEmpty && !endpoints.contains(where: { $0.isEjected(at: now) }) { return endpoints }
         let subset = tag.map { tag in endpoints.filter { $0.info.tags.contains(tag) } } ?? endpoints
         guard !subset.isEmpty else { return [] }
         let healthy = subset.filter { !$0.isEjected(at: now) }
         let pool = healthy.isEmpty ? subset : healthy
-        let untried = pool.filter { endpoint in !tried.contains { $0 === endpoint } }
+        let untried = pool.filter { !tried.contains($0) }
         return untried.isEmpty ? pool : untried
     }
 
-    func pick(tag: String?, hashKey: String?, tried: [Endpoint], now: NIODeadline, random: inout FastRandom) -> Endpoint? {
+    func pick(tag: String?, hashKey: String?, tried: TriedInstances<Endpoint>, now: NIODeadline, random: inout FastRandom) -> Endpoint? {
         let candidates = candidates(tag: tag, tried: tried, now: now)
         return LoadBalancer.pick(policy.loadBalancer.kind, from: candidates, hashKey: hashKey, ring: { ring(for: tag) }, random: &random)
     }

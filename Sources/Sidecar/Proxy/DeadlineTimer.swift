@@ -17,8 +17,9 @@ final class DeadlineTimer {
         self.action = action
     }
 
-    func arm(in timeout: TimeAmount) {
-        let deadline = reactor.now + timeout
+    /// Arms for `deadline`, or disarms when it is nil.
+    func arm(at deadline: NIODeadline?) {
+        guard let deadline else { return disarm() }
         self.deadline = deadline
         if let scheduled {
             if scheduled.at <= deadline { return }

@@ -56,3 +56,7 @@ final class Endpoint {
         return true
     }
 }
+
+extension Endpoint: AttemptTarget {
+    var address: String { info.address }
+}
