@@ -97,14 +97,15 @@ final class SidecarTests: XCTestCase {
         return Int(words[index + 1])
     }
 
-    /// Sends `count` GETs from `concurrency` clients and returns the statuses.
+    /// Sends `count` GETs from `concurrency` clients and returns the statuses (-1: no complete response).
     private func load(_ sidecar: SidecarUnderTest, upstream: String, count: Int, concurrency: Int,
                       during: (() async throws -> Void)? = nil) async throws -> [Int] {
         try await withThrowingTaskGroup(of: [Int].self) { group in
             for _ in 0..<concurrency {
                 group.addTask {
                     var statuses: [Int] = []
-                    for _ in 0..<(count / concurrency) { statuses.append(try await sidecar.upstream(upstream, "/item").status) }
+                    // A response cut short (or none) counts as -1.
+                    for _ in 0..<(count / concurrency) { statuses.append((try? await sidecar.upstream(upstream, "/item"))?.status ?? -1) }
                     return statuses
                 }
             }
@@ -143,6 +144,61 @@ final class SidecarTests: XCTestCase {
         XCTAssertGreaterThan(retries ?? 0, 0)
         let ejections = try await sidecar.metric(#"trellis_sidecar_ejections_total{upstream="catalog"}"#)
         XCTAssertGreaterThan(ejections ?? 0, 0, "outlier detection ejected a failing instance")
+    }
+
+    func testNoRequestFailsWhenAnInstanceSidecarIsKilledMidLoad() async throws {
+        let registry = try await RegistryUnderTest.start(self)
+        var instances: [SidecarUnderTest] = []
+        for _ in 0..<3 {
+            let server = try await ScriptedHTTPServer(self, keepAlive: true)
+            instances.append(try await SidecarUnderTest(self, registry: registry, service: "catalog", localPort: server.port))
+        }
+        let local = try await ScriptedHTTPServer(self)
+        let sidecar = try await SidecarUnderTest(self, registry: registry, service: "orders", upstreams: ["catalog"], localPort: local.port)
+        try await eventually(timeout: 20, "three instance sidecars discovered") {
+            let clusters = try await sidecar.admin("/clusters")
+            return instances.allSatisfy { clusters.contains("127.0.0.1:\($0.port)") }
+        }
+        let statuses = try await load(sidecar, upstream: "catalog", count: 2200, concurrency: 8) { instances[0].child.kill9() }
+        XCTAssertEqual(statuses.count, 2200)
+        XCTAssertEqual(statuses.filter { $0 != 200 }.count, 0, "failed requests reached the client: \(Set(statuses))")
+    }
+
+    func testAResponseCutBeforeItsLengthIsRetriedOnAnotherInstance() async throws {
+        let registry = try await RegistryUnderTest.start(self)
+        // Announces 361 bytes, sends 100 and closes: as an instance that dies between head and body.
+        let script = """
+        import socket, sys
+        s = socket.socket(); s.bind(("127.0.0.1", 0)); s.listen(64)
+        print("port %d" % s.getsockname()[1], flush=True)
+        while True:
+            c, _ = s.accept()
+            c.recv(65536)
+            c.sendall(b"HTTP/1.1 200 OK\\r\\nContent-Length: 361\\r\\n\\r\\n" + b"x" * 100)
+            c.close()
+        """
+        let cutting = try ChildProcess("/usr/bin/env", ["python3", "-c", script])
+        addTeardownBlock { cutting.kill9() }
+        let cuttingPort = Int(try await cutting.waitForLine(containing: "port ").split(separator: " ")[1])!
+        let (status, _, _) = try await registry.put("/v1/agent/service/register", """
+            {"ID": "catalog-cut", "Name": "catalog", "Address": "127.0.0.1", "Port": \(cuttingPort)}
+            """)
+        XCTAssertEqual(status, 200)
+        let whole = try await ScriptedHTTPServer(self, keepAlive: true)
+        try await register(registry, "catalog", whole)
+        let local = try await ScriptedHTTPServer(self)
+        let sidecar = try await SidecarUnderTest(self, registry: registry, service: "orders", upstreams: ["catalog"], localPort: local.port)
+        try await eventually("both instances discovered") {
+            let clusters = try await sidecar.admin("/clusters")
+            return clusters.contains("catalog-cut") && clusters.contains("catalog-\(whole.port)")
+        }
+        for _ in 0..<10 {
+            let response = try await sidecar.upstream("catalog")
+            XCTAssertEqual(response.status, 200)
+            XCTAssertEqual(port(of: response.body), whole.port, "the whole response, from the instance that sent it whole")
+        }
+        let retries = try await sidecar.metric(#"trellis_sidecar_retries_total{upstream="catalog"}"#)
+        XCTAssertGreaterThan(retries ?? 0, 0)
     }
 
     func testAnInstanceMarkedCriticalLeavesThePool() async throws {
