@@ -33,6 +33,8 @@ public final class StreamSocket: ReadinessHandler {
 
     public let reactor: Reactor
     private let fd: Int32
+    /// What reads and writes the connection's bytes.
+    private let transport: PlainTransport
     public var delegate: (any StreamSocketDelegate)?
     public private(set) var isOpen = true
     public private(set) var isWritable = true
@@ -52,6 +54,7 @@ public final class StreamSocket: ReadinessHandler {
     /// Takes over `fd`, a connected non-blocking socket already registered with the reactor or not.
     init(fd: Int32, reactor: Reactor, remoteIP: String?, registered: Bool) throws {
         self.fd = fd
+        self.transport = PlainTransport(fd: fd)
         self.reactor = reactor
         self.remoteIP = remoteIP
         if registered {
@@ -94,29 +97,24 @@ public final class StreamSocket: ReadinessHandler {
 
     private func writeQueued() {
         while !queued.isEmpty {
-            let written: Int
-            if queued.count == 1 {
-                written = queued[0].withUnsafeReadableBytes { Glibc.write(fd, $0.baseAddress, $0.count) }
-            } else {
-                let count = min(queued.count, Self.maxIovecs)
-                let iovecs = reactor.iovecs
-                for index in 0..<count {
-                    // The buffers stay queued, so their bytes stay where the pointers say until `writev` returns.
-                    queued[index].withUnsafeReadableBytes {
-                        iovecs[index] = iovec(iov_base: UnsafeMutableRawPointer(mutating: $0.baseAddress), iov_len: $0.count)
-                    }
+            let count = min(queued.count, Self.maxIovecs)
+            let iovecs = reactor.iovecs
+            for index in 0..<count {
+                // The buffers stay queued, so their bytes stay where the pointers say until the write returns.
+                queued[index].withUnsafeReadableBytes {
+                    iovecs[index] = iovec(iov_base: UnsafeMutableRawPointer(mutating: $0.baseAddress), iov_len: $0.count)
                 }
-                written = Glibc.writev(fd, iovecs, Int32(count))
             }
-            if written < 0 {
-                switch errno {
-                case EINTR: continue
-                case EAGAIN: awaitingWritable = true
-                default: close()
-                }
+            switch transport.write(iovecs, count: count) {
+            case .transferred(let written):
+                consume(written)
+            case .wouldBlock:
+                awaitingWritable = true
+                return
+            case .closed, .failed:
+                close()
                 return
             }
-            consume(written)
         }
         if closesWhenFlushed { close() }
     }
@@ -181,33 +179,29 @@ public final class StreamSocket: ReadinessHandler {
     /// waits for the next turn.
     private func readAvailable() {
         var reads = 0
-        while isOpen && !readingPaused {
+        reading: while isOpen && !readingPaused {
             if reads == Self.maxReadsPerTurn {
                 reactor.readAgain(self)
                 break
             }
             var buffer = reactor.readBuffer(capacity: readSize)
             let capacity = buffer.writableBytes
-            var failure: Int32 = 0
-            let count = buffer.writeWithUnsafeMutableBytes(minimumWritableBytes: 0) { space in
-                let count = Glibc.read(fd, space.baseAddress, space.count)
-                if count < 0 { failure = errno }
-                return max(count, 0)
+            var result = TransferResult.wouldBlock
+            buffer.writeWithUnsafeMutableBytes(minimumWritableBytes: 0) { space in
+                result = transport.read(into: space)
+                if case .transferred(let count) = result { return count }
+                return 0
             }
-            if count > 0 {
+            switch result {
+            case .transferred(let count):
                 reads += 1
                 adaptReadSize(read: count, capacity: capacity)
                 delegate?.socketRead(self, buffer)
                 reactor.recycle(&buffer)
-                if count < capacity && !peerFinished { break }
-            } else if count == 0 && failure == 0 {
-                close()
-                return
-            } else if failure == EINTR {
-                continue
-            } else if failure == EAGAIN {
-                break
-            } else {
+                if count < capacity && !peerFinished { break reading }
+            case .wouldBlock:
+                break reading
+            case .closed, .failed:
                 close()
                 return
             }
