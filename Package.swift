@@ -142,7 +142,19 @@ let package = Package(
         .executableTarget(name: "shop-notifications", dependencies: ["ShopKit"], path: "examples/shop/Sources/notifications",
                           swiftSettings: strict),
         .testTarget(name: "TrellisCoreTests", dependencies: ["TrellisCore"]),
-        .testTarget(name: "EventIOTests", dependencies: ["EventIO", .product(name: "NIOCore", package: "swift-nio")]),
+        .testTarget(name: "EventIOTests", dependencies: ["EventIO", "CEventIO", .product(name: "NIOCore", package: "swift-nio")]),
+        .testTarget(name: "TelemetryTests", dependencies: [
+            "Telemetry",
+            .product(name: "Logging", package: "swift-log"),
+            .product(name: "Prometheus", package: "swift-prometheus"),
+        ]),
+        .testTarget(name: "TrellisHTTPTests", dependencies: [
+            "TrellisHTTP",
+            .product(name: "Logging", package: "swift-log"),
+            .product(name: "NIOCore", package: "swift-nio"),
+            .product(name: "NIOHTTP1", package: "swift-nio"),
+            .product(name: "NIOPosix", package: "swift-nio"),
+        ]),
         .testTarget(name: "SidecarTests", dependencies: [
             "Sidecar", "EventIO",
             .product(name: "NIOCore", package: "swift-nio"),

@@ -6,7 +6,8 @@
 # Proxies and upstream on CPU 0, wrk (1 thread) on CPU 1; access logs off everywhere.
 # Rounds alternate targets (A B C D × ROUNDS); medians are reported. With reactor-relay built
 # beside the trellis binary, a fifth target relays bytes on the sidecar's event loop without any
-# HTTP, as a floor.
+# HTTP, as a floor. BASELINE_BIN=path/to/another/trellis adds its sidecar as the target
+# "baseline" (same registry, same upstreams), so two builds compare in one run.
 source "$(dirname "$0")/common.sh"
 ROUNDS=${ROUNDS:-3}
 CONNECTIONS=${CONNECTIONS:-"50 1000"}
@@ -68,6 +69,13 @@ for _ in $(seq 100); do curl -sf 127.0.0.1:18092/ >/dev/null && break; sleep 0.1
 declare -A PORT=([direct]=18081 [nginx]=18090 [haproxy]=18091 [sidecar]=18092)
 declare -A PID=([direct]=$UP_PID [nginx]=$NGINX_PID [haproxy]=$HAPROXY_PID [sidecar]=$SIDECAR_PID)
 TARGETS="direct nginx haproxy sidecar"
+
+if [ -n "${BASELINE_BIN:-}" ]; then
+  taskset -c 0 "$BASELINE_BIN" sidecar --service bench-baseline --port 18096 --admin-port 18097 --local-port 18081 \
+    --upstream web:18095 --registry 127.0.0.1:18500 --access-log off --log-level error > /dev/null 2>&1 &
+  PORT[baseline]=18095; PID[baseline]=$!; PIDS+=("$!"); TARGETS+=" baseline"
+  for _ in $(seq 100); do curl -sf 127.0.0.1:18095/ >/dev/null && break; sleep 0.1; done
+fi
 
 # Baseline, when built beside the trellis binary (`swift build -c release --product reactor-relay`):
 # the sidecar's event loop relaying bytes per connection, no HTTP, i.e. what the loop alone costs.
@@ -143,9 +151,12 @@ for conns in $CONNECTIONS; do
     user=$(echo "$rows" | awk '{print $5}' | median)
     rss=$(echo "$rows" | awk '{print $6}' | sort -n | tail -1)
     printf "%-8s %10s %9s %9s %12s %11s %8s\n" "$target" "$rps" "$p50" "$p99" "$cpu" "$user" "$rss"
-    eval "RPS_$target=$rps"
+    eval "RPS_$target=$rps CPU_$target=$cpu"
   done
   echo "sidecar/nginx req/s: $(echo "$RPS_sidecar $RPS_nginx" | awk '{printf "%.2f", $1 / $2}')   sidecar/haproxy: $(echo "$RPS_sidecar $RPS_haproxy" | awk '{printf "%.2f", $1 / $2}')"
+  if [ -n "${BASELINE_BIN:-}" ]; then
+    echo "sidecar/baseline req/s: $(echo "$RPS_sidecar $RPS_baseline" | awk '{printf "%.3f", $1 / $2}')   CPU per request: $(echo "$CPU_sidecar $CPU_baseline" | awk '{printf "%.3f", $1 / $2}')"
+  fi
   unset RESULTS
 done
 

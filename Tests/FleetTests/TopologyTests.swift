@@ -59,6 +59,8 @@ final class TopologyTests: XCTestCase {
         XCTAssertEqual(failure("registry: {port: 70000}\nservices:\n  - {name: a, command: [sh]}\n", check: false),
                        "registry.port: must be 1-65535, or 0 for a free one")
         XCTAssertEqual(failure("services: []\n", check: false), "services: list at least one service")
+        XCTAssertEqual(failure("services:\n  - {name: inbound, command: [sh]}\n  - {name: a, command: [sh], upstreams: [inbound]}\n"),
+                       "services.a.upstreams: \"inbound\" names the sidecar's inbound listener; rename that service")
     }
 
     func testRejectsAPolicyForAnotherServiceOrInvalid() throws {

@@ -21,4 +21,36 @@ final class ClusterTests: XCTestCase {
         XCTAssertEqual(cluster.pick(tag: nil, hashKey: nil, tried: TriedInstances(), now: now, random: &random)?.info.id, "b")
         XCTAssertFalse(a.isEjected(at: now + .seconds(31)), "ejection ends")
     }
+
+    private func cluster(_ instances: [(String, [String])]) throws -> Cluster {
+        let cluster = Cluster(name: "c", policy: .outboundDefault, reactor: try Reactor())
+        cluster.update(instances.enumerated().map { EndpointInfo(id: $1.0, host: "127.0.0.1", port: 1000 + $0, tags: $1.1) })
+        return cluster
+    }
+
+    private func ids(_ endpoints: [Endpoint]) -> [String] { endpoints.map(\.info.id) }
+
+    func testAnAttemptNeverGoesToAnInstanceAlreadyTriedWhileAnotherIsLeft() throws {
+        let cluster = try cluster([("a", []), ("b", []), ("c", [])])
+        let now = NIODeadline.now()
+        var tried = TriedInstances<Endpoint>()
+        tried.append(cluster.endpoints[0])
+        XCTAssertEqual(ids(cluster.candidates(tag: nil, tried: tried, now: now)), ["b", "c"])
+        tried.append(cluster.endpoints[2])
+        XCTAssertEqual(ids(cluster.candidates(tag: nil, tried: tried, now: now)), ["b"])
+        tried.append(cluster.endpoints[1])
+        XCTAssertEqual(ids(cluster.candidates(tag: nil, tried: tried, now: now)), ["a", "b", "c"], "all tried: any may be tried again")
+    }
+
+    func testCandidatesKeepToTheSubsetAndAvoidEjectedInstancesUnlessNoneIsLeft() throws {
+        let cluster = try cluster([("a", ["canary"]), ("b", []), ("c", ["canary"])])
+        let now = NIODeadline.now()
+        XCTAssertEqual(ids(cluster.candidates(tag: "canary", tried: TriedInstances(), now: now)), ["a", "c"])
+        XCTAssertEqual(ids(cluster.candidates(tag: "blue", tried: TriedInstances(), now: now)), [], "an empty subset has no candidate")
+        cluster.endpoints[0].ejectedUntil = now + .seconds(30)
+        XCTAssertEqual(ids(cluster.candidates(tag: "canary", tried: TriedInstances(), now: now)), ["c"])
+        cluster.endpoints[2].ejectedUntil = now + .seconds(30)
+        XCTAssertEqual(ids(cluster.candidates(tag: "canary", tried: TriedInstances(), now: now)), ["a", "c"],
+                       "better a suspect instance than no answer")
+    }
 }

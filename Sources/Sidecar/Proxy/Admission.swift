@@ -33,7 +33,7 @@ enum Admission {
     }
 
     /// `X-RateLimit-Limit`, `-Remaining`, `-Reset`, and `Retry-After` when refused.
-    static func rateLimitLines(_ policy: RateLimitPolicy, _ decision: RateLimiter.Decision, allocator: ByteBufferAllocator) -> ByteBuffer {
+    private static func rateLimitLines(_ policy: RateLimitPolicy, _ decision: RateLimiter.Decision, allocator: ByteBufferAllocator) -> ByteBuffer {
         var headers = allocator.buffer(capacity: 96)
         HeaderRules.writeLine("X-RateLimit-Limit", String(policy.requests), to: &headers)
         HeaderRules.writeLine("X-RateLimit-Remaining", String(decision.remaining), to: &headers)

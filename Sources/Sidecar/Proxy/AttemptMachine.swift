@@ -64,8 +64,7 @@ struct AttemptMachine<Instance: AttemptTarget> {
     }
 
     let upstream: String
-    let retries: RetryPolicy
-    let timeouts: Timeouts
+    let rules: AttemptRules
     let idempotent: Bool
     private var phase = Phase.admitted
     /// Attempts started so far.
@@ -78,13 +77,15 @@ struct AttemptMachine<Instance: AttemptTarget> {
     private var tryDeadline: NIODeadline?
     private var backoffUntil: NIODeadline?
 
-    init(upstream: String, settings: RouteSettings, idempotent: Bool) {
+    init(upstream: String, rules: AttemptRules, idempotent: Bool) {
         self.upstream = upstream
-        self.retries = settings.retries
-        self.timeouts = settings.timeouts
+        self.rules = rules
         self.idempotent = idempotent
-        self.replay = ReplayBuffer(limit: settings.retries.bufferLimit)
+        self.replay = ReplayBuffer(limit: rules.retries.bufferLimit)
     }
+
+    private var retries: RetryPolicy { rules.retries }
+    private var timeouts: Timeouts { rules.timeouts }
 
     /// The next instant at which the machine wants `timerFired`.
     var deadline: NIODeadline? { Self.earlier(Self.earlier(requestDeadline, tryDeadline), backoffUntil) }
@@ -161,7 +162,7 @@ struct AttemptMachine<Instance: AttemptTarget> {
                                budget: inout RetryBudget, random: inout FastRandom) -> Action {
         guard phase == .sending else { return .none }
         let condition = RetryPolicy.Condition.status(status)
-        if retries.conditions.contains(condition) && mayRetry(condition, now: now, budget: &budget) {
+        if rules.retries(on: condition) && mayRetry(condition, now: now, budget: &budget) {
             return scheduleRetry(now: now, random: &random)
         }
         requestDeadline = nil
@@ -230,7 +231,7 @@ struct AttemptMachine<Instance: AttemptTarget> {
 
     /// Whether the rules allow another attempt after `condition`, before the budget is asked.
     private func couldRetry(_ condition: RetryPolicy.Condition) -> Bool {
-        guard attempts <= retries.attempts, retries.conditions.contains(condition) else { return false }
+        guard attempts <= retries.attempts, rules.retries(on: condition) else { return false }
         // A refused connection never reached the service: safe for any method.
         guard condition == .connectFailure || retries.allMethods || idempotent else { return false }
         return replay.isReplayable
@@ -279,7 +280,6 @@ struct TriedInstances<Instance: AnyObject> {
     private var earlier: [Instance] = []
 
     var isEmpty: Bool { last == nil }
-    var count: Int { last == nil ? 0 : earlier.count + 1 }
 
     func contains(_ instance: Instance) -> Bool {
         last === instance || earlier.contains { $0 === instance }

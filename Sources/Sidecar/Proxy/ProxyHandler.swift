@@ -97,9 +97,9 @@ final class ProxyHandler: StreamSocketDelegate, UpstreamReceiver {
     /// The request's last byte was read.
     private func endOfRequest() {
         reading = .waiting
-        guard request != nil else { return }
-        request!.bodyEnded = true
-        if let socket = request!.connection?.socket { flushUpstream(socket) }
+        guard let request else { return }
+        request.bodyEnded = true
+        if let socket = request.connection?.socket { flushUpstream(socket) }
     }
 
     /// The client's bytes are not HTTP/1.1 that can be forwarded safely: answered with `status`
@@ -109,18 +109,18 @@ final class ProxyHandler: StreamSocketDelegate, UpstreamReceiver {
         reading = .closing
         inbox = nil
         let message = "\(status.reasonPhrase): \(reason)"
-        guard request != nil else {
+        guard let request else {
             downstream.write(HeaderRules.localResponse(status, reason: "bad_request", message: message, clientMinorVersion: 1,
                                                        keepAlive: false, withBody: true, extra: nil, allocator: plane.reactor.allocator))
             finishResponse(thenClose: true)
             return
         }
-        request!.keepAlive = false
-        if request!.machine.hasResponse && !request!.machine.isHoldingResponse {
-            abortResponse()
+        request.keepAlive = false
+        if request.machine.hasResponse && !request.machine.isHoldingResponse {
+            abortResponse(request)
         } else {
-            endAttempt(reusable: false)
-            respond(LocalAnswer(status: status, reason: "bad_request", message: message))
+            endAttempt(request, reusable: false)
+            respond(request, LocalAnswer(status: status, reason: "bad_request", message: message))
         }
     }
 
@@ -142,10 +142,10 @@ final class ProxyHandler: StreamSocketDelegate, UpstreamReceiver {
     }
 
     func socketClosed(_ socket: StreamSocket) {
-        if request != nil {
-            endAttempt(reusable: false)
-            request!.status = 0
-            complete(localReason: "client_closed", thenClose: true)
+        if let request {
+            endAttempt(request, reusable: false)
+            request.status = 0
+            complete(request, localReason: "client_closed", thenClose: true)
         }
         plane.downstreamConnections[listenerKey, default: 1] -= 1
         timer.stop()
@@ -153,7 +153,7 @@ final class ProxyHandler: StreamSocketDelegate, UpstreamReceiver {
 
     func socketWritabilityChanged(_ socket: StreamSocket) {
         // Back-pressure: read from the upstream only as fast as the client takes the response.
-        guard let upstream = request?.connection?.socket, request!.machine.hasResponse else { return }
+        guard let request, request.machine.hasResponse, let upstream = request.connection?.socket else { return }
         upstreamPaused = !downstream.isWritable
         if upstreamPaused { upstream.pauseReading() } else { upstream.resumeReading() }
     }
@@ -162,34 +162,35 @@ final class ProxyHandler: StreamSocketDelegate, UpstreamReceiver {
         let now = plane.reactor.now
         let route = listener.route(for: head)
         let cluster = listener.cluster
-        request = ProxyRequest(head: head, route: route, upstream: cluster.name,
-                               keepAlive: head.keepAlive && !(plane.draining && isInbound), bodyEnded: bodyEnded)
+        let request = ProxyRequest(head: head, route: route, upstream: cluster.name,
+                                   keepAlive: head.keepAlive && !(plane.draining && isInbound), bodyEnded: bodyEnded)
+        self.request = request
         switch Admission.admit(head, route: route, cluster: cluster, client: client, now: now, metrics: plane.metrics,
                                allocator: plane.reactor.allocator) {
         case .refused(let answer, let headers):
-            request!.rateLimitHeaders = headers
-            respond(answer)
+            request.rateLimitHeaders = headers
+            respond(request, answer)
             return
         case .admitted(let headers):
-            request!.rateLimitHeaders = headers
-            request!.admitted = true
+            request.rateLimitHeaders = headers
+            request.admitted = true
         }
         if isInbound { plane.inboundInFlight += 1 }
         let trace = TraceContext(headers: head, random: &plane.random)
-        request!.trace = trace
-        request!.upstreamHead = HeaderRules.upstreamRequest(head, client: client, trace: trace, allocator: plane.reactor.allocator)
+        request.upstreamHead = HeaderRules.upstreamRequest(head, client: client, trace: trace, allocator: plane.reactor.allocator)
+        request.trace = trace
         if !bodyEnded && head.minorVersion == 1 && head.expectsContinue {
             downstream.write(ByteBuffer(string: "HTTP/1.1 100 Continue\r\n\r\n"))
             downstream.flush()
         }
-        request!.subset = route.pickSubset(random: &plane.random)
-        perform(request!.machine.start(now: now, budget: &cluster.retryBudget))
+        request.subset = route.pickSubset(random: &plane.random)
+        perform(request.machine.start(now: now, budget: &cluster.retryBudget), for: request)
     }
 
     private func receiveBody(_ part: ByteBuffer) {
-        guard request != nil else { return }
-        switch request!.machine.bodyPart(part) {
-        case .write: request!.connection?.socket.write(part)
+        guard let request else { return }
+        switch request.machine.bodyPart(part) {
+        case .write: request.connection?.socket.write(part)
         case .wait, .drop: break
         case .waitAndPause: pauseReading()
         }
@@ -197,83 +198,84 @@ final class ProxyHandler: StreamSocketDelegate, UpstreamReceiver {
 
     // MARK: The machine's actions
 
-    private func perform(_ action: AttemptMachine<Endpoint>.Action) {
+    private func perform(_ action: AttemptMachine<Endpoint>.Action, for request: ProxyRequest) {
         switch action {
         case .none, .hold, .commit:
             break
         case .connect:
-            startAttempt()
+            startAttempt(request)
         case .retry:
-            endAttempt(reusable: false)
+            endAttempt(request, reusable: false)
             plane.metrics.retry(upstream: listener.cluster.name)
         case .respondLocally(let answer):
-            endAttempt(reusable: false)
-            respond(answer)
+            endAttempt(request, reusable: false)
+            respond(request, answer)
         case .abortResponse:
-            abortResponse()
+            abortResponse(request)
         }
-        timer.arm(at: request?.machine.deadline)
+        // The request in flight now: the action may have completed this one.
+        timer.arm(at: self.request?.machine.deadline)
     }
 
     private func timerFired() {
-        guard request != nil else { return }
+        guard let request else { return }
         let now = plane.reactor.now
         let cluster = listener.cluster
-        if let endpoint = request!.endpoint, request!.machine.tryDeadlinePassed(at: now) {
+        if let endpoint = request.endpoint, request.machine.tryDeadlinePassed(at: now) {
             cluster.record(endpoint, failed: true, now: now)
         }
-        perform(request!.machine.timerFired(now: now, budget: &cluster.retryBudget, random: &plane.random))
+        perform(request.machine.timerFired(now: now, budget: &cluster.retryBudget, random: &plane.random), for: request)
     }
 
     // MARK: Attempts
 
-    private func startAttempt() {
+    private func startAttempt(_ request: ProxyRequest) {
         generation += 1
         let now = plane.reactor.now
         let cluster = listener.cluster
-        let hashKey = cluster.policy.loadBalancer.hashHeader.flatMap { request!.head.first(name: $0) }
-        guard let endpoint = cluster.pick(tag: request!.subset, hashKey: hashKey, tried: request!.machine.tried, now: now,
+        let hashKey = cluster.policy.loadBalancer.hashHeader.flatMap { request.head.first(name: $0) }
+        guard let endpoint = cluster.pick(tag: request.subset, hashKey: hashKey, tried: request.machine.tried, now: now,
                                           random: &plane.random) else {
-            let which = request!.subset.map { "\(cluster.name) with tag \($0)" } ?? cluster.name
-            perform(request!.machine.noInstance(which))
+            let which = request.subset.map { "\(cluster.name) with tag \($0)" } ?? cluster.name
+            perform(request.machine.noInstance(which), for: request)
             return
         }
-        request!.machine.attempt(on: endpoint, now: now)
-        request!.endpoint = endpoint
+        request.machine.attempt(on: endpoint, now: now)
+        request.endpoint = endpoint
         endpoint.activeRequests += 1
         endpoint.totalRequests += 1
         if let connection = endpoint.pool.takeIdle() {
-            send(on: connection)
+            send(request, on: connection)
             return
         }
         let generation = generation
-        let waiter = endpoint.pool.acquire(connectTimeout: request!.route.settings.timeouts.connect) { [self] acquired in
-            guard generation == self.generation, request != nil else {
+        let waiter = endpoint.pool.acquire(connectTimeout: request.machine.rules.timeouts.connect) { [self] acquired in
+            guard generation == self.generation else {
                 if case .ready(let connection) = acquired { endpoint.pool.release(connection, reusable: true) }
                 return
             }
-            request!.waiter = nil
+            request.waiter = nil
             switch acquired {
             case .ready(let connection):
-                send(on: connection)
+                send(request, on: connection)
             case .failed(let message):
-                attemptFailed(.connect(message))
+                attemptFailed(request, .connect(message))
             case .overflow:
                 plane.metrics.breakerOverflow(upstream: cluster.name, limit: "max_pending_requests")
-                perform(request!.machine.pendingOverflow(limit: cluster.limits.policy.maxPendingRequests))
+                perform(request.machine.pendingOverflow(limit: cluster.limits.policy.maxPendingRequests), for: request)
             }
         }
-        if generation == self.generation { request!.waiter = waiter }
+        if generation == self.generation { request.waiter = waiter }
     }
 
-    private func send(on connection: UpstreamConnection) {
-        request!.connection = connection
+    private func send(_ request: ProxyRequest, on connection: UpstreamConnection) {
+        request.connection = connection
         connection.receiver = self
-        connection.expectResponse(toHEAD: request!.head.isHEAD, dechunk: request!.head.minorVersion == 0)
+        connection.expectResponse(toHEAD: request.head.isHEAD, dechunk: request.head.minorVersion == 0)
         let upstream = connection.socket
-        upstream.write(request!.upstreamHead!)
-        for part in request!.machine.connected() { upstream.write(part) }
-        if !request!.bodyEnded { resumeReading() }
+        if let head = request.upstreamHead { upstream.write(head) }
+        for part in request.machine.connected() { upstream.write(part) }
+        if !request.bodyEnded { resumeReading() }
         flushUpstream(upstream)
     }
 
@@ -283,101 +285,102 @@ final class ProxyHandler: StreamSocketDelegate, UpstreamReceiver {
         if !readingDownstream { upstream.flush() }
     }
 
-    private func attemptFailed(_ failure: AttemptMachine<Endpoint>.Failure) {
+    private func attemptFailed(_ request: ProxyRequest, _ failure: AttemptMachine<Endpoint>.Failure) {
         let now = plane.reactor.now
         let cluster = listener.cluster
-        if let endpoint = request!.endpoint { cluster.record(endpoint, failed: true, now: now) }
-        perform(request!.machine.failed(failure, now: now, budget: &cluster.retryBudget, random: &plane.random))
+        if let endpoint = request.endpoint { cluster.record(endpoint, failed: true, now: now) }
+        perform(request.machine.failed(failure, now: now, budget: &cluster.retryBudget, random: &plane.random), for: request)
     }
 
     /// Ends the current attempt: gives its connection back to the pool (closed unless `reusable`)
     /// or leaves the pool's queue, and drops what it received.
-    private func endAttempt(reusable: Bool) {
+    private func endAttempt(_ request: ProxyRequest, reusable: Bool) {
         generation += 1
-        guard request != nil else { return }
-        if let waiter = request!.waiter { request!.endpoint?.pool.cancel(waiter: waiter) }
-        request!.waiter = nil
-        if let connection = request!.connection {
+        if let waiter = request.waiter { request.endpoint?.pool.cancel(waiter: waiter) }
+        request.waiter = nil
+        if let connection = request.connection {
             connection.receiver = nil
             if upstreamPaused {
                 upstreamPaused = false
                 connection.socket.resumeReading()
             }
-            request!.connection = nil
-            request!.endpoint?.pool.release(connection, reusable: reusable)
+            request.connection = nil
+            request.endpoint?.pool.release(connection, reusable: reusable)
         }
-        if let endpoint = request!.endpoint {
+        if let endpoint = request.endpoint {
             endpoint.activeRequests -= 1
-            request!.endpoint = nil
+            request.endpoint = nil
         }
-        request!.responseStart = nil
+        request.responseStart = nil
     }
 
     // MARK: Upstream
 
     func upstreamRead(_ part: UpstreamConnection.Part, from connection: UpstreamConnection) {
-        guard request != nil, connection === request!.connection else { return }
+        guard let request, connection === request.connection else { return }
         switch part {
         case .head(let response):
             let now = plane.reactor.now
             let cluster = listener.cluster
-            if let endpoint = request!.endpoint { cluster.record(endpoint, failed: response.status >= 500, now: now) }
-            let action = request!.machine.responseHead(status: response.status, body: response.body, now: now,
-                                                       budget: &cluster.retryBudget, random: &plane.random)
-            if case .hold = action { startResponse(response) } else if case .commit = action { startResponse(response) }
-            perform(action)
+            if let endpoint = request.endpoint { cluster.record(endpoint, failed: response.status >= 500, now: now) }
+            let action = request.machine.responseHead(status: response.status, body: response.body, now: now,
+                                                      budget: &cluster.retryBudget, random: &plane.random)
+            switch action {
+            case .hold, .commit: startResponse(request, response)
+            default: break
+            }
+            perform(action, for: request)
         case .body(var part):
-            guard request!.machine.hasResponse else { return }
-            request!.bytesSent += part.readableBytes
-            if request!.responseStart != nil && (part.readableBytes <= 4096 || request!.machine.isHoldingResponse) {
-                request!.responseStart!.writeBuffer(&part)
+            guard request.machine.hasResponse else { return }
+            request.bytesSent += part.readableBytes
+            if request.responseStart != nil && (part.readableBytes <= 4096 || request.machine.isHoldingResponse) {
+                request.responseStart!.writeBuffer(&part)
             } else {
-                writeResponseStart()
+                writeResponseStart(request)
                 downstream.write(part)
             }
         case .end:
-            guard request!.machine.hasResponse else { return }
-            request!.machine.responseEnded()
-            writeResponseStart()
-            let bodyEnded = request!.bodyEnded
-            let close = !request!.responseKeepsOpen || !bodyEnded
-            endAttempt(reusable: bodyEnded)
+            guard request.machine.hasResponse else { return }
+            request.machine.responseEnded()
+            writeResponseStart(request)
+            let close = !request.responseKeepsOpen || !request.bodyEnded
+            endAttempt(request, reusable: request.bodyEnded)
             // Booked first: closing after the write may report the close at once.
-            complete(localReason: nil, thenClose: close)
+            complete(request, localReason: nil, thenClose: close)
             finishResponse(thenClose: close)
         }
     }
 
     /// The head of the response the client will get (now, or once the machine stops holding it).
-    private func startResponse(_ response: MessageHead) {
-        let minorVersion = request!.head.minorVersion
-        let keepsOpen = HeaderRules.keepsClientOpen(request!.keepAlive, clientMinorVersion: minorVersion, response: response)
-        request!.status = response.status
-        request!.bytesSent = 0
-        request!.responseKeepsOpen = keepsOpen
-        request!.responseStart = HeaderRules.downstreamResponse(response, clientMinorVersion: minorVersion, keepAlive: keepsOpen,
-                                                                dechunk: minorVersion == 0, extra: request!.rateLimitHeaders,
-                                                                allocator: plane.reactor.allocator)
+    private func startResponse(_ request: ProxyRequest, _ response: MessageHead) {
+        let minorVersion = request.head.minorVersion
+        let keepsOpen = HeaderRules.keepsClientOpen(request.keepAlive, clientMinorVersion: minorVersion, response: response)
+        request.status = response.status
+        request.bytesSent = 0
+        request.responseKeepsOpen = keepsOpen
+        request.responseStart = HeaderRules.downstreamResponse(response, clientMinorVersion: minorVersion, keepAlive: keepsOpen,
+                                                               dechunk: minorVersion == 0, extra: request.rateLimitHeaders,
+                                                               allocator: plane.reactor.allocator)
     }
 
     func upstreamReadComplete(from connection: UpstreamConnection) {
-        guard request != nil, connection === request!.connection, request!.machine.hasResponse,
-              !request!.machine.isHoldingResponse else { return }
-        writeResponseStart()
+        guard let request, connection === request.connection, request.machine.hasResponse,
+              !request.machine.isHoldingResponse else { return }
+        writeResponseStart(request)
         downstream.flush()
     }
 
-    private func writeResponseStart() {
-        if let responseStart = request!.responseStart {
+    private func writeResponseStart(_ request: ProxyRequest) {
+        if let responseStart = request.responseStart {
             downstream.write(responseStart)
-            request!.responseStart = nil
+            request.responseStart = nil
         }
     }
 
     func upstreamClosed(_ connection: UpstreamConnection) {
-        guard request != nil, connection === request!.connection else { return }
-        request!.connection = nil
-        attemptFailed(.reset)
+        guard let request, connection === request.connection else { return }
+        request.connection = nil
+        attemptFailed(request, .reset)
     }
 
     func upstreamWritabilityChanged(_ connection: UpstreamConnection) {
@@ -386,26 +389,26 @@ final class ProxyHandler: StreamSocketDelegate, UpstreamReceiver {
     }
 
     /// The response was cut after part of it reached the client: close the client's connection.
-    private func abortResponse() {
-        endAttempt(reusable: false)
-        complete(localReason: "upstream_reset_after_response_start", thenClose: true)
+    private func abortResponse(_ request: ProxyRequest) {
+        endAttempt(request, reusable: false)
+        complete(request, localReason: "upstream_reset_after_response_start", thenClose: true)
         downstream.close()
     }
 
     // MARK: Answers
 
     /// Answers on behalf of the upstream (400, 429, 502, 503, 504), with a one-line reason.
-    private func respond(_ answer: LocalAnswer) {
-        request!.status = Int(answer.status.code)
-        let close = !request!.keepAlive || !request!.bodyEnded
+    private func respond(_ request: ProxyRequest, _ answer: LocalAnswer) {
+        request.status = Int(answer.status.code)
+        let close = !request.keepAlive || !request.bodyEnded
         let response = HeaderRules.localResponse(answer.status, reason: answer.reason, message: answer.message,
-                                                 clientMinorVersion: request!.head.minorVersion, keepAlive: !close,
-                                                 withBody: !request!.head.isHEAD, extra: request!.rateLimitHeaders,
+                                                 clientMinorVersion: request.head.minorVersion, keepAlive: !close,
+                                                 withBody: !request.head.isHEAD, extra: request.rateLimitHeaders,
                                                  allocator: plane.reactor.allocator)
-        request!.bytesSent = answer.message.utf8.count + 1
+        request.bytesSent = answer.message.utf8.count + 1
         downstream.write(response)
         plane.metrics.localResponse(direction: listener.direction, upstream: listener.cluster.name, reason: answer.reason)
-        complete(localReason: answer.reason, thenClose: close)
+        complete(request, localReason: answer.reason, thenClose: close)
         finishResponse(thenClose: close)
     }
 
@@ -415,27 +418,27 @@ final class ProxyHandler: StreamSocketDelegate, UpstreamReceiver {
     }
 
     /// Books the finished request (metrics, access log, counters) and gets ready for the next one.
-    private func complete(localReason: String?, thenClose close: Bool) {
-        let status = request!.status
-        let route = request!.route
-        let duration = Double((NIODeadline.now() - request!.started).nanoseconds) / 1e9
+    private func complete(_ request: ProxyRequest, localReason: String?, thenClose close: Bool) {
+        let status = request.status
+        let route = request.route
+        let duration = Double((NIODeadline.now() - request.started).nanoseconds) / 1e9
         route.stats.requests[min(status / 100, 5)].increment()
         route.stats.duration.record(duration)
         let cluster = listener.cluster
-        if request!.admitted {
+        if request.admitted {
             cluster.limits.activeRequests -= 1
             if isInbound { plane.inboundInFlight -= 1 }
         }
-        if request!.machine.budgetExhausted { plane.metrics.retryBudgetExhausted(upstream: cluster.name) }
+        if request.machine.budgetExhausted { plane.metrics.retryBudgetExhausted(upstream: cluster.name) }
         if plane.accessLog.isEnabled {
             plane.accessLog.record(AccessLog.Entry(
                 direction: listener.direction, upstream: cluster.name, route: route.name,
-                method: request!.head.method, path: request!.head.target, status: status, durationSeconds: duration,
-                attempts: request!.machine.attempts, upstreamHost: request!.machine.tried.last?.info.address,
-                bytesSent: request!.bytesSent, client: client, trace: request!.trace, localReason: localReason))
+                method: request.head.method, path: request.head.target, status: status, durationSeconds: duration,
+                attempts: request.machine.attempts, upstreamHost: request.machine.tried.last?.info.address,
+                bytesSent: request.bytesSent, client: client, trace: request.trace, localReason: localReason))
         }
         // An idle keep-alive connection keeps nothing of its last request.
-        request = nil
+        self.request = nil
         timer.disarm()
         if close {
             reading = .closing

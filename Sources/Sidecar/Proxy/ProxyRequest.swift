@@ -1,8 +1,10 @@
 import NIOCore
 
-/// Everything the request in flight on a downstream connection holds, as one value: the handler
-/// starts a request by assigning one and forgets all of it by assigning nil.
-struct ProxyRequest {
+/// Everything the request in flight on a downstream connection holds, in one place: the handler
+/// starts a request by assigning one and forgets all of it by assigning nil. A class, so that the
+/// handler reaches its fields through a plain reference (an optional struct this size costs a
+/// call per access to find out whether it is there).
+final class ProxyRequest {
     let head: MessageHead
     let route: RouteRuntime
     let started: NIODeadline
@@ -38,7 +40,7 @@ struct ProxyRequest {
         self.head = head
         self.route = route
         self.started = .now()
-        self.machine = AttemptMachine(upstream: upstream, settings: route.settings, idempotent: head.isIdempotent)
+        self.machine = AttemptMachine(upstream: upstream, rules: route.attemptRules, idempotent: head.isIdempotent)
         self.keepAlive = keepAlive
         self.bodyEnded = bodyEnded
     }

@@ -3,6 +3,7 @@ final class RouteRuntime {
     let name: String
     let match: RouteMatch?
     let settings: RouteSettings
+    let attemptRules: AttemptRules
     let split: [SplitTarget]
     private let splitTotal: Int
     let stats: SidecarMetrics.RouteStats
@@ -13,6 +14,7 @@ final class RouteRuntime {
         self.name = name
         self.match = match
         self.settings = settings
+        self.attemptRules = AttemptRules(settings)
         self.split = split
         self.splitTotal = split.reduce(0) { $0 + $1.weight }
         self.stats = stats

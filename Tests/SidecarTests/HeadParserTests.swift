@@ -15,6 +15,7 @@ func parseRequest(_ text: String) throws -> MessageHead {
     return head
 }
 
+
 final class HeadParserTests: XCTestCase {
     private func refusal(_ text: String) -> Int? {
         var buffer = ByteBuffer(string: text)
@@ -103,88 +104,5 @@ final class HeadParserTests: XCTestCase {
         XCTAssertEqual(unframed.body, .untilClose)
         XCTAssertFalse(unframed.keepAlive, "a body that ends with the connection leaves nothing to reuse")
         XCTAssertEqual(try response("HTTP/1.1 200\r\nContent-Length: 0\r\n\r\n").status, 200, "the reason phrase is optional")
-    }
-}
-
-final class HeaderRulesTests: XCTestCase {
-    private let allocator = ByteBufferAllocator()
-
-    func testTheUpstreamRequestDropsHopByHopFieldsAndAddsForwardingOnes() throws {
-        var random = FastRandom()
-        let head = try parseRequest("""
-            GET /a HTTP/1.0\r\nHost: shop\r\nConnection: keep-alive, X-Private\r\nX-Private: 1\r\nKeep-Alive: 5\r\nTE: trailers\r\n\
-            Expect: 100-continue\r\nX-Forwarded-For: 10.0.0.1\r\nAccept: */*\r\n\r\n
-            """)
-        let trace = TraceContext(headers: head, random: &random)
-        let text = String(buffer: HeaderRules.upstreamRequest(head, client: "127.0.0.1", trace: trace, allocator: allocator))
-        XCTAssertTrue(text.hasPrefix("GET /a HTTP/1.1\r\nHost: shop\r\nAccept: */*\r\nx-forwarded-for: 10.0.0.1, 127.0.0.1\r\nx-forwarded-proto: http\r\n"), text)
-        for dropped in ["Connection", "X-Private", "Keep-Alive", "TE:", "Expect"] { XCTAssertFalse(text.contains(dropped), dropped) }
-        XCTAssertTrue(text.contains("traceparent: 00-\(trace.traceID)-\(trace.spanID)-01\r\n"))
-        XCTAssertTrue(text.hasSuffix("\r\n\r\n"))
-    }
-
-    func testTheClientResponseKeepsTheClientsVersionAndFraming() throws {
-        var buffer = ByteBuffer(string: "HTTP/1.1 200 OK\r\nTransfer-Encoding: chunked\r\nContent-Length: 4\r\nConnection: close\r\nX-A: b\r\n\r\n")
-        guard case .complete(let response) = HeadParser.response(from: &buffer, toHEAD: false) else { return XCTFail("not parsed") }
-        XCTAssertTrue(HeaderRules.keepsClientOpen(true, clientMinorVersion: 1, response: response))
-        XCTAssertFalse(HeaderRules.keepsClientOpen(true, clientMinorVersion: 0, response: response), "HTTP/1.0 cannot read chunked")
-        let forHTTP11 = String(buffer: HeaderRules.downstreamResponse(response, clientMinorVersion: 1, keepAlive: true, dechunk: false,
-                                                                       extra: nil, allocator: allocator))
-        XCTAssertEqual(forHTTP11, "HTTP/1.1 200 OK\r\nTransfer-Encoding: chunked\r\nX-A: b\r\n\r\n")
-        let forHTTP10 = String(buffer: HeaderRules.downstreamResponse(response, clientMinorVersion: 0, keepAlive: false, dechunk: true,
-                                                                       extra: ByteBuffer(string: "X-RateLimit-Limit: 5\r\n"), allocator: allocator))
-        XCTAssertEqual(forHTTP10, "HTTP/1.0 200 OK\r\nX-A: b\r\nconnection: close\r\nX-RateLimit-Limit: 5\r\n\r\n")
-    }
-}
-
-final class BodyFramerTests: XCTestCase {
-    /// Feeds `text` in pieces of `step` bytes; returns what was emitted, whether the body ended,
-    /// and what was left after it.
-    private func frame(_ length: BodyLength, _ text: String, step: Int, dechunk: Bool = false) throws -> (out: String, ended: Bool, rest: String) {
-        var framer = BodyFramer(length, dechunk: dechunk)
-        var out = ""
-        var pending = ByteBuffer()
-        var input = ByteBuffer(string: text)
-        var ended = false
-        while !ended, let piece = input.readSlice(length: min(step, input.readableBytes)), piece.readableBytes > 0 {
-            var piece = piece
-            pending.writeBuffer(&piece)
-            ended = try framer.read(&pending) { out += String(buffer: $0) }
-        }
-        pending.writeBuffer(&input)
-        return (out, ended, String(buffer: pending))
-    }
-
-    func testALengthDelimitedBodyEndsAtItsLength() throws {
-        for step in [1, 3, 100] {
-            let result = try frame(.length(5), "helloGET /", step: step)
-            XCTAssertEqual(result.out, "hello")
-            XCTAssertTrue(result.ended)
-            XCTAssertEqual(result.rest, "GET /")
-        }
-    }
-
-    func testAChunkedBodyPassesThroughWhole() throws {
-        let body = "5;name=v\r\nhello\r\n1A\r\nabcdefghijklmnopqrstuvwxyz\r\n0\r\nX-Checksum: 1\r\n\r\n"
-        for step in [1, 2, 7, 1000] {
-            let passed = try frame(.chunked, body + "NEXT", step: step)
-            XCTAssertEqual(passed.out, body, "step \(step)")
-            XCTAssertTrue(passed.ended)
-            XCTAssertEqual(passed.rest, "NEXT")
-            let data = try frame(.chunked, body, step: step, dechunk: true)
-            XCTAssertEqual(data.out, "helloabcdefghijklmnopqrstuvwxyz")
-        }
-    }
-
-    func testMalformedChunksAreRefused() {
-        for bad in ["x\r\n", "5\r\nhelloXY", "5\nhello\r\n", "0\r\n\nX: 1\r\n\r\n", "fffffffffffffffff\r\n", "0\r\nX: 1\n\r\n"] {
-            XCTAssertThrowsError(try frame(.chunked, bad, step: 100), bad)
-        }
-    }
-
-    func testABodyWithoutLengthNeverEnds() throws {
-        let result = try frame(.untilClose, "all of it", step: 4)
-        XCTAssertEqual(result.out, "all of it")
-        XCTAssertFalse(result.ended)
     }
 }
