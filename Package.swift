@@ -156,7 +156,7 @@ let package = Package(
             .product(name: "NIOPosix", package: "swift-nio"),
         ]),
         .testTarget(name: "SidecarTests", dependencies: [
-            "Sidecar", "EventIO",
+            "Sidecar", "EventIO", "TrellisCore",
             .product(name: "NIOCore", package: "swift-nio"),
             .product(name: "NIOHTTP1", package: "swift-nio"),
         ]),

@@ -54,7 +54,7 @@ final class CLITests: XCTestCase {
         let tls = try runToEnd(TrellisBinary.path, ["services", "--registry", "https://127.0.0.1:8501"])
         XCTAssertEqual(tls.status, 1)
         XCTAssertEqual(tls.output, "error: cannot reach the registry: https://127.0.0.1:8501 is not an http://host:port address\n")
-        let inbound = try runToEnd(TrellisBinary.path, ["sidecar", "--service", "orders", "--port", "0", "--upstream", "inbound:9100"])
+        let inbound = try runToEnd(TrellisBinary.path, ["sidecar", "--service", "orders", "--port", "0", "--local-port", "1", "--upstream", "inbound:9100"])
         XCTAssertNotEqual(inbound.status, 0)
         XCTAssertTrue(inbound.output.contains(#"--upstream: "inbound" names the sidecar's inbound listener"#), inbound.output)
     }

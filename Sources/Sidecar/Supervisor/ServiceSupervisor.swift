@@ -164,13 +164,16 @@ final class ServiceOutput: Sendable {
     static func entry(_ line: [UInt8], stream: String, service: String, instance: String) -> [UInt8] {
         var out: [UInt8] = []
         out.reserveCapacity(line.count + 128)
-        let extra = "\"service\":\"\(service)\",\"instance\":\"\(instance)\",\"stream\":\"\(stream)\""
-        if line.first == UInt8(ascii: "{"), line.last == UInt8(ascii: "}"), (try? JSON.parse(line))?.objectValue != nil {
+        let added = [("service", service), ("instance", instance), ("stream", stream)]
+        if line.first == UInt8(ascii: "{"), line.last == UInt8(ascii: "}"), let object = (try? JSON.parse(line))?.objectValue {
+            // A key the service wrote itself is kept once, with the service's value.
+            let extra = added.filter { object[exact: $0.0] == nil }.map { "\"\($0.0)\":\"\($0.1)\"" }.joined(separator: ",")
             out.append(contentsOf: line.dropLast())
-            out.append(contentsOf: (line.count > 2 ? "," : "").utf8)
+            out.append(contentsOf: (line.count > 2 && !extra.isEmpty ? "," : "").utf8)
             out.append(contentsOf: extra.utf8)
             out.append(contentsOf: "}\n".utf8)
         } else {
+            let extra = added.map { "\"\($0.0)\":\"\($0.1)\"" }.joined(separator: ",")
             let level = stream == "stderr" ? "error" : "info"
             out.append(contentsOf: "{\"ts\":\"\(Date.ISO8601FormatStyle(includingFractionalSeconds: true).format(Date()))\",\"level\":\"\(level)\",".utf8)
             out.append(contentsOf: extra.utf8)
