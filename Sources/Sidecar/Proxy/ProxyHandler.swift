@@ -22,8 +22,10 @@ final class ProxyHandler: StreamSocketDelegate, UpstreamReceiver {
     private let downstream: StreamSocket
     private let client: String
 
-    /// The request in flight; nil between requests.
-    private var request: ProxyRequest?
+    /// The request in flight, or `idle` between requests.
+    private var request: ProxyRequest
+    /// What `request` is between requests: nothing of the last one.
+    private let idle: ProxyRequest
     /// Bumped whenever an attempt ends, so that late callbacks of an abandoned attempt are ignored.
     private var generation = 0
     /// Fires at the machine's `deadline`.
@@ -49,6 +51,8 @@ final class ProxyHandler: StreamSocketDelegate, UpstreamReceiver {
         listener = plane.listeners[listenerKey]!
         isInbound = listenerKey == .inbound
         client = downstream.remoteIP ?? "-"
+        idle = ProxyRequest(idleOn: listener.defaultRoute, upstream: listener.cluster.name)
+        request = idle
         plane.downstreamConnections[listenerKey, default: 0] += 1
     }
 
@@ -97,7 +101,7 @@ final class ProxyHandler: StreamSocketDelegate, UpstreamReceiver {
     /// The request's last byte was read.
     private func endOfRequest() {
         reading = .waiting
-        guard let request else { return }
+        guard request.isActive else { return }
         request.bodyEnded = true
         if let socket = request.connection?.socket { flushUpstream(socket) }
     }
@@ -109,7 +113,7 @@ final class ProxyHandler: StreamSocketDelegate, UpstreamReceiver {
         reading = .closing
         inbox = nil
         let message = "\(status.reasonPhrase): \(reason)"
-        guard let request else {
+        guard request.isActive else {
             downstream.write(HeaderRules.localResponse(status, reason: "bad_request", message: message, clientMinorVersion: 1,
                                                        keepAlive: false, withBody: true, extra: nil, allocator: plane.reactor.allocator))
             finishResponse(thenClose: true)
@@ -117,10 +121,10 @@ final class ProxyHandler: StreamSocketDelegate, UpstreamReceiver {
         }
         request.keepAlive = false
         if request.machine.hasResponse && !request.machine.isHoldingResponse {
-            abortResponse(request)
+            abortResponse()
         } else {
-            endAttempt(request, reusable: false)
-            respond(request, LocalAnswer(status: status, reason: "bad_request", message: message))
+            endAttempt(reusable: false)
+            respond(LocalAnswer(status: status, reason: "bad_request", message: message))
         }
     }
 
@@ -138,14 +142,14 @@ final class ProxyHandler: StreamSocketDelegate, UpstreamReceiver {
 
     func socketReadComplete(_ socket: StreamSocket) {
         readingDownstream = false
-        if let upstream = request?.connection?.socket { plane.flushAfterReads(upstream) }
+        if let upstream = request.connection?.socket { plane.flushAfterReads(upstream) }
     }
 
     func socketClosed(_ socket: StreamSocket) {
-        if let request {
-            endAttempt(request, reusable: false)
+        if request.isActive {
+            endAttempt(reusable: false)
             request.status = 0
-            complete(request, localReason: "client_closed", thenClose: true)
+            complete(localReason: "client_closed", thenClose: true)
         }
         plane.downstreamConnections[listenerKey, default: 1] -= 1
         timer.stop()
@@ -153,7 +157,7 @@ final class ProxyHandler: StreamSocketDelegate, UpstreamReceiver {
 
     func socketWritabilityChanged(_ socket: StreamSocket) {
         // Back-pressure: read from the upstream only as fast as the client takes the response.
-        guard let request, request.machine.hasResponse, let upstream = request.connection?.socket else { return }
+        guard request.isActive, request.machine.hasResponse, let upstream = request.connection?.socket else { return }
         upstreamPaused = !downstream.isWritable
         if upstreamPaused { upstream.pauseReading() } else { upstream.resumeReading() }
     }
@@ -162,14 +166,13 @@ final class ProxyHandler: StreamSocketDelegate, UpstreamReceiver {
         let now = plane.reactor.now
         let route = listener.route(for: head)
         let cluster = listener.cluster
-        let request = ProxyRequest(head: head, route: route, upstream: cluster.name,
-                                   keepAlive: head.keepAlive && !(plane.draining && isInbound), bodyEnded: bodyEnded)
-        self.request = request
+        request = ProxyRequest(head: head, route: route, upstream: cluster.name,
+                               keepAlive: head.keepAlive && !(plane.draining && isInbound), bodyEnded: bodyEnded)
         switch Admission.admit(head, route: route, cluster: cluster, client: client, now: now, metrics: plane.metrics,
                                allocator: plane.reactor.allocator) {
         case .refused(let answer, let headers):
             request.rateLimitHeaders = headers
-            respond(request, answer)
+            respond(answer)
             return
         case .admitted(let headers):
             request.rateLimitHeaders = headers
@@ -184,11 +187,11 @@ final class ProxyHandler: StreamSocketDelegate, UpstreamReceiver {
             downstream.flush()
         }
         request.subset = route.pickSubset(random: &plane.random)
-        perform(request.machine.start(now: now, budget: &cluster.retryBudget), for: request)
+        perform(request.machine.start(now: now, budget: &cluster.retryBudget))
     }
 
     private func receiveBody(_ part: ByteBuffer) {
-        guard let request else { return }
+        guard request.isActive else { return }
         switch request.machine.bodyPart(part) {
         case .write: request.connection?.socket.write(part)
         case .wait, .drop: break
@@ -198,38 +201,38 @@ final class ProxyHandler: StreamSocketDelegate, UpstreamReceiver {
 
     // MARK: The machine's actions
 
-    private func perform(_ action: AttemptMachine<Endpoint>.Action, for request: ProxyRequest) {
+    private func perform(_ action: AttemptMachine<Endpoint>.Action) {
         switch action {
         case .none, .hold, .commit:
             break
         case .connect:
-            startAttempt(request)
+            startAttempt()
         case .retry:
-            endAttempt(request, reusable: false)
+            endAttempt(reusable: false)
             plane.metrics.retry(upstream: listener.cluster.name)
         case .respondLocally(let answer):
-            endAttempt(request, reusable: false)
-            respond(request, answer)
+            endAttempt(reusable: false)
+            respond(answer)
         case .abortResponse:
-            abortResponse(request)
+            abortResponse()
         }
         // The request in flight now: the action may have completed this one.
-        timer.arm(at: self.request?.machine.deadline)
+        timer.arm(at: self.request.machine.deadline)
     }
 
     private func timerFired() {
-        guard let request else { return }
+        guard request.isActive else { return }
         let now = plane.reactor.now
         let cluster = listener.cluster
         if let endpoint = request.endpoint, request.machine.tryDeadlinePassed(at: now) {
             cluster.record(endpoint, failed: true, now: now)
         }
-        perform(request.machine.timerFired(now: now, budget: &cluster.retryBudget, random: &plane.random), for: request)
+        perform(request.machine.timerFired(now: now, budget: &cluster.retryBudget, random: &plane.random))
     }
 
     // MARK: Attempts
 
-    private func startAttempt(_ request: ProxyRequest) {
+    private func startAttempt() {
         generation += 1
         let now = plane.reactor.now
         let cluster = listener.cluster
@@ -237,7 +240,7 @@ final class ProxyHandler: StreamSocketDelegate, UpstreamReceiver {
         guard let endpoint = cluster.pick(tag: request.subset, hashKey: hashKey, tried: request.machine.tried, now: now,
                                           random: &plane.random) else {
             let which = request.subset.map { "\(cluster.name) with tag \($0)" } ?? cluster.name
-            perform(request.machine.noInstance(which), for: request)
+            perform(request.machine.noInstance(which))
             return
         }
         request.machine.attempt(on: endpoint, now: now)
@@ -245,7 +248,7 @@ final class ProxyHandler: StreamSocketDelegate, UpstreamReceiver {
         endpoint.activeRequests += 1
         endpoint.totalRequests += 1
         if let connection = endpoint.pool.takeIdle() {
-            send(request, on: connection)
+            send(on: connection)
             return
         }
         let generation = generation
@@ -257,18 +260,18 @@ final class ProxyHandler: StreamSocketDelegate, UpstreamReceiver {
             request.waiter = nil
             switch acquired {
             case .ready(let connection):
-                send(request, on: connection)
+                send(on: connection)
             case .failed(let message):
-                attemptFailed(request, .connect(message))
+                attemptFailed(.connect(message))
             case .overflow:
                 plane.metrics.breakerOverflow(upstream: cluster.name, limit: "max_pending_requests")
-                perform(request.machine.pendingOverflow(limit: cluster.limits.policy.maxPendingRequests), for: request)
+                perform(request.machine.pendingOverflow(limit: cluster.limits.policy.maxPendingRequests))
             }
         }
         if generation == self.generation { request.waiter = waiter }
     }
 
-    private func send(_ request: ProxyRequest, on connection: UpstreamConnection) {
+    private func send(on connection: UpstreamConnection) {
         request.connection = connection
         connection.receiver = self
         connection.expectResponse(toHEAD: request.head.isHEAD, dechunk: request.head.minorVersion == 0)
@@ -285,16 +288,16 @@ final class ProxyHandler: StreamSocketDelegate, UpstreamReceiver {
         if !readingDownstream { upstream.flush() }
     }
 
-    private func attemptFailed(_ request: ProxyRequest, _ failure: AttemptMachine<Endpoint>.Failure) {
+    private func attemptFailed(_ failure: AttemptMachine<Endpoint>.Failure) {
         let now = plane.reactor.now
         let cluster = listener.cluster
         if let endpoint = request.endpoint { cluster.record(endpoint, failed: true, now: now) }
-        perform(request.machine.failed(failure, now: now, budget: &cluster.retryBudget, random: &plane.random), for: request)
+        perform(request.machine.failed(failure, now: now, budget: &cluster.retryBudget, random: &plane.random))
     }
 
     /// Ends the current attempt: gives its connection back to the pool (closed unless `reusable`)
     /// or leaves the pool's queue, and drops what it received.
-    private func endAttempt(_ request: ProxyRequest, reusable: Bool) {
+    private func endAttempt(reusable: Bool) {
         generation += 1
         if let waiter = request.waiter { request.endpoint?.pool.cancel(waiter: waiter) }
         request.waiter = nil
@@ -317,7 +320,7 @@ final class ProxyHandler: StreamSocketDelegate, UpstreamReceiver {
     // MARK: Upstream
 
     func upstreamRead(_ part: UpstreamConnection.Part, from connection: UpstreamConnection) {
-        guard let request, connection === request.connection else { return }
+        guard request.isActive, connection === request.connection else { return }
         switch part {
         case .head(let response):
             let now = plane.reactor.now
@@ -326,33 +329,33 @@ final class ProxyHandler: StreamSocketDelegate, UpstreamReceiver {
             let action = request.machine.responseHead(status: response.status, body: response.body, now: now,
                                                       budget: &cluster.retryBudget, random: &plane.random)
             switch action {
-            case .hold, .commit: startResponse(request, response)
+            case .hold, .commit: startResponse(response)
             default: break
             }
-            perform(action, for: request)
+            perform(action)
         case .body(var part):
             guard request.machine.hasResponse else { return }
             request.bytesSent += part.readableBytes
             if request.responseStart != nil && (part.readableBytes <= 4096 || request.machine.isHoldingResponse) {
                 request.responseStart!.writeBuffer(&part)
             } else {
-                writeResponseStart(request)
+                writeResponseStart()
                 downstream.write(part)
             }
         case .end:
             guard request.machine.hasResponse else { return }
             request.machine.responseEnded()
-            writeResponseStart(request)
+            writeResponseStart()
             let close = !request.responseKeepsOpen || !request.bodyEnded
-            endAttempt(request, reusable: request.bodyEnded)
+            endAttempt(reusable: request.bodyEnded)
             // Booked first: closing after the write may report the close at once.
-            complete(request, localReason: nil, thenClose: close)
+            complete(localReason: nil, thenClose: close)
             finishResponse(thenClose: close)
         }
     }
 
     /// The head of the response the client will get (now, or once the machine stops holding it).
-    private func startResponse(_ request: ProxyRequest, _ response: MessageHead) {
+    private func startResponse(_ response: MessageHead) {
         let minorVersion = request.head.minorVersion
         let keepsOpen = HeaderRules.keepsClientOpen(request.keepAlive, clientMinorVersion: minorVersion, response: response)
         request.status = response.status
@@ -364,13 +367,13 @@ final class ProxyHandler: StreamSocketDelegate, UpstreamReceiver {
     }
 
     func upstreamReadComplete(from connection: UpstreamConnection) {
-        guard let request, connection === request.connection, request.machine.hasResponse,
+        guard request.isActive, connection === request.connection, request.machine.hasResponse,
               !request.machine.isHoldingResponse else { return }
-        writeResponseStart(request)
+        writeResponseStart()
         downstream.flush()
     }
 
-    private func writeResponseStart(_ request: ProxyRequest) {
+    private func writeResponseStart() {
         if let responseStart = request.responseStart {
             downstream.write(responseStart)
             request.responseStart = nil
@@ -378,27 +381,27 @@ final class ProxyHandler: StreamSocketDelegate, UpstreamReceiver {
     }
 
     func upstreamClosed(_ connection: UpstreamConnection) {
-        guard let request, connection === request.connection else { return }
+        guard request.isActive, connection === request.connection else { return }
         request.connection = nil
-        attemptFailed(request, .reset)
+        attemptFailed(.reset)
     }
 
     func upstreamWritabilityChanged(_ connection: UpstreamConnection) {
-        guard connection === request?.connection, downstream.isOpen else { return }
+        guard connection === request.connection, downstream.isOpen else { return }
         if connection.socket.isWritable { resumeReading() } else { pauseReading() }
     }
 
     /// The response was cut after part of it reached the client: close the client's connection.
-    private func abortResponse(_ request: ProxyRequest) {
-        endAttempt(request, reusable: false)
-        complete(request, localReason: "upstream_reset_after_response_start", thenClose: true)
+    private func abortResponse() {
+        endAttempt(reusable: false)
+        complete(localReason: "upstream_reset_after_response_start", thenClose: true)
         downstream.close()
     }
 
     // MARK: Answers
 
     /// Answers on behalf of the upstream (400, 429, 502, 503, 504), with a one-line reason.
-    private func respond(_ request: ProxyRequest, _ answer: LocalAnswer) {
+    private func respond(_ answer: LocalAnswer) {
         request.status = Int(answer.status.code)
         let close = !request.keepAlive || !request.bodyEnded
         let response = HeaderRules.localResponse(answer.status, reason: answer.reason, message: answer.message,
@@ -408,7 +411,7 @@ final class ProxyHandler: StreamSocketDelegate, UpstreamReceiver {
         request.bytesSent = answer.message.utf8.count + 1
         downstream.write(response)
         plane.metrics.localResponse(direction: listener.direction, upstream: listener.cluster.name, reason: answer.reason)
-        complete(request, localReason: answer.reason, thenClose: close)
+        complete(localReason: answer.reason, thenClose: close)
         finishResponse(thenClose: close)
     }
 
@@ -418,7 +421,7 @@ final class ProxyHandler: StreamSocketDelegate, UpstreamReceiver {
     }
 
     /// Books the finished request (metrics, access log, counters) and gets ready for the next one.
-    private func complete(_ request: ProxyRequest, localReason: String?, thenClose close: Bool) {
+    private func complete(localReason: String?, thenClose close: Bool) {
         let status = request.status
         let route = request.route
         let duration = Double((NIODeadline.now() - request.started).nanoseconds) / 1e9
@@ -438,7 +441,7 @@ final class ProxyHandler: StreamSocketDelegate, UpstreamReceiver {
                 bytesSent: request.bytesSent, client: client, trace: request.trace, localReason: localReason))
         }
         // An idle keep-alive connection keeps nothing of its last request.
-        self.request = nil
+        request = idle
         timer.disarm()
         if close {
             reading = .closing
