@@ -70,6 +70,15 @@ let package = Package(
             swiftSettings: strict
         ),
         .target(
+            name: "Policy",
+            dependencies: [
+                "TrellisCore",
+                .product(name: "NIOCore", package: "swift-nio"),
+                .product(name: "Yams", package: "Yams"),
+            ],
+            swiftSettings: strict
+        ),
+        .target(
             name: "EventIO",
             dependencies: ["CEventIO", .product(name: "NIOCore", package: "swift-nio")],
             swiftSettings: dataPath
@@ -77,7 +86,7 @@ let package = Package(
         .target(
             name: "Sidecar",
             dependencies: [
-                "TrellisCore", "Telemetry", "TrellisHTTP", "EventIO", "CEventIO",
+                "TrellisCore", "Telemetry", "TrellisHTTP", "Policy", "EventIO", "CEventIO",
                 .product(name: "Yams", package: "Yams"),
             ] + daemon,
             swiftSettings: dataPath
@@ -102,7 +111,7 @@ let package = Package(
         .target(
             name: "Fleet",
             dependencies: [
-                "TrellisCore", "TrellisHTTP", "Sidecar", "Collector",
+                "TrellisCore", "TrellisHTTP", "Policy", "Telemetry",
                 .product(name: "Logging", package: "swift-log"),
                 .product(name: "Yams", package: "Yams"),
             ],
@@ -111,7 +120,7 @@ let package = Package(
         .executableTarget(
             name: "trellis",
             dependencies: [
-                "TrellisCore", "Registry", "Sidecar", "Collector", "Telemetry", "TrellisHTTP", "Fleet",
+                "TrellisCore", "Registry", "Sidecar", "Collector", "Telemetry", "TrellisHTTP", "Policy", "Fleet",
                 .product(name: "ArgumentParser", package: "swift-argument-parser"),
                 .product(name: "Logging", package: "swift-log"),
                 .product(name: "ServiceLifecycle", package: "swift-service-lifecycle"),
@@ -121,7 +130,7 @@ let package = Package(
             swiftSettings: strict
         ),
         .executableTarget(name: "reactor-relay", dependencies: ["EventIO"], path: "benchmarks/ReactorRelay", swiftSettings: strict),
-        .executableTarget(name: "exposition-bench", dependencies: ["Collector"], path: "benchmarks/ExpositionBench",
+        .executableTarget(name: "exposition-bench", dependencies: ["Telemetry"], path: "benchmarks/ExpositionBench",
                           swiftSettings: strict),
         .target(
             name: "ShopKit",
@@ -143,6 +152,7 @@ let package = Package(
                           swiftSettings: strict),
         .testTarget(name: "TrellisCoreTests", dependencies: ["TrellisCore"]),
         .testTarget(name: "EventIOTests", dependencies: ["EventIO", "CEventIO", .product(name: "NIOCore", package: "swift-nio")]),
+        .testTarget(name: "PolicyTests", dependencies: ["Policy", .product(name: "NIOCore", package: "swift-nio")]),
         .testTarget(name: "TelemetryTests", dependencies: [
             "Telemetry",
             .product(name: "Logging", package: "swift-log"),
@@ -165,7 +175,7 @@ let package = Package(
             .product(name: "NIOCore", package: "swift-nio"),
             .product(name: "NIOPosix", package: "swift-nio"),
         ]),
-        .testTarget(name: "CollectorTests", dependencies: ["Collector", "TrellisCore"]),
+        .testTarget(name: "CollectorTests", dependencies: ["Collector", "Telemetry", "TrellisCore"]),
         .testTarget(name: "FleetTests", dependencies: ["Fleet"]),
         .testTarget(name: "IntegrationTests", dependencies: ["TrellisCore", "TrellisHTTP"]),
     ]

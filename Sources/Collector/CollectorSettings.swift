@@ -1,4 +1,5 @@
 import Foundation
+import Telemetry
 import TrellisCore
 import Yams
 

@@ -1,3 +1,5 @@
+import Telemetry
+
 /// A PromQL/LogQL series selector: `name{a="x", b!="y", c=~"re", d!~"re"}`.
 public struct LabelSelector: Sendable {
     public enum Operator: String, Sendable {

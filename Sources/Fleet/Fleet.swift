@@ -1,6 +1,6 @@
 import Foundation
 import Logging
-import Sidecar
+import Policy
 import TrellisCore
 import TrellisHTTP
 

@@ -1,5 +1,5 @@
-import Collector
 import Foundation
+import Telemetry
 import TrellisCore
 import TrellisHTTP
 
@@ -9,7 +9,7 @@ enum RegistryHealth {
         let client = RegistryClient(address: registry)
         var health: [String: HealthStatus] = [:]
         for service in services {
-            guard let (entries, _) = try? await client.json("GET", "/v1/health/service/\(RegistryClient.escape(service))", timeout: 2) else {
+            guard let (entries, _) = try? await client.json("GET", "/v1/health/service/\(URLPath.escape(service))", timeout: 2) else {
                 continue
             }
             for entry in entries.arrayValue ?? [] {

@@ -1,5 +1,5 @@
 import Foundation
-import Sidecar
+import Policy
 import TrellisCore
 import Yams
 
@@ -117,14 +117,14 @@ public struct Topology: Sendable {
             for upstream in service.upstreams where !seen.contains(upstream) {
                 throw ConfigError(description: "services.\(service.name).upstreams: unknown service \"\(upstream)\" (known: \(seen.sorted().joined(separator: ", ")))")
             }
-            if service.upstreams.contains(ListenerKey.inboundName) {
-                throw ConfigError(description: "services.\(service.name).upstreams: \"\(ListenerKey.inboundName)\" names the sidecar's inbound listener; rename that service")
+            if service.upstreams.contains(SidecarPolicy.inboundListenerName) {
+                throw ConfigError(description: "services.\(service.name).upstreams: \"\(SidecarPolicy.inboundListenerName)\" names the sidecar's inbound listener; rename that service")
             }
             if service.upstreams.contains(service.name) {
                 throw ConfigError(description: "services.\(service.name).upstreams: a service cannot be its own upstream")
             }
             do {
-                services[index].command[0] = try ServiceSupervisor.resolve(service.command[0], path: searchPath)
+                services[index].command[0] = try ExecutableLookup.resolve(service.command[0], path: searchPath)
             } catch {
                 throw ConfigError(description: "services.\(service.name).command: \(error)")
             }

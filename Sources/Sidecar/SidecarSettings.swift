@@ -1,4 +1,5 @@
 import NIOCore
+import Policy
 
 /// How one sidecar is launched (from `trellis sidecar` flags).
 public struct SidecarSettings: Sendable {

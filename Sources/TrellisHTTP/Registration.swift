@@ -24,7 +24,7 @@ public final class Registration: Sendable {
         while !Task.isCancelled && !leaving.load(ordering: .relaxed) {
             do {
                 if registered {
-                    let answer = try await registry.call(.GET, "/v1/agent/service/\(RegistryClient.escape(instanceID))")
+                    let answer = try await registry.call(.GET, "/v1/agent/service/\(URLPath.escape(instanceID))")
                     if answer.status == .notFound {
                         logger.warning("registry forgot the instance, registering again", metadata: ["instance": "\(instanceID)"])
                         registered = false
@@ -48,7 +48,7 @@ public final class Registration: Sendable {
     public func deregister() async {
         leaving.store(true, ordering: .relaxed)
         do {
-            try await registry.expectOK(.PUT, "/v1/agent/service/deregister/\(RegistryClient.escape(instanceID))")
+            try await registry.expectOK(.PUT, "/v1/agent/service/deregister/\(URLPath.escape(instanceID))")
         } catch {
             logger.warning("could not deregister", metadata: ["error": "\(error)"])
         }

@@ -71,11 +71,4 @@ public struct RegistryClient: Sendable {
         let index = headers["x-consul-index"].flatMap(UInt64.init) ?? 0
         return (bytes.isEmpty ? .null : try JSON.parse(bytes), index)
     }
-
-    /// Percent-encodes text for a URL path: one segment (service names, IDs), or with `keepingSlashes`
-    /// a KV key, which is itself a path.
-    public static func escape(_ text: String, keepingSlashes: Bool = false) -> String {
-        let reserved = CharacterSet(charactersIn: keepingSlashes ? "?#;" : "/?#;")
-        return text.addingPercentEncoding(withAllowedCharacters: .urlPathAllowed.subtracting(reserved)) ?? text
-    }
 }

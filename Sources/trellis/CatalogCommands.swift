@@ -14,7 +14,7 @@ struct ServicesCommand: AsyncParsableCommand {
         let (services, _) = try await CLI.call { try await client.json("GET", "/v1/catalog/services") }
         var rows = [["SERVICE", "INSTANCES", "PASSING", "WARNING", "CRITICAL", "TAGS"]]
         for (name, tags) in services.objectValue?.pairs ?? [] {
-            let (entries, _) = try await CLI.call { try await client.json("GET", "/v1/health/service/\(RegistryClient.escape(name))") }
+            let (entries, _) = try await CLI.call { try await client.json("GET", "/v1/health/service/\(URLPath.escape(name))") }
             var counts: [HealthStatus: Int] = [:]
             for entry in entries.arrayValue ?? [] { counts[HealthStatus.aggregate(healthEntry: entry), default: 0] += 1 }
             rows.append([name, String(entries.arrayValue?.count ?? 0), String(counts[.passing] ?? 0),
@@ -34,7 +34,7 @@ struct HealthCommand: AsyncParsableCommand {
 
     func run() async throws {
         let client = RegistryClient(address: options.registry)
-        let path = "/v1/health/service/\(RegistryClient.escape(service))" + (passing ? "?passing" : "")
+        let path = "/v1/health/service/\(URLPath.escape(service))" + (passing ? "?passing" : "")
         let (entries, _) = try await CLI.call { try await client.json("GET", path) }
         let items = entries.arrayValue ?? []
         if items.isEmpty {
@@ -93,7 +93,7 @@ struct DeregisterCommand: AsyncParsableCommand {
 
     func run() async throws {
         let client = RegistryClient(address: options.registry)
-        _ = try await CLI.call { try await client.json("PUT", "/v1/agent/service/deregister/\(RegistryClient.escape(id))") }
+        _ = try await CLI.call { try await client.json("PUT", "/v1/agent/service/deregister/\(URLPath.escape(id))") }
         print("deregistered service \"\(id)\"")
     }
 }

@@ -22,9 +22,9 @@ struct KVGet: AsyncParsableCommand {
 
     func run() async throws {
         let client = RegistryClient(address: options.registry)
-        let path = "/v1/kv/\(RegistryClient.escape(key, keepingSlashes: true))"
+        let path = "/v1/kv/\(URLPath.escape(key, keepingSlashes: true))"
         if keys {
-            let (status, _, body) = try await CLI.call { try await client.send("GET", path + "?keys&separator=\(RegistryClient.escape(separator, keepingSlashes: true))") }
+            let (status, _, body) = try await CLI.call { try await client.send("GET", path + "?keys&separator=\(URLPath.escape(separator, keepingSlashes: true))") }
             guard status != 404 else { return }
             try CLI.check(status, body)
             for key in try JSON.parse(body).arrayValue ?? [] { print(key.stringValue ?? "") }
@@ -59,7 +59,7 @@ struct KVPut: AsyncParsableCommand {
         if cas { query.append("cas=\(modifyIndex)") }
         let client = RegistryClient(address: options.registry)
         let (status, _, body) = try await CLI.call {
-            try await client.send("PUT", "/v1/kv/\(RegistryClient.escape(key, keepingSlashes: true))?" + query.joined(separator: "&"), body: bytes)
+            try await client.send("PUT", "/v1/kv/\(URLPath.escape(key, keepingSlashes: true))?" + query.joined(separator: "&"), body: bytes)
         }
         try CLI.check(status, body)
         guard String(decoding: body, as: UTF8.self).trimmingCharacters(in: .whitespacesAndNewlines) == "true" else {
@@ -84,7 +84,7 @@ struct KVDelete: AsyncParsableCommand {
         if cas { query.append("cas=\(modifyIndex)") }
         let client = RegistryClient(address: options.registry)
         let (status, _, body) = try await CLI.call {
-            try await client.send("DELETE", "/v1/kv/\(RegistryClient.escape(key, keepingSlashes: true))" + (query.isEmpty ? "" : "?" + query.joined(separator: "&")))
+            try await client.send("DELETE", "/v1/kv/\(URLPath.escape(key, keepingSlashes: true))" + (query.isEmpty ? "" : "?" + query.joined(separator: "&")))
         }
         try CLI.check(status, body)
         guard String(decoding: body, as: UTF8.self).trimmingCharacters(in: .whitespacesAndNewlines) == "true" else {
@@ -101,7 +101,7 @@ struct KVExport: AsyncParsableCommand {
 
     func run() async throws {
         let client = RegistryClient(address: options.registry)
-        let (status, _, body) = try await CLI.call { try await client.send("GET", "/v1/kv/\(RegistryClient.escape(prefix, keepingSlashes: true))?recurse") }
+        let (status, _, body) = try await CLI.call { try await client.send("GET", "/v1/kv/\(URLPath.escape(prefix, keepingSlashes: true))?recurse") }
         var items: [JSON] = []
         if status != 404 {
             try CLI.check(status, body)
@@ -136,7 +136,7 @@ struct KVImport: AsyncParsableCommand {
             }
             let flags = item["flags"]?.intValue ?? 0
             let (status, _, body) = try await CLI.call {
-                try await client.send("PUT", "/v1/kv/\(RegistryClient.escape(key, keepingSlashes: true))?flags=\(flags)", body: value)
+                try await client.send("PUT", "/v1/kv/\(URLPath.escape(key, keepingSlashes: true))?flags=\(flags)", body: value)
             }
             try CLI.check(status, body)
             print("Imported: \(key)")
@@ -156,7 +156,7 @@ struct KVWatch: AsyncParsableCommand {
         var first = true
         while true {
             let (status, headers, body) = try await CLI.call {
-                try await client.send("GET", "/v1/kv/\(RegistryClient.escape(prefix, keepingSlashes: true))?recurse&index=\(index)&wait=5m", timeout: 660)
+                try await client.send("GET", "/v1/kv/\(URLPath.escape(prefix, keepingSlashes: true))?recurse&index=\(index)&wait=5m", timeout: 660)
             }
             let newIndex = headers["x-consul-index"].flatMap(UInt64.init) ?? 0
             // Consul's rule: an index that goes backwards means start over.

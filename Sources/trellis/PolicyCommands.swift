@@ -1,5 +1,6 @@
 import ArgumentParser
 import Foundation
+import Policy
 import Sidecar
 import TrellisCore
 import TrellisHTTP

@@ -2,6 +2,7 @@ import ArgumentParser
 import Foundation
 import Logging
 import NIOCore
+import Policy
 import Sidecar
 import TrellisCore
 
@@ -67,8 +68,8 @@ struct SidecarCommand: AsyncParsableCommand {
             guard let name = parts.first, !name.isEmpty, parts.count == 1 || Int(parts[1]).map({ (0...65535).contains($0) }) == true else {
                 throw ValidationError("--upstream must be NAME or NAME:PORT, got \"\(item)\"")
             }
-            guard name != ListenerKey.inboundName else {
-                throw ValidationError("--upstream: \"\(ListenerKey.inboundName)\" names the sidecar's inbound listener (admin /clusters, access logs); register that service under another name")
+            guard name != SidecarPolicy.inboundListenerName else {
+                throw ValidationError("--upstream: \"\(SidecarPolicy.inboundListenerName)\" names the sidecar's inbound listener (admin /clusters, access logs); register that service under another name")
             }
             settings.upstreams.append((name, parts.count == 2 ? Int(parts[1])! : 0))
         }
@@ -81,7 +82,7 @@ struct SidecarCommand: AsyncParsableCommand {
             do { settings.filePolicy = try PolicyParser.read(file: policy).policy } catch { throw ValidationError("\(error)") }
         }
         if let executable = command.first {
-            do { _ = try ServiceSupervisor.resolve(executable, path: ProcessInfo.processInfo.environment["PATH"]) } catch {
+            do { _ = try ExecutableLookup.resolve(executable, path: ProcessInfo.processInfo.environment["PATH"]) } catch {
                 throw ValidationError("\(error)")
             }
         }

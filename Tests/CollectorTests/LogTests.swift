@@ -1,5 +1,6 @@
 @testable import Collector
 import Foundation
+import Telemetry
 import XCTest
 
 final class LogTests: XCTestCase {

@@ -1,5 +1,6 @@
 import EventIO
 import NIOCore
+@testable import Policy
 @testable import Sidecar
 import XCTest
 

@@ -1,5 +1,6 @@
 import NIOCore
 import NIOHTTP1
+@testable import Policy
 @testable import Sidecar
 import XCTest
 

@@ -1,6 +1,7 @@
 import Foundation
 import NIOCore
 import EventIO
+@testable import Policy
 @testable import Sidecar
 import XCTest
 

@@ -1,7 +1,7 @@
-// Times the collector's Prometheus text writer and parser on 100,000 series and writes the text
+// Times Telemetry's Prometheus text writer and parser on 100,000 series and writes the text
 // to the path given as the first argument, so another implementation can parse the same bytes.
-import Collector
 import Foundation
+import Telemetry
 
 let families = (0..<100).map { metric in
     MetricFamily(name: "bench_metric_\(metric)_total", help: "Benchmark counter \(metric).", type: .counter, samples: (0..<1000).map { series in

@@ -1,3 +1,5 @@
+import Telemetry
+
 /// One log line as Loki stores it.
 public struct LogEntry: Sendable, Equatable {
     public var timestampNs: Int64

@@ -1,3 +1,4 @@
+import Telemetry
 import TrellisCore
 
 /// What the collector does to every accepted line: reads JSON or logfmt fields, lifts a few of

@@ -1,4 +1,5 @@
 import Foundation
+import Telemetry
 import TrellisCore
 
 /// Answers Loki's `GET /loki/api/v1/query_range` from the lines the disk buffer still holds.

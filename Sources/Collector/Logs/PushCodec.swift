@@ -1,3 +1,4 @@
+import Telemetry
 import TrellisCore
 
 /// Loki's push bodies: `logproto.PushRequest` protobuf (snappy-compressed on the wire) and JSON.

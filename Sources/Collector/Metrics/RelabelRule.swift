@@ -1,3 +1,5 @@
+import Telemetry
+
 /// One of Prometheus's `metric_relabel_configs`: applied to every scraped sample's labels, with
 /// the metric name as `__name__`.
 public struct RelabelRule: @unchecked Sendable {

@@ -3,6 +3,7 @@ import Logging
 import NIOCore
 import NIOHTTP1
 import Synchronization
+import Telemetry
 import TrellisCore
 import TrellisHTTP
 

@@ -1,5 +1,6 @@
 import Foundation
 import Synchronization
+import Telemetry
 
 /// A series ready to serve: its name and final labels (for `match[]`) and its exposition line.
 struct RenderedSeries: Sendable {

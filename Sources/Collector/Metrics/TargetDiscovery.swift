@@ -1,4 +1,5 @@
 import NIOHTTP1
+import Telemetry
 import TrellisCore
 import TrellisHTTP
 
@@ -50,7 +51,7 @@ public struct TargetDiscovery: Sendable {
             let names = (try JSON.parse(response.bodyBytes)).objectValue?.pairs.map(\.key) ?? []
             var targets = [registryTarget]
             for name in names where !ignoredServices.contains(name) {
-                let answer = try await registry.call(.GET, "/v1/catalog/service/\(RegistryClient.escape(name))")
+                let answer = try await registry.call(.GET, "/v1/catalog/service/\(URLPath.escape(name))")
                 guard answer.status == .ok else { continue }
                 for node in (try JSON.parse(answer.bodyBytes)).arrayValue ?? [] {
                     targets.append(contentsOf: Self.targets(ofCatalogEntry: node, service: name))

@@ -1,5 +1,6 @@
 import Foundation
 import Logging
+import Telemetry
 import TrellisCore
 
 /// A file to follow and the labels of its lines (plus `filename`).

@@ -1,6 +1,7 @@
 import CSystemd
 import Foundation
 import Logging
+import Telemetry
 
 /// Reads the systemd journal through libsystemd's sd-journal and saves its cursor after each stored
 /// batch, so a restart continues after the last line it acknowledged. Without a saved cursor it

@@ -1,3 +1,4 @@
+import Policy
 import TrellisHTTP
 import Logging
 import Synchronization

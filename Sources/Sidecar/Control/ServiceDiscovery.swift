@@ -7,7 +7,7 @@ import TrellisCore
 enum ServiceDiscovery {
     static func follow(_ service: String, registry: RegistryAPI, log: @escaping (String) -> Void,
                        update: @escaping @Sendable ([EndpointInfo]) -> Void) async {
-        let path = "/v1/health/service/\(RegistryClient.escape(service))?passing=1"
+        let path = "/v1/health/service/\(URLPath.escape(service))?passing=1"
         var last: [EndpointInfo]?
         await registry.watch(path, onError: { log("discovery of \(service): \($0)") }) { response in
             let endpoints = try parse(response.bodyBytes)

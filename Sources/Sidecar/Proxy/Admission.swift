@@ -1,4 +1,5 @@
 import NIOCore
+import Policy
 
 /// The first stage of the request path: the route's rate limit and the cluster's circuit breaker
 /// limit on active requests. An admitted request counts as active until the handler books it.

@@ -1,5 +1,6 @@
 import NIOCore
 import NIOHTTP1
+import Policy
 
 /// What an attempt is sent to: an upstream instance.
 protocol AttemptTarget: AnyObject {

@@ -1,3 +1,4 @@
+import Policy
 /// A route's retry and timeout settings in the form the attempt machine reads on every request:
 /// made once when a policy is applied and shared by the route's requests (a reference each, not a
 /// copy of the settings), with the retry conditions as flags and a short list of statuses, so that

@@ -1,5 +1,6 @@
 import EventIO
 import NIOCore
+import Policy
 
 /// The instances of one upstream (or the local service for inbound traffic), with their pools,
 /// balancer state, circuit breaker counts, retry budget and outlier detection.

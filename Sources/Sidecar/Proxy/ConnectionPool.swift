@@ -1,5 +1,6 @@
 import EventIO
 import NIOCore
+import Policy
 
 /// Receives what an upstream connection reads while it serves one request.
 protocol UpstreamReceiver: AnyObject {

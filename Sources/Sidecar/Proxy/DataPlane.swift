@@ -1,6 +1,7 @@
 import CEventIO
 import EventIO
 import NIOCore
+import Policy
 
 /// All state of the proxy, confined to its reactor's thread: listeners with their routes,
 /// clusters, the applied policy. Updates from discovery and the policy watcher arrive with

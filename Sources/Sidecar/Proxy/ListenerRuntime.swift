@@ -1,15 +1,14 @@
+import Policy
+
 /// Names a data-plane listener: the inbound one, or the outbound one of an upstream. A type of its
 /// own, so that the inbound listener and an upstream can never take each other's place.
-public enum ListenerKey: Hashable, CustomStringConvertible {
+enum ListenerKey: Hashable, CustomStringConvertible {
     case inbound
     case upstream(String)
 
-    /// How the inbound listener is named where upstreams are named too, so no upstream may take it.
-    public static let inboundName = "inbound"
-
-    public var description: String {
+    var description: String {
         switch self {
-        case .inbound: Self.inboundName
+        case .inbound: SidecarPolicy.inboundListenerName
         case .upstream(let name): name
         }
     }

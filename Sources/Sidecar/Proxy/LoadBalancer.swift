@@ -1,3 +1,4 @@
+import Policy
 /// Chooses the instance for one attempt among the candidates (healthy, not ejected, not yet tried).
 /// Weights come from each instance's `weight` Meta.
 enum LoadBalancer {

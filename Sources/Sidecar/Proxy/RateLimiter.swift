@@ -1,4 +1,5 @@
 import NIOCore
+import Policy
 
 /// Token buckets for one route, one per client key. Confined to the data-plane event loop.
 final class RateLimiter {

@@ -1,4 +1,5 @@
 import NIOCore
+import Policy
 
 /// Keeps retries below a share of requests over a sliding window (Linkerd's retry budget), so a
 /// failing upstream sees at most `1 + percent/100` times the load instead of `1 + attempts` times.

@@ -1,3 +1,4 @@
+import Policy
 /// One route as the data plane uses it: settings, split, stats and rate limiter.
 final class RouteRuntime {
     let name: String

@@ -52,7 +52,7 @@ public final class ServiceSupervisor: Sendable {
 
     private func runOnce() async throws -> Int32 {
         let process = Process()
-        process.executableURL = URL(fileURLWithPath: try Self.resolve(command[0], path: environment["PATH"]))
+        process.executableURL = URL(fileURLWithPath: try ExecutableLookup.resolve(command[0], path: environment["PATH"]))
         process.arguments = Array(command.dropFirst())
         process.environment = environment
         let stdout = Pipe()
@@ -101,24 +101,6 @@ public final class ServiceSupervisor: Sendable {
         }
         if process.isRunning { kill(process.processIdentifier, SIGKILL) }
         while process.isRunning { try? await Task.sleep(for: .milliseconds(10)) }
-    }
-
-    /// The executable a command name means: a path as given, else the first match on `PATH`.
-    public static func resolve(_ name: String, path: String?) throws -> String {
-        if name.contains("/") {
-            guard FileManager.default.isExecutableFile(atPath: name) else { throw CommandNotFound(name: name) }
-            return name
-        }
-        for directory in (path ?? "/usr/local/bin:/usr/bin:/bin").split(separator: ":") {
-            let candidate = "\(directory)/\(name)"
-            if FileManager.default.isExecutableFile(atPath: candidate) { return candidate }
-        }
-        throw CommandNotFound(name: name)
-    }
-
-    public struct CommandNotFound: Error, CustomStringConvertible {
-        public let name: String
-        public var description: String { "command not found or not executable: \(name)" }
     }
 }
 

@@ -1,7 +1,6 @@
 import Foundation
 import NIOCore
-import EventIO
-@testable import Sidecar
+@testable import Policy
 import XCTest
 
 final class PolicyParserTests: XCTestCase {

@@ -103,7 +103,7 @@ public enum Exposition {
         out.append(UInt8(ascii: "}"))
     }
 
-    static func writeEscapedValue(_ value: String, into out: inout [UInt8]) {
+    public static func writeEscapedValue(_ value: String, into out: inout [UInt8]) {
         var value = value
         let plain = value.withUTF8 { bytes in
             guard !bytes.contains(where: { $0 == UInt8(ascii: "\\") || $0 == UInt8(ascii: "\"") || $0 == 0x0A }) else { return false }

@@ -1,6 +1,5 @@
 import NIOCore
 import TrellisCore
-import TrellisHTTP
 
 /// Everything a sidecar applies to its traffic: inbound settings and one policy per upstream.
 ///
@@ -23,12 +22,16 @@ public struct SidecarPolicy: Sendable, Equatable {
 
     public func upstream(_ name: String) -> ListenerPolicy { upstreams[name] ?? defaults }
 
+    /// How the sidecar's inbound listener is named where upstreams are named too (`/clusters`,
+    /// access logs), so no upstream may take that name.
+    public static let inboundListenerName = "inbound"
+
     /// The registry KV key holding the policy of `service`.
     public static func key(for service: String) -> String { "trellis/policies/\(service)" }
 
     /// The registry API path of that key (`/v1/kv/trellis/policies/<service>`).
     public static func kvPath(for service: String) -> String {
-        "/v1/kv/" + RegistryClient.escape(key(for: service), keepingSlashes: true)
+        "/v1/kv/" + URLPath.escape(key(for: service), keepingSlashes: true)
     }
 }
 
