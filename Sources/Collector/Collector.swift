@@ -41,8 +41,8 @@ public final class Collector: Service {
         let registry = RegistryAPI(client: client, host: settings.registryHost, port: settings.registryPort)
         let advertised = ["0.0.0.0", "::"].contains(settings.httpHost) ? "127.0.0.1" : settings.httpHost
         let registration = Registration(registry: registry, logger: logger, body: registrationBody(address: advertised, port: port),
-                                        instanceID: "\(CollectorSettings.serviceName)-\(port)")
-        let discovery = TargetDiscovery(registry: registry, ignoredServices: [CollectorSettings.serviceName])
+                                        instanceID: "\(WellKnownNames.collectorService)-\(port)")
+        let discovery = TargetDiscovery(registry: registry, ignoredServices: [WellKnownNames.collectorService])
         onReady("trellis collector listening on http://\(HostPort.format(settings.httpHost, port)) (metrics /metrics, logs /loki/api/v1/push), "
                 + (settings.loki.map { "shipping logs to http://\(HostPort.format($0.host, $0.port))\($0.path)" } ?? "keeping logs in \(settings.dataDir)/logs"))
 
@@ -89,8 +89,8 @@ public final class Collector: Service {
 
     private func registrationBody(address: String, port: Int) -> [UInt8] {
         JSON.object(JSONObject([
-            ("ID", .string("\(CollectorSettings.serviceName)-\(port)")),
-            ("Name", .string(CollectorSettings.serviceName)),
+            ("ID", .string("\(WellKnownNames.collectorService)-\(port)")),
+            ("Name", .string(WellKnownNames.collectorService)),
             ("Address", .string(address)),
             ("Port", .int(Int64(port))),
             ("Check", .object(JSONObject([

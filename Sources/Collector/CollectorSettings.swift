@@ -25,7 +25,6 @@ public struct CollectorSettings: Sendable {
     public var batchBytes = 1 << 20
     public var batchWait: Duration = .seconds(1)
     /// The service name the collector registers under (sidecars find it by this name).
-    public static let serviceName = "trellis-collector"
 
     public init() {}
 

@@ -90,7 +90,7 @@ public final class Sidecar: Service {
                     forwarder.setCollector(fixed)
                 } else {
                     group.addTask { [logger] in
-                        await ServiceDiscovery.follow(LogForwarder.collectorService, registry: registry, log: { logger.debug("\($0)") }) { found in
+                        await ServiceDiscovery.follow(WellKnownNames.collectorService, registry: registry, log: { logger.debug("\($0)") }) { found in
                             forwarder.setCollector(found.first.map { ($0.host, $0.port) })
                         }
                     }
@@ -139,7 +139,7 @@ public final class Sidecar: Service {
 
     private func registrationBody(id: String, port: Int, adminPort: Int) -> [UInt8] {
         var meta = settings.meta
-        meta["trellis_sidecar_admin_port"] = String(adminPort)
+        meta[WellKnownNames.sidecarAdminPortMeta] = String(adminPort)
         let check = JSONObject([
             ("CheckID", .string("sidecar:\(id)")),
             ("Name", .string("\(settings.service) readiness through its sidecar")),

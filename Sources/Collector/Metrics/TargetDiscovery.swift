@@ -27,7 +27,6 @@ public struct ScrapeTarget: Hashable, Sendable {
 /// Finds scrape targets in the registry with blocking queries: every sidecar's admin `/metrics`
 /// (Meta `trellis_sidecar_admin_port`), every instance whose Meta has `metrics_path`, and the registry.
 public struct TargetDiscovery: Sendable {
-    public static let sidecarAdminPortMeta = "trellis_sidecar_admin_port"
     public static let metricsPathMeta = "metrics_path"
 
     let registry: RegistryAPI
@@ -66,7 +65,7 @@ public struct TargetDiscovery: Sendable {
         let id = node["ServiceID"]?.stringValue ?? service
         let meta = node["ServiceMeta"]?.objectValue
         var targets: [ScrapeTarget] = []
-        if let admin = meta?[exact: sidecarAdminPortMeta]?.stringValue.flatMap(Int.init) {
+        if let admin = meta?[exact: WellKnownNames.sidecarAdminPortMeta]?.stringValue.flatMap(Int.init) {
             targets.append(ScrapeTarget(host: address, port: admin, path: "/metrics", job: "trellis-sidecar", instance: id, service: service))
         }
         if let path = meta?[exact: metricsPathMeta]?.stringValue, let port = node["ServicePort"]?.intValue, port > 0 {

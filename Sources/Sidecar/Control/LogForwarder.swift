@@ -21,7 +21,6 @@ final class LogForwarder: Sendable {
         var text: String
     }
 
-    static let collectorService = "trellis-collector"
     private let service: String
     private let capacity: Int
     private let queue = Mutex(Queue())
