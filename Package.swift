@@ -79,6 +79,14 @@ let package = Package(
             swiftSettings: strict
         ),
         .target(
+            name: "ConsulClient",
+            dependencies: [
+                "TrellisCore", "TrellisHTTP",
+                .product(name: "Logging", package: "swift-log"),
+            ] + nio,
+            swiftSettings: strict
+        ),
+        .target(
             name: "EventIO",
             dependencies: ["CEventIO", .product(name: "NIOCore", package: "swift-nio")],
             swiftSettings: dataPath
@@ -86,7 +94,7 @@ let package = Package(
         .target(
             name: "Sidecar",
             dependencies: [
-                "TrellisCore", "Telemetry", "TrellisHTTP", "Policy", "EventIO", "CEventIO",
+                "TrellisCore", "Telemetry", "TrellisHTTP", "ConsulClient", "Policy", "EventIO", "CEventIO",
                 .product(name: "Yams", package: "Yams"),
             ] + daemon,
             swiftSettings: dataPath
@@ -103,7 +111,7 @@ let package = Package(
         .target(
             name: "Collector",
             dependencies: [
-                "TrellisCore", "Telemetry", "TrellisHTTP", "CCompression", "CSystemd",
+                "TrellisCore", "Telemetry", "TrellisHTTP", "ConsulClient", "CCompression", "CSystemd",
                 .product(name: "Yams", package: "Yams"),
             ] + daemon,
             swiftSettings: strict
@@ -111,7 +119,7 @@ let package = Package(
         .target(
             name: "Fleet",
             dependencies: [
-                "TrellisCore", "TrellisHTTP", "Policy", "Telemetry",
+                "TrellisCore", "TrellisHTTP", "ConsulClient", "Policy", "Telemetry",
                 .product(name: "Logging", package: "swift-log"),
                 .product(name: "Yams", package: "Yams"),
             ],
@@ -120,7 +128,7 @@ let package = Package(
         .executableTarget(
             name: "trellis",
             dependencies: [
-                "TrellisCore", "Registry", "Sidecar", "Collector", "Telemetry", "TrellisHTTP", "Policy", "Fleet",
+                "TrellisCore", "Registry", "Sidecar", "Collector", "Telemetry", "TrellisHTTP", "ConsulClient", "Policy", "Fleet",
                 .product(name: "ArgumentParser", package: "swift-argument-parser"),
                 .product(name: "Logging", package: "swift-log"),
                 .product(name: "ServiceLifecycle", package: "swift-service-lifecycle"),
@@ -177,6 +185,6 @@ let package = Package(
         ]),
         .testTarget(name: "CollectorTests", dependencies: ["Collector", "Telemetry", "TrellisCore"]),
         .testTarget(name: "FleetTests", dependencies: ["Fleet"]),
-        .testTarget(name: "IntegrationTests", dependencies: ["TrellisCore", "TrellisHTTP"]),
+        .testTarget(name: "IntegrationTests", dependencies: ["TrellisCore", "TrellisHTTP", "ConsulClient"]),
     ]
 )

@@ -1,3 +1,4 @@
+import ConsulClient
 import Foundation
 import Logging
 import Policy
@@ -146,7 +147,7 @@ public final class Fleet: Sendable {
     }
 
     private static func applyPolicies(_ topology: Topology, registry: String) async throws {
-        let client = RegistryClient(address: registry)
+        let client = ConsulClient(address: registry)
         for service in topology.services {
             guard let text = service.policyText else { continue }
             let (status, _, body) = try await client.send("PUT", SidecarPolicy.kvPath(for: service.name), body: Array(text.utf8))
@@ -157,7 +158,7 @@ public final class Fleet: Sendable {
     }
 
     private static func waitUntilAnswering(_ address: String, _ path: String, process: ChildProcess) async throws {
-        let client = RegistryClient(address: address)
+        let client = ConsulClient(address: address)
         let deadline = ContinuousClock.now + .seconds(30)
         while ContinuousClock.now < deadline {
             guard process.isRunning else {

@@ -1,3 +1,4 @@
+import ConsulClient
 import Foundation
 import Telemetry
 import TrellisCore
@@ -6,7 +7,7 @@ import TrellisHTTP
 /// Instance health as the registry sees it, by instance id.
 enum RegistryHealth {
     static func fetch(registry: String, services: [String]) async -> [String: HealthStatus] {
-        let client = RegistryClient(address: registry)
+        let client = ConsulClient(address: registry)
         var health: [String: HealthStatus] = [:]
         for service in services {
             guard let (entries, _) = try? await client.json("GET", "/v1/health/service/\(URLPath.escape(service))", timeout: 2) else {
@@ -104,7 +105,7 @@ public final class StatusBoard: Sendable {
 
     /// Inbound requests, inbound 5xx, restarts and whether the service runs, from the sidecar's /metrics.
     private static func counters(adminPort: Int) async -> Counters? {
-        guard let (status, _, body) = try? await RegistryClient(address: "127.0.0.1:\(adminPort)").send("GET", "/metrics", timeout: 1),
+        guard let (status, _, body) = try? await ConsulClient(address: "127.0.0.1:\(adminPort)").send("GET", "/metrics", timeout: 1),
               status == 200, let families = try? ExpositionParser.parse(body) else { return nil }
         var counters = Counters()
         for family in families {

@@ -1,3 +1,4 @@
+import ConsulClient
 import EventIO
 import Foundation
 import Logging
@@ -32,7 +33,7 @@ public final class Sidecar: Service {
             reactor.stop()
             controlGroup.shutdownGracefully { _ in }
         }
-        let registry = RegistryAPI(client: HTTPClient(group: controlGroup), host: settings.registryHost, port: settings.registryPort)
+        let registry = ConsulClient(host: settings.registryHost, port: settings.registryPort, http: HTTPClient(group: controlGroup))
         let localPort = try Self.localServicePort(settings.localPort)
         let forwarder = settings.shipLogs ? LogForwarder(service: settings.service, metrics: metrics) : nil
         let sink = OutputSink(forwarder: forwarder)

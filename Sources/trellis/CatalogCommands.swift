@@ -1,4 +1,5 @@
 import ArgumentParser
+import ConsulClient
 import Foundation
 import TrellisCore
 import TrellisHTTP
@@ -10,7 +11,7 @@ struct ServicesCommand: AsyncParsableCommand {
     @OptionGroup var options: RegistryOption
 
     func run() async throws {
-        let client = RegistryClient(address: options.registry)
+        let client = ConsulClient(address: options.registry)
         let (services, _) = try await CLI.call { try await client.json("GET", "/v1/catalog/services") }
         var rows = [["SERVICE", "INSTANCES", "PASSING", "WARNING", "CRITICAL", "TAGS"]]
         for (name, tags) in services.objectValue?.pairs ?? [] {
@@ -33,7 +34,7 @@ struct HealthCommand: AsyncParsableCommand {
     @Flag(name: .long, help: "Only instances whose checks all pass.") var passing = false
 
     func run() async throws {
-        let client = RegistryClient(address: options.registry)
+        let client = ConsulClient(address: options.registry)
         let path = "/v1/health/service/\(URLPath.escape(service))" + (passing ? "?passing" : "")
         let (entries, _) = try await CLI.call { try await client.json("GET", path) }
         let items = entries.arrayValue ?? []
@@ -76,7 +77,7 @@ struct RegisterCommand: AsyncParsableCommand {
 
     func run() async throws {
         let definitions = try ServiceFile.load(path: file)
-        let client = RegistryClient(address: options.registry)
+        let client = ConsulClient(address: options.registry)
         for definition in definitions {
             _ = try await CLI.call { try await client.json("PUT", "/v1/agent/service/register", body: definition.serialized()) }
             let name = definition.objectValue?.field("Name")?.stringValue ?? "?"
@@ -92,7 +93,7 @@ struct DeregisterCommand: AsyncParsableCommand {
     @Argument(help: "Service ID.") var id: String
 
     func run() async throws {
-        let client = RegistryClient(address: options.registry)
+        let client = ConsulClient(address: options.registry)
         _ = try await CLI.call { try await client.json("PUT", "/v1/agent/service/deregister/\(URLPath.escape(id))") }
         print("deregistered service \"\(id)\"")
     }
@@ -150,10 +151,10 @@ enum CLI {
     static func call<T>(_ body: () async throws -> T) async throws -> T {
         do {
             return try await body()
-        } catch let failure as RegistryClient.Failure {
-            throw report(failure)
-        } catch let error as RegistryClient.Unreachable {
-            FileHandle.standardError.write(Data("error: cannot reach the registry: \(error)\n".utf8))
+        } catch ConsulClient.Failure.answered(let status, let message) {
+            throw report(status: status, message)
+        } catch ConsulClient.Failure.unreachable(let reason) {
+            FileHandle.standardError.write(Data("error: cannot reach the registry: \(reason)\n".utf8))
             throw ExitCode(1)
         }
     }
@@ -161,13 +162,13 @@ enum CLI {
     /// Exits with the registry's message when `status` is not 2xx.
     static func check(_ status: Int, _ body: [UInt8]) throws {
         guard (200..<300).contains(status) else {
-            throw report(RegistryClient.Failure(status: status, message: String(decoding: body, as: UTF8.self)))
+            throw report(status: status, String(decoding: body, as: UTF8.self))
         }
     }
 
-    private static func report(_ failure: RegistryClient.Failure) -> ExitCode {
-        let message = failure.message.trimmingCharacters(in: .whitespacesAndNewlines)
-        FileHandle.standardError.write(Data("error: \(message) (HTTP \(failure.status))\n".utf8))
+    private static func report(status: Int, _ message: String) -> ExitCode {
+        let message = message.trimmingCharacters(in: .whitespacesAndNewlines)
+        FileHandle.standardError.write(Data("error: \(message) (HTTP \(status))\n".utf8))
         return ExitCode(1)
     }
 

@@ -1,5 +1,6 @@
 import ArgumentParser
 import Collector
+import ConsulClient
 import Foundation
 import Logging
 import TrellisCore
@@ -87,7 +88,7 @@ struct LogsCommand: AsyncParsableCommand {
 
     func run() async throws {
         let address = collector ?? ProcessInfo.processInfo.environment["TRELLIS_COLLECTOR_ADDR"] ?? "127.0.0.1:9464"
-        let client = RegistryClient(address: address)
+        let client = ConsulClient(address: address)
         var query = service.hasPrefix("{") ? service : "{service=\"\(service)\"}"
         if let grep { query += " |= " + JSON.string(grep).text }
         var startNs = Int64(Date().timeIntervalSince1970 * 1e9) - GoDuration.parseNanoseconds(since)!

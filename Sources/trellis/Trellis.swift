@@ -1,4 +1,5 @@
 import ArgumentParser
+import ConsulClient
 import TrellisCore
 import TrellisHTTP
 
@@ -21,7 +22,7 @@ struct RegistryOption: ParsableArguments {
 
     /// Host and port of the registry a daemon talks to (a wildcard bind address means this machine).
     static func hostPort(_ explicit: String?) throws -> (host: String, port: Int) {
-        let url = RegistryClient.resolveAddress(explicit)
+        let url = ConsulClient.resolveAddress(explicit)
         let address = url.range(of: "://").map { String(url[$0.upperBound...]) } ?? url
         guard let (host, port) = HostPort.parse(address) else {
             throw ValidationError("registry address must be HOST:PORT, got \"\(address)\"")

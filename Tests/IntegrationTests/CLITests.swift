@@ -1,3 +1,4 @@
+import ConsulClient
 import Foundation
 import TrellisCore
 import TrellisHTTP
@@ -69,7 +70,7 @@ final class RegistryConfigFileTests: XCTestCase {
         addTeardownBlock { child.kill9() }
         let line = try await child.waitForLine(containing: "listening on http://")
         let address = String(line.split(separator: " ").first { $0.hasPrefix("http://") }!.dropFirst(7))
-        let me = try await RegistryClient(address: address).json("GET", "/v1/agent/self").0
+        let me = try await ConsulClient(address: address).json("GET", "/v1/agent/self").0
         XCTAssertEqual(me["Config"]?["NodeName"], .string("from-file"))
         XCTAssertEqual(me["Config"]?["Datacenter"], .string("east"))
         XCTAssertTrue(FileManager.default.fileExists(atPath: dir + "/data/registry.db"))

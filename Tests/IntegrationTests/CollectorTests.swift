@@ -1,3 +1,4 @@
+import ConsulClient
 import Foundation
 import TrellisCore
 import TrellisHTTP
@@ -10,7 +11,7 @@ final class CollectorUnderTest: @unchecked Sendable {
     private(set) var child: ChildProcess?
     private(set) var port = 0
     var address: String { "127.0.0.1:\(port)" }
-    var client: RegistryClient { RegistryClient(address: address) }
+    var client: ConsulClient { ConsulClient(address: address) }
 
     init(_ test: XCTestCase, registry: RegistryUnderTest, config: String = "", extra: [String] = []) async throws {
         let dir = try temporaryDirectory(test)
@@ -234,7 +235,7 @@ final class CollectorIntegrationTests: XCTestCase {
         try await eventually(timeout: 15, "the sidecar's metrics are scraped") {
             (try await collector.metricsText()).contains(#"trellis_sidecar_service_up{job="trellis-sidecar",instance="echo-\#(sidecar.port)",service="echo"} 1"#)
         }
-        let proxied = RegistryClient(address: "127.0.0.1:\(sidecar.port)")
+        let proxied = ConsulClient(address: "127.0.0.1:\(sidecar.port)")
         try await eventually(timeout: 10, "the service answers through its sidecar") { (try? await proxied.send("GET", "/hello"))?.status == 200 }
         try await eventually(timeout: 15, "service output arrives as log lines") {
             let lines = try await collector.lines(#"{service="echo"} |= "served""#)
@@ -269,7 +270,7 @@ final class CollectorIntegrationTests: XCTestCase {
             "--log.level=error",
         ])
         addTeardownBlock { prometheus.kill9() }
-        let api = RegistryClient(address: "127.0.0.1:\(port)")
+        let api = ConsulClient(address: "127.0.0.1:\(port)")
         try await eventually(timeout: 60, "Prometheus has the registry's series through the collector") {
             guard let (status, _, body) = try? await api.send("GET", "/api/v1/query?query=trellis_registry_checks%7Bjob%3D%22trellis-registry%22%7D"),
                   status == 200, let json = try? JSON.parse(body) else { return false }

@@ -1,3 +1,4 @@
+import ConsulClient
 import Foundation
 import TrellisCore
 import TrellisHTTP
@@ -84,14 +85,14 @@ extension ConsulClientTests {
 }
 
 /// VictoriaMetrics scraping with `<directory>/prometheus.yml`, and a client for its query API.
-func startVictoriaMetrics(directory dir: String, test: XCTestCase) throws -> (ChildProcess, RegistryClient) {
+func startVictoriaMetrics(directory dir: String, test: XCTestCase) throws -> (ChildProcess, ConsulClient) {
     let port = try freeLoopbackPort()
     let vm = try ChildProcess("/usr/bin/victoria-metrics", [
         "-httpListenAddr=127.0.0.1:\(port)", "-storageDataPath=\(dir)/vm", "-promscrape.config=\(dir)/prometheus.yml",
         "-promscrape.consulSDCheckInterval=1s", "-loggerLevel=ERROR", "-search.latencyOffset=0s",
     ])
     test.addTeardownBlock { vm.kill9() }
-    return (vm, RegistryClient(address: "127.0.0.1:\(port)"))
+    return (vm, ConsulClient(address: "127.0.0.1:\(port)"))
 }
 
 /// A loopback port that was free a moment ago.

@@ -1,3 +1,4 @@
+import ConsulClient
 import Foundation
 import TrellisCore
 import TrellisHTTP
@@ -19,11 +20,11 @@ final class ShopEndToEndTests: XCTestCase {
         addTeardownBlock { up.kill9(); Self.killLeftovers(under: data) }
         _ = try await up.waitForLine(containing: "all 7 instances passing", timeout: 120)
         let endpoints = try Self.readEndpoints(data + "/endpoints.env")
-        let users = RegistryClient(address: try XCTUnwrap(endpoints["USERS_URL"]))
-        let catalog = RegistryClient(address: try XCTUnwrap(endpoints["CATALOG_URL"]))
-        let orders = RegistryClient(address: try XCTUnwrap(endpoints["ORDERS_URL"]))
-        let notifications = RegistryClient(address: try XCTUnwrap(endpoints["NOTIFICATIONS_URL"]))
-        let collector = RegistryClient(address: try XCTUnwrap(endpoints["TRELLIS_COLLECTOR_ADDR"]))
+        let users = ConsulClient(address: try XCTUnwrap(endpoints["USERS_URL"]))
+        let catalog = ConsulClient(address: try XCTUnwrap(endpoints["CATALOG_URL"]))
+        let orders = ConsulClient(address: try XCTUnwrap(endpoints["ORDERS_URL"]))
+        let notifications = ConsulClient(address: try XCTUnwrap(endpoints["NOTIFICATIONS_URL"]))
+        let collector = ConsulClient(address: try XCTUnwrap(endpoints["TRELLIS_COLLECTOR_ADDR"]))
         // With Consul's port 8600 free, the registry of `trellis up` answers DNS there.
         if let dns = endpoints["TRELLIS_DNS_ADDR"], FileManager.default.isExecutableFile(atPath: "/usr/bin/dig") {
             let port = String(dns.split(separator: ":").last ?? "")
@@ -202,7 +203,7 @@ final class ShopEndToEndTests: XCTestCase {
         for process in processes(under: directory) { kill(process.pid, SIGKILL) }
     }
 
-    private static func logLines(_ collector: RegistryClient, _ query: String) async -> [String] {
+    private static func logLines(_ collector: ConsulClient, _ query: String) async -> [String] {
         let escaped = query.addingPercentEncoding(withAllowedCharacters: .alphanumerics) ?? query
         guard let (status, _, body) = try? await collector.send("GET", "/loki/api/v1/query_range?query=\(escaped)&limit=1000&since=1h"),
               status == 200, let json = try? JSON.parse(body) else { return [] }
@@ -211,7 +212,7 @@ final class ShopEndToEndTests: XCTestCase {
         }
     }
 
-    private static func series(_ prometheus: RegistryClient, _ query: String) async -> [JSON] {
+    private static func series(_ prometheus: ConsulClient, _ query: String) async -> [JSON] {
         let escaped = query.addingPercentEncoding(withAllowedCharacters: .alphanumerics) ?? query
         guard let (status, _, body) = try? await prometheus.send("GET", "/api/v1/query?query=\(escaped)"), status == 200,
               let json = try? JSON.parse(body) else { return [] }
@@ -239,7 +240,7 @@ final class ShopEndToEndTests: XCTestCase {
     }
 
     /// Debian's Prometheus scraping the collector every second, with dashboards/alerts.yml loaded.
-    private static func startPrometheus(dir: String, collector: String, test: XCTestCase) async throws -> RegistryClient {
+    private static func startPrometheus(dir: String, collector: String, test: XCTestCase) async throws -> ConsulClient {
         let port = try freeLoopbackPort()
         let alerts = root.appendingPathComponent("dashboards/alerts.yml").path
         try """
@@ -255,7 +256,7 @@ final class ShopEndToEndTests: XCTestCase {
             "--log.level=warn",
         ])
         test.addTeardownBlock { prometheus.kill9() }
-        let client = RegistryClient(address: "127.0.0.1:\(port)")
+        let client = ConsulClient(address: "127.0.0.1:\(port)")
         try await eventually(timeout: 60, "Prometheus is ready") {
             guard prometheus.process.isRunning else { throw ProcessNeverPrinted(marker: "prometheus keeps running", output: prometheus.output) }
             return (try? await client.send("GET", "/-/ready").status) == 200

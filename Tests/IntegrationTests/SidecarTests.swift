@@ -1,3 +1,4 @@
+import ConsulClient
 import Foundation
 #if canImport(FoundationNetworking)
 import FoundationNetworking
@@ -37,7 +38,7 @@ final class SidecarUnderTest: @unchecked Sendable {
         self.child = child
         // SIGTERM: the sidecar stops the service it supervises (SIGKILL would orphan it).
         test.addTeardownBlock { child.terminate() }
-        let admin = RegistryClient(address: "127.0.0.1:\(adminPort)")
+        let admin = ConsulClient(address: "127.0.0.1:\(adminPort)")
         try await eventually(timeout: 30, "sidecar admin port answers") { (try? await admin.send("GET", "/config"))?.status == 200 }
     }
 

@@ -1,3 +1,4 @@
+import ConsulClient
 import Foundation
 import TrellisCore
 import TrellisHTTP
@@ -107,7 +108,7 @@ final class RegistryUnderTest: @unchecked Sendable {
     let arguments: [String]
     private(set) var child: ChildProcess?
     private(set) var address = ""
-    var client: RegistryClient { RegistryClient(address: address) }
+    var client: ConsulClient { ConsulClient(address: address) }
 
     init(dataDir: String, node: String = "node-1", arguments: [String] = []) {
         self.dataDir = dataDir
@@ -184,7 +185,7 @@ final class EtcdUnderTest: @unchecked Sendable {
         try process.run()
         self.process = process
         try await eventually(timeout: 20, "etcd answers on \(endpoint)") {
-            let client = RegistryClient(address: "127.0.0.1:\(clientPort)")
+            let client = ConsulClient(address: "127.0.0.1:\(clientPort)")
             return (try? await client.send("GET", "/health", timeout: 1))?.status == 200
         }
     }

@@ -1,3 +1,4 @@
+import ConsulClient
 import NIOHTTP1
 import Telemetry
 import TrellisCore
@@ -29,19 +30,18 @@ public struct ScrapeTarget: Hashable, Sendable {
 public struct TargetDiscovery: Sendable {
     public static let metricsPathMeta = "metrics_path"
 
-    let registry: RegistryAPI
+    let registry: ConsulClient
+    /// The registry's own `/metrics`.
+    public let registryTarget: ScrapeTarget
     /// Services never scraped through discovery (the collector itself).
     let ignoredServices: Set<String>
 
-    public init(registry: RegistryAPI, ignoredServices: Set<String>) {
-        self.registry = registry
+    /// Discovers through the registry at `host:port`.
+    public init(registryHost host: String, port: Int, http: HTTPClient, ignoredServices: Set<String>) {
+        registry = ConsulClient(host: host, port: port, http: http)
+        registryTarget = ScrapeTarget(host: host, port: port, path: "/metrics", job: "trellis-registry",
+                                      instance: HostPort.format(host, port), service: "trellis-registry")
         self.ignoredServices = ignoredServices
-    }
-
-    public var registryTarget: ScrapeTarget {
-        let address = HostPort.format(registry.host, registry.port)
-        return ScrapeTarget(host: registry.host, port: registry.port, path: "/metrics", job: "trellis-registry",
-                            instance: address, service: "trellis-registry")
     }
 
     /// Calls `onChange` with the full target list each time the catalog changes.

@@ -1,3 +1,4 @@
+import ConsulClient
 import Policy
 import TrellisHTTP
 import Logging
@@ -25,7 +26,7 @@ final class PolicyState: Sendable {
 /// an invalid one is logged and counted, and the policy in force stays.
 struct PolicyWatcher {
     let service: String
-    let registry: RegistryAPI
+    let registry: ConsulClient
     let state: PolicyState
     let logger: Logger
     let metrics: SidecarMetrics

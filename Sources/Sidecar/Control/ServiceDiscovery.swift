@@ -1,3 +1,4 @@
+import ConsulClient
 import TrellisHTTP
 import TrellisCore
 
@@ -5,7 +6,7 @@ import TrellisCore
 /// `/v1/health/service/<name>?passing`: an instance that turns critical leaves the pool as soon as
 /// the registry answers.
 enum ServiceDiscovery {
-    static func follow(_ service: String, registry: RegistryAPI, log: @escaping (String) -> Void,
+    static func follow(_ service: String, registry: ConsulClient, log: @escaping (String) -> Void,
                        update: @escaping @Sendable ([EndpointInfo]) -> Void) async {
         let path = "/v1/health/service/\(URLPath.escape(service))?passing=1"
         var last: [EndpointInfo]?

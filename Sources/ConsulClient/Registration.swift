@@ -5,14 +5,14 @@ import TrellisCore
 /// Keeps the instance registered: registers at start (retrying until the registry answers),
 /// checks every few seconds that the registry still knows it and registers again if not.
 public final class Registration: Sendable {
-    let registry: RegistryAPI
+    let registry: ConsulClient
     let logger: Logger
     let body: [UInt8]
     public let instanceID: String
     /// Set by `deregister`: from then on the instance must stay out of the registry.
     private let leaving = Atomic(false)
 
-    public init(registry: RegistryAPI, logger: Logger, body: [UInt8], instanceID: String) {
+    public init(registry: ConsulClient, logger: Logger, body: [UInt8], instanceID: String) {
         self.registry = registry
         self.logger = logger
         self.body = body
