@@ -19,9 +19,9 @@ let daemon: [Target.Dependency] = [
     .product(name: "ServiceLifecycle", package: "swift-service-lifecycle"),
 ] + nio
 
+// Trellis builds for Linux only: the data plane runs on epoll and glibc, the daemons use libsystemd.
 let package = Package(
     name: "trellis",
-    platforms: [.macOS(.v15)],
     products: [
         .executable(name: "trellis", targets: ["trellis"]),
         .executable(name: "shop-users", targets: ["shop-users"]),
