@@ -45,7 +45,8 @@ public final class Sidecar: Service {
             reactor: reactor, policy: policyState.current, upstreams: settings.upstreams.map(\.name),
             localEndpoint: EndpointInfo(id: "local", host: "127.0.0.1", port: localPort),
             metrics: metrics,
-            accessLog: AccessLog(service: settings.service, enabled: settings.accessLog, sink: sink))
+            accessLog: AccessLog(service: settings.service, enabled: settings.accessLog, sink: sink),
+            connectionTimeouts: settings.connectionTimeouts)
         var upstreamURLs: [(String, String)] = []
         for upstream in settings.upstreams {
             let port = try dataPlane.listen(.upstream(upstream.name), host: "127.0.0.1", port: upstream.port)

@@ -26,6 +26,10 @@ public struct SidecarSettings: Sendable {
     public var healthPath: String?
     public var checkInterval = "2s"
     public var drainTimeout: TimeAmount = .seconds(10)
+    /// Client connections: the time allowed for a whole request head once its first byte arrived,
+    /// and how long a keep-alive connection may stay idle between requests (Envoy's
+    /// `request_headers_timeout` and `idle_timeout`).
+    public var connectionTimeouts = ConnectionTimeouts()
     public var accessLog = true
     /// Where to send log lines: nil finds the collector in the registry; `shipLogs` false sends none.
     public var collector: (host: String, port: Int)?

@@ -29,6 +29,9 @@ struct SidecarCommand: AsyncParsableCommand {
     @Option(name: .long, help: "Health path of the service (2xx = ready); default: any answer on /.") var healthPath: String?
     @Option(name: .long, help: "How often the registry checks readiness (Go duration).") var checkInterval = "2s"
     @Option(name: .long, help: "How long draining waits for requests in flight (Go duration).") var drainTimeout = "10s"
+    @Option(name: .long, help: "Time a client has to send a whole request head once it started (Go duration; 408 after).")
+    var requestHeadersTimeout = "10s"
+    @Option(name: .long, help: "How long a client connection may stay idle between requests (Go duration).") var idleTimeout = "60s"
     @Option(name: .long, help: "Access log: stdout or off.") var accessLog = "stdout"
     @Option(name: .long, help: "Collector HOST:PORT for log lines (default: found in the registry); \"off\" ships none.") var collector: String?
     @Option(name: .long, help: "Log level: trace, debug, info, notice, warning, error, critical.") var logLevel: Logger.Level = .info
@@ -42,6 +45,9 @@ struct SidecarCommand: AsyncParsableCommand {
         }
         guard GoDuration.parseNanoseconds(checkInterval) != nil else { throw ValidationError("--check-interval must be a duration like 2s") }
         guard GoDuration.parseNanoseconds(drainTimeout) != nil else { throw ValidationError("--drain-timeout must be a duration like 10s") }
+        for (flag, value) in [("--request-headers-timeout", requestHeadersTimeout), ("--idle-timeout", idleTimeout)] {
+            guard (GoDuration.parseNanoseconds(value) ?? 0) > 0 else { throw ValidationError("\(flag) must be a duration like 10s, got \"\(value)\"") }
+        }
         guard ["stdout", "off"].contains(accessLog) else { throw ValidationError("--access-log must be stdout or off") }
     }
 
@@ -56,6 +62,8 @@ struct SidecarCommand: AsyncParsableCommand {
         settings.healthPath = healthPath
         settings.checkInterval = checkInterval
         settings.drainTimeout = .nanoseconds(GoDuration.parseNanoseconds(drainTimeout)!)
+        settings.connectionTimeouts = ConnectionTimeouts(requestHeaders: .nanoseconds(GoDuration.parseNanoseconds(requestHeadersTimeout)!),
+                                                         idle: .nanoseconds(GoDuration.parseNanoseconds(idleTimeout)!))
         settings.accessLog = accessLog == "stdout"
         if collector == "off" {
             settings.shipLogs = false

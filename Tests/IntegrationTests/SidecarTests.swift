@@ -202,6 +202,60 @@ final class SidecarTests: XCTestCase {
         XCTAssertGreaterThan(retries ?? 0, 0)
     }
 
+    func testASlowHeadGets408AndAnIdleConnectionIsClosedButABusyOneStays() async throws {
+        let registry = try await RegistryUnderTest.start(self)
+        let local = try await ScriptedHTTPServer(self, keepAlive: true)
+        let sidecar = try await SidecarUnderTest(self, registry: registry, service: "orders", localPort: local.port,
+                                                 extra: ["--request-headers-timeout", "1s", "--idle-timeout", "2s"])
+        let script = """
+        import socket, sys, time
+        port = int(sys.argv[1])
+        request = b"GET / HTTP/1.1\\r\\nHost: x\\r\\n\\r\\n"
+        def response(s):
+            data = b""
+            while b"\\r\\n\\r\\n" not in data:
+                data += s.recv(65536)
+            head, body = data.split(b"\\r\\n\\r\\n", 1)
+            length = int([l.split(b":")[1] for l in head.split(b"\\r\\n") if l.lower().startswith(b"content-length")][0])
+            while len(body) < length:
+                body += s.recv(65536)
+            return head.split(b"\\r\\n")[0].decode()
+        def closed_within(s, limit):
+            s.settimeout(limit)
+            data = b""
+            try:
+                while True:
+                    chunk = s.recv(65536)
+                    if not chunk:
+                        return data, True
+                    data += chunk
+            except socket.timeout:
+                return data, False
+        s = socket.create_connection(("127.0.0.1", port))
+        s.sendall(b"GET / HTTP/1.1\\r\\nHost: x\\r\\n")
+        data, closed = closed_within(s, 6)
+        print("slow|%s|%s|%s" % (data.split(b"\\r\\n")[0].decode(), b"x-trellis-error: request_headers_timeout" in data, closed))
+        s = socket.create_connection(("127.0.0.1", port))
+        s.sendall(request)
+        status = response(s)
+        data, closed = closed_within(s, 6)
+        print("idle|%s|%s" % (status, closed))
+        s = socket.create_connection(("127.0.0.1", port))
+        ok = 0
+        for _ in range(6):
+            s.sendall(request)
+            ok += response(s) == "HTTP/1.1 200 OK"
+            time.sleep(0.5)
+        print("busy|%d" % ok)
+        """
+        let run = try runToEnd("/usr/bin/env", ["python3", "-c", script, String(sidecar.port)])
+        XCTAssertEqual(run.status, 0, run.output)
+        let lines = run.output.split(separator: "\n").map(String.init)
+        XCTAssertTrue(lines.contains("slow|HTTP/1.1 408 Request Timeout|True|True"), run.output)
+        XCTAssertTrue(lines.contains("idle|HTTP/1.1 200 OK|True"), run.output)
+        XCTAssertTrue(lines.contains("busy|6"), "requests every 0.5 s keep a connection with a 2 s idle timeout open: \(run.output)")
+    }
+
     func testAnInstanceMarkedCriticalLeavesThePool() async throws {
         let registry = try await RegistryUnderTest.start(self)
         let a = try await ScriptedHTTPServer(self, keepAlive: true)

@@ -22,9 +22,13 @@ final class DataPlane {
     /// reads: one wake-up of the upstream per turn rather than one per request read.
     private var pendingFlushes: [StreamSocket] = []
 
+    /// The deadlines of client connections outside their requests.
+    let connectionTimeouts: ConnectionTimeouts
+
     init(reactor: Reactor, policy: SidecarPolicy, upstreams: [String], localEndpoint: EndpointInfo,
-         metrics: SidecarMetrics, accessLog: AccessLog) {
+         metrics: SidecarMetrics, accessLog: AccessLog, connectionTimeouts: ConnectionTimeouts = ConnectionTimeouts()) {
         self.reactor = reactor
+        self.connectionTimeouts = connectionTimeouts
         self.policy = policy
         self.metrics = metrics
         self.accessLog = accessLog

@@ -30,6 +30,10 @@ final class ProxyHandler: StreamSocketDelegate, UpstreamReceiver {
     private var generation = 0
     /// Fires at the machine's `deadline`.
     private lazy var timer = DeadlineTimer(reactor: plane.reactor) { [unowned self] in timerFired() }
+    /// Fires when a head trickles in too slowly or the connection stays idle too long.
+    private lazy var connectionTimer = DeadlineTimer(reactor: plane.reactor) { [unowned self] in connectionDeadlinePassed() }
+    /// Set from a head's first byte to its last: the connection timer holds the head's deadline.
+    private var headStarted = false
 
     /// Bytes received and not read yet.
     private var inbox: ByteBuffer?
@@ -54,6 +58,7 @@ final class ProxyHandler: StreamSocketDelegate, UpstreamReceiver {
         idle = ProxyRequest(idleOn: listener.defaultRoute, upstream: listener.cluster.name)
         request = idle
         plane.downstreamConnections[listenerKey, default: 0] += 1
+        connectionTimer.arm(at: plane.reactor.now + plane.connectionTimeouts.idle)
     }
 
     // MARK: Downstream
@@ -79,10 +84,16 @@ final class ProxyHandler: StreamSocketDelegate, UpstreamReceiver {
             case .head:
                 switch HeadParser.request(from: &inbox!) {
                 case .incomplete:
+                    if !headStarted {
+                        headStarted = true
+                        connectionTimer.arm(at: plane.reactor.now + plane.connectionTimeouts.requestHeaders)
+                    }
                     break parsing
                 case .invalid(let status, let reason):
                     refuse(HTTPResponseStatus(statusCode: status), reason)
                 case .complete(let head):
+                    headStarted = false
+                    connectionTimer.disarm()
                     requestBody = BodyFramer(head.body)
                     reading = requestBody.isDone ? .waiting : .body
                     begin(head, bodyEnded: requestBody.isDone)
@@ -153,6 +164,7 @@ final class ProxyHandler: StreamSocketDelegate, UpstreamReceiver {
         }
         plane.downstreamConnections[listenerKey, default: 1] -= 1
         timer.stop()
+        connectionTimer.stop()
     }
 
     func socketWritabilityChanged(_ socket: StreamSocket) {
@@ -197,6 +209,21 @@ final class ProxyHandler: StreamSocketDelegate, UpstreamReceiver {
         case .wait, .drop: break
         case .waitAndPause: pauseReading()
         }
+    }
+
+    /// A head that is not complete in time gets `408`; an idle connection is closed. A request in
+    /// flight has the machine's deadlines instead.
+    private func connectionDeadlinePassed() {
+        guard !request.isActive, downstream.isOpen else { return }
+        guard headStarted else { return downstream.close() }
+        reading = .closing
+        inbox = nil
+        let timeout = plane.connectionTimeouts.requestHeaders
+        downstream.write(HeaderRules.localResponse(.requestTimeout, reason: "request_headers_timeout",
+                                                   message: "Request Timeout: request head not complete within \(timeout)",
+                                                   clientMinorVersion: 1, keepAlive: false, withBody: true, extra: nil,
+                                                   allocator: plane.reactor.allocator))
+        finishResponse(thenClose: true)
     }
 
     // MARK: The machine's actions
@@ -449,6 +476,7 @@ final class ProxyHandler: StreamSocketDelegate, UpstreamReceiver {
             return
         }
         reading = .head
+        connectionTimer.arm(at: plane.reactor.now + plane.connectionTimeouts.idle)
         resumeReading()
         // The next pipelined request, once the current call chain has unwound.
         if !readingInbox, let inbox, inbox.readableBytes > 0 {
