@@ -30,10 +30,10 @@ final class ProxyHandler: StreamSocketDelegate, UpstreamReceiver {
     private var generation = 0
     /// Fires at the machine's `deadline`.
     private lazy var timer = DeadlineTimer(reactor: plane.reactor) { [unowned self] in timerFired() }
-    /// Fires when a head trickles in too slowly or the connection stays idle too long.
+    /// The connection's own deadline between requests (slow head, idle).
+    private var deadlines: ConnectionDeadlines
+    /// Fires at `deadlines.deadline`.
     private lazy var connectionTimer = DeadlineTimer(reactor: plane.reactor) { [unowned self] in connectionDeadlinePassed() }
-    /// Set from a head's first byte to its last: the connection timer holds the head's deadline.
-    private var headStarted = false
 
     /// Bytes received and not read yet.
     private var inbox: ByteBuffer?
@@ -56,9 +56,10 @@ final class ProxyHandler: StreamSocketDelegate, UpstreamReceiver {
         isInbound = listenerKey == .inbound
         client = downstream.remoteIP ?? "-"
         idle = ProxyRequest(idleOn: listener.defaultRoute, upstream: listener.cluster.name)
+        deadlines = ConnectionDeadlines(plane.connectionTimeouts, openedAt: plane.reactor.now)
         request = idle
         plane.downstreamConnections[listenerKey, default: 0] += 1
-        connectionTimer.arm(at: plane.reactor.now + plane.connectionTimeouts.idle)
+        connectionTimer.arm(at: deadlines.deadline)
     }
 
     // MARK: Downstream
@@ -84,15 +85,13 @@ final class ProxyHandler: StreamSocketDelegate, UpstreamReceiver {
             case .head:
                 switch HeadParser.request(from: &inbox!) {
                 case .incomplete:
-                    if !headStarted {
-                        headStarted = true
-                        connectionTimer.arm(at: plane.reactor.now + plane.connectionTimeouts.requestHeaders)
-                    }
+                    deadlines.headIncomplete(at: plane.reactor.now)
+                    connectionTimer.arm(at: deadlines.deadline)
                     break parsing
                 case .invalid(let status, let reason):
                     refuse(HTTPResponseStatus(statusCode: status), reason)
                 case .complete(let head):
-                    headStarted = false
+                    deadlines.headComplete()
                     connectionTimer.disarm()
                     requestBody = BodyFramer(head.body)
                     reading = requestBody.isDone ? .waiting : .body
@@ -214,11 +213,11 @@ final class ProxyHandler: StreamSocketDelegate, UpstreamReceiver {
     /// A head that is not complete in time gets `408`; an idle connection is closed. A request in
     /// flight has the machine's deadlines instead.
     private func connectionDeadlinePassed() {
-        guard !request.isActive, downstream.isOpen else { return }
-        guard headStarted else { return downstream.close() }
+        guard !request.isActive, downstream.isOpen, let expiry = deadlines.expiry(at: plane.reactor.now) else { return }
+        guard expiry == .headTooSlow else { return downstream.close() }
         reading = .closing
         inbox = nil
-        let timeout = plane.connectionTimeouts.requestHeaders
+        let timeout = deadlines.timeouts.requestHeaders
         downstream.write(HeaderRules.localResponse(.requestTimeout, reason: "request_headers_timeout",
                                                    message: "Request Timeout: request head not complete within \(timeout)",
                                                    clientMinorVersion: 1, keepAlive: false, withBody: true, extra: nil,
@@ -476,7 +475,8 @@ final class ProxyHandler: StreamSocketDelegate, UpstreamReceiver {
             return
         }
         reading = .head
-        connectionTimer.arm(at: plane.reactor.now + plane.connectionTimeouts.idle)
+        deadlines.requestFinished(at: plane.reactor.now)
+        connectionTimer.arm(at: deadlines.deadline)
         resumeReading()
         // The next pipelined request, once the current call chain has unwound.
         if !readingInbox, let inbox, inbox.readableBytes > 0 {
