@@ -111,7 +111,7 @@ public struct ConsulClient: Sendable {
             do {
                 let response = try await call(.GET, "\(path)\(separator)index=\(index)&wait=\(wait)", timeout: .seconds(75))
                 guard response.status == .ok || response.status == .notFound else {
-                    throw Failure.answered(status: Int(response.status.code), message: "to \(path)")
+                    throw Failure.answered(status: Int(response.status.code), message: "blocking query \(path)")
                 }
                 let next = response.headers.first(name: "X-Consul-Index").flatMap(UInt64.init) ?? 0
                 // Consul's rule: an index that goes backwards (registry restored) restarts the watch.

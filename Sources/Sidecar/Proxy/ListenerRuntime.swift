@@ -20,6 +20,8 @@ final class ListenerRuntime {
     let cluster: Cluster
     private(set) var defaultRoute: RouteRuntime
     private(set) var routes: [RouteRuntime] = []
+    /// What a connection's request state is between requests: nothing of the last one.
+    private(set) var idleRequest: ProxyRequest
 
     init(direction: String, cluster: Cluster, policy: ListenerPolicy, metrics: SidecarMetrics) {
         self.direction = direction
@@ -27,6 +29,7 @@ final class ListenerRuntime {
         metrics.prepare(upstream: cluster.name)
         defaultRoute = RouteRuntime(name: "default", match: nil, settings: policy.route, split: [], previous: nil,
                                     stats: .init(metrics, direction: direction, upstream: cluster.name, route: "default"))
+        idleRequest = ProxyRequest(idleOn: defaultRoute, upstream: cluster.name)
         apply(policy, metrics: metrics)
     }
 
@@ -39,6 +42,7 @@ final class ListenerRuntime {
                                 stats: previous?.stats ?? .init(metrics, direction: direction, upstream: cluster.name, route: name))
         }
         defaultRoute = runtime("default", nil, policy.route, [])
+        idleRequest = ProxyRequest(idleOn: defaultRoute, upstream: cluster.name)
         routes = policy.routes.map { runtime($0.name, $0.match, $0.settings, $0.split) }
     }
 

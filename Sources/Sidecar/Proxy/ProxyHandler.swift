@@ -22,10 +22,8 @@ final class ProxyHandler: StreamSocketDelegate, UpstreamReceiver {
     private let downstream: StreamSocket
     private let client: String
 
-    /// The request in flight, or `idle` between requests.
+    /// The request in flight, or the listener's idle value between requests.
     private var request: ProxyRequest
-    /// What `request` is between requests: nothing of the last one.
-    private let idle: ProxyRequest
     /// Bumped whenever an attempt ends, so that late callbacks of an abandoned attempt are ignored.
     private var generation = 0
     /// Fires at the machine's `deadline`.
@@ -55,9 +53,8 @@ final class ProxyHandler: StreamSocketDelegate, UpstreamReceiver {
         listener = plane.listeners[listenerKey]!
         isInbound = listenerKey == .inbound
         client = downstream.remoteIP ?? "-"
-        idle = ProxyRequest(idleOn: listener.defaultRoute, upstream: listener.cluster.name)
+        request = listener.idleRequest
         deadlines = ConnectionDeadlines(plane.connectionTimeouts, openedAt: plane.reactor.now)
-        request = idle
         plane.downstreamConnections[listenerKey, default: 0] += 1
         connectionTimer.arm(at: deadlines.deadline)
     }
@@ -467,7 +464,7 @@ final class ProxyHandler: StreamSocketDelegate, UpstreamReceiver {
                 bytesSent: request.bytesSent, client: client, trace: request.trace, localReason: localReason))
         }
         // An idle keep-alive connection keeps nothing of its last request.
-        request = idle
+        request = listener.idleRequest
         timer.disarm()
         if close {
             reading = .closing

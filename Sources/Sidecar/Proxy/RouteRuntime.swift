@@ -1,9 +1,9 @@
 import Policy
-/// One route as the data plane uses it: settings, split, stats and rate limiter.
+
+/// One route as the data plane uses it: match, attempt rules, split, stats and rate limiter.
 final class RouteRuntime {
     let name: String
     let match: RouteMatch?
-    let settings: RouteSettings
     let attemptRules: AttemptRules
     let split: [SplitTarget]
     private let splitTotal: Int
@@ -14,7 +14,6 @@ final class RouteRuntime {
          stats: SidecarMetrics.RouteStats) {
         self.name = name
         self.match = match
-        self.settings = settings
         self.attemptRules = AttemptRules(settings)
         self.split = split
         self.splitTotal = split.reduce(0) { $0 + $1.weight }
