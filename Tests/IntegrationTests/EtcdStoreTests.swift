@@ -179,11 +179,17 @@ extension EtcdStoreTests {
         let b = try await registry(etcd, node: "node-b")
         let stored = try await a.put("/v1/config", #"{"Kind":"ingress-gateway","Name":"edge","Listeners":[]}"#)
         XCTAssertEqual(String(decoding: stored.body, as: UTF8.self), "true")
+        // The other registry learns of the write from etcd's watch, a moment later.
+        try await eventually("node-b sees the config entry") { try await b.get("/v1/config/ingress-gateway/edge").status == 200 }
         let seen = try await b.json("/v1/config/ingress-gateway/edge")
         XCTAssertEqual(seen["Name"], .string("edge"))
 
         let coordinate = #"{"Node":"node-a","Coord":{"Vec":[0.5,0,0,0,0,0,0,0],"Error":0.1,"Adjustment":0,"Height":0.0001}}"#
         _ = try await a.put("/v1/coordinate/update", coordinate)
+        try await eventually("node-b sees the coordinate") {
+            let (status, _, body) = try await b.get("/v1/coordinate/node/node-a")
+            return status == 200 && (try? JSON.parse(body))?[0] != nil
+        }
         let fromB = try await b.json("/v1/coordinate/node/node-a")
         XCTAssertEqual(fromB[0]?["Coord"]?["Vec"]?[0], .double(0.5))
 
@@ -192,6 +198,7 @@ extension EtcdStoreTests {
              {"KV":{"Verb":"set","Key":"edge/config","Value":"dg=="}}]
             """)
         XCTAssertEqual(txn.status, 200, String(decoding: txn.body, as: UTF8.self))
+        try await eventually("node-a sees the node") { try await a.get("/v1/catalog/node/edge-1").status == 200 }
         let node = try await a.json("/v1/catalog/node/edge-1")
         XCTAssertEqual(node["Node"]?["Address"], .string("10.0.0.7"))
 
