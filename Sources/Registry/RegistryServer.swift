@@ -250,7 +250,7 @@ public final class RegistryServer: Service {
         var serf = HealthCheck(node: identity.nodeName, checkID: "serfHealth", name: "Serf Health Status")
         serf.status = .passing
         serf.output = "Agent alive and reachable"
-        try await catalog.write { [node, consul, serf] (state: inout CatalogState) throws(CatalogError) in
+        try await catalog.write { [node, consul, serf] (state: inout RegistryState) throws(CatalogError) in
             var node = node
             if let existing = state.node(node.name) { node.createIndex = existing.createIndex }
             state.putNode(node)

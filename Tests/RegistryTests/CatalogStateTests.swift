@@ -17,22 +17,22 @@ final class CatalogStateTests: XCTestCase {
         return c
     }
 
-    private func seeded() throws -> CatalogState {
-        var state = CatalogState()
-        _ = try state.write { (s: inout CatalogState) throws(CatalogError) in
+    private func seeded() throws -> RegistryState {
+        var state = RegistryState()
+        _ = try state.write { (s: inout RegistryState) throws(CatalogError) in
             s.putNode(Node(id: "id-1", name: "n1", address: "10.0.0.1", datacenter: "dc1"))
         }
         return state
     }
 
     func testIndexIsNeverZeroAndGrowsByOnePerWrite() throws {
-        var state = CatalogState()
+        var state = RegistryState()
         XCTAssertEqual(state.watchIndex(WatchKey.services), 1, "an empty catalog still answers index 1")
-        _ = try state.write { (s: inout CatalogState) throws(CatalogError) in
+        _ = try state.write { (s: inout RegistryState) throws(CatalogError) in
             s.putNode(Node(id: "id-1", name: "n1", address: "10.0.0.1", datacenter: "dc1"))
         }
         XCTAssertEqual(state.index, 1)
-        let (_, effect) = try state.write { (s: inout CatalogState) throws(CatalogError) in
+        let (_, effect) = try state.write { (s: inout RegistryState) throws(CatalogError) in
             s.putInstance(self.instance("web1", "web"))
             s.putCheck(self.check("c1", service: "web1", status: .passing))
         }
@@ -44,7 +44,7 @@ final class CatalogStateTests: XCTestCase {
     func testNoOpWriteDoesNotAdvanceIndex() throws {
         var state = try seeded()
         let before = state.index
-        let (_, effect) = try state.write { (s: inout CatalogState) throws(CatalogError) in
+        let (_, effect) = try state.write { (s: inout RegistryState) throws(CatalogError) in
             s.putNode(Node(id: "id-1", name: "n1", address: "10.0.0.1", datacenter: "dc1"))
         }
         XCTAssertNil(effect)
@@ -54,7 +54,7 @@ final class CatalogStateTests: XCTestCase {
     func testFailedWriteChangesNothing() throws {
         var state = try seeded()
         let before = state.index
-        XCTAssertThrowsError(try state.write { (s: inout CatalogState) throws(CatalogError) in
+        XCTAssertThrowsError(try state.write { (s: inout RegistryState) throws(CatalogError) in
             throw .badRequest("no")
         })
         XCTAssertEqual(state.index, before)
@@ -62,12 +62,12 @@ final class CatalogStateTests: XCTestCase {
 
     func testWatchIndexMovesOnlyForTheServiceThatChanged() throws {
         var state = try seeded()
-        _ = try state.write { (s: inout CatalogState) throws(CatalogError) in
+        _ = try state.write { (s: inout RegistryState) throws(CatalogError) in
             s.putInstance(self.instance("web1", "web"))
             s.putInstance(self.instance("db1", "db"))
         }
         let webBefore = state.watchIndex(WatchKey.service("web"))
-        let (_, effect) = try state.write { (s: inout CatalogState) throws(CatalogError) in
+        let (_, effect) = try state.write { (s: inout RegistryState) throws(CatalogError) in
             s.putCheck(self.check("c-db", service: "db1", status: .critical))
         }
         XCTAssertEqual(state.watchIndex(WatchKey.service("web")), webBefore)
@@ -78,11 +78,11 @@ final class CatalogStateTests: XCTestCase {
 
     func testNodeCheckTouchesEveryServiceOnTheNode() throws {
         var state = try seeded()
-        _ = try state.write { (s: inout CatalogState) throws(CatalogError) in
+        _ = try state.write { (s: inout RegistryState) throws(CatalogError) in
             s.putInstance(self.instance("web1", "web"))
             s.putInstance(self.instance("db1", "db"))
         }
-        let (_, effect) = try state.write { (s: inout CatalogState) throws(CatalogError) in
+        let (_, effect) = try state.write { (s: inout RegistryState) throws(CatalogError) in
             s.putCheck(self.check("serfHealth", status: .critical))
         }
         XCTAssertTrue(effect!.touched.isSuperset(of: [WatchKey.service("web"), WatchKey.service("db")]))
@@ -90,7 +90,7 @@ final class CatalogStateTests: XCTestCase {
 
     func testHealthEntriesAreOrderedByNodeThenIDWithNodeChecksFirst() throws {
         var state = try seeded()
-        _ = try state.write { (s: inout CatalogState) throws(CatalogError) in
+        _ = try state.write { (s: inout RegistryState) throws(CatalogError) in
             s.putNode(Node(id: "id-0", name: "n0", address: "10.0.0.0", datacenter: "dc1"))
             s.putInstance(self.instance("web-b", "web"))
             s.putInstance(self.instance("web-a", "web"))
@@ -107,11 +107,11 @@ final class CatalogStateTests: XCTestCase {
 
     func testDeregisteringAnInstanceRemovesItsChecksAndKeepsItsIndex() throws {
         var state = try seeded()
-        _ = try state.write { (s: inout CatalogState) throws(CatalogError) in
+        _ = try state.write { (s: inout RegistryState) throws(CatalogError) in
             s.putInstance(self.instance("web1", "web"))
             s.putCheck(self.check("c1", service: "web1", status: .passing))
         }
-        _ = try state.write { (s: inout CatalogState) throws(CatalogError) in
+        _ = try state.write { (s: inout RegistryState) throws(CatalogError) in
             s.removeInstance(InstanceKey(node: "n1", id: "web1"))
         }
         XCTAssertNil(state.check(CheckKey(node: "n1", checkID: "c1")))
@@ -132,13 +132,13 @@ final class CatalogStateTests: XCTestCase {
         func apply(_ effect: WriteEffect?) {
             for op in effect?.ops ?? [] {
                 switch op {
-                case .put(let t, let k, let v): records[t + "\u{0}" + k] = StoredRecord(table: t, key: k, value: v)
-                case .delete(let t, let k): records[t + "\u{0}" + k] = nil
+                case .put(let t, let k, let v): records[t.rawValue + "\u{0}" + k] = StoredRecord(table: t, key: k, value: v)
+                case .delete(let t, let k): records[t.rawValue + "\u{0}" + k] = nil
                 }
             }
         }
-        var s2 = CatalogState()
-        apply(try s2.write { (s: inout CatalogState) throws(CatalogError) in
+        var s2 = RegistryState()
+        apply(try s2.write { (s: inout RegistryState) throws(CatalogError) in
             s.putNode(Node(id: "id-1", name: "n1", address: "10.0.0.1", datacenter: "dc1"))
         }.1)
         var web = instance("web1", "web", tags: ["v1"])
@@ -146,12 +146,12 @@ final class CatalogStateTests: XCTestCase {
         var ttl = check("c1", service: "web1", status: .warning)
         ttl.definition.ttl = .seconds(15)
         ttl.definition.deregisterCriticalServiceAfter = .seconds(90)
-        apply(try s2.write { (s: inout CatalogState) throws(CatalogError) in
+        apply(try s2.write { (s: inout RegistryState) throws(CatalogError) in
             s.putInstance(web)
             s.putCheck(ttl)
         }.1)
         state = s2
-        let rebuilt = try CatalogState(records: Array(records.values))
+        let rebuilt = try RegistryState(records: Array(records.values))
         XCTAssertEqual(rebuilt.index, state.index)
         XCTAssertEqual(rebuilt.instance(InstanceKey(node: "n1", id: "web1")), state.instance(InstanceKey(node: "n1", id: "web1")))
         XCTAssertEqual(rebuilt.check(CheckKey(node: "n1", checkID: "c1")), state.check(CheckKey(node: "n1", checkID: "c1")))
@@ -160,10 +160,10 @@ final class CatalogStateTests: XCTestCase {
     /// A registry sharing a store applies the records other registries commit; it must end up in
     /// exactly the state of the registry that wrote them, write after write.
     func testAFollowerApplyingCommittedRecordsMatchesTheWriter() throws {
-        var writer = CatalogState()
-        var follower = CatalogState()
+        var writer = RegistryState()
+        var follower = RegistryState()
         let now = ContinuousClock.now
-        func step(_ body: (inout CatalogState) throws(CatalogError) -> Void) throws {
+        func step(_ body: (inout RegistryState) throws(CatalogError) -> Void) throws {
             let (_, effect) = try writer.write(body)
             // A session's end comes first, as the shared store hands it over.
             let ops = (effect?.ops ?? []).sorted { $0.endsSession && !$1.endsSession }

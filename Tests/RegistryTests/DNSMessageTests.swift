@@ -62,8 +62,8 @@ final class DNSMessageTests: XCTestCase {
     }
 
     func testTheResolverAnswersFromTheCatalog() throws {
-        var state = CatalogState()
-        _ = try state.write { (s: inout CatalogState) throws(CatalogError) in
+        var state = RegistryState()
+        _ = try state.write { (s: inout RegistryState) throws(CatalogError) in
             s.putNode(Node(id: "", name: "m1", address: "10.0.0.1", datacenter: "dc1"))
             var web = ServiceInstance(node: "m1", id: "web1", name: "web")
             web.tags = ["blue"]

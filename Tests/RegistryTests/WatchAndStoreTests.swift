@@ -129,7 +129,7 @@ final class SQLiteStoreTests: XCTestCase {
             try await withThrowingTaskGroup(of: Void.self) { group in
                 for i in 0..<200 {
                     group.addTask {
-                        try await catalog.write { (s: inout CatalogState) throws(CatalogError) in
+                        try await catalog.write { (s: inout RegistryState) throws(CatalogError) in
                             var svc = ServiceInstance(node: "n1", id: "svc-\(i)", name: "svc")
                             svc.port = 1000 + i
                             s.putInstance(svc)

@@ -53,7 +53,7 @@ extension ConsulAPI {
         }
         let replace = context.request.query.flag("replace-existing-checks") ?? false
         let node = identity.nodeName
-        return write(context, { (state: inout CatalogState) throws(CatalogError) -> [HealthCheck] in
+        return write(context, { (state: inout RegistryState) throws(CatalogError) -> [HealthCheck] in
             try AgentRegistration.apply(registrations, node: node, replacingChecks: replace, to: &state)
         }, render: { [checker] stored in
             stored.forEach(checker.checkRegistered)
@@ -122,7 +122,7 @@ extension ConsulAPI {
     func agentDeregisterService(_ context: Context) -> EventLoopFuture<HTTPResponse> {
         let key = InstanceKey(node: identity.nodeName, id: context.rest)
         guard key.id != "consul" else { return badRequest("Service ID \"consul\" is reserved for the registry itself", context) }
-        return write(context, { (state: inout CatalogState) throws(CatalogError) in
+        return write(context, { (state: inout RegistryState) throws(CatalogError) in
             guard state.instance(key) != nil else { throw .notFound("Unknown service ID \"\(key.id)\". Ensure that the service ID is passed, not the service name.") }
             state.removeInstance(key)
             let sidecar = InstanceKey(node: key.node, id: SidecarServiceRegistration.sidecarID(of: key.id))
@@ -142,7 +142,7 @@ extension ConsulAPI {
         var reason = query["reason"] ?? ""
         if reason.isEmpty { reason = "Maintenance mode is enabled for this service, but no reason was provided. This is a default message." }
         let checkID = Maintenance.serviceCheckID(serviceID)
-        return write(context, { [reason] (state: inout CatalogState) throws(CatalogError) in
+        return write(context, { [reason] (state: inout RegistryState) throws(CatalogError) in
             guard let instance = state.instance(InstanceKey(node: node, id: serviceID)) else {
                 throw .notFound("No service registered with ID \"\(serviceID)\"")
             }
@@ -178,7 +178,7 @@ extension ConsulAPI {
         check.status = request.status ?? .critical
         check.serviceID = request.serviceID
         check.definition = definition
-        return write(context, { [check] (state: inout CatalogState) throws(CatalogError) -> HealthCheck in
+        return write(context, { [check] (state: inout RegistryState) throws(CatalogError) -> HealthCheck in
             var check = check
             if !check.serviceID.isEmpty {
                 guard let instance = state.instance(InstanceKey(node: node, id: check.serviceID)) else {
@@ -197,7 +197,7 @@ extension ConsulAPI {
     func agentDeregisterCheck(_ context: Context) -> EventLoopFuture<HTTPResponse> {
         let key = CheckKey(node: identity.nodeName, checkID: context.rest)
         guard key.checkID != "serfHealth" else { return badRequest("Check \"serfHealth\" belongs to the node and cannot be removed", context) }
-        return write(context, { (state: inout CatalogState) throws(CatalogError) in
+        return write(context, { (state: inout RegistryState) throws(CatalogError) in
             guard state.check(key) != nil else { throw .notFound("Unknown check ID \"\(key.checkID)\". Ensure that the check ID is passed, not the check name.") }
             state.removeCheck(key)
         }, render: { _ in HTTPResponse(status: .ok) })
@@ -225,7 +225,7 @@ extension ConsulAPI {
 
     private func setCheckStatus(_ context: Context, status: HealthStatus, output: String) -> EventLoopFuture<HTTPResponse> {
         let key = CheckKey(node: identity.nodeName, checkID: context.rest)
-        return write(context, { (state: inout CatalogState) throws(CatalogError) -> HealthCheck in
+        return write(context, { (state: inout RegistryState) throws(CatalogError) -> HealthCheck in
             guard var check = state.check(key) else {
                 throw .notFound("Unknown check ID \"\(key.checkID)\". Ensure that the check ID is passed, not the check name.")
             }

@@ -44,7 +44,7 @@ extension ConsulAPI {
     }
 
     /// An `AgentServiceChecksInfo` and its aggregate.
-    private static func serviceHealth(_ instance: ServiceInstance, state: borrowing CatalogState,
+    private static func serviceHealth(_ instance: ServiceInstance, state: borrowing RegistryState,
                                       datacenter: String) -> (JSON, AggregatedHealth) {
         let checks = state.healthEntry(instance)?.checks ?? []
         let health = AggregatedHealth(checks)

@@ -50,7 +50,7 @@ extension ConsulAPI {
         let node = identity.nodeName
         let meta = AgentIdentity.nodeMeta(settings.nodeMeta)
         logger.notice("configuration reloaded", metadata: ["log_level": "\(settings.logLevel)", "services": "\(services.count)"])
-        return write(context, { (state: inout CatalogState) throws(CatalogError) -> [HealthCheck] in
+        return write(context, { (state: inout RegistryState) throws(CatalogError) -> [HealthCheck] in
             if var own = state.node(node) {
                 own.meta = meta
                 state.putNode(own)
@@ -66,7 +66,7 @@ extension ConsulAPI {
     public func registerConfigServices(_ definitions: [JSON]) async throws {
         let services = try configServiceRegistrations(definitions)
         let node = identity.nodeName
-        let stored = try await catalog.write { (state: inout CatalogState) throws(CatalogError) -> [HealthCheck] in
+        let stored = try await catalog.write { (state: inout RegistryState) throws(CatalogError) -> [HealthCheck] in
             try Self.replaceConfigServices(services, node: node, in: &state)
         }
         stored.forEach(checker.checkRegistered)
@@ -87,7 +87,7 @@ extension ConsulAPI {
 
     /// Registers `services` and removes the ones an earlier version of the file defined and this one does not.
     private static func replaceConfigServices(_ services: [AgentRegistration], node: String,
-                                              in state: inout CatalogState) throws(CatalogError) -> [HealthCheck] {
+                                              in state: inout RegistryState) throws(CatalogError) -> [HealthCheck] {
         let ids = Set(services.map(\.instance.id))
         for stale in state.configServiceIDs.subtracting(ids) {
             state.removeInstance(InstanceKey(node: node, id: stale))

@@ -26,7 +26,7 @@ extension ConsulAPI {
         let node = identity.nodeName
         var reason = query["reason"] ?? ""
         if reason.isEmpty { reason = Maintenance.nodeDefaultReason }
-        return write(context, { [reason] (state: inout CatalogState) throws(CatalogError) in
+        return write(context, { [reason] (state: inout RegistryState) throws(CatalogError) in
             let key = CheckKey(node: node, checkID: Maintenance.nodeCheckID)
             if enable {
                 var check = HealthCheck(node: node, checkID: Maintenance.nodeCheckID, name: "Node Maintenance Mode")

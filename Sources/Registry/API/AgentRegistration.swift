@@ -14,7 +14,7 @@ struct AgentRegistration: Sendable {
     /// Writes `registrations`; registering a service again keeps its checks' status unless given,
     /// and with `replacingChecks` removes the checks it no longer has.
     static func apply(_ registrations: [AgentRegistration], node: String, replacingChecks: Bool,
-                      to state: inout CatalogState) throws(CatalogError) -> [HealthCheck] {
+                      to state: inout RegistryState) throws(CatalogError) -> [HealthCheck] {
         var stored: [HealthCheck] = []
         for var registration in registrations {
             if registration.isSidecar && registration.instance.port == 0 {

@@ -38,9 +38,9 @@ struct BlockingParameters {
 /// A read that may long-poll: answered at once when its data is newer than `?index=`, else parked
 /// on its watch key until that key changes or the wait runs out.
 final class BlockingQuery: @unchecked Sendable {
-    typealias Render = @Sendable (borrowing CatalogState) -> HTTPResponse
+    typealias Render = @Sendable (borrowing RegistryState) -> HTTPResponse
     /// The index of the data a query reads (`X-Consul-Index`), from a snapshot.
-    typealias IndexOf = @Sendable (borrowing CatalogState) -> UInt64
+    typealias IndexOf = @Sendable (borrowing RegistryState) -> UInt64
 
     private let catalog: Catalog
     private let key: String

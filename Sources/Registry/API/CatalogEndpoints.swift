@@ -31,7 +31,7 @@ extension ConsulAPI {
 
     /// `ServiceNode`s of `instances`, with `?tag=`, `?node-meta=`, `?peer=` and `?filter=`.
     private func serviceNodes(_ context: Context, service name: String,
-                              _ instances: @escaping @Sendable (borrowing CatalogState) -> [ServiceInstance]) -> EventLoopFuture<HTTPResponse> {
+                              _ instances: @escaping @Sendable (borrowing RegistryState) -> [ServiceInstance]) -> EventLoopFuture<HTTPResponse> {
         let tags = context.request.query.all("tag")
         let metaFilter = nodeMetaFilter(context)
         let peer = namesPeer(context)
@@ -118,7 +118,7 @@ extension ConsulAPI {
             guard !check.checkID.isEmpty else { return badRequest("Missing check ID", context) }
             checks.append(check)
         }
-        return write(context, { [node, checks, service] (state: inout CatalogState) throws(CatalogError) -> Bool in
+        return write(context, { [node, checks, service] (state: inout RegistryState) throws(CatalogError) -> Bool in
             var node = node
             let existing = state.node(nodeName)
             if existing == nil && skipNodeUpdate && node.address.isEmpty { throw .badRequest("Must provide address if SkipNodeUpdate is not set") }
@@ -161,7 +161,7 @@ extension ConsulAPI {
         guard nodeName != identity.nodeName || !serviceID.isEmpty || !checkID.isEmpty else {
             return badRequest("The registry's own node \"\(nodeName)\" cannot be deregistered", context)
         }
-        return write(context, { (state: inout CatalogState) throws(CatalogError) -> Bool in
+        return write(context, { (state: inout RegistryState) throws(CatalogError) -> Bool in
             if !serviceID.isEmpty {
                 state.removeInstance(InstanceKey(node: nodeName, id: serviceID))
             } else if !checkID.isEmpty {

@@ -1,6 +1,6 @@
 import TrellisCore
 
-/// Consul's JSON shapes for catalog values, used both on the wire and in the store.
+/// Consul's JSON shapes for catalog values on the wire (the store's are in State/Schema).
 enum CatalogJSON {
     /// A node's string map, `null` when it has none, as Consul encodes an unset Go map.
     static func nodeMap(_ map: [String: String]) -> JSON { map.isEmpty ? .null : .stringMap(map) }
@@ -153,70 +153,5 @@ enum CatalogJSON {
             ("CreateIndex", .int(Int64(c.createIndex))),
             ("ModifyIndex", .int(Int64(c.modifyIndex))),
         ]))
-    }
-}
-
-/// The store's record form: the wire shapes plus what the wire leaves out (TTL, thresholds).
-enum StoredCatalog {
-    static func encode(_ node: Node) -> [UInt8] { CatalogJSON.node(node).serialized() }
-
-    static func encode(_ service: ServiceInstance) -> [UInt8] {
-        guard case .object(var object) = CatalogJSON.nodeService(service) else { return [] }
-        // The wire form fills in an empty `Proxy`/`Connect`; the record keeps only what was registered.
-        if service.proxy == nil { object.pairs.removeAll { $0.key == "Proxy" } }
-        if service.connect == nil { object.pairs.removeAll { $0.key == "Connect" } }
-        object.append("Node", .string(service.node))
-        return JSON.object(object).serialized()
-    }
-
-    static func encode(_ check: HealthCheck) -> [UInt8] {
-        guard case .object(var object) = CatalogJSON.check(check) else { return [] }
-        let d = check.definition
-        if let ttl = d.ttl { object.append("TTL", .string(GoDuration.format(ttl))) }
-        if !d.args.isEmpty { object.append("Args", .strings(d.args)) }
-        object.append("SuccessBeforePassing", .int(Int64(d.successBeforePassing)))
-        object.append("FailuresBeforeWarning", .int(Int64(d.failuresBeforeWarning)))
-        object.append("FailuresBeforeCritical", .int(Int64(d.failuresBeforeCritical)))
-        return JSON.object(object).serialized()
-    }
-
-    static func decodeNode(_ bytes: [UInt8]) throws -> Node {
-        let r = try FieldReader(try JSON.parse(bytes), context: "node")
-        var node = Node(id: try r.string("ID") ?? "", name: try r.string("Node") ?? "",
-                        address: try r.string("Address") ?? "", datacenter: try r.string("Datacenter") ?? "",
-                        taggedAddresses: try r.stringMap("TaggedAddresses") ?? [:], meta: try r.stringMap("Meta") ?? [:])
-        node.createIndex = try r.uint64("CreateIndex") ?? 0
-        node.modifyIndex = try r.uint64("ModifyIndex") ?? 0
-        return node
-    }
-
-    static func decodeService(_ bytes: [UInt8]) throws -> ServiceInstance {
-        let r = try FieldReader(try JSON.parse(bytes), context: "service")
-        var s = try ServiceFields.decode(r, node: try r.string("Node") ?? "", nameField: "Service")
-        s.createIndex = try r.uint64("CreateIndex") ?? 0
-        s.modifyIndex = try r.uint64("ModifyIndex") ?? 0
-        return s
-    }
-
-    static func decodeCheck(_ bytes: [UInt8]) throws -> HealthCheck {
-        let r = try FieldReader(try JSON.parse(bytes), context: "check")
-        var check = HealthCheck(node: try r.string("Node") ?? "", checkID: try r.string("CheckID") ?? "",
-                                name: try r.string("Name") ?? "")
-        check.status = HealthStatus(rawValue: try r.string("Status") ?? "") ?? .critical
-        check.notes = try r.string("Notes") ?? ""
-        check.output = try r.string("Output") ?? ""
-        check.serviceID = try r.string("ServiceID") ?? ""
-        check.serviceName = try r.string("ServiceName") ?? ""
-        check.serviceTags = try r.strings("ServiceTags") ?? []
-        var d = try CheckFields.decodeDefinition(try r.object("Definition") ?? FieldReader(JSONObject()))
-        d.ttl = try r.duration("TTL")
-        d.args = try r.strings("Args") ?? []
-        d.successBeforePassing = try r.int("SuccessBeforePassing") ?? 0
-        d.failuresBeforeWarning = try r.int("FailuresBeforeWarning") ?? 0
-        d.failuresBeforeCritical = try r.int("FailuresBeforeCritical") ?? 0
-        check.definition = d
-        check.createIndex = try r.uint64("CreateIndex") ?? 0
-        check.modifyIndex = try r.uint64("ModifyIndex") ?? 0
-        return check
     }
 }

@@ -56,7 +56,7 @@ extension ConsulAPI {
         entry.pairs.insert(contentsOf: [(key: "Kind", value: .string(kind)), (key: "Name", value: .string(name))], at: 0)
         let (cas, refusal) = casParameter(context)
         if let refusal { return immediate(refusal, context) }
-        return write(context, { [entry] (state: inout CatalogState) throws(CatalogError) -> Bool in
+        return write(context, { [entry] (state: inout RegistryState) throws(CatalogError) -> Bool in
             state.putConfigEntry(entry, kind: kind, name: name, cas: cas)
         }, render: { Self.boolResponse($0) })
     }
@@ -72,7 +72,7 @@ extension ConsulAPI {
             guard let name else { return badRequest("Must provide a name to delete", context) }
             let (cas, refusal) = casParameter(context)
             if let refusal { return immediate(refusal, context) }
-            return write(context, { (state: inout CatalogState) throws(CatalogError) -> Bool in
+            return write(context, { (state: inout RegistryState) throws(CatalogError) -> Bool in
                 state.deleteConfigEntry(kind: kind, name: name, cas: cas)
             }, render: { deleted in cas == nil ? .json(Array("{}".utf8)) : Self.boolResponse(deleted) })
         }
@@ -96,7 +96,7 @@ extension ConsulAPI {
             var items: [JSON] = []
             for kind in ["ingress-gateway", "terminating-gateway"] {
                 guard let entry = state.configEntry(kind: kind, name: gateway) else { continue }
-                for service in CatalogState.gatewayServices(entry) {
+                for service in RegistryState.gatewayServices(entry) {
                     var item = JSONObject([
                         ("Gateway", .object(JSONObject([("Name", .string(gateway))]))),
                         ("Service", .object(JSONObject([("Name", .string(service.name))]))),
@@ -116,7 +116,7 @@ extension ConsulAPI {
         let name = context.rest
         return healthEntries(context, service: name) { state in
             let gateways = state.configEntries(kind: "ingress-gateway").filter { entry in
-                CatalogState.gatewayServices(entry).contains { $0.name == name }
+                RegistryState.gatewayServices(entry).contains { $0.name == name }
             }.compactMap { $0.field("Name")?.stringValue }
             return gateways.flatMap { state.healthEntries(service: $0) }.filter { $0.service.kind == "ingress-gateway" }
         }

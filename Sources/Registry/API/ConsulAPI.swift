@@ -222,7 +222,7 @@ public final class ConsulAPI: HTTPResponder {
     }
 
     /// Applies a write and answers once it is durable: `render` builds the success response.
-    func write<T: Sendable>(_ context: Context, _ body: @escaping @Sendable (inout CatalogState) throws(CatalogError) -> T,
+    func write<T: Sendable>(_ context: Context, _ body: @escaping @Sendable (inout RegistryState) throws(CatalogError) -> T,
                             render: @escaping @Sendable (T) -> HTTPResponse) -> EventLoopFuture<HTTPResponse> {
         let promise = context.loop.makePromise(of: HTTPResponse.self)
         catalog.write(body) { result in
@@ -239,7 +239,7 @@ public final class ConsulAPI: HTTPResponder {
 
     /// A blocking-capable read of JSON, with `?filter` applied to list items.
     func blockingJSON(_ context: Context, key: String,
-                      _ build: @escaping @Sendable (borrowing CatalogState) -> JSON) -> EventLoopFuture<HTTPResponse> {
+                      _ build: @escaping @Sendable (borrowing RegistryState) -> JSON) -> EventLoopFuture<HTTPResponse> {
         blockingJSON(context, key: key, filteringItems: { state, filter in
             let value = build(state)
             return filter.map { $0.apply(to: value) } ?? value
@@ -250,7 +250,7 @@ public final class ConsulAPI: HTTPResponder {
     /// Consul filters something other than the answer's items (the instances behind
     /// `/v1/catalog/services`, the `Services` of `/v1/catalog/node/:node`).
     func blockingJSON(_ context: Context, key: String,
-                      filteringItems build: @escaping @Sendable (borrowing CatalogState, FilterExpression?) -> JSON)
+                      filteringItems build: @escaping @Sendable (borrowing RegistryState, FilterExpression?) -> JSON)
         -> EventLoopFuture<HTTPResponse> {
         let filter: FilterExpression?
         do {

@@ -10,7 +10,7 @@ extension ConsulAPI {
             ("Datacenter", .string(identity.datacenter)), ("AreaID", .string("wan")),
             ("Coordinates", .array([.object(JSONObject([
                 // Consul strips the `.<dc>` suffix of the WAN names here.
-                ("Node", .string(identity.nodeName)), ("Coord", CatalogState.originCoordinate),
+                ("Node", .string(identity.nodeName)), ("Coord", RegistryState.originCoordinate),
             ]))])),
         ])
         return immediate(json(.array([.object(entry)]), context), context)
@@ -21,7 +21,7 @@ extension ConsulAPI {
         return blockingJSON(context, key: WatchKey.coordinates) { state in
             var names = state.coordinateNodes
             if state.coordinate(node: own) == nil { names = (names + [own]).sorted() }
-            return .array(names.map { Self.coordinateEntry($0, state.coordinate(node: $0) ?? CatalogState.originCoordinate) })
+            return .array(names.map { Self.coordinateEntry($0, state.coordinate(node: $0) ?? RegistryState.originCoordinate) })
         }
     }
 
@@ -34,7 +34,7 @@ extension ConsulAPI {
             return immediate(response, context)
         }
         return blockingJSON(context, key: WatchKey.coordinates) { state in
-            .array([Self.coordinateEntry(name, state.coordinate(node: name) ?? CatalogState.originCoordinate)])
+            .array([Self.coordinateEntry(name, state.coordinate(node: name) ?? RegistryState.originCoordinate)])
         }
     }
 
@@ -50,7 +50,7 @@ extension ConsulAPI {
             return decodeFailed(error, context)
         }
         guard !node.isEmpty else { return badRequest("Must provide node", context) }
-        return write(context, { (state: inout CatalogState) throws(CatalogError) in
+        return write(context, { (state: inout RegistryState) throws(CatalogError) in
             state.putCoordinate(node: node, coordinate)
         }, render: { _ in HTTPResponse(status: .ok) })
     }
@@ -68,8 +68,8 @@ extension ConsulAPI {
             default: nil
             }
         }
-        guard let vec = r.value("Vec")?.arrayValue, vec.count == CatalogState.coordinateDimensions else {
-            throw DecodeError("invalid coordinate: Vec must have \(CatalogState.coordinateDimensions) dimensions")
+        guard let vec = r.value("Vec")?.arrayValue, vec.count == RegistryState.coordinateDimensions else {
+            throw DecodeError("invalid coordinate: Vec must have \(RegistryState.coordinateDimensions) dimensions")
         }
         var components: [JSON] = []
         for item in vec {

@@ -21,7 +21,7 @@ extension ConsulAPI {
     /// Health entries as `/v1/health/service/:name` answers them, with `?passing`, `?tag=`,
     /// `?node-meta=`, `?peer=` and `?filter=`.
     func healthEntries(_ context: Context, service name: String,
-                               _ entries: @escaping @Sendable (borrowing CatalogState) -> [HealthEntry]) -> EventLoopFuture<HTTPResponse> {
+                               _ entries: @escaping @Sendable (borrowing RegistryState) -> [HealthEntry]) -> EventLoopFuture<HTTPResponse> {
         let query = context.request.query
         guard let passing = query.flag("passing") else { return badRequest("Invalid value for ?passing", context) }
         let tags = query.all("tag")

@@ -27,7 +27,7 @@ extension ConsulAPI {
         guard listing || !key.isEmpty else { return badRequest("Missing key name", context) }
         let separator = query["separator"] ?? ""
         let pretty = query.has("pretty")
-        return BlockingQuery.run(context.request, catalog: catalog, key: CatalogState.kvWatchKey(key),
+        return BlockingQuery.run(context.request, catalog: catalog, key: RegistryState.kvWatchKey(key),
                                  indexOf: { $0.kvIndex(key, recurse: listing) }, on: context.loop,
                                  cancellation: context.cancellation) { state in
             if keysOnly {
@@ -74,7 +74,7 @@ extension ConsulAPI {
         let release = query["release"].flatMap { $0.isEmpty ? nil : $0 }
         if acquire != nil && release != nil { return badRequest("Conflicting flags: acquire and release", context) }
         let op: KVWrite = acquire.map { .lock(session: $0) } ?? release.map { .unlock(session: $0) } ?? .set
-        return write(context, { [flags, cas] (state: inout CatalogState) throws(CatalogError) -> Bool in
+        return write(context, { [flags, cas] (state: inout RegistryState) throws(CatalogError) -> Bool in
             try state.applyKVWrite(key: key, value: value, flags: flags, cas: cas, op: op, now: .now)
         }, render: { Self.boolResponse($0) })
     }
@@ -90,7 +90,7 @@ extension ConsulAPI {
             cas = parsed
         }
         if recurse && cas != nil { return badRequest("Conflicting flags: cas and recurse", context) }
-        return write(context, { [cas] (state: inout CatalogState) throws(CatalogError) -> Bool in
+        return write(context, { [cas] (state: inout RegistryState) throws(CatalogError) -> Bool in
             if recurse {
                 for entry in state.kvEntries(prefix: key) { state.deleteKV(entry.key) }
                 return true

@@ -15,7 +15,7 @@ extension ConsulAPI {
         let leader: Bool
     }
 
-    private static func servers(_ state: borrowing CatalogState) -> [Server] {
+    private static func servers(_ state: borrowing RegistryState) -> [Server] {
         let registries = state.instances(named: "consul").compactMap { instance in
             state.node(instance.node).map { node in
                 (id: node.id, node: node.name, address: HostPort.format(node.address, instance.port))
@@ -81,7 +81,7 @@ extension ConsulAPI {
             guard let parsed = UInt64(text) else { return badRequest("Invalid cas: \(JSON.string(text).text)", context) }
             cas = parsed
         }
-        return write(context, { [cas] (state: inout CatalogState) throws(CatalogError) -> Bool in
+        return write(context, { [cas] (state: inout RegistryState) throws(CatalogError) -> Bool in
             state.updateAutopilotConfiguration(update, cas: cas)
         }, render: { Self.boolResponse($0) })
     }

@@ -48,7 +48,7 @@ extension ConsulAPI {
         }
         if !checksGiven { session.nodeChecks = ["serfHealth"] }
         let created = session
-        return write(context, { (state: inout CatalogState) throws(CatalogError) -> String in
+        return write(context, { (state: inout RegistryState) throws(CatalogError) -> String in
             guard state.node(created.node) != nil else {
                 throw .badRequest("Failed to create session: node '\(created.node)' not found")
             }
@@ -66,7 +66,7 @@ extension ConsulAPI {
     func sessionDestroy(_ context: Context) -> EventLoopFuture<HTTPResponse> {
         let id = context.rest
         guard !id.isEmpty else { return badRequest("Missing session", context) }
-        return write(context, { (state: inout CatalogState) throws(CatalogError) in
+        return write(context, { (state: inout RegistryState) throws(CatalogError) in
             state.destroySession(id, now: .now)
         }, render: { _ in Self.boolResponse(true) })
     }
@@ -111,7 +111,7 @@ final class SessionExpiry: Sendable {
             let now = ContinuousClock.now
             let expired = catalog.read { $0.expiredSessions(at: now) }
             guard !expired.isEmpty else { return }
-            catalog.write({ (state: inout CatalogState) throws(CatalogError) in
+            catalog.write({ (state: inout RegistryState) throws(CatalogError) in
                 for id in expired { state.destroySession(id, now: now) }
             }, completion: { _ in })
         }

@@ -28,7 +28,7 @@ enum SidecarServiceRegistration {
     }
 
     /// A free port of `ports` that no other proxy on the node holds.
-    static func allocatePort(on node: String, state: borrowing CatalogState) throws(CatalogError) -> Int {
+    static func allocatePort(on node: String, state: borrowing RegistryState) throws(CatalogError) -> Int {
         let taken = Set(state.instances(onNode: node).filter { $0.kind == "connect-proxy" }.map(\.port))
         guard let port = ports.first(where: { !taken.contains($0) }) else {
             throw .badRequest("no port provided for sidecar_service and none left in the configured range [\(ports.lowerBound), \(ports.upperBound)]")

@@ -25,7 +25,7 @@ extension ConsulAPI {
         }
         let pretty = context.request.query.has("pretty")
         let ownNode = identity.nodeName
-        return write(context, { (state: inout CatalogState) throws(CatalogError) -> TxnOutcome in
+        return write(context, { (state: inout RegistryState) throws(CatalogError) -> TxnOutcome in
             state.applyTxn(ops, ownNode: ownNode, now: .now)
         }, render: { outcome in
             switch outcome {

@@ -35,7 +35,7 @@ struct DNSResolver {
     let settings: DNSSettings
 
     /// The answer to one question, read from `state`.
-    func answer(_ labels: [String], type: UInt16, state: borrowing CatalogState) -> DNSAnswer {
+    func answer(_ labels: [String], type: UInt16, state: borrowing RegistryState) -> DNSAnswer {
         let lowered = labels.map { $0.lowercased() }
         guard lowered.last == Self.domain else { return DNSAnswer(rcode: .refused) }
         var parts = Array(lowered.dropLast())
@@ -73,7 +73,7 @@ struct DNSResolver {
             refresh: 3600, retry: 600, expire: 86400, minimum: settings.soaMinTTL))
     }
 
-    private func service(_ parts: [String], type: UInt16, labels: [String], state: borrowing CatalogState) -> DNSAnswer {
+    private func service(_ parts: [String], type: UInt16, labels: [String], state: borrowing RegistryState) -> DNSAnswer {
         let name: String, tag: String?
         switch parts.count {
         case 1:
@@ -127,7 +127,7 @@ struct DNSResolver {
         return answer
     }
 
-    private func node(_ parts: [String], type: UInt16, labels: [String], state: borrowing CatalogState) -> DNSAnswer {
+    private func node(_ parts: [String], type: UInt16, labels: [String], state: borrowing RegistryState) -> DNSAnswer {
         guard parts.count == 1 else { return negative() }
         let wanted = parts[0]
         guard let node = state.node(wanted) ?? state.allNodes.first(where: { $0.name.lowercased() == wanted }) else {

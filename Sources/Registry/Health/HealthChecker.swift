@@ -184,7 +184,7 @@ public final class HealthChecker: @unchecked Sendable {
             return
         }
         if unchanged { return }
-        catalog.write({ (state: inout CatalogState) throws(CatalogError) -> HealthCheck? in
+        catalog.write({ (state: inout RegistryState) throws(CatalogError) -> HealthCheck? in
             guard var check = state.check(key) else { return nil }
             guard check.status != outcome.status || check.output != output else { return check }
             check.status = outcome.status
@@ -224,7 +224,7 @@ public final class HealthChecker: @unchecked Sendable {
             logger.info("deregistering service critical for too long",
                         metadata: ["service": "\(check.serviceID)", "check": "\(check.checkID)"])
             let instance = InstanceKey(node: check.node, id: check.serviceID)
-            catalog.write({ (state: inout CatalogState) throws(CatalogError) in state.removeInstance(instance) },
+            catalog.write({ (state: inout RegistryState) throws(CatalogError) in state.removeInstance(instance) },
                           completion: { _ in })
         }
     }

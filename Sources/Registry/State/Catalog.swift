@@ -13,7 +13,7 @@ public final class Catalog: Sendable {
         case shared(EtcdStore)
     }
 
-    private let state: Mutex<CatalogState>
+    private let state: Mutex<RegistryState>
     private let backend: Backend
     public let hub = WatchHub()
     /// Rendered reads, reused while the data behind them is unchanged.
@@ -21,13 +21,13 @@ public final class Catalog: Sendable {
 
     public init(store: any Store) throws {
         backend = .local(store)
-        state = Mutex(try CatalogState(records: store.loadAll()))
+        state = Mutex(try RegistryState(records: store.loadAll()))
     }
 
     /// A catalog on a store shared with other registries, empty until the store loads into it.
     public init(shared store: EtcdStore) {
         backend = .shared(store)
-        state = Mutex(CatalogState())
+        state = Mutex(RegistryState())
     }
 
     /// The etcd store shared with other registries; nil for a local store.
@@ -37,7 +37,7 @@ public final class Catalog: Sendable {
     }
 
     /// Reads a consistent snapshot.
-    public func read<T>(_ body: (borrowing CatalogState) throws -> T) rethrows -> T {
+    public func read<T>(_ body: (borrowing RegistryState) throws -> T) rethrows -> T {
         try state.withLock { try body($0) }
     }
 
@@ -45,13 +45,13 @@ public final class Catalog: Sendable {
     ///
     /// `body` must decide from the state it is given: with a shared store it may run again on a newer state.
     public func write<T: Sendable>(
-        _ body: @escaping @Sendable (inout CatalogState) throws(CatalogError) -> T,
+        _ body: @escaping @Sendable (inout RegistryState) throws(CatalogError) -> T,
         completion: @escaping @Sendable (Result<T, any Error>) -> Void
     ) {
         switch backend {
         case .local(let store):
             do {
-                try state.withLock { (state: inout CatalogState) throws(CatalogError) in
+                try state.withLock { (state: inout RegistryState) throws(CatalogError) in
                     let (result, effect) = try state.write(body)
                     // Appending under the lock keeps the store's order identical to the state's.
                     store.append(effect?.ops ?? []) { [hub] outcome in
@@ -80,7 +80,7 @@ public final class Catalog: Sendable {
     }
 
     /// `write` for async callers.
-    public func write<T: Sendable>(_ body: @escaping @Sendable (inout CatalogState) throws(CatalogError) -> T) async throws -> T {
+    public func write<T: Sendable>(_ body: @escaping @Sendable (inout RegistryState) throws(CatalogError) -> T) async throws -> T {
         try await withCheckedThrowingContinuation { continuation in
             write(body) { continuation.resume(with: $0) }
         }
@@ -97,7 +97,7 @@ public final class Catalog: Sendable {
     // MARK: Following a shared store
 
     /// The state as of now, to compute a write on.
-    func snapshot() -> CatalogState { state.withLock { $0 } }
+    func snapshot() -> RegistryState { state.withLock { $0 } }
 
     /// Applies changes committed to the shared store at `revision` (nil: changes outside the index,
     /// such as session renewals), unless the state already holds that revision.
@@ -112,7 +112,7 @@ public final class Catalog: Sendable {
         try apply(changes, revision: revision) { $0.storeRevision == basis }
     }
 
-    private func apply(_ changes: [StoreOp], revision: Int64?, if applies: (borrowing CatalogState) -> Bool) throws -> Bool {
+    private func apply(_ changes: [StoreOp], revision: Int64?, if applies: (borrowing RegistryState) -> Bool) throws -> Bool {
         let now = ContinuousClock.now
         var wake = Set<String>()
         let applied = try state.withLock { state in
@@ -127,7 +127,7 @@ public final class Catalog: Sendable {
 
     /// Replaces the whole state with what the shared store holds and wakes every parked query.
     func reload(_ records: [StoredRecord], revision: Int64) throws {
-        var fresh = try CatalogState(records: records)
+        var fresh = try RegistryState(records: records)
         fresh.storeRevision = revision
         state.withLock { swap(&$0, &fresh) }
         hub.notifyAll()
@@ -136,5 +136,5 @@ public final class Catalog: Sendable {
 
 /// A write waiting for the shared store: applies itself to a state and says how to report the outcome.
 struct QueuedWrite: Sendable {
-    let apply: @Sendable (inout CatalogState) -> (effect: WriteEffect?, report: @Sendable (Result<Void, any Error>) -> Void)
+    let apply: @Sendable (inout RegistryState) -> (effect: WriteEffect?, report: @Sendable (Result<Void, any Error>) -> Void)
 }

@@ -103,7 +103,7 @@ public final class EtcdStore: Sendable {
 
     /// Tells every registry that `session` was renewed.
     func announceRenewal(of session: String) {
-        let key = prefix + Array("\(SessionRenewal.table)/\(session)".utf8)
+        let key = prefix + Array("\(Table.sessionRenewal.rawValue)/\(session)".utf8)
         Task {
             do {
                 try await client.put(key: key, value: [])
@@ -232,18 +232,15 @@ public final class EtcdStore: Sendable {
 
     private var indexKey: [UInt8] { prefix + Array("meta/index".utf8) }
 
-    /// The table and key of the record stored at `etcdKey`; nil for keys that are not records.
-    private func record(at etcdKey: [UInt8]) -> (table: String, key: String)? {
+    /// The table and key of the record stored at `etcdKey`; nil for keys that are not records (or
+    /// records of tables this release does not know).
+    private func record(at etcdKey: [UInt8]) -> (table: Table, key: String)? {
         guard etcdKey.starts(with: prefix) else { return nil }
         let rest = etcdKey[prefix.count...]
-        guard let slash = rest.firstIndex(of: UInt8(ascii: "/")) else { return nil }
-        return (String(decoding: rest[..<slash], as: UTF8.self), String(decoding: rest[(slash + 1)...], as: UTF8.self))
+        guard let slash = rest.firstIndex(of: UInt8(ascii: "/")),
+              let table = Table(rawValue: String(decoding: rest[..<slash], as: UTF8.self)) else { return nil }
+        return (table, String(decoding: rest[(slash + 1)...], as: UTF8.self))
     }
-}
-
-/// Where renewals of TTL sessions are announced to the other registries of a shared store.
-enum SessionRenewal {
-    static let table = "renew"
 }
 
 /// The operations of one transaction: one per key (the last one wins), in first-touched order.
@@ -261,11 +258,11 @@ private struct MutationList {
     mutating func add(_ op: StoreOp, prefix: [UInt8]) {
         switch op {
         case .put(let table, let key, let value):
-            set(.put(key: prefix + Array("\(table)/\(key)".utf8), value: value))
+            set(.put(key: prefix + Array("\(table.rawValue)/\(key)".utf8), value: value))
         case .delete(let table, let key):
-            set(.delete(key: prefix + Array("\(table)/\(key)".utf8)))
+            set(.delete(key: prefix + Array("\(table.rawValue)/\(key)".utf8)))
             // A session that ends takes its renewal marker along.
-            if table == "session" { set(.delete(key: prefix + Array("\(SessionRenewal.table)/\(key)".utf8))) }
+            if table == .session { set(.delete(key: prefix + Array("\(Table.sessionRenewal.rawValue)/\(key)".utf8))) }
         }
     }
 

@@ -37,9 +37,11 @@ public final class SQLiteStore: Store {
 
     public func loadAll() throws -> [StoredRecord] {
         try database.read { db in
-            try Row.fetchAll(db, sql: "SELECT tbl, key, value FROM records").map { row in
+            try Row.fetchAll(db, sql: "SELECT tbl, key, value FROM records").compactMap { row in
+                // Records of tables this release does not know (a newer release's) stay on disk, unread.
+                guard let table = Table(rawValue: row["tbl"]) else { return nil }
                 let data: Data = row["value"]
-                return StoredRecord(table: row["tbl"], key: row["key"], value: [UInt8](data))
+                return StoredRecord(table: table, key: row["key"], value: [UInt8](data))
             }
         }
     }
@@ -62,9 +64,9 @@ public final class SQLiteStore: Store {
                         for op in batch.ops {
                             switch op {
                             case .put(let table, let key, let value):
-                                try put.execute(arguments: [table, key, Data(value)])
+                                try put.execute(arguments: [table.rawValue, key, Data(value)])
                             case .delete(let table, let key):
-                                try delete.execute(arguments: [table, key])
+                                try delete.execute(arguments: [table.rawValue, key])
                             }
                         }
                     }

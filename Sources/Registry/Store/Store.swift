@@ -2,23 +2,23 @@ import Synchronization
 
 /// One change to durable storage: a record put or deleted in a table.
 public enum StoreOp: Sendable, Equatable {
-    case put(table: String, key: String, value: [UInt8])
-    case delete(table: String, key: String)
+    case put(table: Table, key: String, value: [UInt8])
+    case delete(table: Table, key: String)
 
     /// True for the deletion of a session record (which releases the session's locks).
     public var endsSession: Bool {
-        if case .delete("session", _) = self { return true }
+        if case .delete(.session, _) = self { return true }
         return false
     }
 }
 
 /// A record read back from durable storage at start-up.
 public struct StoredRecord: Sendable {
-    public let table: String
+    public let table: Table
     public let key: String
     public let value: [UInt8]
 
-    public init(table: String, key: String, value: [UInt8]) {
+    public init(table: Table, key: String, value: [UInt8]) {
         self.table = table
         self.key = key
         self.value = value

@@ -1,7 +1,7 @@
 import TrellisCore
 
 /// Config entries (`/v1/config`), by kind and name, with the indexes Consul gives them.
-extension CatalogState {
+extension RegistryState {
     private static func configKey(_ kind: String, _ name: String) -> String { kind + "\n" + name }
 
     public func configEntry(kind: String, name: String) -> JSONObject? { configEntries[Self.configKey(kind, name)] }
@@ -22,7 +22,7 @@ extension CatalogState {
         stored.append("CreateIndex", existing?.field("CreateIndex") ?? .unsigned(writeIndex))
         stored.append("ModifyIndex", .unsigned(writeIndex))
         configEntries[key] = stored
-        record(.put(table: "config", key: key, value: JSON.object(stored).serialized()),
+        record(.put(table: .configEntry, key: key, value: JSONRecord.encode(.object(stored))),
                touching: Self.configWatchKeys(kind, existing) + Self.configWatchKeys(kind, stored))
         return true
     }
@@ -34,12 +34,12 @@ extension CatalogState {
         if let cas, cas != existing?.field("ModifyIndex")?.uint64Value ?? 0 { return false }
         guard let existing else { return true }
         configEntries[key] = nil
-        record(.delete(table: "config", key: key), touching: Self.configWatchKeys(kind, existing))
+        record(.delete(table: .configEntry, key: key), touching: Self.configWatchKeys(kind, existing))
         return true
     }
 
-    mutating func loadConfigEntry(key: String, _ value: [UInt8]) throws {
-        configEntries[key] = try JSON.parse(value).objectValue
+    mutating func loadConfigEntry(key: String, _ value: [UInt8]) throws(RecordError) {
+        configEntries[key] = try JSONRecord.decode(value, table: .configEntry).objectValue
     }
 
     /// The services a gateway's entry names, with the listener port and protocol of ingress gateways.

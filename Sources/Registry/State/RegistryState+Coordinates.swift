@@ -1,7 +1,7 @@
 import TrellisCore
 
 /// Network coordinates of nodes (`/v1/coordinate/*`), kept per node and removed with it, as in Consul.
-extension CatalogState {
+extension RegistryState {
     /// Consul's coordinates have eight dimensions.
     static let coordinateDimensions = 8
     /// The coordinate of a node that has sent none: the origin, with Serf's initial error and height.
@@ -17,14 +17,14 @@ extension CatalogState {
 
     /// Stores a node's coordinate; updates for nodes the catalog does not know are dropped, as Consul drops them.
     mutating func putCoordinate(node: String, _ coordinate: JSON) {
-        guard nodes[node] != nil, coordinates[node] != coordinate else { return }
+        guard catalog.nodes[node] != nil, coordinates[node] != coordinate else { return }
         coordinates[node] = coordinate
-        record(.put(table: "coord", key: node, value: coordinate.serialized()), touching: [WatchKey.coordinates])
+        record(.put(table: .coordinate, key: node, value: JSONRecord.encode(coordinate)), touching: [WatchKey.coordinates])
     }
 
     mutating func removeCoordinate(node: String) {
         guard coordinates.removeValue(forKey: node) != nil else { return }
-        record(.delete(table: "coord", key: node), touching: [WatchKey.coordinates])
+        record(.delete(table: .coordinate, key: node), touching: [WatchKey.coordinates])
     }
 }
 

@@ -28,7 +28,7 @@ struct TxnFailure: Error {
     init(_ what: String) { self.what = what }
 }
 
-extension CatalogState {
+extension RegistryState {
     /// Applies every operation, or none when any fails; each is checked against the state as the
     /// earlier ones leave it, and every failure is reported with its index, as Consul does.
     /// `ownNode` (the registry's node) cannot be deleted.

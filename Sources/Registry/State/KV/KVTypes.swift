@@ -42,7 +42,7 @@ public struct Session: Sendable, Equatable {
     public var checkIDs: [String] { nodeChecks + serviceChecks }
 }
 
-/// Consul's JSON for KV entries and sessions; also the store's record form.
+/// Consul's JSON for KV entries and sessions on the wire (the store's form is `KVRecord`/`SessionRecord`).
 enum KVJSON {
     static func entry(_ e: KVEntry, includeValue: Bool = true) -> JSON {
         var object = JSONObject([
@@ -71,30 +71,5 @@ enum KVJSON {
             ("CreateIndex", .int(Int64(s.createIndex))),
             ("ModifyIndex", .int(Int64(s.modifyIndex))),
         ]))
-    }
-
-    static func decodeEntry(_ bytes: [UInt8]) throws -> KVEntry {
-        let r = try FieldReader(try JSON.parse(bytes), context: "kv")
-        var e = KVEntry(key: try r.string("Key") ?? "", value: Base64.decode(try r.string("Value") ?? "") ?? [])
-        e.flags = try r.flags("Flags")
-        e.createIndex = try r.uint64("CreateIndex") ?? 0
-        e.modifyIndex = try r.uint64("ModifyIndex") ?? 0
-        e.lockIndex = try r.uint64("LockIndex") ?? 0
-        e.session = try r.string("Session") ?? ""
-        return e
-    }
-
-    static func decodeSession(_ bytes: [UInt8]) throws -> Session {
-        let r = try FieldReader(try JSON.parse(bytes), context: "session")
-        var s = Session(id: try r.string("ID") ?? "", node: try r.string("Node") ?? "")
-        s.name = try r.string("Name") ?? ""
-        s.lockDelay = .nanoseconds(Int64(try r.int("LockDelay") ?? 0))
-        s.behavior = Session.Behavior(rawValue: try r.string("Behavior") ?? "") ?? .release
-        s.ttl = try r.duration("TTL")
-        s.nodeChecks = try r.strings("NodeChecks") ?? []
-        s.serviceChecks = try (r.objects("ServiceChecks") ?? []).map { try $0.string("ID") ?? "" }
-        s.createIndex = try r.uint64("CreateIndex") ?? 0
-        s.modifyIndex = try r.uint64("ModifyIndex") ?? 0
-        return s
     }
 }

@@ -1,7 +1,7 @@
 import TrellisCore
 
 /// Autopilot's settings (`/v1/operator/autopilot/configuration`), one record kept with CAS.
-extension CatalogState {
+extension RegistryState {
     /// Consul's defaults, reported until the settings are first written.
     static let defaultAutopilot = JSONObject([
         ("CleanupDeadServers", .bool(true)), ("LastContactThreshold", .string("200ms")), ("MaxTrailingLogs", .int(250)),
@@ -26,7 +26,7 @@ extension CatalogState {
         next.append("CreateIndex", .unsigned(autopilot == nil ? writeIndex : current.field("CreateIndex")?.uint64Value ?? writeIndex))
         next.append("ModifyIndex", .unsigned(writeIndex))
         autopilot = next
-        record(.put(table: "autopilot", key: "config", value: JSON.object(next).serialized()), touching: [])
+        record(.put(table: .autopilot, key: "config", value: JSONRecord.encode(.object(next))), touching: [])
         return true
     }
 }

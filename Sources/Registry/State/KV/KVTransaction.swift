@@ -16,7 +16,7 @@ struct KVTxnOp: Sendable {
     let session: String
 }
 
-extension CatalogState {
+extension RegistryState {
     /// Checks every KV operation against the state as the earlier operations leave it, then
     /// applies all of them, or none when any fails. Staging in an overlay keeps a KV-only
     /// transaction from copying the whole store.
@@ -63,10 +63,10 @@ extension CatalogState {
 
 /// The KV store as a transaction's earlier operations would leave it, for checking later ones.
 private struct TxnView {
-    let state: CatalogState
+    let state: RegistryState
     var overlay: [String: KVEntry?] = [:]
 
-    init(state: CatalogState) { self.state = state }
+    init(state: RegistryState) { self.state = state }
 
     func entry(_ key: String) -> KVEntry? {
         if let staged = overlay[key] { return staged }

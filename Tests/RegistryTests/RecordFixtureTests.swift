@@ -1,0 +1,118 @@
+import Foundation
+@testable import Registry
+import TrellisCore
+import XCTest
+
+/// A database written by an earlier release (Fixtures/make-registry-db.sh) still loads, whole.
+final class RecordFixtureTests: XCTestCase {
+    private static let session = "cbbc1bde-983e-4b19-839b-a2900fe01d93"
+
+    private func loadFixture() throws -> (RegistryState, [StoredRecord]) {
+        let fixture = URL(fileURLWithPath: #filePath).deletingLastPathComponent().appendingPathComponent("Fixtures/registry-v1.db")
+        let directory = FileManager.default.temporaryDirectory.appendingPathComponent("fixture-\(UUID().uuidString)")
+        try FileManager.default.createDirectory(at: directory, withIntermediateDirectories: true)
+        addTeardownBlock { try? FileManager.default.removeItem(at: directory) }
+        let copy = directory.appendingPathComponent("registry.db")
+        try FileManager.default.copyItem(at: fixture, to: copy)
+        let store = try SQLiteStore(path: copy.path)
+        defer { store.close() }
+        let records = try store.loadAll()
+        return (try RegistryState(records: records), records)
+    }
+
+    func testEveryTableOfTheFixtureLoads() throws {
+        let (state, records) = try loadFixture()
+        XCTAssertEqual(Set(records.map(\.table)), Set(Table.allCases).subtracting([.sessionRenewal]),
+                       "the fixture has a record of every table a local store keeps")
+        XCTAssertEqual(state.index, 15)
+
+        let n2 = try XCTUnwrap(state.node("n2"))
+        XCTAssertEqual(n2.id, "0d1c6b1a-3f1e-4c55-8f0d-3a2b1c4d5e6f")
+        XCTAssertEqual(n2.address, "10.0.0.2")
+        XCTAssertEqual(n2.meta, ["rack": "r1"])
+        XCTAssertEqual(n2.taggedAddresses, ["lan": "10.0.0.2"])
+        XCTAssertEqual(state.node("fixture")?.id, "5c9f1f8e-7d2b-4d8a-9a51-0f6f3d1e2a11")
+
+        let web = try XCTUnwrap(state.instance(InstanceKey(node: "fixture", id: "web-1")))
+        XCTAssertEqual(web.name, "web")
+        XCTAssertEqual(web.tags, ["v1", "primary"])
+        XCTAssertEqual(web.address, "10.0.0.5")
+        XCTAssertEqual(web.port, 8080)
+        XCTAssertEqual(web.meta, ["version": "1.2.3"])
+        XCTAssertEqual(web.weights, .init(passing: 3, warning: 1))
+        XCTAssertTrue(web.enableTagOverride)
+        XCTAssertEqual(web.taggedAddresses["wan"], ServiceAddress(address: "198.51.100.5", port: 80))
+        XCTAssertEqual(web.locality?.objectValue?.field("Zone")?.stringValue, "a")
+        XCTAssertEqual(web.createIndex, 3)
+        let proxy = try XCTUnwrap(state.instance(InstanceKey(node: "fixture", id: "web-proxy-1")))
+        XCTAssertEqual(proxy.kind, "connect-proxy")
+        XCTAssertEqual(proxy.connectTarget, "web")
+        XCTAssertNil(proxy.connect)
+        XCTAssertEqual(state.instance(InstanceKey(node: "n2", id: "db-1"))?.socketPath, "/run/db.sock")
+        XCTAssertEqual(state.configServiceIDs, ["cache-1"])
+        XCTAssertEqual(state.instances(named: "cache").map(\.port), [6379])
+
+        let ttl = try XCTUnwrap(state.check(CheckKey(node: "fixture", checkID: "web-ttl")))
+        XCTAssertEqual(ttl.status, .passing)
+        XCTAssertEqual(ttl.notes, "heartbeat")
+        XCTAssertEqual(ttl.definition.ttl, .seconds(30))
+        XCTAssertEqual(ttl.serviceName, "web")
+        let http = try XCTUnwrap(state.check(CheckKey(node: "fixture", checkID: "web-http")))
+        XCTAssertEqual(http.definition.http, "http://127.0.0.1:1/health")
+        XCTAssertEqual(http.definition.method, "HEAD")
+        XCTAssertEqual(http.definition.header, ["X-Probe": ["1"]])
+        XCTAssertEqual(http.definition.interval, .seconds(10))
+        XCTAssertEqual(http.definition.timeout, .seconds(2))
+        XCTAssertEqual(http.definition.deregisterCriticalServiceAfter, .seconds(5400))
+        XCTAssertEqual(http.definition.successBeforePassing, 2)
+        XCTAssertEqual(http.definition.failuresBeforeCritical, 3)
+        XCTAssertEqual(state.check(CheckKey(node: "n2", checkID: "n2-alive"))?.status, .warning)
+
+        XCTAssertEqual(state.kvEntry("app/config")?.value, Array("mode=blue".utf8))
+        XCTAssertEqual(state.kvEntry("app/config")?.flags, 42)
+        XCTAssertEqual(state.kvEntry("app/binary")?.value, [0x00, 0x01, 0xfe, 0xff])
+        XCTAssertEqual(state.kvEntry("app/flags")?.flags, UInt64.max)
+        XCTAssertNil(state.kvEntry("app/gone"))
+        XCTAssertEqual(state.kvIndex("app/gone", recurse: false), 11, "the deletion's index survives as a tombstone")
+        let leader = try XCTUnwrap(state.kvEntry("app/leader"))
+        XCTAssertEqual(leader.session, Self.session)
+        XCTAssertEqual(leader.lockIndex, 1)
+
+        let session = try XCTUnwrap(state.session(Self.session))
+        XCTAssertEqual(session.name, "leader")
+        XCTAssertEqual(session.ttl, .seconds(3600))
+        XCTAssertEqual(session.lockDelay, .seconds(5))
+        XCTAssertEqual(session.behavior, .delete)
+        XCTAssertEqual(session.nodeChecks, ["serfHealth"])
+        XCTAssertEqual(session.serviceChecks, ["web-ttl"])
+
+        XCTAssertEqual(state.coordinate(node: "n2")?.objectValue?.field("Vec")?.arrayValue?.first, .double(0.1))
+        XCTAssertEqual(state.autopilotConfiguration.objectValue?.field("MaxTrailingLogs"), .int(500))
+        XCTAssertEqual(state.autopilotConfiguration.objectValue?.field("CleanupDeadServers"), .bool(false))
+        XCTAssertNotNil(state.configEntry(kind: "mesh", name: "mesh"))
+        XCTAssertEqual(state.watchIndex(WatchKey.service("web")), 4, "the proxy for web moved its index")
+    }
+
+    /// Every record the fixture holds, written again by today's codecs, reads back as the same value.
+    func testTodaysCodecsRoundTripTheFixture() throws {
+        let (state, _) = try loadFixture()
+        for node in state.allNodes { XCTAssertEqual(try NodeRecord.decode(NodeRecord.encode(node)), node) }
+        for service in state.allInstances { XCTAssertEqual(try ServiceRecord.decode(ServiceRecord.encode(service)), service) }
+        for check in state.allChecks { XCTAssertEqual(try CheckRecord.decode(CheckRecord.encode(check)), check) }
+        for entry in state.kvEntries(prefix: "") { XCTAssertEqual(try KVRecord.decode(KVRecord.encode(entry)), entry) }
+        for session in state.allSessions { XCTAssertEqual(try SessionRecord.decode(SessionRecord.encode(session)), session) }
+    }
+
+    func testARecordOfANewerLayoutIsRefusedByName() {
+        let newer = Array(#"{"RecordVersion":3,"Node":"n1","CheckID":"c1"}"#.utf8)
+        XCTAssertThrowsError(try CheckRecord.decode(newer)) { error in
+            XCTAssertEqual("\(error)", "stored check record: layout version 3 is newer than this registry reads (up to 2)")
+        }
+        XCTAssertThrowsError(try NodeRecord.decode(Array("not json".utf8))) { error in
+            XCTAssertTrue("\(error)".hasPrefix("stored node record: invalid JSON"), "\(error)")
+        }
+        XCTAssertThrowsError(try IndexRecord.decode(Array("-1".utf8), table: .meta)) { error in
+            XCTAssertEqual("\(error)", "stored meta record: an index must be an unsigned decimal number")
+        }
+    }
+}
