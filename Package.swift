@@ -49,7 +49,7 @@ let package = Package(
         .systemLibrary(name: "CEventIO"),
         .target(
             name: "TrellisCore",
-            dependencies: [],
+            dependencies: [.product(name: "Yams", package: "Yams")],
             swiftSettings: strict
         ),
         .target(
@@ -74,7 +74,6 @@ let package = Package(
             dependencies: [
                 "TrellisCore",
                 .product(name: "NIOCore", package: "swift-nio"),
-                .product(name: "Yams", package: "Yams"),
             ],
             swiftSettings: strict
         ),
@@ -95,7 +94,6 @@ let package = Package(
             name: "Sidecar",
             dependencies: [
                 "TrellisCore", "Telemetry", "TrellisHTTP", "ConsulClient", "Policy", "EventIO", "CEventIO",
-                .product(name: "Yams", package: "Yams"),
             ] + daemon,
             swiftSettings: dataPath
         ),
@@ -112,7 +110,6 @@ let package = Package(
             name: "Collector",
             dependencies: [
                 "TrellisCore", "Telemetry", "TrellisHTTP", "ConsulClient", "CCompression", "CSystemd",
-                .product(name: "Yams", package: "Yams"),
             ] + daemon,
             swiftSettings: strict
         ),
@@ -121,7 +118,6 @@ let package = Package(
             dependencies: [
                 "TrellisCore", "TrellisHTTP", "ConsulClient", "Policy", "Telemetry",
                 .product(name: "Logging", package: "swift-log"),
-                .product(name: "Yams", package: "Yams"),
             ],
             swiftSettings: strict
         ),
@@ -133,7 +129,6 @@ let package = Package(
                 .product(name: "Logging", package: "swift-log"),
                 .product(name: "ServiceLifecycle", package: "swift-service-lifecycle"),
                 .product(name: "UnixSignals", package: "swift-service-lifecycle"),
-                .product(name: "Yams", package: "Yams"),
             ],
             swiftSettings: strict
         ),
@@ -160,7 +155,7 @@ let package = Package(
                           swiftSettings: strict),
         .testTarget(name: "TrellisCoreTests", dependencies: ["TrellisCore"]),
         .testTarget(name: "EventIOTests", dependencies: ["EventIO", "CEventIO", .product(name: "NIOCore", package: "swift-nio")]),
-        .testTarget(name: "PolicyTests", dependencies: ["Policy", .product(name: "NIOCore", package: "swift-nio")]),
+        .testTarget(name: "PolicyTests", dependencies: ["Policy", "TrellisCore", .product(name: "NIOCore", package: "swift-nio")]),
         .testTarget(name: "TelemetryTests", dependencies: [
             "Telemetry",
             .product(name: "Logging", package: "swift-log"),

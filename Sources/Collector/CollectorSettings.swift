@@ -1,7 +1,6 @@
 import Foundation
 import Telemetry
 import TrellisCore
-import Yams
 
 /// Everything a collector runs with: flags, then its `--config` YAML.
 public struct CollectorSettings: Sendable {
@@ -33,34 +32,24 @@ public struct CollectorSettings: Sendable {
 
     /// Applies a `--config` YAML document; errors name the field.
     public mutating func apply(yaml text: String) throws(Invalid) {
-        let root: [String: Any]
-        do {
-            guard let parsed = try Yams.load(yaml: text) else { return }
-            guard let map = parsed as? [String: Any] else { throw Invalid(description: "config must be a YAML mapping") }
-            root = map
-        } catch let error as Invalid { throw error } catch { throw Invalid(description: "invalid YAML: \(error)") }
-        let config = ConfigReader(root, path: "")
-        try config.only(["scrape", "logs", "loki"])
-        if let scrape = try config.map("scrape") {
-            try scrape.only(["interval", "timeout", "static_targets", "relabel"])
+        let config = try ConfigReader(yaml: text, allowed: ["scrape", "logs", "loki"])
+        if let scrape = try config.map("scrape", allowed: ["interval", "timeout", "static_targets", "relabel"]) {
             if let interval = try scrape.duration("interval") { self.scrape.interval = interval }
             if let timeout = try scrape.duration("timeout") { self.scrape.timeout = timeout }
-            for target in try scrape.list("static_targets") {
-                try target.only(["url", "job", "labels"])
+            for target in try scrape.list("static_targets", allowed: ["url", "job", "labels"]) {
                 let url = try target.requiredString("url")
                 guard let endpoint = HTTPEndpoint(url, defaultPath: "/metrics") else {
-                    throw Invalid(description: "\(target.path).url: must be an http:// URL, got \"\(url)\"")
+                    throw target.error("url", "must be an http:// URL, got \"\(url)\"")
                 }
                 staticTargets.append(ScrapeTarget(
                     host: endpoint.host, port: endpoint.port, path: endpoint.path,
                     job: try target.string("job") ?? "static", instance: HostPort.format(endpoint.host, endpoint.port), service: nil,
                     extra: try target.labels("labels")))
             }
-            for rule in try scrape.list("relabel") {
-                try rule.only(["action", "source_labels", "separator", "regex", "target_label", "replacement"])
+            for rule in try scrape.list("relabel", allowed: ["action", "source_labels", "separator", "regex", "target_label", "replacement"]) {
                 let actionName = try rule.string("action") ?? "replace"
                 guard let action = RelabelRule.Action(rawValue: actionName) else {
-                    throw Invalid(description: "\(rule.path).action: must be replace, keep, drop, labeldrop or labelkeep")
+                    throw rule.error("action", "must be replace, keep, drop, labeldrop or labelkeep")
                 }
                 let sources = try rule.strings("source_labels"), separator = try rule.string("separator") ?? ";"
                 let regex = try rule.string("regex") ?? "(.*)", target = try rule.string("target_label")
@@ -69,65 +58,59 @@ public struct CollectorSettings: Sendable {
                     self.scrape.relabel.append(try RelabelRule(action: action, sourceLabels: sources, separator: separator, regex: regex,
                                                                targetLabel: target, replacement: replacement))
                 } catch {
-                    throw Invalid(description: "\(rule.path): \(error)")
+                    throw ConfigError(path: rule.path, "\(error)")
                 }
             }
         }
-        if let logs = try config.map("logs") {
-            try logs.only(["limits", "pipeline", "files", "journal", "retention_bytes"])
+        if let logs = try config.map("logs", allowed: ["limits", "pipeline", "files", "journal", "retention_bytes"]) {
             if let retention = try logs.int("retention_bytes") { retentionBytes = UInt64(retention) }
-            if let limits = try logs.map("limits") {
-                try limits.only(["ingestion_rate_mb", "ingestion_burst_size_mb", "max_line_size", "max_label_names_per_series"])
+            if let limits = try logs.map("limits", allowed: ["ingestion_rate_mb", "ingestion_burst_size_mb", "max_line_size",
+                                                             "max_label_names_per_series"]) {
                 if let rate = try limits.double("ingestion_rate_mb") { self.limits.ingestionRateBytes = rate * 1_048_576 }
                 if let burst = try limits.double("ingestion_burst_size_mb") { self.limits.ingestionBurstBytes = burst * 1_048_576 }
                 if let size = try limits.int("max_line_size") { self.limits.maxLineSize = size }
                 if let count = try limits.int("max_label_names_per_series") { self.limits.maxLabelNamesPerSeries = count }
             }
-            if let pipeline = try logs.map("pipeline") {
-                try pipeline.only(["labels", "metadata", "rules"])
+            if let pipeline = try logs.map("pipeline", allowed: ["labels", "metadata", "rules"]) {
                 if pipeline.has("labels") { self.pipeline.labelFields = try pipeline.strings("labels") }
                 if pipeline.has("metadata") { self.pipeline.metadataFields = try pipeline.strings("metadata") }
-                for rule in try pipeline.list("rules") {
-                    try rule.only(["match", "line_contains", "action", "rate"])
+                for rule in try pipeline.list("rules", allowed: ["match", "line_contains", "action", "rate"]) {
                     var selector: LabelSelector?
                     if let text = try rule.string("match") {
-                        do { selector = try LabelSelector.parse(text) } catch { throw Invalid(description: "\(rule.path).match: \(error)") }
+                        do { selector = try LabelSelector.parse(text) } catch { throw rule.error("match", "\(error)") }
                     }
                     let action: LogPipeline.Rule.Action
                     switch try rule.requiredString("action") {
                     case "drop": action = .drop
                     case "sample":
                         guard let rate = try rule.double("rate"), (0...1).contains(rate) else {
-                            throw Invalid(description: "\(rule.path).rate: sample needs a rate between 0 and 1")
+                            throw rule.error("rate", "sample needs a rate between 0 and 1")
                         }
                         action = .sample(rate)
-                    default: throw Invalid(description: "\(rule.path).action: must be drop or sample")
+                    default: throw rule.error("action", "must be drop or sample")
                     }
                     self.pipeline.rules.append(LogPipeline.Rule(selector: selector, lineContains: try rule.string("line_contains"), action: action))
                 }
             }
-            for file in try logs.list("files") {
-                try file.only(["path", "labels"])
+            for file in try logs.list("files", allowed: ["path", "labels"]) {
                 var labels = try file.labels("labels")
                 if !labels.contains(where: { $0.name == "job" }) { labels.append(Label("job", "file")) }
                 files.append(FileSource(path: try file.requiredString("path"), labels: labels))
             }
-            if let journal = try logs.map("journal") {
-                try journal.only(["enabled", "directory", "matches"])
+            if let journal = try logs.map("journal", allowed: ["enabled", "directory", "matches"]) {
                 if try journal.bool("enabled") ?? true {
                     self.journal = (try journal.string("directory"), try journal.strings("matches"))
                 }
             }
         }
-        if let loki = try config.map("loki") {
-            try loki.only(["url", "tenant", "format", "batch_bytes", "batch_wait"])
+        if let loki = try config.map("loki", allowed: ["url", "tenant", "format", "batch_bytes", "batch_wait"]) {
             lokiTenant = try loki.string("tenant")
             let format = try loki.string("format") ?? "protobuf"
-            guard let parsedFormat = LokiTarget.Format(rawValue: format) else { throw Invalid(description: "loki.format: must be protobuf or json") }
+            guard let parsedFormat = LokiTarget.Format(rawValue: format) else { throw loki.error("format", "must be protobuf or json") }
             lokiFormat = parsedFormat
             if let url = try loki.string("url") {
                 do { self.loki = try LokiTarget(url: url, tenant: lokiTenant, format: lokiFormat) } catch {
-                    throw Invalid(description: "loki.url: \(error)")
+                    throw loki.error("url", "\(error)")
                 }
             }
             if let bytes = try loki.int("batch_bytes") { batchBytes = bytes }
@@ -137,9 +120,10 @@ public struct CollectorSettings: Sendable {
 }
 
 extension ConfigReader {
+    /// Extra labels, by name.
     func labels(_ key: String) throws(ConfigError) -> [Label] {
-        try stringMap(key).map { pair throws(ConfigError) in
-            guard PushValidator.isValidLabelName(pair.key) else { throw invalid("\(key).\(pair.key)", "is not a valid label name") }
+        try stringMap(key).sorted { $0.key < $1.key }.map { pair throws(ConfigError) in
+            guard PushValidator.isValidLabelName(pair.key) else { throw error("\(key).\(pair.key)", "is not a valid label name") }
             return Label(pair.key, pair.value)
         }
     }

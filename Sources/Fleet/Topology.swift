@@ -1,7 +1,6 @@
 import Foundation
 import Policy
 import TrellisCore
-import Yams
 
 /// A fleet to run on one machine: the registry, the collector and every service with its replicas.
 /// Read from YAML; relative paths are relative to the topology file.
@@ -39,51 +38,40 @@ public struct Topology: Sendable {
     /// Reads and checks a topology file; errors name the file and the field.
     public static func load(file: String) throws(ConfigError) -> Topology {
         guard let data = FileManager.default.contents(atPath: file) else {
-            throw ConfigError(description: "\(file): cannot read the topology file")
+            throw ConfigError("cannot read the topology file", file: file)
         }
         let base = URL(fileURLWithPath: file).deletingLastPathComponent().path
-        do {
-            return try parse(String(decoding: data, as: UTF8.self), relativeTo: base)
-        } catch {
-            throw ConfigError(description: "\(file): \(error.description)")
-        }
+        do { return try parse(String(decoding: data, as: UTF8.self), relativeTo: base) } catch { throw error.inFile(file) }
     }
 
     public static func parse(_ yaml: String, relativeTo base: String) throws(ConfigError) -> Topology {
-        let parsed: Any?
-        do { parsed = try Yams.load(yaml: yaml) } catch { throw ConfigError(description: "invalid YAML: \(error)") }
-        guard let map = parsed as? [String: Any] else { throw ConfigError(description: "a topology is a YAML mapping") }
-        let root = ConfigReader(map, path: "")
-        try root.only(["data_dir", "registry", "collector", "services"])
+        let root = try ConfigReader(yaml: yaml, allowed: ["data_dir", "registry", "collector", "services"])
         var topology = Topology(dataDir: try root.string("data_dir") ?? ".trellis", services: [])
-        if let registry = try root.map("registry") {
-            try registry.only(["port"])
+        if let registry = try root.map("registry", allowed: ["port"]) {
             topology.registryPort = try port(registry)
         }
-        if let collector = try root.map("collector") {
-            try collector.only(["port", "config"])
+        if let collector = try root.map("collector", allowed: ["port", "config"]) {
             topology.collectorPort = try port(collector)
             topology.collectorConfig = try collector.string("config").map { absolute($0, base: base) }
         }
-        let entries = try root.list("services")
-        guard !entries.isEmpty else { throw root.invalid("services", "list at least one service") }
+        let entries = try root.list("services", allowed: ["name", "command", "replicas", "upstreams", "tags", "meta", "canary",
+                                                          "policy", "health_path"])
+        guard !entries.isEmpty else { throw root.error("services", "list at least one service") }
         for entry in entries {
-            try entry.only(["name", "command", "replicas", "upstreams", "tags", "meta", "canary", "policy", "health_path"])
             var service = Service(name: try entry.requiredString("name"), command: try entry.strings("command"))
             guard service.name.range(of: "^[a-z0-9]([a-z0-9-]*[a-z0-9])?$", options: .regularExpression) != nil else {
-                throw entry.invalid("name", "must be lower-case letters, digits and dashes, got \"\(service.name)\"")
+                throw entry.error("name", "must be lower-case letters, digits and dashes, got \"\(service.name)\"")
             }
-            guard !service.command.isEmpty else { throw entry.invalid("command", "is required: the executable and its arguments") }
+            guard !service.command.isEmpty else { throw entry.error("command", "is required: the executable and its arguments") }
             service.replicas = try entry.int("replicas") ?? 1
-            guard (1...64).contains(service.replicas) else { throw entry.invalid("replicas", "must be 1-64") }
+            guard (1...64).contains(service.replicas) else { throw entry.error("replicas", "must be 1-64") }
             service.upstreams = try entry.strings("upstreams")
             service.tags = try entry.strings("tags")
             service.meta = try entry.stringMap("meta")
-            if let canary = try entry.map("canary") {
-                try canary.only(["replicas", "tags"])
+            if let canary = try entry.map("canary", allowed: ["replicas", "tags"]) {
                 let count = try canary.int("replicas") ?? 1
                 guard (1..<service.replicas).contains(count) else {
-                    throw canary.invalid("replicas", "must leave at least one regular replica (1-\(service.replicas - 1))")
+                    throw canary.error("replicas", "must leave at least one regular replica (1-\(service.replicas - 1))")
                 }
                 service.canary = (count, try canary.strings("tags"))
             }
@@ -96,7 +84,7 @@ public struct Topology: Sendable {
 
     private static func port(_ reader: ConfigReader) throws(ConfigError) -> Int? {
         guard let port = try reader.int("port"), port != 0 else { return nil }
-        guard port <= 65535 else { throw reader.invalid("port", "must be 1-65535, or 0 for a free one") }
+        guard port <= 65535 else { throw reader.error("port", "must be 1-65535, or 0 for a free one") }
         return port
     }
 
@@ -110,31 +98,31 @@ public struct Topology: Sendable {
     public mutating func check(searchPath: String) throws(ConfigError) {
         var seen = Set<String>()
         for service in services where !seen.insert(service.name).inserted {
-            throw ConfigError(description: "services: the name \"\(service.name)\" is used twice")
+            throw ConfigError(path: "services", "the name \"\(service.name)\" is used twice")
         }
         for index in services.indices {
             let service = services[index]
             for upstream in service.upstreams where !seen.contains(upstream) {
-                throw ConfigError(description: "services.\(service.name).upstreams: unknown service \"\(upstream)\" (known: \(seen.sorted().joined(separator: ", ")))")
+                throw ConfigError(path: "services.\(service.name).upstreams", "unknown service \"\(upstream)\" (known: \(seen.sorted().joined(separator: ", ")))")
             }
             if service.upstreams.contains(SidecarPolicy.inboundListenerName) {
-                throw ConfigError(description: "services.\(service.name).upstreams: \"\(SidecarPolicy.inboundListenerName)\" names the sidecar's inbound listener; rename that service")
+                throw ConfigError(path: "services.\(service.name).upstreams", "\"\(SidecarPolicy.inboundListenerName)\" names the sidecar's inbound listener; rename that service")
             }
             if service.upstreams.contains(service.name) {
-                throw ConfigError(description: "services.\(service.name).upstreams: a service cannot be its own upstream")
+                throw ConfigError(path: "services.\(service.name).upstreams", "a service cannot be its own upstream")
             }
             do {
                 services[index].command[0] = try ExecutableLookup.resolve(service.command[0], path: searchPath)
             } catch {
-                throw ConfigError(description: "services.\(service.name).command: \(error)")
+                throw ConfigError(path: "services.\(service.name).command", "\(error)")
             }
             if let file = service.policyFile {
                 let read: (text: String, policy: SidecarPolicy)
                 do { read = try PolicyParser.read(file: file) } catch {
-                    throw ConfigError(description: "services.\(service.name).policy: \(error)")
+                    throw ConfigError(path: "services.\(service.name).policy", "\(error)")
                 }
                 if let named = read.policy.service, named != service.name {
-                    throw ConfigError(description: "services.\(service.name).policy: \(file) is for service \"\(named)\"")
+                    throw ConfigError(path: "services.\(service.name).policy", "\(file) is for service \"\(named)\"")
                 }
                 services[index].policyText = read.text
             }

@@ -212,19 +212,16 @@ public final class RegistryServer: Service {
     private func openCatalog(group: any EventLoopGroup, metrics: RegistryMetrics) async throws
         -> (Catalog, @Sendable () -> Void) {
         let onCommit: @Sendable (Double, Int) -> Void = { metrics.recordCommit(seconds: $0, batches: $1) }
+        let store: any Store
         switch config.store {
         case .sqlite:
             try FileManager.default.createDirectory(atPath: config.dataDirectory, withIntermediateDirectories: true)
-            let store = try SQLiteStore(path: config.dataDirectory + "/registry.db", onCommit: onCommit)
-            return (try Catalog(store: store), { store.close() })
+            store = try SQLiteStore(path: config.dataDirectory + "/registry.db", onCommit: onCommit)
         case .etcd(let endpoints, let prefix):
-            let store = EtcdStore(endpoints: endpoints, prefix: prefix, http: HTTPClient(group: group), logger: logger,
-                                  onCommit: onCommit)
-            let catalog = Catalog(shared: store)
-            let loaded = try await store.load(into: catalog)
-            let follower = Task { await store.follow(catalog, after: loaded) }
-            return (catalog, { follower.cancel() })
+            store = EtcdStore(endpoints: endpoints, prefix: prefix, http: HTTPClient(group: group), logger: logger,
+                              onCommit: onCommit)
         }
+        return (try await Catalog(store: store), { store.close() })
     }
 
     /// Where the catalog is kept, for the start-up log line.

@@ -3,7 +3,6 @@ import ConsulClient
 import Foundation
 import TrellisCore
 import TrellisHTTP
-import Yams
 
 struct ServicesCommand: AsyncParsableCommand {
     static let configuration = CommandConfiguration(commandName: "services", abstract: "List services with instance health.")
@@ -112,36 +111,12 @@ enum ServiceFile {
                 throw ValidationError("\(path): \(error)")
             }
         } else {
-            do {
-                document = try YAMLBridge.json(from: Yams.load(yaml: text) as Any)
-            } catch {
-                throw ValidationError("\(path): \(error)")
-            }
+            do { document = try ConfigReader(yaml: text).json } catch { throw ValidationError(error.inFile(path).description) }
         }
         guard let object = document.objectValue else { throw ValidationError("\(path): expected an object") }
         if let list = object.field("Services")?.arrayValue { return list }
         if let one = object.field("Service"), one.objectValue != nil { return [one] }
         return [document]
-    }
-}
-
-/// Converts what Yams parses into `JSON`.
-enum YAMLBridge {
-    struct Unsupported: Error, CustomStringConvertible { let description: String }
-
-    static func json(from value: Any) throws -> JSON {
-        switch value {
-        case is NSNull: return .null
-        case let b as Bool: return .bool(b)
-        case let i as Int: return .int(Int64(i))
-        case let d as Double: return .double(d)
-        case let s as String: return .string(s)
-        case let a as [Any]: return .array(try a.map(json(from:)))
-        case let m as [String: Any]:
-            return .object(JSONObject(try m.sorted { $0.key < $1.key }.map { ($0.key, try json(from: $0.value)) }))
-        case Optional<Any>.none: return .null
-        default: throw Unsupported(description: "unsupported YAML value \(value)")
-        }
     }
 }
 

@@ -6,7 +6,6 @@ import ServiceLifecycle
 import Telemetry
 import TrellisCore
 import UnixSignals
-import Yams
 
 struct RegistryCommand: AsyncParsableCommand {
     static let configuration = CommandConfiguration(
@@ -72,21 +71,21 @@ struct RegistryCommand: AsyncParsableCommand {
                                           "cert_file", "key_file", "datacenter", "log_level", "service", "services"]
 
     func run() async throws {
-        let file = try config.map { try DaemonConfigFile(path: $0, allowed: Self.configKeys) }
+        let file = try config.map { try ConfigReader(file: $0, allowed: Self.configKeys) }
         var settings = RegistryConfiguration()
-        let address = httpAddr ?? file?["http_addr"] ?? "127.0.0.1:8500"
+        let address = try httpAddr ?? file?.string("http_addr") ?? "127.0.0.1:8500"
         guard let (host, port) = HostPort.parse(address) else {
             throw ValidationError("http_addr must be HOST:PORT, got \"\(address)\"")
         }
         settings.host = host
         settings.port = port
-        settings.dataDirectory = dataDir ?? file?["data_dir"] ?? "./data"
-        settings.store = try Self.storeChoice(store ?? file?["store"] ?? "sqlite",
-                                              endpoints: etcdEndpoints ?? file?["etcd_endpoints"] ?? "http://127.0.0.1:2379",
-                                              prefix: etcdPrefix ?? file?["etcd_prefix"] ?? "trellis/registry/")
-        settings.datacenter = datacenter ?? file?["datacenter"] ?? "dc1"
-        if let name = node ?? file?["node"] { settings.nodeName = name }
-        if let id = nodeID ?? file?["node_id"] {
+        settings.dataDirectory = try dataDir ?? file?.string("data_dir") ?? "./data"
+        settings.store = try Self.storeChoice(try store ?? file?.string("store") ?? "sqlite",
+                                              endpoints: try etcdEndpoints ?? file?.string("etcd_endpoints") ?? "http://127.0.0.1:2379",
+                                              prefix: try etcdPrefix ?? file?.string("etcd_prefix") ?? "trellis/registry/")
+        settings.datacenter = try datacenter ?? file?.string("datacenter") ?? "dc1"
+        if let name = try node ?? file?.string("node") { settings.nodeName = name }
+        if let id = try nodeID ?? file?.string("node_id") {
             guard RegistryConfiguration.isUUID(id) else {
                 throw ValidationError("node_id must be a UUID such as 8f246b77-f3e1-ff88-5b48-8ec93abf3e05, got \"\(id)\"")
             }
@@ -96,31 +95,25 @@ struct RegistryCommand: AsyncParsableCommand {
         settings.nodeMeta = reloadable.nodeMeta
         settings.services = reloadable.services
         settings.enableScriptChecks = try enableScriptChecks || (file?.bool("enable_script_checks") ?? false)
-        if let dns = dnsAddr ?? file?["dns_addr"] {
+        if let dns = try dnsAddr ?? file?.string("dns_addr") {
             guard let (host, port) = HostPort.parse(dns) else { throw ValidationError("dns_addr must be HOST:PORT, got \"\(dns)\"") }
             settings.dnsAddress = (host, port)
         }
-        if let dnsConfig = try file?.raw("dns_config") { settings.dns = try Self.dnsSettings(dnsConfig) }
-        let addresses = try file?.map("addresses") ?? [:]
-        if let unknown = addresses.keys.first(where: { $0 != "http" }) {
-            throw ValidationError("addresses: unknown setting \"\(unknown)\" (known: http)")
-        }
-        if let socket = httpSocket ?? addresses["http"] {
+        if let dnsConfig = file?["dns_config"] { settings.dns = try Self.dnsSettings(dnsConfig) }
+        let addresses = try file?.map("addresses", allowed: ["http"])
+        if let socket = try httpSocket ?? addresses?.string("http") {
             guard socket.hasPrefix("/") || socket.hasPrefix("unix://") else {
                 throw ValidationError("addresses.http must be unix:///PATH (the TCP address is http_addr), got \"\(socket)\"")
             }
             settings.unixSocket = socket.hasPrefix("unix://") ? String(socket.dropFirst(7)) : socket
         }
-        let ports = try file?.map("ports") ?? [:]
-        if let unknown = ports.keys.first(where: { $0 != "https" }) {
-            throw ValidationError("ports: unknown setting \"\(unknown)\" (known: https)")
-        }
-        let httpsText = httpsPort.map(String.init) ?? ports["https"]
+        let ports = try file?.map("ports", allowed: ["https"])
+        let httpsText = try httpsPort.map(String.init) ?? ports?.string("https")
         if let httpsText, httpsText != "-1" {
             guard let port = Int(httpsText), (0...65535).contains(port) else {
                 throw ValidationError("ports.https must be a port number, got \"\(httpsText)\"")
             }
-            guard let cert = certFile ?? file?["cert_file"], let key = keyFile ?? file?["key_file"] else {
+            guard let cert = try certFile ?? file?.string("cert_file"), let key = try keyFile ?? file?.string("key_file") else {
                 throw ValidationError("ports.https needs cert_file and key_file")
             }
             settings.https = (port, cert, key)
@@ -130,7 +123,7 @@ struct RegistryCommand: AsyncParsableCommand {
         let logger = LogSetup.make(label: "trellis.registry", level: reloadable.logLevel, format: logFormat, control: logControl)
         let (path, metaFlags, levelFlag) = (self.config, nodeMeta, logLevel)
         let reload: @Sendable () throws -> ReloadableSettings = {
-            try Self.reloadable(path.map { try DaemonConfigFile(path: $0, allowed: Self.configKeys) }, nodeMeta: metaFlags, logLevel: levelFlag)
+            try Self.reloadable(path.map { try ConfigReader(file: $0, allowed: Self.configKeys) }, nodeMeta: metaFlags, logLevel: levelFlag)
         }
         let storage = switch config.store {
         case .sqlite: "data in \(config.dataDirectory)"
@@ -177,76 +170,39 @@ extension RegistryCommand {
 
 extension RegistryCommand {
     /// The settings that `PUT /v1/agent/reload` applies, from the file and the flags (which win).
-    static func reloadable(_ file: DaemonConfigFile?, nodeMeta flags: [String], logLevel flag: Logger.Level?) throws -> ReloadableSettings {
-        var meta = try file?.map("node_meta") ?? [:]
+    static func reloadable(_ file: ConfigReader?, nodeMeta flags: [String], logLevel flag: Logger.Level?) throws -> ReloadableSettings {
+        var meta: [String: String] = [:]
+        for (key, value) in try file?.stringMap("node_meta") ?? [] { meta[key] = value }
         for pair in flags {
             guard let colon = pair.firstIndex(of: ":") else { throw ValidationError("--node-meta must be KEY:VALUE, got \"\(pair)\"") }
             meta[String(pair[..<colon])] = String(pair[pair.index(after: colon)...])
         }
         if let problem = RegistryConfiguration.nodeMetaProblem(meta) { throw ValidationError("node_meta: \(problem)") }
-        guard let level = flag ?? (file?["log_level"].map { Logger.Level(rawValue: $0) } ?? .info) else {
+        guard let level = try flag ?? (file?.string("log_level").map { Logger.Level(rawValue: $0) } ?? .info) else {
             throw ValidationError("log_level must be one of trace, debug, info, notice, warning, error, critical")
         }
         var services: [JSON] = []
-        if let one = try file?.raw("service") { services.append(Self.json(one)) }
-        if let many = try file?.raw("services") {
-            guard let list = many as? [Any] else { throw ValidationError("services must be a list of service definitions") }
-            services += list.map(Self.json)
-        }
+        if let one = file?["service"] { services.append(one.json()) }
+        services += try file?["services"]?.items().map { $0.json() } ?? []
         return ReloadableSettings(logLevel: level, nodeMeta: meta, services: services)
-    }
-
-    /// A value of the YAML (or JSON) config file as JSON, for the service definitions the API reads.
-    static func json(_ value: Any) -> JSON {
-        switch value {
-        case let flag as Bool: .bool(flag)
-        case let number as Int: .int(Int64(number))
-        case let number as Double: .double(number)
-        case let text as String: .string(text)
-        case let list as [Any]: .array(list.map(json))
-        case let map as [String: Any]: .object(JSONObject(map.sorted { $0.key < $1.key }.map { (key: $0.key, value: json($0.value)) }))
-        default: .null
-        }
     }
 
     /// Consul's `dns_config`: `node_ttl`, `service_ttl` (a map by service, `*` for the rest),
     /// `only_passing`, `udp_answer_limit`, `a_record_limit`, `enable_truncate`, `soa.min_ttl`.
-    static func dnsSettings(_ value: Any) throws -> DNSSettings {
-        guard let map = value as? [String: Any] else { throw ValidationError("dns_config must be a map") }
+    static func dnsSettings(_ value: ConfigValue) throws -> DNSSettings {
+        let config = try value.mapping(allowed: ["node_ttl", "service_ttl", "only_passing", "udp_answer_limit", "a_record_limit",
+                                                 "enable_truncate", "soa"])
         var settings = DNSSettings()
-        func duration(_ key: String, _ raw: Any) throws -> Duration {
-            guard let nanos = GoDuration.parseNanoseconds("\(raw)") else {
-                throw ValidationError("dns_config.\(key): invalid duration \"\(raw)\" (use Go forms such as 30s)")
-            }
-            return .nanoseconds(nanos)
+        if let ttl = try config.duration("node_ttl", allowsZero: true) { settings.nodeTTL = ttl }
+        for (service, ttl) in try config.map("service_ttl")?.entries ?? [] {
+            settings.serviceTTL[service] = try ttl.duration(allowsZero: true)
         }
-        func number(_ key: String, _ raw: Any) throws -> Int {
-            guard let value = Int("\(raw)"), value >= 0 else { throw ValidationError("dns_config.\(key) must be a non-negative integer") }
-            return value
-        }
-        func flag(_ key: String, _ raw: Any) throws -> Bool {
-            if let value = raw as? Bool { return value }
-            throw ValidationError("dns_config.\(key) must be true or false")
-        }
-        for (key, raw) in map {
-            switch key {
-            case "node_ttl": settings.nodeTTL = try duration(key, raw)
-            case "service_ttl":
-                guard let ttls = raw as? [String: Any] else { throw ValidationError("dns_config.service_ttl must map service names to durations") }
-                for (service, ttl) in ttls { settings.serviceTTL[service] = try duration("service_ttl.\(service)", ttl) }
-            case "only_passing": settings.onlyPassing = try flag(key, raw)
-            case "enable_truncate": settings.enableTruncate = try flag(key, raw)
-            case "udp_answer_limit": settings.udpAnswerLimit = try number(key, raw)
-            case "a_record_limit": settings.aRecordLimit = try number(key, raw)
-            case "soa":
-                guard let soa = raw as? [String: Any] else { throw ValidationError("dns_config.soa must be a map") }
-                for (soaKey, soaValue) in soa {
-                    guard soaKey == "min_ttl" else { throw ValidationError("dns_config.soa: unknown setting \"\(soaKey)\" (known: min_ttl)") }
-                    settings.soaMinTTL = UInt32(clamping: try number("soa.min_ttl", soaValue))
-                }
-            default:
-                throw ValidationError("dns_config: unknown setting \"\(key)\" (known: a_record_limit, enable_truncate, node_ttl, only_passing, service_ttl, soa, udp_answer_limit)")
-            }
+        if let flag = try config.bool("only_passing") { settings.onlyPassing = flag }
+        if let flag = try config.bool("enable_truncate") { settings.enableTruncate = flag }
+        if let limit = try config.int("udp_answer_limit") { settings.udpAnswerLimit = limit }
+        if let limit = try config.int("a_record_limit") { settings.aRecordLimit = limit }
+        if let soa = try config.map("soa", allowed: ["min_ttl"]), let minTTL = try soa.int("min_ttl") {
+            settings.soaMinTTL = UInt32(clamping: minTTL)
         }
         return settings
     }
@@ -276,63 +232,5 @@ enum LogSetup {
         }
         if control == nil { logger.logLevel = level }
         return logger
-    }
-}
-
-/// A daemon's `--config` YAML file: a flat map of settings, unknown keys refused by name.
-struct DaemonConfigFile {
-    private let path: String
-    private let values: [String: String]
-    private let nested: [String: Any]
-
-    init(path: String, allowed: Set<String>) throws {
-        guard let data = FileManager.default.contents(atPath: path) else { throw ValidationError("cannot read config file \(path)") }
-        let parsed: Any?
-        do { parsed = try Yams.load(yaml: String(decoding: data, as: UTF8.self)) } catch {
-            throw ValidationError("\(path): \(error)")
-        }
-        guard let map = parsed as? [String: Any] else { throw ValidationError("\(path): expected a map of settings") }
-        var values: [String: String] = [:]
-        var nested: [String: Any] = [:]
-        for (key, value) in map {
-            guard allowed.contains(key) else {
-                throw ValidationError("\(path): unknown setting \"\(key)\" (known: \(allowed.sorted().joined(separator: ", ")))")
-            }
-            if value is [String: Any] || value is [Any] {
-                nested[key] = value
-            } else {
-                values[key] = "\(value)"
-            }
-        }
-        self.path = path
-        self.values = values
-        self.nested = nested
-    }
-
-    /// A map or list setting as parsed, for settings with their own structure (`dns_config`, `services`).
-    func raw(_ key: String) throws -> Any? {
-        if values[key] != nil { throw ValidationError("\(path): \(key) must be a map or a list") }
-        return nested[key]
-    }
-
-    subscript(_ key: String) -> String? { values[key] }
-
-    /// A setting that is a map of strings (such as `node_meta`).
-    func map(_ key: String) throws -> [String: String]? {
-        if values[key] != nil { throw ValidationError("\(path): \(key) must be a map of KEY: VALUE") }
-        return (nested[key] as? [String: Any])?.mapValues { "\($0)" }
-    }
-
-    /// A boolean setting (`true`/`false`).
-    func bool(_ key: String) throws -> Bool? {
-        guard let text = values[key] else {
-            if nested[key] != nil { throw ValidationError("\(path): \(key) must be true or false") }
-            return nil
-        }
-        switch text.lowercased() {
-        case "true", "1": return true
-        case "false", "0": return false
-        default: throw ValidationError("\(path): \(key) must be true or false, got \"\(text)\"")
-        }
     }
 }

@@ -53,11 +53,11 @@ final class TopologyTests: XCTestCase {
         XCTAssertEqual(failure("services:\n  - {name: a, command: [sh], replica: 2}\n", check: false),
                        "services[0].replica: unknown field (allowed: canary, command, health_path, meta, name, policy, replicas, tags, upstreams)")
         XCTAssertEqual(failure("services:\n  - {name: a, command: [sh], replicas: 1, canary: {replicas: 1}}\n", check: false),
-                       "services[0].canary.replicas: must leave at least one regular replica (1-0)")
+                       "services[0].canary.replicas must leave at least one regular replica (1-0)")
         XCTAssertEqual(failure("services:\n  - {name: A_b, command: [sh]}\n", check: false),
-                       "services[0].name: must be lower-case letters, digits and dashes, got \"A_b\"")
+                       "services[0].name must be lower-case letters, digits and dashes, got \"A_b\"")
         XCTAssertEqual(failure("registry: {port: 70000}\nservices:\n  - {name: a, command: [sh]}\n", check: false),
-                       "registry.port: must be 1-65535, or 0 for a free one")
+                       "registry.port must be 1-65535, or 0 for a free one")
         XCTAssertEqual(failure("services: []\n", check: false), "services: list at least one service")
         XCTAssertEqual(failure("services:\n  - {name: inbound, command: [sh]}\n  - {name: a, command: [sh], upstreams: [inbound]}\n"),
                        "services.a.upstreams: \"inbound\" names the sidecar's inbound listener; rename that service")

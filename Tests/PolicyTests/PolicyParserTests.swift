@@ -1,6 +1,7 @@
 import Foundation
 import NIOCore
 @testable import Policy
+import TrellisCore
 import XCTest
 
 final class PolicyParserTests: XCTestCase {
@@ -53,7 +54,7 @@ final class PolicyParserTests: XCTestCase {
         ]
         for (yaml, field) in cases {
             XCTAssertThrowsError(try PolicyParser.parse(yaml), yaml) { error in
-                XCTAssertEqual((error as? PolicyError)?.field, field, "\(error)")
+                XCTAssertEqual((error as? ConfigError)?.path, field, "\(error)")
             }
         }
     }

@@ -125,7 +125,7 @@ final class SQLiteStoreTests: XCTestCase {
         let path = dir.appendingPathComponent("registry.db").path
         do {
             let store = try SQLiteStore(path: path)
-            let catalog = try Catalog(store: store)
+            let catalog = try await Catalog(store: store)
             try await withThrowingTaskGroup(of: Void.self) { group in
                 for i in 0..<200 {
                     group.addTask {
@@ -140,7 +140,7 @@ final class SQLiteStoreTests: XCTestCase {
             }
             store.close()
         }
-        let reopened = try Catalog(store: SQLiteStore(path: path))
+        let reopened = try await Catalog(store: SQLiteStore(path: path))
         XCTAssertEqual(reopened.read { $0.instances(named: "svc").count }, 200)
         XCTAssertEqual(reopened.read { $0.index }, 200)
     }

@@ -40,14 +40,15 @@ extension ConsulAPI {
                 ("Index", .int(0)),
             ])
         }
-        guard let store = catalog.sharedStore else { return immediate(json(.object(configuration), context), context) }
         let promise = context.loop.makePromise(of: HTTPResponse.self)
         promise.completeWithTask { [self] in
             var body = configuration
             do {
-                body.append("Store", .object(JSONObject([("Kind", .string("etcd")), ("Members", .array(try await store.members()))])))
+                if let members = try await catalog.store.members() {
+                    body.append("Store", .object(JSONObject([("Kind", .string(catalog.store.kind)), ("Members", .array(members))])))
+                }
             } catch {
-                return .text(.internalServerError, "cannot list the etcd members: \(error)")
+                return .text(.internalServerError, "cannot list the \(catalog.store.kind) members: \(error)")
             }
             return json(.object(body), context)
         }

@@ -3,37 +3,19 @@ import TrellisCore
 
 /// The shared catalog: in-memory state guarded by a lock, durable through a store, observable through a `WatchHub`.
 ///
-/// With a local store (SQLite) a write is applied in memory and appended to the store's log. With a
-/// shared store (etcd) several registries write: a write is computed on a snapshot, committed to etcd
-/// only if no other registry committed since, and reaches the state the way every other registry's
-/// writes do, through the store's watch.
+/// Every write goes through the store (`Store.commit`): a local store applies it here at once and
+/// logs it; a shared store computes it on a snapshot and applies it once committed (see `Store`).
 public final class Catalog: Sendable {
-    private enum Backend {
-        case local(any Store)
-        case shared(EtcdStore)
-    }
-
-    private let state: Mutex<RegistryState>
-    private let backend: Backend
+    private let state = Mutex(RegistryState())
+    let store: any Store
     public let hub = WatchHub()
     /// Rendered reads, reused while the data behind them is unchanged.
     let responses = ResponseCache()
 
-    public init(store: any Store) throws {
-        backend = .local(store)
-        state = Mutex(try RegistryState(records: store.loadAll()))
-    }
-
-    /// A catalog on a store shared with other registries, empty until the store loads into it.
-    public init(shared store: EtcdStore) {
-        backend = .shared(store)
-        state = Mutex(RegistryState())
-    }
-
-    /// The etcd store shared with other registries; nil for a local store.
-    var sharedStore: EtcdStore? {
-        if case .shared(let store) = backend { return store }
-        return nil
+    /// A catalog holding what `store` holds.
+    public init(store: any Store) async throws {
+        self.store = store
+        try await store.open(self)
     }
 
     /// Reads a consistent snapshot.
@@ -48,35 +30,14 @@ public final class Catalog: Sendable {
         _ body: @escaping @Sendable (inout RegistryState) throws(CatalogError) -> T,
         completion: @escaping @Sendable (Result<T, any Error>) -> Void
     ) {
-        switch backend {
-        case .local(let store):
+        store.commit(QueuedWrite { state in
             do {
-                try state.withLock { (state: inout RegistryState) throws(CatalogError) in
-                    let (result, effect) = try state.write(body)
-                    // Appending under the lock keeps the store's order identical to the state's.
-                    store.append(effect?.ops ?? []) { [hub] outcome in
-                        switch outcome {
-                        case .success:
-                            if let effect { hub.notify(effect.wake) }
-                            completion(.success(result))
-                        case .failure(let error):
-                            completion(.failure(error))
-                        }
-                    }
-                }
+                let (result, effect) = try state.write(body)
+                return (effect, { completion($0.map { result }) })
             } catch {
-                completion(.failure(error))
+                return (nil, { _ in completion(.failure(error)) })
             }
-        case .shared(let store):
-            store.submit(QueuedWrite { state in
-                do {
-                    let (result, effect) = try state.write(body)
-                    return (effect, { completion($0.map { result }) })
-                } catch {
-                    return (nil, { _ in completion(.failure(error)) })
-                }
-            }, to: self)
-        }
+        }, to: self)
     }
 
     /// `write` for async callers.
@@ -90,11 +51,24 @@ public final class Catalog: Sendable {
     /// sharing the store are told. Nil when the session does not exist.
     public func renewSession(_ id: String) -> Session? {
         let session = state.withLock { $0.renewSession(id, now: .now) }
-        if session != nil, case .shared(let store) = backend { store.announceRenewal(of: id) }
+        if session != nil { store.announceRenewal(of: id) }
         return session
     }
 
-    // MARK: Following a shared store
+    // MARK: For stores
+
+    /// Applies `write` to the state in place and hands its records to `persist` while still holding
+    /// the lock, so that a log keeps the state's order; waiters wake once `persist` reports them durable.
+    func applyInPlace(_ write: QueuedWrite,
+                      persist: ([StoreOp], @escaping @Sendable (Result<Void, any Error>) -> Void) -> Void) {
+        state.withLock { state in
+            let (effect, report) = write.apply(&state)
+            persist(effect?.ops ?? []) { [hub] outcome in
+                if case .success = outcome, let effect { hub.notify(effect.wake) }
+                report(outcome)
+            }
+        }
+    }
 
     /// The state as of now, to compute a write on.
     func snapshot() -> RegistryState { state.withLock { $0 } }
@@ -125,7 +99,7 @@ public final class Catalog: Sendable {
         return applied
     }
 
-    /// Replaces the whole state with what the shared store holds and wakes every parked query.
+    /// Replaces the whole state with what the store holds and wakes every parked query.
     func reload(_ records: [StoredRecord], revision: Int64) throws {
         var fresh = try RegistryState(records: records)
         fresh.storeRevision = revision
@@ -134,7 +108,7 @@ public final class Catalog: Sendable {
     }
 }
 
-/// A write waiting for the shared store: applies itself to a state and says how to report the outcome.
-struct QueuedWrite: Sendable {
+/// A write waiting for the store: applies itself to a state and says how to report the outcome.
+public struct QueuedWrite: Sendable {
     let apply: @Sendable (inout RegistryState) -> (effect: WriteEffect?, report: @Sendable (Result<Void, any Error>) -> Void)
 }

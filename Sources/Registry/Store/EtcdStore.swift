@@ -16,7 +16,7 @@ import TrellisHTTP
 ///
 /// Session renewals are not writes: they touch `<prefix>renew/<session>` (outside the index) so that
 /// every registry extends the session's deadline.
-public final class EtcdStore: Sendable {
+public final class EtcdStore: Store {
     /// etcd's default `--max-txn-ops`: the most operations one transaction may carry.
     static let maxTxnOps = 128
     /// Bytes of keys and values per transaction, under etcd's default `--max-request-bytes` (1.5 MiB)
@@ -35,6 +35,8 @@ public final class EtcdStore: Sendable {
     private let queue = GroupCommitQueue<QueuedWrite>()
     private let applied = Mutex(Applied())
     private let onCommit: @Sendable (_ seconds: Double, _ batches: Int) -> Void
+    /// Applies the other registries' commits from the time the store is opened until it is closed.
+    private let follower = Mutex<Task<Void, Never>?>(nil)
 
     /// - Parameters:
     ///   - endpoints: client addresses of the etcd cluster's members.
@@ -49,11 +51,23 @@ public final class EtcdStore: Sendable {
     }
 
     /// The etcd cluster's members, for `/v1/operator/raft/configuration`.
-    public func members() async throws -> [JSON] { try await client.members() }
+    public func members() async throws -> [JSON]? { try await client.members() }
+
+    public var kind: String { "etcd" }
+
+    public func open(_ catalog: Catalog) async throws {
+        let loaded = try await load(into: catalog)
+        let task = Task { await follow(catalog, after: loaded) }
+        follower.withLock { $0 = task }
+    }
+
+    public func close() {
+        follower.withLock { $0?.cancel() }
+    }
 
     /// Loads every record into `catalog`; returns the etcd revision the load reflects.
     @discardableResult
-    public func load(into catalog: Catalog) async throws -> Int64 {
+    private func load(into catalog: Catalog) async throws -> Int64 {
         let kvs: [EtcdClient.KeyValue], revision: Int64
         do {
             (kvs, revision) = try await client.range(prefix: prefix)
@@ -74,7 +88,7 @@ public final class EtcdStore: Sendable {
 
     /// Applies every later commit to `catalog` until the task is cancelled, reconnecting when the watch
     /// breaks and reloading everything when etcd no longer keeps the revisions it missed.
-    public func follow(_ catalog: Catalog, after loadedRevision: Int64) async {
+    private func follow(_ catalog: Catalog, after loadedRevision: Int64) async {
         let next = Mutex(loadedRevision + 1)
         var delay = Duration.milliseconds(100)
         while !Task.isCancelled {
@@ -97,12 +111,12 @@ public final class EtcdStore: Sendable {
     }
 
     /// Queues a write; writes that queue up while a transaction is in flight go together in the next.
-    func submit(_ write: QueuedWrite, to catalog: Catalog) {
+    public func commit(_ write: QueuedWrite, to catalog: Catalog) {
         if queue.enqueue(write) { Task { await drain(into: catalog) } }
     }
 
     /// Tells every registry that `session` was renewed.
-    func announceRenewal(of session: String) {
+    public func announceRenewal(of session: String) {
         let key = prefix + Array("\(Table.sessionRenewal.rawValue)/\(session)".utf8)
         Task {
             do {

@@ -1,6 +1,7 @@
 import Dispatch
 import Foundation
 import GRDB
+import TrellisCore
 
 /// The embedded store: one SQLite file in WAL mode, fsync on every commit, group-committed.
 public final class SQLiteStore: Store {
@@ -35,7 +36,23 @@ public final class SQLiteStore: Store {
         }
     }
 
-    public func loadAll() throws -> [StoredRecord] {
+    public var kind: String { "sqlite" }
+
+    public func open(_ catalog: Catalog) throws {
+        try catalog.reload(loadAll(), revision: 0)
+    }
+
+    public func commit(_ write: QueuedWrite, to catalog: Catalog) {
+        catalog.applyInPlace(write) { ops, done in append(ops, completion: done) }
+    }
+
+    /// No other registry reads this store.
+    public func announceRenewal(of session: String) {}
+
+    public func members() -> [JSON]? { nil }
+
+    /// Every record, in no particular order.
+    func loadAll() throws -> [StoredRecord] {
         try database.read { db in
             try Row.fetchAll(db, sql: "SELECT tbl, key, value FROM records").compactMap { row in
                 // Records of tables this release does not know (a newer release's) stay on disk, unread.
@@ -46,7 +63,8 @@ public final class SQLiteStore: Store {
         }
     }
 
-    public func append(_ ops: [StoreOp], completion: @escaping @Sendable (Result<Void, any Error>) -> Void) {
+    /// Logs `ops` after everything appended before; `completion` runs once they are on disk.
+    func append(_ ops: [StoreOp], completion: @escaping @Sendable (Result<Void, any Error>) -> Void) {
         if pending.enqueue((ops, completion)) { writer.async { self.drain() } }
     }
 

@@ -1,4 +1,5 @@
 import Synchronization
+import TrellisCore
 
 /// One change to durable storage: a record put or deleted in a table.
 public enum StoreOp: Sendable, Equatable {
@@ -50,12 +51,24 @@ final class GroupCommitQueue<Item: Sendable>: Sendable {
     }
 }
 
-/// Durable storage below the in-memory state: every batch is on disk before its completion runs.
+/// Durable storage below the in-memory state: a write is acknowledged once its records are durable.
 ///
-/// Batches are applied in the order they were appended; implementations commit several
-/// waiting batches together (group commit) so durability does not cost throughput.
+/// Implementations commit several waiting writes together (group commit), so durability does not
+/// cost throughput. A local store (`SQLiteStore`) applies a write to the state at once and logs its
+/// records in the same order; a store shared by several registries (`EtcdStore`) computes the write
+/// on a snapshot, commits it if no other registry committed first, and applies every registry's
+/// commits in the order the store gives them.
 public protocol Store: Sendable {
-    func loadAll() throws -> [StoredRecord]
-    func append(_ ops: [StoreOp], completion: @escaping @Sendable (Result<Void, any Error>) -> Void)
+    /// What operators call the store: `sqlite`, `etcd`.
+    var kind: String { get }
+    /// Loads the stored records into `catalog`; a shared store keeps applying the other registries'
+    /// commits until it is closed.
+    func open(_ catalog: Catalog) async throws
+    /// Applies `write` to `catalog`'s state and makes its records durable; the write reports when.
+    func commit(_ write: QueuedWrite, to catalog: Catalog)
+    /// Tells the registries sharing the store that a TTL session was renewed (renewals are not writes).
+    func announceRenewal(of session: String)
+    /// The members of the store's own cluster, for `/v1/operator/raft/configuration`; nil for a local store.
+    func members() async throws -> [JSON]?
     func close()
 }
