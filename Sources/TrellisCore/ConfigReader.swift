@@ -146,7 +146,7 @@ public struct ConfigValue {
 }
 
 /// Typed access to one YAML mapping of a configuration, in document order; every error names the
-/// key path and what was expected, and keys given twice or not allowed are refused.
+/// key path and what was expected, and keys not allowed are refused (Yams refuses keys given twice).
 ///
 /// The one reader of every YAML file Trellis takes: daemon `--config` files, topologies, sidecar
 /// policies, collector settings, service definitions.
@@ -187,7 +187,6 @@ public struct ConfigReader {
             if let allowed, !allowed.contains(key) {
                 throw ConfigError(path: path, "unknown field (allowed: \(allowed.sorted().joined(separator: ", ")))", file: value.file)
             }
-            if entries.contains(where: { $0.key == key }) { throw ConfigError(path: path, "given twice", file: value.file) }
             let entry = ConfigValue(valueNode, path: path, file: value.file)
             if !entry.isNull { entries.append((key, entry)) }
         }
