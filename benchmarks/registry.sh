@@ -5,27 +5,34 @@
 #   3. blocking-query fan-out: 10,000 watchers, one change
 #   4. 10,000 instances with an HTTP check every 10 s: registry CPU and RSS
 # Servers are pinned to CPU 0, load generators to CPU 1. Arguments pick sections (default: all).
+# BASELINE_BIN=path/to/another/trellis adds that binary to sections 1 and 2, side by side in the
+# same rounds, with the ratio of this build to it.
 source "$(dirname "$0")/common.sh"
 SECTIONS=" ${*:-1 2 3 4} "
 want() { [[ "$SECTIONS" == *" $1 "* ]]; }
 
-start_registry() {
-  rm -rf "$WORK/reg"
-  taskset -c 0 "$BIN" registry --http-addr 127.0.0.1:18500 --data-dir "$WORK/reg" --node bench --log-level error \
-    > "$WORK/registry.out" 2>&1 &
+start_registry() { # [binary] [port]
+  local bin=${1:-$BIN} port=${2:-18500}
+  rm -rf "$WORK/reg-$port"
+  taskset -c 0 "$bin" registry --http-addr 127.0.0.1:"$port" --data-dir "$WORK/reg-$port" --node bench --log-level error \
+    > "$WORK/registry-$port.out" 2>&1 &
   REG_PID=$!; PIDS+=("$REG_PID")
-  for _ in $(seq 100); do curl -sf 127.0.0.1:18500/v1/status/leader >/dev/null && return; sleep 0.1; done
+  for _ in $(seq 100); do curl -sf 127.0.0.1:"$port"/v1/status/leader >/dev/null && return; sleep 0.1; done
   echo "registry did not start"; exit 1
 }
 stop_registry() { kill "$REG_PID"; wait "$REG_PID" 2>/dev/null || true; }
+ratio() { echo "$1 $2" | awk '{printf "%.3f", $1 / $4}'; }
 
 if want 1; then
 echo "== 1. catalog reads: health/service?passing, 10 instances, 50 connections, $DURATION"
-start_registry
-for i in $(seq 1 10); do
-  curl -sf -X PUT 127.0.0.1:18500/v1/agent/service/register \
-    -d "{\"Name\":\"web\",\"ID\":\"web-$i\",\"Port\":$((9000 + i)),\"Tags\":[\"v1\"],\"Meta\":{\"version\":\"1.2.$i\"},\"Check\":{\"TTL\":\"1h\",\"Status\":\"passing\"}}"
-done
+seed_web() { # port
+  for i in $(seq 1 10); do
+    curl -sf -X PUT 127.0.0.1:"$1"/v1/agent/service/register \
+      -d "{\"Name\":\"web\",\"ID\":\"web-$i\",\"Port\":$((9000 + i)),\"Tags\":[\"v1\"],\"Meta\":{\"version\":\"1.2.$i\"},\"Check\":{\"TTL\":\"1h\",\"Status\":\"passing\"}}"
+  done
+}
+start_registry; seed_web 18500; READ_PIDS=("$REG_PID")
+if [ -n "${BASELINE_BIN:-}" ]; then start_registry "$BASELINE_BIN" 18510; seed_web 18510; READ_PIDS+=("$REG_PID"); fi
 mkdir -p "$WORK/www"
 curl -sf "127.0.0.1:18500/v1/health/service/web?passing" -o "$WORK/www/health.json"
 echo "response: $(wc -c < "$WORK/www/health.json") bytes"
@@ -33,9 +40,14 @@ start_nginx 0 "root $WORK/www; location / { default_type application/json; }"
 for round in 1 2 3; do
   T=$(taskset -c 1 wrk -t1 -c50 -d"$DURATION" --latency "http://127.0.0.1:18500/v1/health/service/web?passing" | wrk_rps)
   N=$(taskset -c 1 wrk -t1 -c50 -d"$DURATION" --latency "http://127.0.0.1:18080/health.json" | wrk_rps)
-  echo "round $round  trellis: $T   nginx: $N   ratio: $(echo "$T $N" | awk '{printf "%.2f", $1 / $4}')"
+  LINE="round $round  trellis: $T   nginx: $N   ratio: $(ratio "$T" "$N")"
+  if [ -n "${BASELINE_BIN:-}" ]; then
+    B=$(taskset -c 1 wrk -t1 -c50 -d"$DURATION" --latency "http://127.0.0.1:18510/v1/health/service/web?passing" | wrk_rps)
+    LINE+="   baseline: $B   trellis/baseline: $(ratio "$T" "$B")"
+  fi
+  echo "$LINE"
 done
-kill "$NGINX_PID"; stop_registry
+kill "$NGINX_PID"; for p in "${READ_PIDS[@]}"; do kill "$p"; wait "$p" 2>/dev/null || true; done
 fi
 
 if want 2; then
@@ -47,7 +59,14 @@ for round in 1 2 3; do
   start_etcd
   E=$(taskset -c 1 wrk -t1 -c64 -d"$DURATION" --latency -s benchmarks/kv.lua "http://127.0.0.1:12379" -- etcd put | wrk_rps)
   kill "$ETCD_PID"; wait "$ETCD_PID" 2>/dev/null || true
-  echo "round $round  trellis registrations: $T   etcd puts: $E   ratio: $(echo "$T $E" | awk '{printf "%.2f", $1 / $4}')"
+  LINE="round $round  trellis registrations: $T   etcd puts: $E   ratio: $(ratio "$T" "$E")"
+  if [ -n "${BASELINE_BIN:-}" ]; then
+    start_registry "$BASELINE_BIN" 18510
+    B=$(taskset -c 1 wrk -t1 -c64 -d"$DURATION" --latency -s benchmarks/register.lua "http://127.0.0.1:18510" | wrk_rps)
+    stop_registry
+    LINE+="   baseline: $B   trellis/baseline: $(ratio "$T" "$B")"
+  fi
+  echo "$LINE"
 done
 fi
 

@@ -1,3 +1,6 @@
+// Collector: scrapes every registered /metrics into one Prometheus endpoint and receives, buffers
+// and ships logs with Loki-compatible pushes, losing no line while Loki is down.
+
 import ConsulClient
 import Foundation
 import Logging

@@ -1,3 +1,6 @@
+// ConsulClient: the one client of the registry's Consul API, used by the daemons, `trellis up`
+// and the CLI, with registration and the names processes agree on through the registry.
+
 import Foundation
 import NIOCore
 import NIOHTTP1

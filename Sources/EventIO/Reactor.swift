@@ -1,3 +1,6 @@
+// EventIO: the data plane's single-threaded epoll event loop: reactor, timers, TCP listener,
+// connector, and stream sockets over their transport.
+
 import CEventIO
 import Foundation
 import NIOCore

@@ -1,3 +1,6 @@
+// Fleet: a whole topology on one machine (`trellis up`): topology files, the daemons started as
+// processes (it links none of their libraries), and the live status table.
+
 import ConsulClient
 import Foundation
 import Logging

@@ -1,3 +1,6 @@
+// Policy: the sidecar policy model (routes, timeouts, retries, limits, breakers) and its YAML
+// parser, shared by the sidecar, `trellis up` and the CLI.
+
 import NIOCore
 import TrellisCore
 

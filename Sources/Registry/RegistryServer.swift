@@ -1,3 +1,6 @@
+// Registry: the Consul-compatible registry daemon: state by table (State/), SQLite and etcd stores
+// (Store/), health checks (Health/), the HTTP API (API/) and the DNS interface (DNS/).
+
 import Foundation
 import Logging
 import NIOCore

@@ -1,3 +1,6 @@
+// Sidecar: the proxy beside each service: the request path (Proxy/), discovery, live policy and
+// admin endpoints (Control/), and supervision of the service process (Supervisor/).
+
 import ConsulClient
 import EventIO
 import Foundation

@@ -1,3 +1,6 @@
+// Telemetry: what every daemon reports: Prometheus metrics and their text exposition (written
+// and parsed), JSON log lines, and the live log level behind monitor and reload.
+
 import Prometheus
 
 /// A Prometheus registry with Trellis's naming (`trellis_<component>_<name>_<unit>`) and a scrape hook.

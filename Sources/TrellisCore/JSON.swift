@@ -1,3 +1,6 @@
+// TrellisCore: the value types every module shares: JSON, Go durations, catalog records,
+// host:port parsing, and the one YAML configuration reader (ConfigReader).
+
 /// A JSON value that keeps object keys in order and integers exact.
 ///
 /// Consul clients depend on exact JSON types (`Port` an integer, `null` versus `[]`), which

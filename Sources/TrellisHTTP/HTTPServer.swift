@@ -1,3 +1,6 @@
+// TrellisHTTP: a small NIO HTTP/1.1 server and client for control-plane traffic (the registry API,
+// admin and collector endpoints, calls to the registry), plus systemd readiness notification.
+
 import Logging
 import NIOCore
 import NIOHTTP1

@@ -1,3 +1,6 @@
+// trellis: the executable: one subcommand per daemon (registry, sidecar, collector), `up`, and
+// the CLI for services, KV, locks and policies.
+
 import ArgumentParser
 import ConsulClient
 import TrellisCore

@@ -6,16 +6,22 @@ enum CatalogJSON {
     static func nodeMap(_ map: [String: String]) -> JSON { map.isEmpty ? .null : .stringMap(map) }
 
     static func node(_ node: Node) -> JSON {
-        .object(JSONObject([
+        .object(JSONObject(nodeFields(node, metaKey: "Meta") + [
+            ("CreateIndex", .int(Int64(node.createIndex))),
+            ("ModifyIndex", .int(Int64(node.modifyIndex))),
+        ]))
+    }
+
+    /// The node's part of a node or of a `ServiceNode`, whose metadata is `Meta` and `NodeMeta` respectively.
+    private static func nodeFields(_ node: Node, metaKey: String) -> [(key: String, value: JSON)] {
+        [
             ("ID", .string(node.id)),
             ("Node", .string(node.name)),
             ("Address", .string(node.address)),
             ("Datacenter", .string(node.datacenter)),
             ("TaggedAddresses", nodeMap(node.taggedAddresses)),
-            ("Meta", nodeMap(node.meta)),
-            ("CreateIndex", .int(Int64(node.createIndex))),
-            ("ModifyIndex", .int(Int64(node.modifyIndex))),
-        ]))
+            (metaKey, nodeMap(node.meta)),
+        ]
     }
 
     static func weights(_ weights: ServiceInstance.Weights) -> JSON {
@@ -87,13 +93,7 @@ enum CatalogJSON {
 
     /// `ServiceNode`: the items of `/v1/catalog/service/:name`.
     static func catalogServiceNode(_ node: Node, _ s: ServiceInstance) -> JSON {
-        .object(JSONObject([
-            ("ID", .string(node.id)),
-            ("Node", .string(node.name)),
-            ("Address", .string(node.address)),
-            ("Datacenter", .string(node.datacenter)),
-            ("TaggedAddresses", nodeMap(node.taggedAddresses)),
-            ("NodeMeta", nodeMap(node.meta)),
+        .object(JSONObject(nodeFields(node, metaKey: "NodeMeta") + [
             ("ServiceKind", .string(s.kind)),
             ("ServiceID", .string(s.id)),
             ("ServiceName", .string(s.name)),

@@ -9,20 +9,23 @@ public enum WatchKey {
     public static func node(_ name: String) -> String { "node:" + name }
 }
 
+/// A catalog record with Consul's raft indexes.
+protocol IndexedRecord: Equatable {
+    var createIndex: UInt64 { get set }
+    var modifyIndex: UInt64 { get set }
+}
+
+extension Node: IndexedRecord {}
+extension ServiceInstance: IndexedRecord {}
+extension HealthCheck: IndexedRecord {}
+
 /// Nodes, service instances and checks: Consul's catalog rules for writing and reading them.
 extension RegistryState {
     // MARK: Writing
 
     public mutating func putNode(_ node: Node) {
         var node = node
-        if let existing = catalog.nodes[node.name] {
-            node.createIndex = existing.createIndex
-            node.modifyIndex = existing.modifyIndex
-            if existing == node { return }
-        } else {
-            node.createIndex = writeIndex
-        }
-        node.modifyIndex = writeIndex
+        guard stamp(&node, replacing: catalog.nodes[node.name]) else { return }
         catalog.setNode(node)
         record(.put(table: .node, key: node.name, value: NodeRecord.encode(node)),
                touching: [WatchKey.nodes, WatchKey.services, WatchKey.node(node.name)]
@@ -44,18 +47,12 @@ extension RegistryState {
     public mutating func putInstance(_ service: ServiceInstance) {
         var service = service
         let key = InstanceKey(node: service.node, id: service.id)
+        let existing = catalog.instances[key]
+        guard stamp(&service, replacing: existing) else { return }
         var touched = [WatchKey.services, WatchKey.node(service.node), WatchKey.service(service.name)]
             + (service.connectTarget.map { [WatchKey.service($0)] } ?? [])
-        if let existing = catalog.instances[key] {
-            service.createIndex = existing.createIndex
-            service.modifyIndex = existing.modifyIndex
-            if existing == service { return }
-            if let target = existing.connectTarget { touched.append(WatchKey.service(target)) }
-            if existing.name != service.name { touched.append(WatchKey.service(existing.name)) }
-        } else {
-            service.createIndex = writeIndex
-        }
-        service.modifyIndex = writeIndex
+        if let target = existing?.connectTarget { touched.append(WatchKey.service(target)) }
+        if let existing, existing.name != service.name { touched.append(WatchKey.service(existing.name)) }
         catalog.insert(service)
         record(.put(table: .service, key: key.recordKey, value: ServiceRecord.encode(service)), touching: touched)
         for checkID in catalog.checkIDs(of: key) {
@@ -77,14 +74,7 @@ extension RegistryState {
     public mutating func putCheck(_ check: HealthCheck) {
         var check = check
         let key = CheckKey(node: check.node, checkID: check.checkID)
-        if let existing = catalog.checks[key] {
-            check.createIndex = existing.createIndex
-            check.modifyIndex = existing.modifyIndex
-            if existing == check { return }
-        } else {
-            check.createIndex = writeIndex
-        }
-        check.modifyIndex = writeIndex
+        guard stamp(&check, replacing: catalog.checks[key]) else { return }
         catalog.insert(check)
         record(.put(table: .check, key: key.recordKey, value: CheckRecord.encode(check)), touching: checkWatchKeys(check))
         if check.status == .critical { invalidateSessions(linkedTo: key) }
@@ -106,6 +96,21 @@ extension RegistryState {
         guard let existing = catalog.remove(key) else { return }
         record(.delete(table: .check, key: key.recordKey), touching: checkWatchKeys(existing))
         invalidateSessions(linkedTo: key)
+    }
+
+    /// Gives `record` the indexes of this write: it keeps the create index of the record it replaces,
+    /// and takes the write's index as its modify index. False when it equals the record it replaces.
+    private func stamp<Record: IndexedRecord>(_ record: inout Record, replacing existing: Record?) -> Bool {
+        guard let existing else {
+            record.createIndex = writeIndex
+            record.modifyIndex = writeIndex
+            return true
+        }
+        record.createIndex = existing.createIndex
+        record.modifyIndex = existing.modifyIndex
+        if record == existing { return false }
+        record.modifyIndex = writeIndex
+        return true
     }
 
     private func servicesOnNode(_ node: String) -> [String] {
