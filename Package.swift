@@ -178,7 +178,7 @@ let package = Package(
             .product(name: "NIOCore", package: "swift-nio"),
             .product(name: "NIOPosix", package: "swift-nio"),
         ]),
-        .testTarget(name: "CollectorTests", dependencies: ["Collector", "Telemetry", "TrellisCore"]),
+        .testTarget(name: "CollectorTests", dependencies: ["Collector", "ConsulClient", "Telemetry", "TrellisCore"]),
         .testTarget(name: "FleetTests", dependencies: ["Fleet"]),
         .testTarget(name: "IntegrationTests", dependencies: ["TrellisCore", "TrellisHTTP", "ConsulClient"]),
     ]

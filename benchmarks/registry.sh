@@ -21,7 +21,16 @@ start_registry() { # [binary] [port]
   echo "registry did not start"; exit 1
 }
 stop_registry() { kill "$REG_PID"; wait "$REG_PID" 2>/dev/null || true; }
-ratio() { echo "$1 $2" | awk '{printf "%.3f", $1 / $4}'; }
+ratio() { awk -v a="${1%% *}" -v b="${2%% *}" 'BEGIN {printf "%.3f", a / b}'; } # of the first fields
+# Runs wrk (the rest of the arguments) against the registry $REG_PID; prints "req/s p50 p99 cpu-us-per-request".
+wrk_cpu() {
+  local before after out
+  before=$(cpu_ticks "$REG_PID")
+  out=$(taskset -c 1 wrk "$@" | wrk_rps)
+  after=$(cpu_ticks "$REG_PID")
+  echo "$out $(echo "$out $before $after $(getconf CLK_TCK) ${DURATION%s}" |
+    awk '{printf "%.1fus/req", ($5 - $4) / $6 * 1e6 / ($1 * $7)}')"
+}
 
 if want 1; then
 echo "== 1. catalog reads: health/service?passing, 10 instances, 50 connections, $DURATION"
@@ -54,7 +63,7 @@ if want 2; then
 echo "== 2. durable writes at 64 connections, $DURATION"
 for round in 1 2 3; do
   start_registry
-  T=$(taskset -c 1 wrk -t1 -c64 -d"$DURATION" --latency -s benchmarks/register.lua "http://127.0.0.1:18500" | wrk_rps)
+  T=$(wrk_cpu -t1 -c64 -d"$DURATION" --latency -s benchmarks/register.lua "http://127.0.0.1:18500")
   stop_registry
   start_etcd
   E=$(taskset -c 1 wrk -t1 -c64 -d"$DURATION" --latency -s benchmarks/kv.lua "http://127.0.0.1:12379" -- etcd put | wrk_rps)
@@ -62,7 +71,7 @@ for round in 1 2 3; do
   LINE="round $round  trellis registrations: $T   etcd puts: $E   ratio: $(ratio "$T" "$E")"
   if [ -n "${BASELINE_BIN:-}" ]; then
     start_registry "$BASELINE_BIN" 18510
-    B=$(taskset -c 1 wrk -t1 -c64 -d"$DURATION" --latency -s benchmarks/register.lua "http://127.0.0.1:18510" | wrk_rps)
+    B=$(wrk_cpu -t1 -c64 -d"$DURATION" --latency -s benchmarks/register.lua "http://127.0.0.1:18510")
     stop_registry
     LINE+="   baseline: $B   trellis/baseline: $(ratio "$T" "$B")"
   fi

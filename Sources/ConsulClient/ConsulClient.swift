@@ -94,6 +94,15 @@ public struct ConsulClient: Sendable {
         return (bytes.isEmpty ? .null : try JSON.parse(bytes), index)
     }
 
+    /// Sends a request and decodes a JSON answer as `T` (see `Views`), throwing `Failure.answered` on a non-2xx status.
+    public func decode<T: Decodable>(_ type: T.Type, _ method: String, _ path: String, timeout: TimeInterval = 30) async throws -> T {
+        let (status, _, bytes) = try await send(method, path, timeout: timeout)
+        guard (200..<300).contains(status) else {
+            throw Failure.answered(status: status, message: String(decoding: bytes, as: UTF8.self))
+        }
+        return try Views.decode(type, from: bytes)
+    }
+
     /// Calls and insists on 200.
     public func expectOK(_ method: HTTPMethod, _ path: String, body: [UInt8]? = nil) async throws {
         let response = try await call(method, path, body: body)

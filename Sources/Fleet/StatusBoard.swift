@@ -10,12 +10,9 @@ enum RegistryHealth {
         let client = ConsulClient(address: registry)
         var health: [String: HealthStatus] = [:]
         for service in services {
-            guard let (entries, _) = try? await client.json("GET", "/v1/health/service/\(URLPath.escape(service))", timeout: 2) else {
-                continue
-            }
-            for entry in entries.arrayValue ?? [] {
-                if let id = entry["Service"]?["ID"]?.stringValue { health[id] = HealthStatus.aggregate(healthEntry: entry) }
-            }
+            guard let (status, _, body) = try? await client.send("GET", "/v1/health/service/\(URLPath.escape(service))", timeout: 2),
+                  status == 200, let entries = try? Views.decode([ServiceHealth].self, from: body) else { continue }
+            for entry in entries { health[entry.service.id] = entry.status }
         }
         return health
     }

@@ -17,11 +17,6 @@ public enum HealthStatus: String, Sendable, CaseIterable, Comparable {
     public static func aggregate(_ statuses: some Sequence<HealthStatus>) -> HealthStatus {
         statuses.max() ?? .passing
     }
-
-    /// The status of one entry of `/v1/health/service/<name>`: the worst of its checks.
-    public static func aggregate(healthEntry entry: JSON) -> HealthStatus {
-        aggregate((entry["Checks"]?.arrayValue ?? []).compactMap { $0["Status"]?.stringValue.flatMap(HealthStatus.init(rawValue:)) })
-    }
 }
 
 /// Rows of text in aligned columns (the last column is not padded).

@@ -3,8 +3,13 @@
 
 /// A JSON value that keeps object keys in order and integers exact.
 ///
-/// Consul clients depend on exact JSON types (`Port` an integer, `null` versus `[]`), which
-/// Foundation's untyped parsing blurs; this type keeps them distinct in both directions.
+/// Codable serves where a fixed shape is read (the clients' views in ConsulClient); this value
+/// type stays where the document itself is the subject: Consul clients depend on exact JSON types
+/// (`Port` an integer, `null` versus `[]`, `Flags` up to 2^64−1) and on Consul's key order, which
+/// Foundation's encoders blur; `?filter` evaluates expressions against any document and `?pretty`
+/// re-renders it; registration bodies are read field by field with Consul's lenient names
+/// (`JSONObject.field`) and validation messages; and stored records keep unknown documents
+/// (`Proxy`, config entries) as given.
 public enum JSON: Sendable, Equatable {
     case null
     case bool(Bool)

@@ -14,10 +14,12 @@ struct ServicesCommand: AsyncParsableCommand {
         let (services, _) = try await CLI.call { try await client.json("GET", "/v1/catalog/services") }
         var rows = [["SERVICE", "INSTANCES", "PASSING", "WARNING", "CRITICAL", "TAGS"]]
         for (name, tags) in services.objectValue?.pairs ?? [] {
-            let (entries, _) = try await CLI.call { try await client.json("GET", "/v1/health/service/\(URLPath.escape(name))") }
+            let entries = try await CLI.call {
+                try await client.decode([ServiceHealth].self, "GET", "/v1/health/service/\(URLPath.escape(name))")
+            }
             var counts: [HealthStatus: Int] = [:]
-            for entry in entries.arrayValue ?? [] { counts[HealthStatus.aggregate(healthEntry: entry), default: 0] += 1 }
-            rows.append([name, String(entries.arrayValue?.count ?? 0), String(counts[.passing] ?? 0),
+            for entry in entries { counts[entry.status, default: 0] += 1 }
+            rows.append([name, String(entries.count), String(counts[.passing] ?? 0),
                          String(counts[.warning] ?? 0), String((counts[.critical] ?? 0) + (counts[.maintenance] ?? 0)),
                          (tags.arrayValue ?? []).compactMap(\.stringValue).joined(separator: ",")])
         }
@@ -35,30 +37,18 @@ struct HealthCommand: AsyncParsableCommand {
     func run() async throws {
         let client = ConsulClient(address: options.registry)
         let path = "/v1/health/service/\(URLPath.escape(service))" + (passing ? "?passing" : "")
-        let (entries, _) = try await CLI.call { try await client.json("GET", path) }
-        let items = entries.arrayValue ?? []
+        let items = try await CLI.call { try await client.decode([ServiceHealth].self, "GET", path) }
         if items.isEmpty {
             print("no \(passing ? "passing " : "")instances of \"\(service)\"")
             throw ExitCode(1)
         }
         var rows = [["INSTANCE", "NODE", "ADDRESS", "STATUS", "CHECK", "CHECK STATUS", "OUTPUT"]]
         for entry in items {
-            guard let object = entry.objectValue else { continue }
-            let svc = object.field("Service")?.objectValue
-            let node = object.field("Node")?.objectValue
-            let address = svc?.field("Address")?.stringValue.flatMap { $0.isEmpty ? nil : $0 }
-                ?? node?.field("Address")?.stringValue ?? ""
-            let port = svc?.field("Port")?.intValue ?? 0
-            let checks = object.field("Checks")?.arrayValue ?? []
-            let first = [svc?.field("ID")?.stringValue ?? "", node?.field("Node")?.stringValue ?? "",
-                         "\(address):\(port)", HealthStatus.aggregate(healthEntry: entry).rawValue]
-            if checks.isEmpty { rows.append(first + ["", "", ""]) }
-            for (i, check) in checks.enumerated() {
-                let c = check.objectValue
-                let output = (c?.field("Output")?.stringValue ?? "").split(separator: "\n").first.map(String.init) ?? ""
-                rows.append((i == 0 ? first : ["", "", "", ""]) + [c?.field("CheckID")?.stringValue ?? "",
-                                                                  c?.field("Status")?.stringValue ?? "",
-                                                                  String(output.prefix(60))])
+            let first = [entry.service.id, entry.node.name, "\(entry.address):\(entry.service.port)", entry.status.rawValue]
+            if entry.checks.isEmpty { rows.append(first + ["", "", ""]) }
+            for (i, check) in entry.checks.enumerated() {
+                let output = check.output.split(separator: "\n").first.map(String.init) ?? ""
+                rows.append((i == 0 ? first : ["", "", "", ""]) + [check.checkID, check.status, String(output.prefix(60))])
             }
         }
         CLI.printTable(rows)

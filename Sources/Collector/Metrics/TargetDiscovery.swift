@@ -52,7 +52,7 @@ public struct TargetDiscovery: Sendable {
             for name in names where !ignoredServices.contains(name) {
                 let answer = try await registry.call(.GET, "/v1/catalog/service/\(URLPath.escape(name))")
                 guard answer.status == .ok else { continue }
-                for node in (try JSON.parse(answer.bodyBytes)).arrayValue ?? [] {
+                for node in try Views.decode([CatalogServiceNode].self, from: answer.bodyBytes) {
                     targets.append(contentsOf: Self.targets(ofCatalogEntry: node, service: name))
                 }
             }
@@ -60,16 +60,15 @@ public struct TargetDiscovery: Sendable {
         }
     }
 
-    static func targets(ofCatalogEntry node: JSON, service: String) -> [ScrapeTarget] {
-        let address = node["ServiceAddress"]?.stringValue.flatMap { $0.isEmpty ? nil : $0 } ?? node["Address"]?.stringValue ?? "127.0.0.1"
-        let id = node["ServiceID"]?.stringValue ?? service
-        let meta = node["ServiceMeta"]?.objectValue
+    static func targets(ofCatalogEntry node: CatalogServiceNode, service: String) -> [ScrapeTarget] {
+        let address = node.reachableAddress.isEmpty ? "127.0.0.1" : node.reachableAddress
+        let id = node.serviceID
         var targets: [ScrapeTarget] = []
-        if let admin = meta?[exact: WellKnownNames.sidecarAdminPortMeta]?.stringValue.flatMap(Int.init) {
+        if let admin = node.serviceMeta[WellKnownNames.sidecarAdminPortMeta].flatMap(Int.init) {
             targets.append(ScrapeTarget(host: address, port: admin, path: "/metrics", job: "trellis-sidecar", instance: id, service: service))
         }
-        if let path = meta?[exact: metricsPathMeta]?.stringValue, let port = node["ServicePort"]?.intValue, port > 0 {
-            targets.append(ScrapeTarget(host: address, port: Int(port), path: path, job: service, instance: id, service: service))
+        if let path = node.serviceMeta[metricsPathMeta], node.servicePort > 0 {
+            targets.append(ScrapeTarget(host: address, port: node.servicePort, path: path, job: service, instance: id, service: service))
         }
         return targets
     }

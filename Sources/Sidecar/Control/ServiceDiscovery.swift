@@ -22,15 +22,11 @@ enum ServiceDiscovery {
     /// Entries of a health answer: the service address (or the node's when empty), port, tags,
     /// and the `weight` Meta (default 1).
     static func parse(_ bytes: [UInt8]) throws -> [EndpointInfo] {
-        guard let entries = try JSON.parse(bytes).arrayValue else { return [] }
-        return entries.compactMap { entry in
-            guard let service = entry["Service"], let id = service["ID"]?.stringValue,
-                  let port = service["Port"]?.intValue, port > 0 else { return nil }
-            var host = service["Address"]?.stringValue ?? ""
-            if host.isEmpty { host = entry["Node"]?["Address"]?.stringValue ?? "127.0.0.1" }
-            let weight = service["Meta"]?["weight"]?.stringValue.flatMap { Int($0) } ?? 1
-            let tags = service["Tags"]?.arrayValue?.compactMap(\.stringValue) ?? []
-            return EndpointInfo(id: id, host: host, port: Int(port), weight: weight, tags: tags)
+        try Views.decode([ServiceHealth].self, from: bytes).compactMap { entry in
+            guard entry.service.port > 0 else { return nil }
+            let host = entry.address.isEmpty ? "127.0.0.1" : entry.address
+            return EndpointInfo(id: entry.service.id, host: host, port: entry.service.port,
+                                weight: entry.service.meta["weight"].flatMap { Int($0) } ?? 1, tags: entry.service.tags)
         }.sorted { $0.id < $1.id }
     }
 }
