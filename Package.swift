@@ -126,6 +126,7 @@ let package = Package(
             dependencies: [
                 "TrellisCore", "Registry", "Sidecar", "Collector", "Telemetry", "TrellisHTTP", "ConsulClient", "Policy", "Fleet",
                 .product(name: "ArgumentParser", package: "swift-argument-parser"),
+                .product(name: "NIOCore", package: "swift-nio"),
                 .product(name: "Logging", package: "swift-log"),
                 .product(name: "ServiceLifecycle", package: "swift-service-lifecycle"),
                 .product(name: "UnixSignals", package: "swift-service-lifecycle"),

@@ -40,7 +40,7 @@ public final class Collector: Service {
         }
         let api = CollectorAPI(store: store, ingest: ingest, buffer: buffer, metrics: metrics) { shipper?.shipped ?? buffer.end }
         let server = try await HTTPServer.start(host: settings.httpHost, port: settings.httpPort, group: group,
-                                                maxBodySize: 64 << 20, responder: api, logger: logger)
+                                                limits: HTTPLimits(maxBodySize: 64 << 20), responder: api, logger: logger)
         let port = server.localAddress.port!
         let registry = ConsulClient(host: settings.registryHost, port: settings.registryPort, http: client)
         let advertised = ["0.0.0.0", "::"].contains(settings.httpHost) ? "127.0.0.1" : settings.httpHost

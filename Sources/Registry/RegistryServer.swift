@@ -18,8 +18,8 @@ public struct RegistryConfiguration: Sendable {
     public var dataDirectory = "./data"
     public var nodeName = ProcessInfo.processInfo.hostName
     public var datacenter = "dc1"
-    /// Largest request body accepted; bigger ones get 413.
-    public var maxBodySize = 1 << 20
+    /// What the HTTP listeners accept: bodies up to 1 MiB (bigger ones get 413), header and connection limits.
+    public var http = HTTPLimits(maxBodySize: 1 << 20)
     public var store = StoreChoice.sqlite
     /// Consul's `node_id`: the node's UUID; when nil it is kept from the store or generated once.
     public var nodeID: String?
@@ -146,16 +146,16 @@ public final class RegistryServer: Service {
         do {
             try await api.registerConfigServices(config.services)
             server = try await HTTPServer.start(host: config.host, port: config.port, group: group,
-                                                maxBodySize: config.maxBodySize, responder: api, logger: logger)
+                                                limits: config.http, responder: api, logger: logger)
             servers.append(server)
             if let path = config.unixSocket {
-                servers.append(try await HTTPServer.start(.unixSocket(path: path), group: group, maxBodySize: config.maxBodySize,
+                servers.append(try await HTTPServer.start(.unixSocket(path: path), group: group, limits: config.http,
                                                           responder: api, logger: logger))
             }
             if let https = config.https {
                 let tls = try Self.tlsContext(certFile: https.certFile, keyFile: https.keyFile)
                 let secure = try await HTTPServer.start(.tcp(host: config.host, port: https.port), group: group,
-                                                        maxBodySize: config.maxBodySize, responder: api, logger: logger) { channel in
+                                                        limits: config.http, responder: api, logger: logger) { channel in
                     try channel.pipeline.syncOperations.addHandler(NIOSSLServerHandler(context: tls))
                 }
                 servers.append(secure)

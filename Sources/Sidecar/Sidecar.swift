@@ -75,7 +75,7 @@ public final class Sidecar: Service {
                                    localPort: localPort, healthPath: settings.healthPath,
                                    client: HTTPClient(group: controlGroup))
         let adminServer = try await HTTPServer.start(host: settings.address, port: settings.adminPort, group: controlGroup,
-                                                     maxBodySize: 1024, responder: admin, logger: logger)
+                                                     limits: HTTPLimits(maxBodySize: 1024), responder: admin, logger: logger)
         let adminPort = adminServer.localAddress.port!
         let registration = Registration(
             registry: registry, logger: logger, body: registrationBody(id: instanceID, port: publicPort, adminPort: adminPort),

@@ -43,7 +43,7 @@ public final class CancellationSignal: Sendable {
     }
 }
 
-/// A small HTTP/1.1 server on SwiftNIO: keep-alive, pipelining, body size limit.
+/// A small HTTP/1.1 server on SwiftNIO: keep-alive, pipelining, and the limits of `HTTPLimits`.
 public final class HTTPServer: Sendable {
     private let channel: any Channel
     public let localAddress: SocketAddress
@@ -59,15 +59,16 @@ public final class HTTPServer: Sendable {
         case unixSocket(path: String)
     }
 
-    public static func start(host: String, port: Int, group: any EventLoopGroup, maxBodySize: Int,
+    public static func start(host: String, port: Int, group: any EventLoopGroup, limits: HTTPLimits,
                              responder: any HTTPResponder, logger: Logger) async throws -> HTTPServer {
-        try await start(.tcp(host: host, port: port), group: group, maxBodySize: maxBodySize, responder: responder, logger: logger)
+        try await start(.tcp(host: host, port: port), group: group, limits: limits, responder: responder, logger: logger)
     }
 
     /// Starts serving on `address`; `secure`, when given, adds the first handlers of each connection
     /// (TLS termination), so the same HTTP pipeline serves plaintext and HTTPS.
-    public static func start(_ address: BindAddress, group: any EventLoopGroup, maxBodySize: Int, responder: any HTTPResponder,
+    public static func start(_ address: BindAddress, group: any EventLoopGroup, limits: HTTPLimits, responder: any HTTPResponder,
                              logger: Logger, secure: (@Sendable (any Channel) throws -> Void)? = nil) async throws -> HTTPServer {
+        let clients = ClientConnectionCount()
         let bootstrap = ServerBootstrap(group: group)
             .serverChannelOption(.backlog, value: 1024)
             .serverChannelOption(.socketOption(.so_reuseaddr), value: 1)
@@ -75,9 +76,23 @@ public final class HTTPServer: Sendable {
             .childChannelInitializer { channel in
                 channel.eventLoop.makeCompletedFuture {
                     try secure?(channel)
-                    try channel.pipeline.syncOperations.configureHTTPServerPipeline(withErrorHandling: true)
-                    try channel.pipeline.syncOperations.addHandler(
-                        HTTPRequestHandler(responder: responder, maxBodySize: maxBodySize, logger: logger))
+                    let pipeline = channel.pipeline.syncOperations
+                    if let client = channel.remoteAddress?.ipAddress {
+                        guard clients.admit(client, limit: limits.maxConnectionsPerClient) else {
+                            let refusal = RawRefusal.bytes(.tooManyRequests, "too many connections from \(client) "
+                                + "(limit \(limits.maxConnectionsPerClient))")
+                            channel.writeAndFlush(refusal).whenComplete { _ in channel.close(promise: nil) }
+                            return
+                        }
+                        channel.closeFuture.whenComplete { _ in clients.release(client) }
+                    }
+                    let deadlines = ConnectionDeadlineHandler(limits: limits)
+                    try pipeline.addHandler(deadlines)
+                    try pipeline.configureHTTPServerPipeline(withErrorHandling: false, withEncoderConfiguration: .init(),
+                                                             withDecoderLimitConfiguration: limits.decoderLimits)
+                    try pipeline.addHandler(ProtocolErrorResponder())
+                    try pipeline.addHandler(HTTPRequestHandler(responder: responder, maxBodySize: limits.maxBodySize,
+                                                               deadlines: deadlines, logger: logger))
                 }
             }
         let channel: any Channel
@@ -101,21 +116,24 @@ final class HTTPRequestHandler: ChannelInboundHandler {
 
     private let responder: any HTTPResponder
     private let maxBodySize: Int
+    private let deadlines: ConnectionDeadlineHandler
     private let logger: Logger
     private var head: HTTPRequestHead?
     private var body = ByteBuffer()
     private var tooLarge = false
     private var cancellation: CancellationSignal?
 
-    init(responder: any HTTPResponder, maxBodySize: Int, logger: Logger) {
+    init(responder: any HTTPResponder, maxBodySize: Int, deadlines: ConnectionDeadlineHandler, logger: Logger) {
         self.responder = responder
         self.maxBodySize = maxBodySize
+        self.deadlines = deadlines
         self.logger = logger
     }
 
     func channelRead(context: ChannelHandlerContext, data: NIOAny) {
         switch unwrapInboundIn(data) {
         case .head(let head):
+            deadlines.headReceived()
             self.head = head
             body.clear()
             tooLarge = false
@@ -177,6 +195,8 @@ final class HTTPRequestHandler: ChannelInboundHandler {
         let done = context.writeAndFlush(wrapOutboundOut(.end(nil)))
         if close {
             done.assumeIsolated().whenComplete { _ in context.close(promise: nil) }
+        } else {
+            deadlines.responseFinished()
         }
     }
 

@@ -1,10 +1,12 @@
 import ArgumentParser
 import Foundation
 import Logging
+import NIOCore
 import Registry
 import ServiceLifecycle
 import Telemetry
 import TrellisCore
+import TrellisHTTP
 import UnixSignals
 
 struct RegistryCommand: AsyncParsableCommand {
@@ -57,18 +59,25 @@ struct RegistryCommand: AsyncParsableCommand {
     @Option(name: .long, help: "PEM private key for --https-port (Consul's key_file).")
     var keyFile: String?
 
+    @Option(name: .long, help: "How long a client may take to send a complete request head before it gets 408 and is closed (Go duration). Default 10s.")
+    var requestHeadersTimeout: String?
+
+    @Option(name: .long, help: "How long a keep-alive connection may wait for its next request before it is closed (Go duration). Default 60s.")
+    var idleTimeout: String?
+
     @Option(name: .long, help: "Log level: trace, debug, info, notice, warning, error, critical. Default info.")
     var logLevel: Logger.Level?
 
     @Option(name: .long, help: "Log format: json, text, or auto (json unless stderr is a terminal).")
     var logFormat: LogSetup.Format = .auto
 
-    @Option(name: .long, help: "YAML file with the same settings in snake_case (http_addr, data_dir, store, etcd_endpoints, etcd_prefix, node, node_id, node_meta, enable_script_checks, dns_addr, dns_config, addresses.http, ports.https, cert_file, key_file, datacenter, log_level, service, services); flags win.")
+    @Option(name: .long, help: "YAML file with the same settings in snake_case (http_addr, data_dir, store, etcd_endpoints, etcd_prefix, node, node_id, node_meta, enable_script_checks, dns_addr, dns_config, addresses.http, ports.https, cert_file, key_file, datacenter, log_level, service, services, request_headers_timeout, idle_timeout) and Consul's limits.http_max_conns_per_client and http_config.max_header_bytes; flags win.")
     var config: String?
 
     static let configKeys: Set<String> = ["http_addr", "data_dir", "store", "etcd_endpoints", "etcd_prefix", "node", "node_id",
                                           "node_meta", "enable_script_checks", "dns_addr", "dns_config", "addresses", "ports",
-                                          "cert_file", "key_file", "datacenter", "log_level", "service", "services"]
+                                          "cert_file", "key_file", "datacenter", "log_level", "service", "services",
+                                          "request_headers_timeout", "idle_timeout", "limits", "http_config"]
 
     func run() async throws {
         let file = try config.map { try ConfigReader(file: $0, allowed: Self.configKeys) }
@@ -118,6 +127,7 @@ struct RegistryCommand: AsyncParsableCommand {
             }
             settings.https = (port, cert, key)
         }
+        settings.http = try Self.httpLimits(file, requestHeadersTimeout: requestHeadersTimeout, idleTimeout: idleTimeout)
         let config = settings
         let logControl = LogControl(level: reloadable.logLevel)
         let logger = LogSetup.make(label: "trellis.registry", level: reloadable.logLevel, format: logFormat, control: logControl)
@@ -143,6 +153,28 @@ struct RegistryCommand: AsyncParsableCommand {
 }
 
 extension RegistryCommand {
+    /// The HTTP listeners' limits from the flags and the file: the timeouts, and Consul's
+    /// `limits.http_max_conns_per_client` and `http_config.max_header_bytes`.
+    static func httpLimits(_ file: ConfigReader?, requestHeadersTimeout: String?, idleTimeout: String?) throws -> HTTPLimits {
+        var limits = HTTPLimits(maxBodySize: 1 << 20)
+        func timeout(_ name: String, _ flag: String?) throws -> TimeAmount? {
+            guard let text = try flag ?? file?.string(name) else { return nil }
+            guard let nanos = GoDuration.parseNanoseconds(text), nanos > 0 else {
+                throw ValidationError("\(name) must be a positive duration such as 10s, got \"\(text)\"")
+            }
+            return .nanoseconds(nanos)
+        }
+        if let value = try timeout("request_headers_timeout", requestHeadersTimeout) { limits.requestHeadersTimeout = value }
+        if let value = try timeout("idle_timeout", idleTimeout) { limits.idleTimeout = value }
+        if let perClient = try file?.map("limits", allowed: ["http_max_conns_per_client"])?.int("http_max_conns_per_client") {
+            limits.maxConnectionsPerClient = perClient
+        }
+        if let headerBytes = try file?.map("http_config", allowed: ["max_header_bytes"])?.int("max_header_bytes"), headerBytes > 0 {
+            limits.maxHeaderBytes = headerBytes
+        }
+        return limits
+    }
+
     /// The store named by `--store`, with its etcd settings checked.
     static func storeChoice(_ name: String, endpoints: String, prefix: String) throws -> RegistryConfiguration.StoreChoice {
         switch name {

@@ -26,7 +26,7 @@ final class HTTPServerTests: XCTestCase {
     }
 
     private func start(maxBodySize: Int = 1024) async throws -> (HTTPServer, Int) {
-        let server = try await HTTPServer.start(host: "127.0.0.1", port: 0, group: group, maxBodySize: maxBodySize,
+        let server = try await HTTPServer.start(host: "127.0.0.1", port: 0, group: group, limits: HTTPLimits(maxBodySize: maxBodySize),
                                                 responder: EchoResponder(), logger: Logger(label: "test"))
         return (server, server.localAddress.port!)
     }
