@@ -11,10 +11,10 @@ source "$(dirname "$0")/common.sh"
 SECTIONS=" ${*:-1 2 3 4} "
 want() { [[ "$SECTIONS" == *" $1 "* ]]; }
 
-start_registry() { # [binary] [port]
+start_registry() { # [binary] [port] [more registry flags]
   local bin=${1:-$BIN} port=${2:-18500}
   rm -rf "$WORK/reg-$port"
-  taskset -c 0 "$bin" registry --http-addr 127.0.0.1:"$port" --data-dir "$WORK/reg-$port" --node bench --log-level error \
+  taskset -c 0 "$bin" registry --http-addr 127.0.0.1:"$port" --data-dir "$WORK/reg-$port" --node bench --log-level error "${@:3}" \
     > "$WORK/registry-$port.out" 2>&1 &
   REG_PID=$!; PIDS+=("$REG_PID")
   for _ in $(seq 100); do curl -sf 127.0.0.1:"$port"/v1/status/leader >/dev/null && return; sleep 0.1; done
@@ -81,7 +81,7 @@ fi
 
 if want 3; then
 echo "== 3. blocking-query fan-out: 10,000 watchers"
-start_registry
+start_registry "$BIN" 18500 --http-max-conns-per-client 0  # all 10,000 come from 127.0.0.1
 taskset -c 1 python3 benchmarks/fanout.py 127.0.0.1:18500 "$REG_PID" 10000
 stop_registry
 fi

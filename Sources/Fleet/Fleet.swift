@@ -58,8 +58,10 @@ public final class Fleet: Sendable {
             ports.releaseAll()
             let registryAddress = "127.0.0.1:\(ports.registry)"
             let dns = ports.dns.map { ["--dns-addr", "127.0.0.1:\($0)"] } ?? []
+            // Every process of the fleet reaches the registry from 127.0.0.1: no per-client connection cap.
             let registry = try launch("registry", ["registry", "--http-addr", registryAddress, "--data-dir", "\(data)/registry",
-                                                   "--log-format", "json"] + dns, in: "\(data)/registry")
+                                                   "--log-format", "json", "--http-max-conns-per-client", "0"] + dns,
+                                      in: "\(data)/registry")
             try await waitUntilAnswering(registryAddress, "/v1/status/leader", process: registry)
             logger.info("registry up", metadata: ["address": "\(registryAddress)"])
             try await applyPolicies(topology, registry: registryAddress)

@@ -65,6 +65,9 @@ struct RegistryCommand: AsyncParsableCommand {
     @Option(name: .long, help: "How long a keep-alive connection may wait for its next request before it is closed (Go duration). Default 60s.")
     var idleTimeout: String?
 
+    @Option(name: .long, help: "Open connections one client address may hold; more get 429 (Consul's limits.http_max_conns_per_client; 0: no limit). Default 200.")
+    var httpMaxConnsPerClient: Int?
+
     @Option(name: .long, help: "Log level: trace, debug, info, notice, warning, error, critical. Default info.")
     var logLevel: Logger.Level?
 
@@ -127,7 +130,8 @@ struct RegistryCommand: AsyncParsableCommand {
             }
             settings.https = (port, cert, key)
         }
-        settings.http = try Self.httpLimits(file, requestHeadersTimeout: requestHeadersTimeout, idleTimeout: idleTimeout)
+        settings.http = try Self.httpLimits(file, requestHeadersTimeout: requestHeadersTimeout, idleTimeout: idleTimeout,
+                                            maxConnsPerClient: httpMaxConnsPerClient)
         let config = settings
         let logControl = LogControl(level: reloadable.logLevel)
         let logger = LogSetup.make(label: "trellis.registry", level: reloadable.logLevel, format: logFormat, control: logControl)
@@ -155,7 +159,8 @@ struct RegistryCommand: AsyncParsableCommand {
 extension RegistryCommand {
     /// The HTTP listeners' limits from the flags and the file: the timeouts, and Consul's
     /// `limits.http_max_conns_per_client` and `http_config.max_header_bytes`.
-    static func httpLimits(_ file: ConfigReader?, requestHeadersTimeout: String?, idleTimeout: String?) throws -> HTTPLimits {
+    static func httpLimits(_ file: ConfigReader?, requestHeadersTimeout: String?, idleTimeout: String?,
+                           maxConnsPerClient: Int?) throws -> HTTPLimits {
         var limits = HTTPLimits(maxBodySize: 1 << 20)
         func timeout(_ name: String, _ flag: String?) throws -> TimeAmount? {
             guard let text = try flag ?? file?.string(name) else { return nil }
@@ -166,7 +171,8 @@ extension RegistryCommand {
         }
         if let value = try timeout("request_headers_timeout", requestHeadersTimeout) { limits.requestHeadersTimeout = value }
         if let value = try timeout("idle_timeout", idleTimeout) { limits.idleTimeout = value }
-        if let perClient = try file?.map("limits", allowed: ["http_max_conns_per_client"])?.int("http_max_conns_per_client") {
+        if let perClient = try maxConnsPerClient ?? file?.map("limits", allowed: ["http_max_conns_per_client"])?.int("http_max_conns_per_client") {
+            guard perClient >= 0 else { throw ValidationError("http_max_conns_per_client must be 0 (no limit) or more, got \(perClient)") }
             limits.maxConnectionsPerClient = perClient
         }
         if let headerBytes = try file?.map("http_config", allowed: ["max_header_bytes"])?.int("max_header_bytes"), headerBytes > 0 {
