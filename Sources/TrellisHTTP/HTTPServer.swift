@@ -120,7 +120,8 @@ final class HTTPRequestHandler: ChannelInboundHandler {
     private let logger: Logger
     private var head: HTTPRequestHead?
     private var body = ByteBuffer()
-    private var tooLarge = false
+    /// The answer to the request being read when it is refused before the responder sees it.
+    private var refusal: HTTPResponse?
     private var cancellation: CancellationSignal?
 
     init(responder: any HTTPResponder, maxBodySize: Int, deadlines: ConnectionDeadlineHandler, logger: Logger) {
@@ -136,14 +137,14 @@ final class HTTPRequestHandler: ChannelInboundHandler {
             deadlines.headReceived()
             self.head = head
             body.clear()
-            tooLarge = false
-            if let length = head.headers.first(name: "content-length").flatMap(Int.init), length > maxBodySize {
-                tooLarge = true
+            refusal = Self.framingProblem(head).map { .text(.badRequest, $0) }
+            if refusal == nil, let length = head.headers.first(name: "content-length").flatMap(Int.init), length > maxBodySize {
+                refusal = tooLarge
             }
         case .body(var chunk):
-            guard !tooLarge else { return }
+            guard refusal == nil else { return }
             if body.readableBytes + chunk.readableBytes > maxBodySize {
-                tooLarge = true
+                refusal = tooLarge
                 body.clear()
             } else {
                 body.writeBuffer(&chunk)
@@ -151,10 +152,9 @@ final class HTTPRequestHandler: ChannelInboundHandler {
         case .end:
             guard let head else { return }
             self.head = nil
-            if tooLarge {
-                var response = HTTPResponse.text(.payloadTooLarge, "Request body too large (limit \(maxBodySize) bytes)")
-                response.headers.add(name: "Connection", value: "close")
-                write(response, for: head, context: context, close: true)
+            if let refusal {
+                self.refusal = nil
+                write(refusal, for: head, context: context, close: true)
                 return
             }
             let request = HTTPRequest(method: head.method, uri: head.uri, headers: head.headers, body: body)
@@ -173,6 +173,22 @@ final class HTTPRequestHandler: ChannelInboundHandler {
                 }
             }
         }
+    }
+
+    private var tooLarge: HTTPResponse { .text(.payloadTooLarge, "Request body too large (limit \(maxBodySize) bytes)") }
+
+    /// What RFC 9112 makes a server refuse with 400 in a head the decoder accepted: an HTTP/1.1
+    /// request without exactly one `Host` (§3.2), any request with several, and an HTTP/1.0
+    /// request with `Transfer-Encoding`, whose framing must be treated as faulty (§6.1).
+    static func framingProblem(_ head: HTTPRequestHead) -> String? {
+        let hosts = head.headers["host"].count
+        let http11 = (head.version.major, head.version.minor) >= (1, 1)
+        if hosts > 1 { return "too many Host headers" }
+        if hosts == 0 && http11 { return "missing required Host header" }
+        if !http11 && head.headers.contains(name: "transfer-encoding") {
+            return "Transfer-Encoding is not allowed in an HTTP/1.0 request"
+        }
+        return nil
     }
 
     func channelInactive(context: ChannelHandlerContext) {
