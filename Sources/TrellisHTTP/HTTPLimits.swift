@@ -15,6 +15,9 @@ public struct HTTPLimits: Sendable {
     /// Time for a complete request head once its first byte arrived; a connection that trickles
     /// one is answered 408 and closed (slow loris). Envoy's `request_headers_timeout`, 10 s here.
     public var requestHeadersTimeout: TimeAmount = .seconds(10)
+    /// Time for a request's whole body once its head is complete; a body that stops short of its
+    /// `Content-Length` (or its last chunk) is answered 408 and the connection closed.
+    public var requestBodyTimeout: TimeAmount = .seconds(30)
     /// Time a keep-alive connection may wait for its next request before it is closed (a request
     /// in progress, such as a blocking query, is never idle).
     public var idleTimeout: TimeAmount = .seconds(60)
@@ -66,14 +69,15 @@ final class ClientConnectionCount: Sendable {
 
 /// The first handler of a connection: it sees the raw bytes, so it knows when a request head
 /// starts arriving, and keeps the connection's one deadline: the idle timeout while it waits for
-/// a request, the head timeout while a head arrives, none while a request is in progress.
+/// a request, the head timeout while a head arrives, the body timeout while its body arrives, none
+/// while the request is answered.
 final class ConnectionDeadlineHandler: ChannelDuplexHandler {
     typealias InboundIn = ByteBuffer
     typealias InboundOut = ByteBuffer
     typealias OutboundIn = ByteBuffer
     typealias OutboundOut = ByteBuffer
 
-    private enum Phase { case waiting, receivingHead, inRequest }
+    private enum Phase { case waiting, receivingHead, receivingBody, inRequest }
 
     private let limits: HTTPLimits
     private var phase = Phase.waiting
@@ -100,8 +104,15 @@ final class ConnectionDeadlineHandler: ChannelDuplexHandler {
         context.fireChannelRead(data)
     }
 
-    /// The request handler has a complete head: no deadline until its response is written.
+    /// The request handler has a complete head: its body has the body timeout.
     func headReceived() {
+        guard let context else { return }
+        phase = .receivingBody
+        arm(limits.requestBodyTimeout, context: context)
+    }
+
+    /// The request handler has the whole request: no deadline until its response is written.
+    func requestReceived() {
         phase = .inRequest
         deadline?.cancel()
         deadline = nil
@@ -127,13 +138,18 @@ final class ConnectionDeadlineHandler: ChannelDuplexHandler {
     private func expire(context: ChannelHandlerContext) {
         switch phase {
         case .receivingHead:
-            let refusal = RawRefusal.bytes(.requestTimeout, "request head not complete within the request headers timeout")
-            context.writeAndFlush(wrapOutboundOut(refusal)).assumeIsolated().whenComplete { _ in context.close(promise: nil) }
+            refuse(RawRefusal.bytes(.requestTimeout, "request head not complete within the request headers timeout"), context: context)
+        case .receivingBody:
+            refuse(RawRefusal.bytes(.requestTimeout, "request body not complete within the request body timeout"), context: context)
         case .waiting:
             context.close(promise: nil)
         case .inRequest:
             break
         }
+    }
+
+    private func refuse(_ response: ByteBuffer, context: ChannelHandlerContext) {
+        context.writeAndFlush(wrapOutboundOut(response)).assumeIsolated().whenComplete { _ in context.close(promise: nil) }
     }
 }
 

@@ -150,6 +150,7 @@ final class HTTPRequestHandler: ChannelInboundHandler {
                 body.writeBuffer(&chunk)
             }
         case .end:
+            deadlines.requestReceived()
             guard let head else { return }
             self.head = nil
             if let refusal {

@@ -62,6 +62,9 @@ struct RegistryCommand: AsyncParsableCommand {
     @Option(name: .long, help: "How long a client may take to send a complete request head before it gets 408 and is closed (Go duration). Default 10s.")
     var requestHeadersTimeout: String?
 
+    @Option(name: .long, help: "How long a client may take to send a request's body once its head is complete, before it gets 408 and is closed (Go duration). Default 30s.")
+    var requestBodyTimeout: String?
+
     @Option(name: .long, help: "How long a keep-alive connection may wait for its next request before it is closed (Go duration). Default 60s.")
     var idleTimeout: String?
 
@@ -74,13 +77,14 @@ struct RegistryCommand: AsyncParsableCommand {
     @Option(name: .long, help: "Log format: json, text, or auto (json unless stderr is a terminal).")
     var logFormat: LogSetup.Format = .auto
 
-    @Option(name: .long, help: "YAML file with the same settings in snake_case (http_addr, data_dir, store, etcd_endpoints, etcd_prefix, node, node_id, node_meta, enable_script_checks, dns_addr, dns_config, addresses.http, ports.https, cert_file, key_file, datacenter, log_level, service, services, request_headers_timeout, idle_timeout) and Consul's limits.http_max_conns_per_client and http_config.max_header_bytes; flags win.")
+    @Option(name: .long, help: "YAML file with the same settings in snake_case (http_addr, data_dir, store, etcd_endpoints, etcd_prefix, node, node_id, node_meta, enable_script_checks, dns_addr, dns_config, addresses.http, ports.https, cert_file, key_file, datacenter, log_level, service, services, request_headers_timeout, request_body_timeout, idle_timeout) and Consul's limits.http_max_conns_per_client and http_config.max_header_bytes; flags win.")
     var config: String?
 
     static let configKeys: Set<String> = ["http_addr", "data_dir", "store", "etcd_endpoints", "etcd_prefix", "node", "node_id",
                                           "node_meta", "enable_script_checks", "dns_addr", "dns_config", "addresses", "ports",
                                           "cert_file", "key_file", "datacenter", "log_level", "service", "services",
-                                          "request_headers_timeout", "idle_timeout", "limits", "http_config"]
+                                          "request_headers_timeout", "request_body_timeout", "idle_timeout", "limits",
+                                          "http_config"]
 
     func run() async throws {
         let file = try config.map { try ConfigReader(file: $0, allowed: Self.configKeys) }
@@ -130,8 +134,8 @@ struct RegistryCommand: AsyncParsableCommand {
             }
             settings.https = (port, cert, key)
         }
-        settings.http = try Self.httpLimits(file, requestHeadersTimeout: requestHeadersTimeout, idleTimeout: idleTimeout,
-                                            maxConnsPerClient: httpMaxConnsPerClient)
+        settings.http = try Self.httpLimits(file, requestHeadersTimeout: requestHeadersTimeout, requestBodyTimeout: requestBodyTimeout,
+                                            idleTimeout: idleTimeout, maxConnsPerClient: httpMaxConnsPerClient)
         let config = settings
         let logControl = LogControl(level: reloadable.logLevel)
         let logger = LogSetup.make(label: "trellis.registry", level: reloadable.logLevel, format: logFormat, control: logControl)
@@ -159,7 +163,7 @@ struct RegistryCommand: AsyncParsableCommand {
 extension RegistryCommand {
     /// The HTTP listeners' limits from the flags and the file: the timeouts, and Consul's
     /// `limits.http_max_conns_per_client` and `http_config.max_header_bytes`.
-    static func httpLimits(_ file: ConfigReader?, requestHeadersTimeout: String?, idleTimeout: String?,
+    static func httpLimits(_ file: ConfigReader?, requestHeadersTimeout: String?, requestBodyTimeout: String?, idleTimeout: String?,
                            maxConnsPerClient: Int?) throws -> HTTPLimits {
         var limits = HTTPLimits(maxBodySize: 1 << 20)
         func timeout(_ name: String, _ flag: String?) throws -> TimeAmount? {
@@ -170,6 +174,7 @@ extension RegistryCommand {
             return .nanoseconds(nanos)
         }
         if let value = try timeout("request_headers_timeout", requestHeadersTimeout) { limits.requestHeadersTimeout = value }
+        if let value = try timeout("request_body_timeout", requestBodyTimeout) { limits.requestBodyTimeout = value }
         if let value = try timeout("idle_timeout", idleTimeout) { limits.idleTimeout = value }
         if let perClient = try maxConnsPerClient ?? file?.map("limits", allowed: ["http_max_conns_per_client"])?.int("http_max_conns_per_client") {
             guard perClient >= 0 else { throw ValidationError("http_max_conns_per_client must be 0 (no limit) or more, got \(perClient)") }

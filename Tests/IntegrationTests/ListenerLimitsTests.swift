@@ -2,8 +2,8 @@ import TrellisCore
 import XCTest
 
 /// The registry's HTTP listener refuses what breaks its limits, before any of it is read, and
-/// changes nothing stored: header count and size (431), slow heads (408), idle keep-alive
-/// connections (closed), connections per client (429).
+/// changes nothing stored: header count and size (431), slow heads and bodies (408), idle
+/// keep-alive connections (closed), connections per client (429).
 final class ListenerLimitsTests: XCTestCase {
     private func startRegistry() async throws -> RegistryUnderTest {
         let dir = try temporaryDirectory(self)
@@ -11,7 +11,7 @@ final class ListenerLimitsTests: XCTestCase {
         try "limits:\n  http_max_conns_per_client: 3\nhttp_config:\n  max_header_bytes: 4096\n"
             .write(toFile: config, atomically: true, encoding: .utf8)
         let registry = RegistryUnderTest(dataDir: dir + "/data", arguments: ["--config", config, "--request-headers-timeout", "1s",
-                                                                            "--idle-timeout", "2s"])
+                                                                            "--request-body-timeout", "1s", "--idle-timeout", "2s"])
         try await registry.start()
         addTeardownBlock { registry.child?.kill9() }
         return registry
@@ -58,6 +58,11 @@ final class ListenerLimitsTests: XCTestCase {
     data, closed = read_until_closed(s, 6)
     print("slow|%s|%s|%d" % (data.split(b"\\r\\n")[0].decode(), closed, time.time() - started < 4))
     s = connect()
+    s.sendall(b"PUT /v1/kv/short HTTP/1.1\\r\\nHost: x\\r\\nContent-Length: 100\\r\\n\\r\\nonly ten b")
+    started = time.time()
+    data, closed = read_until_closed(s, 6)
+    print("short|%s|%s|%d" % (data.split(b"\\r\\n")[0].decode(), closed, time.time() - started < 4))
+    s = connect()
     s.sendall(get + b"\\r\\n")
     status = response(s)
     data, closed = read_until_closed(s, 6)
@@ -94,11 +99,14 @@ final class ListenerLimitsTests: XCTestCase {
         XCTAssertTrue(lines.contains("field|HTTP/1.1 431 Request Header Fields Too Large"), "a field over max_header_bytes: \(run.output)")
         XCTAssertTrue(lines.contains("small|HTTP/1.1 200 OK"), "a field under max_header_bytes: \(run.output)")
         XCTAssertTrue(lines.contains("slow|HTTP/1.1 408 Request Timeout|True|1"), "a trickled head: \(run.output)")
+        XCTAssertTrue(lines.contains("short|HTTP/1.1 408 Request Timeout|True|1"), "a body short of its Content-Length: \(run.output)")
         XCTAssertTrue(lines.contains("idle|HTTP/1.1 200 OK|True"), "an idle keep-alive connection is closed: \(run.output)")
         XCTAssertTrue(lines.contains("blocking|HTTP/1.1 200 OK|1"), "a blocking query outlives the idle timeout: \(run.output)")
         XCTAssertTrue(lines.contains("fourth|HTTP/1.1 429 Too Many Requests|True"), "a fourth connection from one client: \(run.output)")
         XCTAssertTrue(lines.contains("after|HTTP/1.1 200 OK"), "a connection is admitted again once one closed: \(run.output)")
         let kept = try await registry.get("/v1/kv/kept?raw")
         XCTAssertEqual(String(decoding: kept.body, as: UTF8.self), "value", "nothing stored changed")
+        let short = try await registry.get("/v1/kv/short").status
+        XCTAssertEqual(short, 404, "a body that never completed stored nothing")
     }
 }
