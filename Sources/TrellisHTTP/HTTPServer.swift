@@ -122,6 +122,8 @@ final class HTTPRequestHandler: ChannelInboundHandler {
     private var body = ByteBuffer()
     /// The answer to the request being read when it is refused before the responder sees it.
     private var refusal: HTTPResponse?
+    /// The request was answered before its body (a refused expectation); its remaining parts are dropped.
+    private var ignoringRest = false
     private var cancellation: CancellationSignal?
 
     init(responder: any HTTPResponder, maxBodySize: Int, deadlines: ConnectionDeadlineHandler, logger: Logger) {
@@ -141,8 +143,11 @@ final class HTTPRequestHandler: ChannelInboundHandler {
             if refusal == nil, let length = head.headers.first(name: "content-length").flatMap(Int.init), length > maxBodySize {
                 refusal = tooLarge
             }
+            if let expectation = head.headers.first(name: "expect") {
+                answer(expectation: expectation, of: head, context: context)
+            }
         case .body(var chunk):
-            guard refusal == nil else { return }
+            guard refusal == nil, !ignoringRest else { return }
             if body.readableBytes + chunk.readableBytes > maxBodySize {
                 refusal = tooLarge
                 body.clear()
@@ -151,6 +156,7 @@ final class HTTPRequestHandler: ChannelInboundHandler {
             }
         case .end:
             deadlines.requestReceived()
+            ignoringRest = false
             guard let head else { return }
             self.head = nil
             if let refusal {
@@ -158,7 +164,10 @@ final class HTTPRequestHandler: ChannelInboundHandler {
                 write(refusal, for: head, context: context, close: true)
                 return
             }
-            let request = HTTPRequest(method: head.method, uri: head.uri, headers: head.headers, body: body)
+            if head.method == .OPTIONS && head.uri == "*" {
+                return write(HTTPResponse(status: .ok), for: head, context: context, close: !head.isKeepAlive)
+            }
+            let request = HTTPRequest(method: head.method, uri: Self.originForm(head.uri), headers: head.headers, body: body)
             body = ByteBuffer()
             let signal = CancellationSignal()
             cancellation = signal
@@ -174,6 +183,33 @@ final class HTTPRequestHandler: ChannelInboundHandler {
                 }
             }
         }
+    }
+
+    /// RFC 9110 §10.1.1: a client that sent `Expect: 100-continue` waits for `100 Continue` or a
+    /// final answer before its body; the final answer is given at once when the request is already
+    /// refused, and any other expectation gets `417`.
+    private func answer(expectation: String, of head: HTTPRequestHead, context: ChannelHandlerContext) {
+        if expectation.lowercased() != "100-continue" {
+            refusal = .text(.expectationFailed, "unsupported expectation \"\(expectation)\"")
+        }
+        if let refusal {
+            self.head = nil
+            self.refusal = nil
+            ignoringRest = true
+            return write(refusal, for: head, context: context, close: true)
+        }
+        if (head.version.major, head.version.minor) >= (1, 1) {
+            context.writeAndFlush(wrapOutboundOut(.head(HTTPResponseHead(version: head.version, status: .continue))), promise: nil)
+        }
+    }
+
+    /// The origin form of a request target: a server must accept the absolute form too (RFC 9112 §3.2.2).
+    static func originForm(_ target: String) -> String {
+        guard let scheme = target.range(of: "://"), target[..<scheme.lowerBound].allSatisfy(\.isLetter) else { return target }
+        let afterAuthority = target[scheme.upperBound...].firstIndex { $0 == "/" || $0 == "?" }
+        guard let afterAuthority else { return "/" }
+        let rest = target[afterAuthority...]
+        return rest.hasPrefix("?") ? "/" + rest : String(rest)
     }
 
     private var tooLarge: HTTPResponse { .text(.payloadTooLarge, "Request body too large (limit \(maxBodySize) bytes)") }
@@ -203,7 +239,12 @@ final class HTTPRequestHandler: ChannelInboundHandler {
         if let stream = response.stream { return writeStream(response, stream, for: request, context: context) }
         var headers = response.headers
         headers.replaceOrAdd(name: "Content-Length", value: String(response.body.readableBytes))
-        if close { headers.replaceOrAdd(name: "Connection", value: "close") }
+        if close {
+            headers.replaceOrAdd(name: "Connection", value: "close")
+        } else if request.version.major == 1 && request.version.minor == 0 {
+            // An HTTP/1.0 client keeps the connection only when told so.
+            headers.replaceOrAdd(name: "Connection", value: "keep-alive")
+        }
         let head = HTTPResponseHead(version: request.version, status: response.status, headers: headers)
         context.write(wrapOutboundOut(.head(head)), promise: nil)
         if request.method != .HEAD && response.body.readableBytes > 0 {

@@ -65,4 +65,101 @@ final class HTTPFramingTests: XCTestCase {
             XCTAssertEqual(stored, expected == 200 ? 200 : 404, "\(name) stored only when accepted")
         }
     }
+
+    /// Exchanges the RFCs define beyond framing: the absolute and asterisk forms, `Expect`, HEAD,
+    /// HTTP/1.0 keep-alive and pipelining, each conversation checked byte by byte where it matters.
+    func testTargetFormsExpectationsHeadKeepAliveAndPipelining() async throws {
+        let registry = try await RegistryUnderTest.start(self)
+        let script = """
+        import socket, sys
+        port = int(sys.argv[1])
+        def connect():
+            s = socket.create_connection(("127.0.0.1", port))
+            s.settimeout(5)
+            return s
+        def read_response(s, head_only=False):
+            data = b""
+            while b"\\r\\n\\r\\n" not in data:
+                chunk = s.recv(65536)
+                if not chunk:
+                    return data, b""
+                data += chunk
+            head, rest = data.split(b"\\r\\n\\r\\n", 1)
+            lines = head.split(b"\\r\\n")
+            length = 0
+            for l in lines[1:]:
+                if l.lower().startswith(b"content-length:"):
+                    length = int(l.split(b":")[1])
+            if head_only:
+                return head, rest
+            while len(rest) < length:
+                rest += s.recv(65536)
+            return head, rest[:length]
+        def status(head):
+            return head.split(b"\\r\\n")[0].decode()
+        def header(head, name):
+            for l in head.split(b"\\r\\n")[1:]:
+                key, _, value = l.partition(b":")
+                if key.strip().lower() == name:
+                    return value.strip().decode()
+            return "-"
+        s = connect()
+        s.sendall(b"GET http://registry.example/v1/kv/kv-absolute?raw HTTP/1.1\\r\\nHost: registry.example\\r\\nConnection: close\\r\\n\\r\\n")
+        head, body = read_response(s)
+        print("absolute|%s|%s" % (status(head), body.decode()))
+        s = connect()
+        s.sendall(b"OPTIONS * HTTP/1.1\\r\\nHost: x\\r\\nConnection: close\\r\\n\\r\\n")
+        print("asterisk|%s" % status(read_response(s)[0]))
+        s = connect()
+        s.sendall(b"PUT /v1/kv/kv-expect HTTP/1.1\\r\\nHost: x\\r\\nContent-Length: 3\\r\\nExpect: 100-continue\\r\\nConnection: close\\r\\n\\r\\n")
+        interim, _ = read_response(s, head_only=True)
+        s.sendall(b"abc")
+        final, body = read_response(s)
+        print("expect|%s|%s|%s" % (status(interim), status(final), body.decode()))
+        s = connect()
+        s.sendall(b"PUT /v1/kv/kv-expect-big HTTP/1.1\\r\\nHost: x\\r\\nContent-Length: 5000000\\r\\nExpect: 100-continue\\r\\n\\r\\n")
+        print("expect-too-large|%s" % status(read_response(s)[0]))
+        s = connect()
+        s.sendall(b"PUT /v1/kv/kv-expect-odd HTTP/1.1\\r\\nHost: x\\r\\nContent-Length: 3\\r\\nExpect: something\\r\\n\\r\\n")
+        print("expect-other|%s" % status(read_response(s)[0]))
+        s = connect()
+        s.sendall(b"HEAD /v1/kv/kv-absolute?raw HTTP/1.1\\r\\nHost: x\\r\\n\\r\\nGET /v1/kv/kv-absolute?raw HTTP/1.1\\r\\nHost: x\\r\\nConnection: close\\r\\n\\r\\n")
+        head, rest = read_response(s, head_only=True)
+        second, body = read_response(s) if not rest else (rest, b"")
+        print("head|%s|%s|%s|%s" % (status(head), header(head, b"content-length"), status(second), body.decode()))
+        s = connect()
+        s.sendall(b"GET /v1/status/leader HTTP/1.0\\r\\nConnection: keep-alive\\r\\n\\r\\n")
+        head, _ = read_response(s)
+        s.sendall(b"GET /v1/status/leader HTTP/1.0\\r\\n\\r\\n")
+        again, _ = read_response(s)
+        print("keepalive-1.0|%s|%s|%s|%s" % (status(head), header(head, b"connection"), status(again), header(again, b"connection")))
+        s = connect()
+        s.sendall(b"GET /v1/kv/kv-absolute?raw HTTP/1.1\\r\\nHost: x\\r\\n\\r\\nGET /v1/status/peers HTTP/1.1\\r\\nHost: x\\r\\nConnection: close\\r\\n\\r\\n")
+        first, a = read_response(s)
+        second, b = read_response(s)
+        print("pipelined|%s|%s|%s" % (a.decode(), status(second), b.decode()))
+        """
+        let (status, _, _) = try await registry.put("/v1/kv/kv-absolute", "stored")
+        XCTAssertEqual(status, 200)
+        let run = try runToEnd("/usr/bin/env", ["python3", "-c", script, String(registry.address.split(separator: ":").last!)])
+        XCTAssertEqual(run.status, 0, run.output)
+        let lines = Set(run.output.split(separator: "\n").map(String.init))
+        let expected = [
+            "absolute|HTTP/1.1 200 OK|stored",
+            "asterisk|HTTP/1.1 200 OK",
+            "expect|HTTP/1.1 100 Continue|HTTP/1.1 200 OK|true",
+            "expect-too-large|HTTP/1.1 413 Payload Too Large",
+            "expect-other|HTTP/1.1 417 Expectation Failed",
+            "head|HTTP/1.1 200 OK|6|HTTP/1.1 200 OK|stored",
+            "keepalive-1.0|HTTP/1.0 200 OK|keep-alive|HTTP/1.0 200 OK|close",
+            #"pipelined|stored|HTTP/1.1 200 OK|["127.0.0.1:8300"]"#,
+        ]
+        for line in expected { XCTAssertTrue(lines.contains(line), "\(line) in: \(run.output)") }
+        let expectStored = try await registry.get("/v1/kv/kv-expect?raw")
+        XCTAssertEqual(String(decoding: expectStored.body, as: UTF8.self), "abc")
+        for refused in ["kv-expect-big", "kv-expect-odd"] {
+            let stored = try await registry.get("/v1/kv/\(refused)").status
+            XCTAssertEqual(stored, 404, "\(refused) stored nothing")
+        }
+    }
 }
