@@ -49,21 +49,38 @@ final class HTTPFramingTests: XCTestCase {
         print("%s|%s" % (name, line.split(" ")[1] if " " in line else "none"))
     """
 
-    func testMalformedFramingIsRefusedAndStoresNothing() async throws {
-        let registry = try await RegistryUnderTest.start(self)
+    /// The status each case got from the server on `port`, by case name.
+    private func statuses(port: String, _ cases: [(String, String, Int)]) throws -> [String: String] {
         let input = String(decoding: try JSONSerialization.data(withJSONObject: cases.map { [$0.0, $0.1] }), as: UTF8.self)
-        let run = try runToEnd("/bin/sh", ["-c", "printf '%s' \"$1\" | python3 -c \"$2\" \"$3\"", "sh", input, script,
-                                           String(registry.address.split(separator: ":").last!)])
+        let run = try runToEnd("/bin/sh", ["-c", "printf '%s' \"$1\" | python3 -c \"$2\" \"$3\"", "sh", input, script, port])
         XCTAssertEqual(run.status, 0, run.output)
-        let statuses = Dictionary(uniqueKeysWithValues: run.output.split(separator: "\n").compactMap { line -> (String, String)? in
+        return Dictionary(uniqueKeysWithValues: run.output.split(separator: "\n").compactMap { line -> (String, String)? in
             let parts = line.split(separator: "|").map(String.init)
             return parts.count == 2 ? (parts[0], parts[1]) : nil
         })
+    }
+
+    func testMalformedFramingIsRefusedAndStoresNothing() async throws {
+        let registry = try await RegistryUnderTest.start(self)
+        let statuses = try statuses(port: String(registry.address.split(separator: ":").last!), cases)
         for (name, _, expected) in cases {
-            XCTAssertEqual(statuses[name], String(expected), "\(name): \(run.output)")
+            XCTAssertEqual(statuses[name], String(expected), "\(name): \(statuses)")
             let stored = try await registry.get("/v1/kv/\(name)").status
             XCTAssertEqual(stored, expected == 200 ? 200 : 404, "\(name) stored only when accepted")
         }
+    }
+
+    /// The collector's listener is the same server: every refused case, sent as a Loki push, gets its 400.
+    func testTheCollectorRefusesTheSameFraming() async throws {
+        let registry = try await RegistryUnderTest.start(self)
+        let collector = try await CollectorUnderTest(self, registry: registry)
+        let refused = cases.filter { $0.2 == 400 }.map { name, request, status in
+            (name, request.replacingOccurrences(of: "PUT /v1/kv/\(name) ", with: "POST /loki/api/v1/push "), status)
+        }
+        let statuses = try statuses(port: String(collector.port), refused)
+        for (name, _, expected) in refused { XCTAssertEqual(statuses[name], String(expected), "\(name): \(statuses)") }
+        let ready = try await collector.client.send("GET", "/ready").status
+        XCTAssertEqual(ready, 200)
     }
 
     /// Exchanges the RFCs define beyond framing: the absolute and asterisk forms, `Expect`, HEAD,
