@@ -81,13 +81,26 @@ public final class ConsulAPI: HTTPResponder {
 
     public func respond(to request: HTTPRequest, on loop: any EventLoop, cancellation: CancellationSignal) -> EventLoopFuture<HTTPResponse> {
         let started = NIODeadline.now()
-        let (endpoint, future) = route(request, loop: loop, cancellation: cancellation)
+        let (endpoint, routed) = route(request, loop: loop, cancellation: cancellation)
+        let future = routed.flatMap { response in self.afterDurable(response, on: loop) }
         return future.map { response in
             let seconds = Double((NIODeadline.now() - started).nanoseconds) / 1e9
             self.metrics.recordRequest(endpoint: endpoint, method: request.method.rawValue,
                                        code: Int(response.status.code), seconds: seconds)
             return response
         }
+    }
+
+    /// `response` once the catalog data behind its `X-Consul-Index` is on disk. Indexes beyond the
+    /// catalog's own (user events fold their IDs into theirs) are not the catalog's and pass.
+    private func afterDurable(_ response: HTTPResponse, on loop: any EventLoop) -> EventLoopFuture<HTTPResponse> {
+        guard let index = response.headers.first(name: "X-Consul-Index").flatMap(UInt64.init), index > catalog.durable.current,
+              index <= catalog.read({ $0.index }) else {
+            return loop.makeSucceededFuture(response)
+        }
+        let promise = loop.makePromise(of: HTTPResponse.self)
+        catalog.durable.whenDurable(index) { promise.succeed(response) }
+        return promise.futureResult
     }
 
     private typealias Handler = @Sendable (ConsulAPI) -> (Context) -> EventLoopFuture<HTTPResponse>

@@ -9,6 +9,9 @@ public final class Catalog: Sendable {
     private let state = Mutex(RegistryState())
     let store: any Store
     public let hub = WatchHub()
+    /// How far the state is durable: a local store applies a write before its records are on disk,
+    /// and no read may show it until they are.
+    let durable = DurableIndex()
     /// Rendered reads, reused while the data behind them is unchanged.
     let responses = ResponseCache()
 
@@ -63,8 +66,11 @@ public final class Catalog: Sendable {
                       persist: ([StoreOp], @escaping @Sendable (Result<Void, any Error>) -> Void) -> Void) {
         state.withLock { state in
             let (effect, report) = write.apply(&state)
-            persist(effect?.ops ?? []) { [hub] outcome in
-                if case .success = outcome, let effect { hub.notify(effect.wake) }
+            persist(effect?.ops ?? []) { [hub, durable] outcome in
+                if case .success = outcome, let effect {
+                    durable.advance(to: effect.index)
+                    hub.notify(effect.wake)
+                }
                 report(outcome)
             }
         }
@@ -89,12 +95,14 @@ public final class Catalog: Sendable {
     private func apply(_ changes: [StoreOp], revision: Int64?, if applies: (borrowing RegistryState) -> Bool) throws -> Bool {
         let now = ContinuousClock.now
         var wake = Set<String>()
-        let applied = try state.withLock { state in
-            guard applies(state) else { return false }
+        let (applied, index) = try state.withLock { state in
+            guard applies(state) else { return (false, state.index) }
             for change in changes { wake.formUnion(try state.apply(change, now: now)) }
             if let revision { state.storeRevision = revision }
-            return true
+            return (true, state.index)
         }
+        // What a shared store applies is committed already.
+        durable.advance(to: index)
         hub.notify(wake)
         return applied
     }
@@ -103,7 +111,9 @@ public final class Catalog: Sendable {
     func reload(_ records: [StoredRecord], revision: Int64) throws {
         var fresh = try RegistryState(records: records)
         fresh.storeRevision = revision
+        let index = fresh.index
         state.withLock { swap(&$0, &fresh) }
+        durable.advance(to: index)
         hub.notifyAll()
     }
 }
@@ -111,4 +121,39 @@ public final class Catalog: Sendable {
 /// A write waiting for the store: applies itself to a state and says how to report the outcome.
 public struct QueuedWrite: Sendable {
     let apply: @Sendable (inout RegistryState) -> (effect: WriteEffect?, report: @Sendable (Result<Void, any Error>) -> Void)
+}
+
+/// The index up to which writes are on disk. Answers that carry a later `X-Consul-Index` wait for it,
+/// so that no client sees a write a crash could still lose (and no index a restart could take back).
+final class DurableIndex: Sendable {
+    private struct Waiter {
+        let index: UInt64
+        let resume: @Sendable () -> Void
+    }
+
+    /// Starts at 1: the index an empty catalog answers with.
+    private let state = Mutex<(index: UInt64, waiters: [Waiter])>((1, []))
+
+    var current: UInt64 { state.withLock { $0.index } }
+
+    func advance(to index: UInt64) {
+        let due = state.withLock { state -> [Waiter] in
+            guard index > state.index else { return [] }
+            state.index = index
+            let due = state.waiters.filter { $0.index <= index }
+            state.waiters.removeAll { $0.index <= index }
+            return due
+        }
+        for waiter in due { waiter.resume() }
+    }
+
+    /// Runs `body` once everything up to `index` is durable (at once when it is).
+    func whenDurable(_ index: UInt64, _ body: @escaping @Sendable () -> Void) {
+        let now = state.withLock { state -> Bool in
+            if index <= state.index { return true }
+            state.waiters.append(Waiter(index: index, resume: body))
+            return false
+        }
+        if now { body() }
+    }
 }
