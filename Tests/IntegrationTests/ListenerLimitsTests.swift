@@ -17,31 +17,10 @@ final class ListenerLimitsTests: XCTestCase {
         return registry
     }
 
-    private let script = """
-    import socket, sys, time
+    private let script = pythonSocketHelpers + """
     port = int(sys.argv[1])
     def connect():
         return socket.create_connection(("127.0.0.1", port))
-    def read_until_closed(s, limit):
-        s.settimeout(limit)
-        data = b""
-        try:
-            while True:
-                chunk = s.recv(65536)
-                if not chunk:
-                    return data, True
-                data += chunk
-        except (socket.timeout, ConnectionResetError):
-            return data, False
-    def response(s):
-        data = b""
-        while b"\\r\\n\\r\\n" not in data:
-            data += s.recv(65536)
-        head, body = data.split(b"\\r\\n\\r\\n", 1)
-        length = int([l.split(b":")[1] for l in head.split(b"\\r\\n") if l.lower().startswith(b"content-length")][0])
-        while len(body) < length:
-            body += s.recv(65536)
-        return head.split(b"\\r\\n")[0].decode()
     def status_of(request):
         s = connect()
         s.sendall(request)

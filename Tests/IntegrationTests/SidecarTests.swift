@@ -207,38 +207,17 @@ final class SidecarTests: XCTestCase {
         let local = try await ScriptedHTTPServer(self, keepAlive: true)
         let sidecar = try await SidecarUnderTest(self, registry: registry, service: "orders", localPort: local.port,
                                                  extra: ["--request-headers-timeout", "1s", "--idle-timeout", "2s"])
-        let script = """
-        import socket, sys, time
+        let script = pythonSocketHelpers + """
         port = int(sys.argv[1])
         request = b"GET / HTTP/1.1\\r\\nHost: x\\r\\n\\r\\n"
-        def response(s):
-            data = b""
-            while b"\\r\\n\\r\\n" not in data:
-                data += s.recv(65536)
-            head, body = data.split(b"\\r\\n\\r\\n", 1)
-            length = int([l.split(b":")[1] for l in head.split(b"\\r\\n") if l.lower().startswith(b"content-length")][0])
-            while len(body) < length:
-                body += s.recv(65536)
-            return head.split(b"\\r\\n")[0].decode()
-        def closed_within(s, limit):
-            s.settimeout(limit)
-            data = b""
-            try:
-                while True:
-                    chunk = s.recv(65536)
-                    if not chunk:
-                        return data, True
-                    data += chunk
-            except socket.timeout:
-                return data, False
         s = socket.create_connection(("127.0.0.1", port))
         s.sendall(b"GET / HTTP/1.1\\r\\nHost: x\\r\\n")
-        data, closed = closed_within(s, 6)
+        data, closed = read_until_closed(s, 6)
         print("slow|%s|%s|%s" % (data.split(b"\\r\\n")[0].decode(), b"x-trellis-error: request_headers_timeout" in data, closed))
         s = socket.create_connection(("127.0.0.1", port))
         s.sendall(request)
         status = response(s)
-        data, closed = closed_within(s, 6)
+        data, closed = read_until_closed(s, 6)
         print("idle|%s|%s" % (status, closed))
         s = socket.create_connection(("127.0.0.1", port))
         ok = 0

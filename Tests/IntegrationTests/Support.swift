@@ -300,3 +300,30 @@ func eventually(timeout: TimeInterval = 10, _ message: String, _ condition: () a
     XCTFail("timed out: \(message)")
 }
 
+/// Python helpers of the raw-socket scripts that test listeners: `response(s)` reads one answer and
+/// returns its status line; `read_until_closed(s, limit)` returns what arrived within `limit`
+/// seconds and whether the server closed the connection.
+let pythonSocketHelpers = """
+import socket, sys, time
+def response(s):
+    data = b""
+    while b"\\r\\n\\r\\n" not in data:
+        data += s.recv(65536)
+    head, body = data.split(b"\\r\\n\\r\\n", 1)
+    length = int([l.split(b":")[1] for l in head.split(b"\\r\\n") if l.lower().startswith(b"content-length")][0])
+    while len(body) < length:
+        body += s.recv(65536)
+    return head.split(b"\\r\\n")[0].decode()
+def read_until_closed(s, limit):
+    s.settimeout(limit)
+    data = b""
+    try:
+        while True:
+            chunk = s.recv(65536)
+            if not chunk:
+                return data, True
+            data += chunk
+    except (socket.timeout, ConnectionResetError):
+        return data, False
+
+"""
