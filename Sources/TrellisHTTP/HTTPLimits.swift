@@ -45,6 +45,24 @@ enum RawRefusal {
     }
 }
 
+/// The only handler of a connection that is refused: once the connection is active it writes the
+/// refusal and closes (a write from the channel initializer would come before the channel is active).
+final class ConnectionRefusal: ChannelInboundHandler {
+    typealias InboundIn = ByteBuffer
+    typealias OutboundOut = ByteBuffer
+
+    private let refusal: ByteBuffer
+
+    init(_ refusal: ByteBuffer) { self.refusal = refusal }
+
+    func channelActive(context: ChannelHandlerContext) {
+        context.writeAndFlush(wrapOutboundOut(refusal)).assumeIsolated().whenComplete { _ in context.close(promise: nil) }
+    }
+
+    /// What the client sends meanwhile is dropped.
+    func channelRead(context: ChannelHandlerContext, data: NIOAny) {}
+}
+
 /// Open connections by client address, for `HTTPLimits.maxConnectionsPerClient`.
 final class ClientConnectionCount: Sendable {
     private let open = Mutex<[String: Int]>([:])

@@ -81,8 +81,7 @@ public final class HTTPServer: Sendable {
                         guard clients.admit(client, limit: limits.maxConnectionsPerClient) else {
                             let refusal = RawRefusal.bytes(.tooManyRequests, "too many connections from \(client) "
                                 + "(limit \(limits.maxConnectionsPerClient))")
-                            channel.writeAndFlush(refusal).whenComplete { _ in channel.close(promise: nil) }
-                            return
+                            return try pipeline.addHandler(ConnectionRefusal(refusal))
                         }
                         channel.closeFuture.whenComplete { _ in clients.release(client) }
                     }

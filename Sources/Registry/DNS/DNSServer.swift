@@ -22,10 +22,23 @@ public final class DNSServer: Sendable {
         self.tcp = tcp
     }
 
-    /// Binds UDP first (port 0 picks a free one) and then TCP on the same port.
+    /// Binds UDP first (port 0 picks a free one) and then TCP on the same port. With port 0 the
+    /// port UDP got may be taken for TCP: another is tried then, up to 8 times.
     public static func start(host: String, port: Int, catalog: Catalog, datacenter: String, settings: DNSSettings,
                              group: any EventLoopGroup, logger: Logger) async throws -> DNSServer {
         let responder = DNSResponder(catalog: catalog, resolver: DNSResolver(datacenter: datacenter, settings: settings))
+        var attempts = 1
+        while true {
+            do {
+                return try await bind(host: host, port: port, responder: responder, group: group)
+            } catch let error as IOError where error.errnoCode == EADDRINUSE && port == 0 && attempts < 8 {
+                attempts += 1
+                logger.debug("DNS port taken for TCP; trying another", metadata: ["error": "\(error)"])
+            }
+        }
+    }
+
+    private static func bind(host: String, port: Int, responder: DNSResponder, group: any EventLoopGroup) async throws -> DNSServer {
         let udp = try await DatagramBootstrap(group: group)
             .channelOption(.socketOption(.so_reuseaddr), value: 1)
             // Several datagrams per read (recvmmsg) and the answers sent together at the end of it;
