@@ -89,6 +89,9 @@ final class ClientConnectionCount: Sendable {
 /// starts arriving, and keeps the connection's one deadline: the idle timeout while it waits for
 /// a request, the head timeout while a head arrives, the body timeout while its body arrives, none
 /// while the request is answered.
+///
+/// Moving the deadline costs no timer: one check is scheduled at most a head timeout ahead (the
+/// shortest deadline), and when it runs it either ends the connection or schedules the next one.
 final class ConnectionDeadlineHandler: ChannelDuplexHandler {
     typealias InboundIn = ByteBuffer
     typealias InboundOut = ByteBuffer
@@ -99,61 +102,58 @@ final class ConnectionDeadlineHandler: ChannelDuplexHandler {
 
     private let limits: HTTPLimits
     private var phase = Phase.waiting
-    private var deadline: Scheduled<Void>?
+    /// When the current phase ends the connection; nil while a request is answered.
+    private var deadline: NIODeadline?
+    private var check: Scheduled<Void>?
     private var context: ChannelHandlerContext?
 
     init(limits: HTTPLimits) { self.limits = limits }
 
     func handlerAdded(context: ChannelHandlerContext) {
         self.context = context
-        arm(limits.idleTimeout, context: context)
+        enter(.waiting, limits.idleTimeout)
     }
 
     func handlerRemoved(context: ChannelHandlerContext) {
-        deadline?.cancel()
+        check?.cancel()
+        check = nil
         self.context = nil
     }
 
     func channelRead(context: ChannelHandlerContext, data: NIOAny) {
-        if phase == .waiting {
-            phase = .receivingHead
-            arm(limits.requestHeadersTimeout, context: context)
-        }
+        if phase == .waiting { enter(.receivingHead, limits.requestHeadersTimeout) }
         context.fireChannelRead(data)
     }
 
     /// The request handler has a complete head: its body has the body timeout.
-    func headReceived() {
-        guard let context else { return }
-        phase = .receivingBody
-        arm(limits.requestBodyTimeout, context: context)
-    }
+    func headReceived() { enter(.receivingBody, limits.requestBodyTimeout) }
 
     /// The request handler has the whole request: no deadline until its response is written.
     func requestReceived() {
         phase = .inRequest
-        deadline?.cancel()
         deadline = nil
     }
 
     /// The response is written and the connection stays open: wait for the next request.
-    func responseFinished() {
-        guard let context else { return }
-        phase = .waiting
-        arm(limits.idleTimeout, context: context)
+    func responseFinished() { enter(.waiting, limits.idleTimeout) }
+
+    private func enter(_ next: Phase, _ timeout: TimeAmount) {
+        phase = next
+        deadline = .now() + timeout
+        if check == nil { scheduleCheck() }
     }
 
-    private func arm(_ timeout: TimeAmount, context: ChannelHandlerContext) {
-        deadline?.cancel()
+    private func scheduleCheck() {
+        guard let context, let deadline else { return }
         let loop = context.eventLoop
-        let bound = NIOLoopBound((handler: self, context: context), eventLoop: loop)
-        deadline = loop.scheduleTask(in: timeout) {
-            let (handler, context) = bound.value
-            handler.expire(context: context)
-        }
+        let bound = NIOLoopBound(self, eventLoop: loop)
+        check = loop.scheduleTask(deadline: min(deadline, .now() + limits.requestHeadersTimeout)) { bound.value.runCheck() }
     }
 
-    private func expire(context: ChannelHandlerContext) {
+    private func runCheck() {
+        check = nil
+        guard let context, let deadline else { return }
+        guard NIODeadline.now() >= deadline else { return scheduleCheck() }
         switch phase {
         case .receivingHead:
             refuse(RawRefusal.bytes(.requestTimeout, "request head not complete within the request headers timeout"), context: context)

@@ -134,8 +134,9 @@ struct RegistryCommand: AsyncParsableCommand {
             }
             settings.https = (port, cert, key)
         }
-        settings.http = try Self.httpLimits(file, requestHeadersTimeout: requestHeadersTimeout, requestBodyTimeout: requestBodyTimeout,
-                                            idleTimeout: idleTimeout, maxConnsPerClient: httpMaxConnsPerClient)
+        settings.http = try Self.httpLimits(settings.http, file, requestHeadersTimeout: requestHeadersTimeout,
+                                            requestBodyTimeout: requestBodyTimeout, idleTimeout: idleTimeout,
+                                            maxConnsPerClient: httpMaxConnsPerClient)
         let config = settings
         let logControl = LogControl(level: reloadable.logLevel)
         let logger = LogSetup.make(label: "trellis.registry", level: reloadable.logLevel, format: logFormat, control: logControl)
@@ -161,11 +162,11 @@ struct RegistryCommand: AsyncParsableCommand {
 }
 
 extension RegistryCommand {
-    /// The HTTP listeners' limits from the flags and the file: the timeouts, and Consul's
+    /// `defaults` with what the flags and the file set: the timeouts, and Consul's
     /// `limits.http_max_conns_per_client` and `http_config.max_header_bytes`.
-    static func httpLimits(_ file: ConfigReader?, requestHeadersTimeout: String?, requestBodyTimeout: String?, idleTimeout: String?,
-                           maxConnsPerClient: Int?) throws -> HTTPLimits {
-        var limits = HTTPLimits(maxBodySize: 1 << 20)
+    static func httpLimits(_ defaults: HTTPLimits, _ file: ConfigReader?, requestHeadersTimeout: String?, requestBodyTimeout: String?,
+                           idleTimeout: String?, maxConnsPerClient: Int?) throws -> HTTPLimits {
+        var limits = defaults
         func timeout(_ name: String, _ flag: String?) throws -> TimeAmount? {
             guard let text = try flag ?? file?.string(name) else { return nil }
             guard let nanos = GoDuration.parseNanoseconds(text), nanos > 0 else {

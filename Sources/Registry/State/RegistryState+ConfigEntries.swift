@@ -2,9 +2,8 @@ import TrellisCore
 
 /// Config entries (`/v1/config`), by kind and name, with the indexes Consul gives them.
 extension RegistryState {
-    private static func configKey(_ kind: String, _ name: String) -> String { kind + "\n" + name }
 
-    public func configEntry(kind: String, name: String) -> JSONObject? { configEntries[Self.configKey(kind, name)] }
+    public func configEntry(kind: String, name: String) -> JSONObject? { configEntries[Table.pairKey(kind, name)] }
 
     /// The entries of one kind, by name.
     public func configEntries(kind: String) -> [JSONObject] {
@@ -14,7 +13,7 @@ extension RegistryState {
     /// Stores `entry` (with `Kind` and `Name` set); false when `cas` does not match its `ModifyIndex`
     /// (0: only when absent), as Consul's `?cas=`.
     mutating func putConfigEntry(_ entry: JSONObject, kind: String, name: String, cas: UInt64?) -> Bool {
-        let key = Self.configKey(kind, name)
+        let key = Table.pairKey(kind, name)
         let existing = configEntries[key]
         let modifyIndex = existing?.field("ModifyIndex")?.uint64Value ?? 0
         if let cas, cas != modifyIndex { return false }
@@ -29,7 +28,7 @@ extension RegistryState {
 
     /// Deletes an entry; false when `cas` is given and does not match its `ModifyIndex`.
     mutating func deleteConfigEntry(kind: String, name: String, cas: UInt64?) -> Bool {
-        let key = Self.configKey(kind, name)
+        let key = Table.pairKey(kind, name)
         let existing = configEntries[key]
         if let cas, cas != existing?.field("ModifyIndex")?.uint64Value ?? 0 { return false }
         guard let existing else { return true }
