@@ -27,6 +27,8 @@ public struct RegistryConfiguration: Sendable {
     public var nodeMeta: [String: String] = [:]
     /// Consul's `enable_script_checks`: whether checks with `Args` may be registered and run.
     public var enableScriptChecks = false
+    /// Consul's `default_intention_policy`; nil leaves it to the ACL default (allow).
+    public var defaultIntentionPolicy: IntentionAction?
     /// Where the DNS interface listens (UDP and TCP); nil: no DNS.
     public var dnsAddress: (host: String, port: Int)?
     /// Consul's `addresses.http = "unix:///path"`: the API on a unix socket too.
@@ -126,7 +128,8 @@ public final class RegistryServer: Service {
         let nodeID = config.nodeID ?? catalog.read { $0.node(config.nodeName)?.id } ?? UUID().uuidString.lowercased()
         let identity = AgentIdentity(nodeName: config.nodeName, nodeID: nodeID, datacenter: config.datacenter,
                                      address: advertised, httpPort: config.port, nodeMeta: config.nodeMeta,
-                                     enableScriptChecks: config.enableScriptChecks)
+                                     enableScriptChecks: config.enableScriptChecks,
+                                     defaultIntentionPolicy: config.defaultIntentionPolicy)
         try await Self.registerSelf(identity, in: catalog)
 
         let checker = HealthChecker(catalog: catalog, node: identity.nodeName, loop: group.next(), logger: logger,
@@ -145,6 +148,7 @@ public final class RegistryServer: Service {
         let server: HTTPServer
         do {
             try await api.registerConfigServices(config.services)
+            try await api.initializeCA()
             server = try await HTTPServer.start(host: config.host, port: config.port, group: group,
                                                 limits: config.http, responder: api, logger: logger)
             servers.append(server)

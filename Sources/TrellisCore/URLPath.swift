@@ -8,4 +8,9 @@ public enum URLPath {
         let reserved = CharacterSet(charactersIn: keepingSlashes ? "?#;" : "/?#;")
         return text.addingPercentEncoding(withAllowedCharacters: .urlPathAllowed.subtracting(reserved)) ?? text
     }
+
+    /// Percent-encodes a query parameter's value (everything but RFC 3986's unreserved characters).
+    public static func escapeQueryValue(_ text: String) -> String {
+        text.addingPercentEncoding(withAllowedCharacters: .alphanumerics.union(CharacterSet(charactersIn: "-._~"))) ?? text
+    }
 }

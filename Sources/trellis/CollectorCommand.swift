@@ -95,7 +95,7 @@ struct LogsCommand: AsyncParsableCommand {
         var first = true
         while true {
             let path = "/loki/api/v1/query_range?direction=forward&limit=\(first ? limit : 5000)&start=\(startNs)"
-                + "&end=\(Int64(Date().timeIntervalSince1970 * 1e9) + 1_000_000_000)&query=\(Self.escapeQuery(query))"
+                + "&end=\(Int64(Date().timeIntervalSince1970 * 1e9) + 1_000_000_000)&query=\(URLPath.escapeQueryValue(query))"
             let response: (status: Int, headers: [String: String], body: [UInt8])
             do { response = try await client.send("GET", path) } catch {
                 CLI.fail("error: cannot reach the collector at \(address): \(error)")
@@ -116,9 +116,5 @@ struct LogsCommand: AsyncParsableCommand {
             first = false
             try await Task.sleep(for: .seconds(1))
         }
-    }
-
-    static func escapeQuery(_ text: String) -> String {
-        text.addingPercentEncoding(withAllowedCharacters: .alphanumerics.union(CharacterSet(charactersIn: "-._~"))) ?? text
     }
 }

@@ -44,6 +44,9 @@ struct RegistryCommand: AsyncParsableCommand {
     @Flag(name: .long, help: "Allow checks that run a command (Args), as Consul's enable_script_checks. Off by default.")
     var enableScriptChecks = false
 
+    @Option(name: .long, help: "allow or deny: what a connection that no intention matches gets (Consul's default_intention_policy). Default allow.")
+    var defaultIntentionPolicy: String?
+
     @Option(name: .long, help: "Serve Consul's DNS interface on HOST:PORT, UDP and TCP (port 0 picks a free one). Off unless given.")
     var dnsAddr: String?
 
@@ -77,12 +80,12 @@ struct RegistryCommand: AsyncParsableCommand {
     @Option(name: .long, help: "Log format: json, text, or auto (json unless stderr is a terminal).")
     var logFormat: LogSetup.Format = .auto
 
-    @Option(name: .long, help: "YAML file with the same settings in snake_case (http_addr, data_dir, store, etcd_endpoints, etcd_prefix, node, node_id, node_meta, enable_script_checks, dns_addr, dns_config, addresses.http, ports.https, cert_file, key_file, datacenter, log_level, service, services, request_headers_timeout, request_body_timeout, idle_timeout) and Consul's limits.http_max_conns_per_client and http_config.max_header_bytes; flags win.")
+    @Option(name: .long, help: "YAML file with the same settings in snake_case (http_addr, data_dir, store, etcd_endpoints, etcd_prefix, node, node_id, node_meta, enable_script_checks, default_intention_policy, dns_addr, dns_config, addresses.http, ports.https, cert_file, key_file, datacenter, log_level, service, services, request_headers_timeout, request_body_timeout, idle_timeout) and Consul's limits.http_max_conns_per_client and http_config.max_header_bytes; flags win.")
     var config: String?
 
     static let configKeys: Set<String> = ["http_addr", "data_dir", "store", "etcd_endpoints", "etcd_prefix", "node", "node_id",
-                                          "node_meta", "enable_script_checks", "dns_addr", "dns_config", "addresses", "ports",
-                                          "cert_file", "key_file", "datacenter", "log_level", "service", "services",
+                                          "node_meta", "enable_script_checks", "default_intention_policy", "dns_addr", "dns_config",
+                                          "addresses", "ports", "cert_file", "key_file", "datacenter", "log_level", "service", "services",
                                           "request_headers_timeout", "request_body_timeout", "idle_timeout", "limits",
                                           "http_config"]
 
@@ -111,6 +114,12 @@ struct RegistryCommand: AsyncParsableCommand {
         settings.nodeMeta = reloadable.nodeMeta
         settings.services = reloadable.services
         settings.enableScriptChecks = try enableScriptChecks || (file?.bool("enable_script_checks") ?? false)
+        if let policy = try defaultIntentionPolicy ?? file?.string("default_intention_policy") {
+            guard let action = IntentionAction(rawValue: policy) else {
+                throw ValidationError("default_intention_policy must be allow or deny, got \"\(policy)\"")
+            }
+            settings.defaultIntentionPolicy = action
+        }
         if let dns = try dnsAddr ?? file?.string("dns_addr") {
             guard let (host, port) = HostPort.parse(dns) else { throw ValidationError("dns_addr must be HOST:PORT, got \"\(dns)\"") }
             settings.dnsAddress = (host, port)

@@ -16,6 +16,28 @@ final class EtcdStoreTests: XCTestCase {
         try XCTUnwrap(headers["x-consul-index"].flatMap(UInt64.init))
     }
 
+    func testRegistriesSharingEtcdSignWithOneRootAndShareIntentions() async throws {
+        let etcd = try await EtcdUnderTest(self)
+        let a = try await registry(etcd, node: "node-a")
+        let b = try await registry(etcd, node: "node-b")
+        let rootsA = try await a.json("/v1/connect/ca/roots")
+        let rootsB = try await b.json("/v1/connect/ca/roots")
+        XCTAssertEqual(rootsA["ActiveRootID"], rootsB["ActiveRootID"], "the second registry found the first one's root")
+        XCTAssertEqual(rootsA["TrustDomain"], rootsB["TrustDomain"])
+        XCTAssertEqual(rootsB["Roots"]?.arrayValue?.count, 1)
+
+        let (_, headers, _) = try await b.get("/v1/connect/intentions")
+        let before = try index(headers)
+        async let woken = b.get("/v1/connect/intentions?index=\(before)&wait=20s")
+        try await Task.sleep(for: .milliseconds(300))
+        let stored = try await a.put("/v1/connect/intentions/exact?source=web&destination=db", #"{"Action":"deny"}"#)
+        XCTAssertEqual(String(decoding: stored.body, as: UTF8.self), "true")
+        let (_, _, body) = try await woken
+        XCTAssertEqual(try JSON.parse(body)[0]?["Action"], .string("deny"))
+        let check = try await b.json("/v1/connect/intentions/check?source=web&destination=db")
+        XCTAssertEqual(check["Allowed"], .bool(false))
+    }
+
     func testRegistriesSharingEtcdServeOneCatalogAndWakeEachOthersBlockingQueries() async throws {
         let etcd = try await EtcdUnderTest(self)
         let a = try await registry(etcd, node: "node-a")

@@ -17,6 +17,9 @@ public struct AgentIdentity: Sendable {
     public var nodeMeta: [String: String] = [:]
     /// Consul's `enable_script_checks`: whether registrations may carry checks with `Args`.
     public var enableScriptChecks = false
+    /// Consul's `default_intention_policy`: what a connection no intention matches gets; nil
+    /// leaves it to the ACL default (allow while ACLs are off).
+    public var defaultIntentionPolicy: IntentionAction?
     /// The Consul API version whose behaviour the registry follows.
     public static let consulVersion = "1.20.0"
     public static let trellisVersion = "0.1.0"
@@ -55,6 +58,8 @@ public final class ConsulAPI: HTTPResponder {
     let logControl: LogControl
     /// Reads what `/v1/agent/reload` applies.
     let reload: @Sendable () throws -> ReloadableSettings
+    /// The leaf certificates handed to services (`/v1/agent/connect/ca/leaf/:service`).
+    let leafCache: LeafCache
 
     public init(catalog: Catalog, identity: AgentIdentity, checker: HealthChecker, metrics: RegistryMetrics, logger: Logger,
                 dataDirectory: String, logControl: LogControl, reload: @escaping @Sendable () throws -> ReloadableSettings,
@@ -68,6 +73,7 @@ public final class ConsulAPI: HTTPResponder {
         self.logger = logger
         self.dataDirectory = dataDirectory
         self.onLeave = onLeave
+        self.leafCache = LeafCache(datacenter: identity.datacenter)
     }
 
     /// A routed request: the handler and the endpoint label its metrics are recorded under.
@@ -133,6 +139,16 @@ public final class ConsulAPI: HTTPResponder {
         ([.GET], "/v1/agent/metrics", false, { $0.agentMetrics }),
         ([.GET], "/v1/agent/monitor", false, { $0.agentMonitor }),
         ([.PUT], "/v1/agent/reload", false, { $0.agentReload }),
+        ([.POST], "/v1/agent/connect/authorize", false, { $0.agentConnectAuthorize }),
+        ([.GET], "/v1/agent/connect/ca/roots", false, { $0.caRoots }),
+        ([.GET], "/v1/agent/connect/ca/leaf/", true, { $0.agentLeaf }),
+        ([.GET], "/v1/connect/ca/roots", false, { $0.caRoots }),
+        ([.GET, .PUT], "/v1/connect/ca/configuration", false, { $0.caConfiguration }),
+        ([.GET, .POST], "/v1/connect/intentions", false, { $0.intentions }),
+        ([.GET, .PUT, .DELETE], "/v1/connect/intentions/exact", false, { $0.intentionExact }),
+        ([.GET], "/v1/connect/intentions/match", false, { $0.intentionMatch }),
+        ([.GET], "/v1/connect/intentions/check", false, { $0.intentionCheck }),
+        ([.GET, .PUT, .DELETE], "/v1/connect/intentions/", true, { $0.intentionByID }),
         ([.PUT], "/v1/event/fire/", true, { $0.eventFire }),
         ([.GET], "/v1/event/list", false, { $0.eventList }),
         ([.GET], "/v1/coordinate/datacenters", false, { $0.coordinateDatacenters }),

@@ -32,7 +32,8 @@ public struct WriteEffect: Sendable {
 /// Every read is answered from here. Writes are applied here (serialized by the caller) and yield a
 /// `WriteEffect` whose ops the store makes durable before the write is acknowledged. Each table's
 /// rules live in the extension of its folder: Catalog/ (nodes, services, checks), KV/, Sessions/,
-/// and one file each for coordinates, autopilot, config entries and config-file services.
+/// Connect/ (CA roots and configuration, intentions), and one file each for coordinates,
+/// autopilot, config entries and config-file services.
 public struct RegistryState: Sendable {
     public private(set) var index: UInt64 = 0
     var catalog = CatalogTable()
@@ -46,6 +47,11 @@ public struct RegistryState: Sendable {
     var configEntries: [String: JSONObject] = [:]
     /// IDs of the agent services the config file defines (RegistryState+ConfigServices.swift).
     var configServices: Set<String> = []
+    /// The certificate authority's configuration and roots (Connect/RegistryState+CA.swift).
+    var caConfig: CAConfiguration?
+    var caRoots: [String: CARoot] = [:]
+    /// Intentions by `source\ndestination` (Connect/RegistryState+Intentions.swift).
+    var intentions: [String: Intention] = [:]
     private var watchIndexes: [String: UInt64] = [:]
     /// The shared store's revision these contents reflect (etcd's mod_revision of the index record);
     /// 0 with a local store.
@@ -94,6 +100,15 @@ public struct RegistryState: Sendable {
                 try loadConfigEntry(key: key, value)
                 return [WatchKey.config]
             case .configServices: configServices = try StringSetRecord.decode(value, table: table)
+            case .caRoot:
+                caRoots[key] = try CARootRecord.decode(value)
+                return [WatchKey.connectCA]
+            case .caConfig:
+                caConfig = try CAConfigurationRecord.decode(value)
+                return [WatchKey.connectCA]
+            case .intention:
+                intentions[key] = try IntentionRecord.decode(value)
+                return [WatchKey.intentions]
             }
         case .delete(let table, let key):
             switch table {
@@ -111,7 +126,13 @@ public struct RegistryState: Sendable {
             case .configEntry:
                 configEntries[key] = nil
                 return [WatchKey.config]
-            case .watchIndex, .meta, .sessionRenewal, .autopilot, .configServices:
+            case .caRoot:
+                caRoots[key] = nil
+                return [WatchKey.connectCA]
+            case .intention:
+                intentions[key] = nil
+                return [WatchKey.intentions]
+            case .watchIndex, .meta, .sessionRenewal, .autopilot, .configServices, .caConfig:
                 break
             }
         }

@@ -1,10 +1,11 @@
 #!/usr/bin/env bash
-# Writes registry-v1.db: a registry database with a record of every table, as a release of the
+# Writes registry-v2.db: a registry database with a record of every table, as a release of the
 # registry writes it. RecordFixtureTests opens it to prove that later releases still load it.
+# (registry-v1.db was written by this script's first version, before the CA and intention tables.)
 #   usage: make-registry-db.sh path/to/trellis [output.db]
 set -euo pipefail
 BIN=${1:?usage: make-registry-db.sh path/to/trellis [output.db]}
-OUT=${2:-$(dirname "$0")/registry-v1.db}
+OUT=${2:-$(dirname "$0")/registry-v2.db}
 WORK=$(mktemp -d)
 trap 'kill "$PID" 2>/dev/null || true; rm -rf "$WORK"' EXIT
 API=http://127.0.0.1:18599
@@ -50,6 +51,10 @@ put "/v1/kv/app/leader?acquire=$SESSION" 'me'
 # Operator settings and a config entry.
 put /v1/operator/autopilot/configuration '{"CleanupDeadServers":false,"MaxTrailingLogs":500}'
 put /v1/config '{"Kind":"mesh","Name":"mesh","TransparentProxy":{"MeshDestinationsOnly":true}}'
+
+# Connect: the CA made its root at start; an intention by name and one with an ID.
+put '/v1/connect/intentions/exact?source=web&destination=db' '{"Action":"deny","Description":"fixture"}'
+curl -sf -X POST "$API/v1/connect/intentions" -d '{"SourceName":"*","DestinationName":"db","Action":"allow","Meta":{"team":"a"}}' > /dev/null
 
 kill -TERM "$PID"; wait "$PID" || true
 sqlite3 "$WORK/data/registry.db" 'PRAGMA wal_checkpoint(TRUNCATE);' > /dev/null 2>&1 || true

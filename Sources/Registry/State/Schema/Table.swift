@@ -29,6 +29,12 @@ public enum Table: String, CaseIterable, Sendable {
     case configEntry = "config"
     /// IDs of the agent services the config file defines, under the key `ids` (`StringSetRecord`).
     case configServices = "cfgsvc"
+    /// A root of the certificate authority, by root ID (`CARootRecord`).
+    case caRoot = "caroot"
+    /// The certificate authority's configuration, under the key `config` (`CAConfigurationRecord`).
+    case caConfig = "caconfig"
+    /// An intention, by `source\ndestination` (`IntentionRecord`).
+    case intention = "ixn"
 
     /// The key of a record identified by two names (`node\nid`).
     static func pairKey(_ first: String, _ second: String) -> String { first + "\n" + second }
