@@ -3,7 +3,7 @@ SWIFT ?= swift
 SUDO := $(shell [ "$$(id -u)" -eq 0 ] || echo sudo)
 
 # libcurl4-openssl-dev: the shop services use URLSession, whose static Foundation needs -lcurl to link.
-APT_BUILD := libsystemd-dev libsqlite3-dev zlib1g-dev libsnappy-dev pkg-config libcurl4-openssl-dev
+APT_BUILD := libsystemd-dev libssl-dev libsqlite3-dev zlib1g-dev libsnappy-dev pkg-config libcurl4-openssl-dev
 APT_TEST  := $(APT_BUILD) openssl etcd-server victoria-metrics prometheus python3 python3-snappy systemd-journal-remote curl dnsutils
 APT_BENCH := $(APT_BUILD) nginx-light haproxy wrk etcd-server etcd-client curl python3 python3-snappy python3-prometheus-client dnsutils dnsperf dnsmasq-base
 

@@ -50,6 +50,7 @@ let package = Package(
         .systemLibrary(name: "CSystemd", pkgConfig: "libsystemd", providers: [.apt(["libsystemd-dev"])]),
         .systemLibrary(name: "CCompression", providers: [.apt(["zlib1g-dev", "libsnappy-dev"])]),
         .systemLibrary(name: "CEventIO"),
+        .systemLibrary(name: "COpenSSL", pkgConfig: "openssl", providers: [.apt(["libssl-dev"])]),
         .target(
             name: "TrellisCore",
             dependencies: [.product(name: "Yams", package: "Yams")],
@@ -90,7 +91,7 @@ let package = Package(
         ),
         .target(
             name: "EventIO",
-            dependencies: ["CEventIO", .product(name: "NIOCore", package: "swift-nio")],
+            dependencies: ["CEventIO", "COpenSSL", .product(name: "NIOCore", package: "swift-nio")],
             swiftSettings: dataPath
         ),
         .target(

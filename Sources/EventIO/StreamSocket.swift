@@ -34,7 +34,7 @@ public final class StreamSocket: ReadinessHandler {
     public let reactor: Reactor
     private let fd: Int32
     /// What reads and writes the connection's bytes.
-    private let transport: PlainTransport
+    private var transport: SocketTransport
     public var delegate: (any StreamSocketDelegate)?
     public private(set) var isOpen = true
     public private(set) var isWritable = true
@@ -54,7 +54,7 @@ public final class StreamSocket: ReadinessHandler {
     /// Takes over `fd`, a connected non-blocking socket already registered with the reactor or not.
     init(fd: Int32, reactor: Reactor, remoteIP: String?, registered: Bool) throws {
         self.fd = fd
-        self.transport = PlainTransport(fd: fd)
+        self.transport = .plain(PlainTransport(fd: fd))
         self.reactor = reactor
         self.remoteIP = remoteIP
         if registered {
@@ -63,6 +63,74 @@ public final class StreamSocket: ReadinessHandler {
         } else {
             try reactor.register(fd, events: Self.events, handler: self)
         }
+    }
+
+    // MARK: TLS
+
+    /// Carries the connection over TLS with `context` from now on (call before the first read or
+    /// write). A client names the SPIFFE ID the server must present; a server with
+    /// `plaintextAllowed` also takes plaintext, told apart by the first byte (permissive mode).
+    public func startTLS(_ context: TLSContext, expectedPeer: String? = nil, plaintextAllowed: Bool = false) throws {
+        transport = plaintextAllowed ? .sniffing(context) : .tls(try TLSTransport(fd: fd, context: context, expectedPeer: expectedPeer))
+    }
+
+    /// Whether the connection is carried over TLS (false while a permissive listener waits for the first byte).
+    public var isTLS: Bool {
+        if case .tls = transport { return true }
+        return false
+    }
+
+    /// The peer's verified SPIFFE ID (its certificate's URI SAN) once the TLS handshake is done.
+    public var peerIdentity: String? {
+        if case .tls(let tls) = transport { return tls.peerURI }
+        return nil
+    }
+
+    /// Whether the TLS session was resumed rather than fully negotiated.
+    public var resumedTLSSession: Bool {
+        if case .tls(let tls) = transport { return tls.resumed }
+        return false
+    }
+
+    /// Why TLS failed on this connection (handshake refused, bad record), once it has.
+    public var tlsFailure: String? {
+        if case .tls(let tls) = transport { return tls.failure }
+        return nil
+    }
+
+    private func transportRead(into space: UnsafeMutableRawBufferPointer) -> TransferResult {
+        switch transport {
+        case .plain(let plain): return plain.read(into: space)
+        case .tls(let tls): return tls.read(into: space)
+        case .sniffing(let context):
+            var first: UInt8 = 0
+            let peeked = recv(fd, &first, 1, Int32(MSG_PEEK))
+            if peeked == 0 { return .closed }
+            guard peeked == 1 else { return errno == EAGAIN || errno == EINTR ? .wouldBlock : .failed(errno) }
+            if first == SocketTransport.handshakeRecord {
+                guard let tls = try? TLSTransport(fd: fd, context: context, expectedPeer: nil) else { return .failed(EPROTO) }
+                transport = .tls(tls)
+            } else {
+                transport = .plain(PlainTransport(fd: fd))
+            }
+            return transportRead(into: space)
+        }
+    }
+
+    private func transportWrite(_ iovecs: UnsafeMutablePointer<iovec>, count: Int) -> TransferResult {
+        switch transport {
+        case .plain(let plain): return plain.write(iovecs, count: count)
+        case .tls(let tls): return tls.write(iovecs, count: count)
+        // Nothing is written before the peer has spoken on a permissive listener.
+        case .sniffing: return .wouldBlock
+        }
+    }
+
+    /// Whether a read that did not fill its buffer means the kernel has nothing more (plaintext);
+    /// TLS hands out one record at a time.
+    private var shortReadDrains: Bool {
+        if case .plain = transport { return true }
+        return false
     }
 
     // MARK: Writing
@@ -105,7 +173,7 @@ public final class StreamSocket: ReadinessHandler {
                     iovecs[index] = iovec(iov_base: UnsafeMutableRawPointer(mutating: $0.baseAddress), iov_len: $0.count)
                 }
             }
-            switch transport.write(iovecs, count: count) {
+            switch transportWrite(iovecs, count: count) {
             case .transferred(let written):
                 consume(written)
             case .wouldBlock:
@@ -188,7 +256,7 @@ public final class StreamSocket: ReadinessHandler {
             let capacity = buffer.writableBytes
             var result = TransferResult.wouldBlock
             buffer.writeWithUnsafeMutableBytes(minimumWritableBytes: 0) { space in
-                result = transport.read(into: space)
+                result = transportRead(into: space)
                 if case .transferred(let count) = result { return count }
                 return 0
             }
@@ -198,7 +266,7 @@ public final class StreamSocket: ReadinessHandler {
                 adaptReadSize(read: count, capacity: capacity)
                 delegate?.socketRead(self, buffer)
                 reactor.recycle(&buffer)
-                if count < capacity && !peerFinished { break reading }
+                if count < capacity && !peerFinished && shortReadDrains { break reading }
             case .wouldBlock:
                 break reading
             case .closed, .failed:
@@ -224,6 +292,7 @@ public final class StreamSocket: ReadinessHandler {
     public func close() {
         guard isOpen else { return }
         isOpen = false
+        if case .tls(let tls) = transport { tls.shutdown() }
         reactor.close(fd)
         queued.removeAll()
         queuedBytes = 0

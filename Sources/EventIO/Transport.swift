@@ -14,9 +14,21 @@ enum TransferResult {
 
 /// How a stream socket's bytes cross its connection: what `StreamSocket` calls for every read and
 /// write, so that the socket's buffering, back-pressure and readiness handling stay the same
-/// whatever carries the bytes. A transport is a concrete value held by the socket (no protocol
-/// existential, no dynamic dispatch per call); an encrypting one (TLS over libssl) has the same
-/// shape: it reads and writes plaintext and reports `wouldBlock` while it waits for the socket.
+/// whatever carries the bytes. One enumeration of concrete transports (no protocol existential):
+/// plaintext, TLS over libssl (which reads and writes plaintext and reports `wouldBlock` while it
+/// waits for the socket), or, on a listener that takes both, the wait for the first byte that tells
+/// them apart.
+enum SocketTransport {
+    case plain(PlainTransport)
+    case tls(TLSTransport)
+    /// Permissive: a TLS handshake (first byte 0x16, a handshake record) starts TLS with the
+    /// context; anything else stays plaintext.
+    case sniffing(TLSContext)
+
+    /// The first byte of a TLS connection: the content type of a handshake record.
+    static let handshakeRecord: UInt8 = 0x16
+}
+
 struct PlainTransport {
     let fd: Int32
 

@@ -1,5 +1,6 @@
 import EventIO
 import Foundation
+import Glibc
 import NIOCore
 import Synchronization
 import XCTest
