@@ -5,4 +5,7 @@ public enum WellKnownNames {
     public static let collectorService = "trellis-collector"
     /// Service Meta key with the port of a sidecar's admin listener (its `/metrics`).
     public static let sidecarAdminPortMeta = "trellis_sidecar_admin_port"
+    /// Service Meta key with a sidecar's inbound mutual TLS mode (`off`, `permissive`, `strict`):
+    /// callers use mutual TLS to instances whose mode takes it.
+    public static let sidecarMTLSMeta = "trellis_mtls"
 }

@@ -4,7 +4,7 @@ import Glibc
 /// A certificate or key that OpenSSL would not load, or a TLS connection that could not start.
 public struct TLSError: Error, CustomStringConvertible {
     public let description: String
-    init(_ description: String) { self.description = description }
+    public init(_ description: String) { self.description = description }
 }
 
 /// One side of mutual TLS: the certificate and key presented, the roots a peer's chain must end in.

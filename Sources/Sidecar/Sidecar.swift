@@ -49,7 +49,7 @@ public final class Sidecar: Service {
             localEndpoint: EndpointInfo(id: "local", host: "127.0.0.1", port: localPort),
             metrics: metrics,
             accessLog: AccessLog(service: settings.service, enabled: settings.accessLog, sink: sink),
-            connectionTimeouts: settings.connectionTimeouts)
+            connectionTimeouts: settings.connectionTimeouts, mtls: settings.mtls)
         var upstreamURLs: [(String, String)] = []
         for upstream in settings.upstreams {
             let port = try dataPlane.listen(.upstream(upstream.name), host: "127.0.0.1", port: upstream.port)
@@ -110,6 +110,17 @@ public final class Sidecar: Service {
                 }
             }
             group.addTask { [settings, logger, metrics] in
+                await IdentityWatcher(service: settings.service, registry: registry, logger: logger, metrics: metrics,
+                                      onIdentity: { identity in
+                                          reactor.execute {
+                                              do { try plane.value.mesh.install(identity) } catch {
+                                                  logger.error("certificate refused; keeping the current one", metadata: ["error": "\(error)"])
+                                              }
+                                          }
+                                      },
+                                      onIntentions: { rules in reactor.execute { plane.value.mesh.intentions = rules } }).run()
+            }
+            group.addTask { [settings, logger, metrics] in
                 await PolicyWatcher(service: settings.service, registry: registry, state: policyState,
                                     logger: logger, metrics: metrics) { policy in
                     reactor.execute { plane.value.apply(policy) }
@@ -145,6 +156,7 @@ public final class Sidecar: Service {
     private func registrationBody(id: String, port: Int, adminPort: Int) -> [UInt8] {
         var meta = settings.meta
         meta[WellKnownNames.sidecarAdminPortMeta] = String(adminPort)
+        meta[WellKnownNames.sidecarMTLSMeta] = settings.mtls.rawValue
         let check = JSONObject([
             ("CheckID", .string("sidecar:\(id)")),
             ("Name", .string("\(settings.service) readiness through its sidecar")),

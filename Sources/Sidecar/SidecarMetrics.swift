@@ -13,12 +13,17 @@ public final class SidecarMetrics: Sendable {
     private let ejectionCounters = InstrumentCache<Counter>()
     private let overflowCounters = InstrumentCache<Counter>()
     private let gauges = InstrumentCache<Gauge>()
+    private let meshCounters = InstrumentCache<Counter>()
     let policyApplied: Counter
     let policyRejected: Counter
     let serviceRestarts: Counter
     let serviceUp: Gauge
     let logLinesShipped: Counter
     let logLinesDropped: Counter
+    /// The current leaf certificate: when it expires (Unix seconds) and how long it was issued for.
+    let leafExpiry: Gauge
+    let leafLifetime: Gauge
+    let leafRenewalFailures: Counter
 
     public init() {
         policyApplied = registry.counter("policy_applied", help: "Policies applied (from file or registry KV).")
@@ -26,6 +31,9 @@ public final class SidecarMetrics: Sendable {
         serviceRestarts = registry.counter("service_restarts", help: "Restarts of the supervised service process.")
         serviceUp = registry.gauge("service_up", help: "1 while the supervised service process runs.")
         logLinesShipped = registry.counter("log_lines_shipped", help: "Log lines (service output, access log) taken by the collector.")
+        leafExpiry = registry.gauge("tls_leaf_expiry_timestamp_seconds", help: "When the sidecar's leaf certificate expires (Unix time; 0: none).")
+        leafLifetime = registry.gauge("tls_leaf_lifetime_seconds", help: "How long the sidecar's current leaf certificate was issued for.")
+        leafRenewalFailures = registry.counter("tls_leaf_renewal_failures", help: "Failed attempts to fetch the leaf certificate or roots from the registry.")
         logLinesDropped = registry.counter("log_lines_dropped", help: "Log lines dropped: queue full while the collector was unreachable, or refused.")
     }
 
@@ -54,6 +62,30 @@ public final class SidecarMetrics: Sendable {
         localResponses.get("\(direction)|\(upstream)|\(reason)") {
             registry.counter("local_responses", help: "Responses produced by the sidecar itself, by reason.",
                              labels: [("direction", direction), ("upstream", upstream), ("reason", reason)])
+        }.increment()
+    }
+
+    /// A mutual TLS connection established, by direction and whether its session was resumed.
+    func tlsHandshake(direction: String, resumed: Bool) {
+        meshCounters.get("tls|\(direction)|\(resumed)") {
+            registry.counter("tls_handshakes", help: "Mutual TLS connections established, by direction and session resumption.",
+                             labels: [("direction", direction), ("resumed", resumed ? "true" : "false")])
+        }.increment()
+    }
+
+    /// A connection TLS refused or broke (unknown CA, expired, wrong identity, no certificate, plaintext…).
+    func tlsHandshakeFailure(direction: String, reason: String) {
+        meshCounters.get("tlsfail|\(direction)|\(reason)") {
+            registry.counter("tls_handshake_failures", help: "Connections refused or broken by TLS, by direction and reason.",
+                             labels: [("direction", direction), ("reason", reason)])
+        }.increment()
+    }
+
+    /// A request refused because no intention lets its caller (by source service) call this one.
+    func authorizationDenied(source: String) {
+        meshCounters.get("authz|\(source)") {
+            registry.counter("authorization_denials", help: "Inbound requests refused by intentions, by the calling service.",
+                             labels: [("source", source)])
         }.increment()
     }
 

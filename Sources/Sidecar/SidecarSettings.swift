@@ -31,6 +31,9 @@ public struct SidecarSettings: Sendable {
     /// `request_headers_timeout` and `idle_timeout`).
     public var connectionTimeouts = ConnectionTimeouts()
     public var accessLog = true
+    /// How the inbound listener takes callers: mutual TLS only, both, or plaintext. Calls to
+    /// upstreams use mutual TLS wherever the instance takes it, whatever this mode.
+    public var mtls = MTLSMode.off
     /// Where to send log lines: nil finds the collector in the registry; `shipLogs` false sends none.
     public var collector: (host: String, port: Int)?
     public var shipLogs = true

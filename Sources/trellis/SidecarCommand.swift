@@ -33,6 +33,8 @@ struct SidecarCommand: AsyncParsableCommand {
     var requestHeadersTimeout = "10s"
     @Option(name: .long, help: "How long a client connection may stay idle between requests (Go duration).") var idleTimeout = "60s"
     @Option(name: .long, help: "Access log: stdout or off.") var accessLog = "stdout"
+    @Option(name: .long, help: "Inbound mutual TLS: strict (mesh peers only), permissive (mutual TLS and plaintext on one port) or off. Calls to upstreams use mutual TLS wherever the instance takes it.")
+    var mtls: MTLSMode = .off
     @Option(name: .long, help: "Collector HOST:PORT for log lines (default: found in the registry); \"off\" ships none.") var collector: String?
     @Option(name: .long, help: "Log level: trace, debug, info, notice, warning, error, critical.") var logLevel: Logger.Level = .info
     @Option(name: .long, help: "Log format: json, text, or auto.") var logFormat: LogSetup.Format = .auto
@@ -65,6 +67,7 @@ struct SidecarCommand: AsyncParsableCommand {
         settings.connectionTimeouts = ConnectionTimeouts(requestHeaders: .nanoseconds(GoDuration.parseNanoseconds(requestHeadersTimeout)!),
                                                          idle: .nanoseconds(GoDuration.parseNanoseconds(idleTimeout)!))
         settings.accessLog = accessLog == "stdout"
+        settings.mtls = mtls
         if collector == "off" {
             settings.shipLogs = false
         } else if let collector {
@@ -101,3 +104,4 @@ struct SidecarCommand: AsyncParsableCommand {
         try await LogSetup.runUntilSignalled(sidecar, logger: logger)
     }
 }
+extension MTLSMode: ExpressibleByArgument {}

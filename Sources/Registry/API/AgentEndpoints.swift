@@ -267,6 +267,7 @@ extension ConsulAPI {
             ("SerfPortLAN", .int(Int64(AgentIdentity.serfLANPort))), ("SerfPortWAN", .int(Int64(AgentIdentity.serfWANPort))),
             ("EnableScriptChecks", .bool(id.enableScriptChecks)), ("EnableLocalScriptChecks", .bool(id.enableScriptChecks)),
             ("ACLsEnabled", .bool(false)), ("CheckOutputMaxSize", .int(Int64(Probes.outputLimit))),
+            ("DefaultIntentionPolicy", .string(id.defaultIntentionPolicy?.rawValue ?? "")),
             ("Version", .string(AgentIdentity.consulVersion)), ("Revision", .string("trellis-\(AgentIdentity.trellisVersion)")),
         ])
         let coord = JSONObject([

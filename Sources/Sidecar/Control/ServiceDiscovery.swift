@@ -20,13 +20,14 @@ enum ServiceDiscovery {
     }
 
     /// Entries of a health answer: the service address (or the node's when empty), port, tags,
-    /// and the `weight` Meta (default 1).
+    /// the `weight` Meta (default 1), and whether the instance takes mutual TLS.
     static func parse(_ bytes: [UInt8]) throws -> [EndpointInfo] {
         try Views.decode([ServiceHealth].self, from: bytes).compactMap { entry in
             guard entry.service.port > 0 else { return nil }
             let host = entry.address.isEmpty ? "127.0.0.1" : entry.address
             return EndpointInfo(id: entry.service.id, host: host, port: entry.service.port,
-                                weight: entry.service.meta["weight"].flatMap { Int($0) } ?? 1, tags: entry.service.tags)
+                                weight: entry.service.meta["weight"].flatMap { Int($0) } ?? 1, tags: entry.service.tags,
+                                mtls: entry.service.meta[WellKnownNames.sidecarMTLSMeta].flatMap(MTLSMode.init)?.acceptsTLS ?? false)
         }.sorted { $0.id < $1.id }
     }
 }

@@ -21,6 +21,8 @@ final class AccessLog {
         var trace: TraceContext?
         /// Why the sidecar answered itself (`no_healthy_upstream`, `rate_limited`, …), or nil.
         var localReason: String?
+        /// The caller's verified SPIFFE ID, for requests that came over mutual TLS.
+        var peerIdentity: String?
     }
 
     private let service: String
@@ -58,6 +60,7 @@ final class AccessLog {
         if let host = e.upstreamHost { field("upstream_host", host) }
         number("bytes_sent", e.bytesSent)
         field("client", e.client)
+        if let identity = e.peerIdentity { field("peer_identity", identity) }
         if let trace = e.trace {
             field("trace_id", trace.traceID)
             field("span_id", trace.spanID)

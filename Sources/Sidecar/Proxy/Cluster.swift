@@ -17,9 +17,12 @@ final class Cluster {
     private var rings: [String: HashRing] = [:]
     /// Called when outlier detection ejects an instance.
     var onEjection: () -> Void = {}
+    /// Mutual TLS to instances that take it (upstreams); nil for the local service.
+    private let mesh: MeshTLS?
 
-    init(name: String, policy: ListenerPolicy, reactor: Reactor) {
+    init(name: String, policy: ListenerPolicy, reactor: Reactor, mesh: MeshTLS? = nil) {
         self.name = name
+        self.mesh = mesh
         self.reactor = reactor
         self.policy = policy
         self.limits = ClusterLimits(policy: policy.circuitBreaker)
@@ -44,7 +47,7 @@ final class Cluster {
                 existing.update(info)
                 kept.append(existing)
             } else {
-                kept.append(Endpoint(info: info, pool: ConnectionPool(target: info, reactor: reactor, limits: limits)))
+                kept.append(Endpoint(info: info, pool: ConnectionPool(target: info, service: name, reactor: reactor, limits: limits, mesh: mesh)))
             }
         }
         for gone in byKey.values {

@@ -35,6 +35,8 @@ final class UpstreamConnection: StreamSocketDelegate {
     private(set) var reusable = true
     private var reading = Reading.nothing
     private var inbox: ByteBuffer?
+    /// Set at the first bytes from the upstream (its TLS handshake is complete by then).
+    private var sawBytes = false
 
     init(socket: StreamSocket) {
         self.socket = socket
@@ -47,6 +49,10 @@ final class UpstreamConnection: StreamSocketDelegate {
     }
 
     func socketRead(_ socket: StreamSocket, _ bytes: ByteBuffer) {
+        if !sawBytes {
+            sawBytes = true
+            if socket.isTLS { pool?.tlsEstablished(resumed: socket.resumedTLSSession) }
+        }
         inbox.append(bytes)
         while let available = inbox?.readableBytes, available > 0 {
             switch reading {
@@ -129,6 +135,9 @@ final class ConnectionPool {
     }
 
     private let target: EndpointInfo
+    /// The service the instance belongs to: the identity it must present over mutual TLS.
+    private let service: String
+    private let mesh: MeshTLS?
     private let reactor: Reactor
     private unowned let limits: ClusterLimits
     private var idle: [UpstreamConnection] = []
@@ -140,8 +149,10 @@ final class ConnectionPool {
     }
     private(set) var openConnections = 0
 
-    init(target: EndpointInfo, reactor: Reactor, limits: ClusterLimits) {
+    init(target: EndpointInfo, service: String, reactor: Reactor, limits: ClusterLimits, mesh: MeshTLS? = nil) {
         self.target = target
+        self.service = service
+        self.mesh = mesh
         self.reactor = reactor
         self.limits = limits
     }
@@ -198,7 +209,10 @@ final class ConnectionPool {
         idle.append(connection)
     }
 
+    func tlsEstablished(resumed: Bool) { mesh?.handshakeCompleted(direction: "outbound", resumed: resumed) }
+
     func connectionClosed(_ connection: UpstreamConnection) {
+        if let failure = connection.socket.tlsFailure { mesh?.recordFailure(direction: "outbound", failure) }
         openConnections -= 1
         limits.openConnections -= 1
         idle.removeAll { $0 === connection }
@@ -224,6 +238,16 @@ final class ConnectionPool {
         Connector.connect(host: target.host, port: target.port, timeout: timeout, reactor: reactor) { [self] result in
             switch result {
             case .success(let socket):
+                if target.mtls, let mesh, let client = mesh.client {
+                    do {
+                        try socket.startTLS(client, expectedPeer: mesh.expectedURI(of: service))
+                    } catch {
+                        socket.close()
+                        openConnections -= 1
+                        limits.openConnections -= 1
+                        return deliver(.failed("TLS to \(address) failed: \(error)"))
+                    }
+                }
                 let connection = UpstreamConnection(socket: socket)
                 socket.delegate = connection
                 connection.pool = self

@@ -24,10 +24,14 @@ final class DataPlane {
 
     /// The deadlines of client connections outside their requests.
     let connectionTimeouts: ConnectionTimeouts
+    /// Mutual TLS: the inbound mode, the contexts of the current identity, the intentions.
+    let mesh: MeshTLS
 
     init(reactor: Reactor, policy: SidecarPolicy, upstreams: [String], localEndpoint: EndpointInfo,
-         metrics: SidecarMetrics, accessLog: AccessLog, connectionTimeouts: ConnectionTimeouts = ConnectionTimeouts()) {
+         metrics: SidecarMetrics, accessLog: AccessLog, connectionTimeouts: ConnectionTimeouts = ConnectionTimeouts(),
+         mtls: MTLSMode = .off) {
         self.reactor = reactor
+        self.mesh = MeshTLS(mode: mtls, metrics: metrics)
         self.connectionTimeouts = connectionTimeouts
         self.policy = policy
         self.metrics = metrics
@@ -36,7 +40,7 @@ final class DataPlane {
         inbound.update([localEndpoint])
         listeners[.inbound] = ListenerRuntime(direction: "inbound", cluster: inbound, policy: policy.inbound, metrics: metrics)
         for name in upstreams {
-            let cluster = Cluster(name: name, policy: policy.upstream(name), reactor: reactor)
+            let cluster = Cluster(name: name, policy: policy.upstream(name), reactor: reactor, mesh: mesh)
             cluster.onEjection = { [metrics] in metrics.ejection(upstream: name) }
             listeners[.upstream(name)] = ListenerRuntime(direction: "outbound", cluster: cluster, policy: policy.upstream(name), metrics: metrics)
         }
@@ -78,6 +82,9 @@ final class DataPlane {
     /// its thread); returns the port, the one the system chose when `port` is 0.
     func listen(_ key: ListenerKey, host: String, port: Int) throws -> Int {
         let listener = try Listener(host: host, port: port, reactor: reactor) { [unowned self] downstream in
+            if key == .inbound {
+                guard mesh.secureInbound(downstream) else { return downstream.close() }
+            }
             downstream.delegate = ProxyHandler(plane: self, listenerKey: key, downstream: downstream)
         }
         listening[key] = listener

@@ -8,16 +8,19 @@ public struct EndpointInfo: Sendable, Equatable {
     public var port: Int
     public var weight: Int
     public var tags: [String]
+    /// Whether the instance takes mutual TLS (its sidecar's inbound mode is permissive or strict).
+    public var mtls: Bool
 
     /// `host:port`, with IPv6 hosts in brackets; made once, access logs and errors use it per request.
     let address: String
 
-    public init(id: String, host: String, port: Int, weight: Int = 1, tags: [String] = []) {
+    public init(id: String, host: String, port: Int, weight: Int = 1, tags: [String] = [], mtls: Bool = false) {
         self.id = id
         self.host = host
         self.port = port
         self.weight = max(1, weight)
         self.tags = tags
+        self.mtls = mtls
         self.address = HostPort.format(host, port)
     }
 

@@ -44,6 +44,8 @@ final class ProxyHandler: StreamSocketDelegate, UpstreamReceiver {
     /// Set between a downstream read and its read-complete.
     private var readingDownstream = false
     private var readingPaused = false
+    /// Set at the first bytes from the client (a TLS handshake is complete by then).
+    private var sawBytes = false
 
     /// Serves `downstream`, a connection accepted by the listener `listenerKey`.
     init(plane: DataPlane, listenerKey: ListenerKey, downstream: StreamSocket) {
@@ -62,6 +64,10 @@ final class ProxyHandler: StreamSocketDelegate, UpstreamReceiver {
     // MARK: Downstream
 
     func socketRead(_ socket: StreamSocket, _ bytes: ByteBuffer) {
+        if !sawBytes {
+            sawBytes = true
+            if socket.isTLS { plane.mesh.handshakeCompleted(direction: "inbound", resumed: socket.resumedTLSSession) }
+        }
         readingDownstream = true
         inbox.append(bytes)
         readInbox()
@@ -153,6 +159,7 @@ final class ProxyHandler: StreamSocketDelegate, UpstreamReceiver {
     }
 
     func socketClosed(_ socket: StreamSocket) {
+        if let failure = socket.tlsFailure { plane.mesh.recordFailure(direction: "inbound", failure) }
         if request.isActive {
             endAttempt(reusable: false)
             request.status = 0
@@ -176,6 +183,11 @@ final class ProxyHandler: StreamSocketDelegate, UpstreamReceiver {
         let cluster = listener.cluster
         request = ProxyRequest(head: head, route: route, upstream: cluster.name,
                                keepAlive: head.keepAlive && !(plane.draining && isInbound), bodyEnded: bodyEnded)
+        if isInbound, let (answer, source) = plane.mesh.refusal(of: downstream) {
+            plane.metrics.authorizationDenied(source: source)
+            respond(answer)
+            return
+        }
         switch Admission.admit(head, route: route, cluster: cluster, client: client, now: now, metrics: plane.metrics,
                                allocator: plane.reactor.allocator) {
         case .refused(let answer, let headers):
@@ -461,7 +473,8 @@ final class ProxyHandler: StreamSocketDelegate, UpstreamReceiver {
                 direction: listener.direction, upstream: cluster.name, route: route.name,
                 method: request.head.method, path: request.head.target, status: status, durationSeconds: duration,
                 attempts: request.machine.attempts, upstreamHost: request.machine.tried.last?.info.address,
-                bytesSent: request.bytesSent, client: client, trace: request.trace, localReason: localReason))
+                bytesSent: request.bytesSent, client: client, trace: request.trace, localReason: localReason,
+                peerIdentity: isInbound ? downstream.peerIdentity : nil))
         }
         // An idle keep-alive connection keeps nothing of its last request.
         request = listener.idleRequest

@@ -1,0 +1,125 @@
+import EventIO
+import Foundation
+
+/// How the inbound listener takes connections: only mesh peers over mutual TLS (`strict`), mutual
+/// TLS and plaintext on the same port told apart by the first byte (`permissive`), or plaintext (`off`).
+public enum MTLSMode: String, Sendable, CaseIterable {
+    case off, permissive, strict
+
+    /// Whether callers may reach this mode's listener over mutual TLS.
+    public var acceptsTLS: Bool { self != .off }
+}
+
+/// The leaf certificate and roots the sidecar holds, as the registry issued them.
+public struct MeshIdentity: Sendable, Equatable {
+    public var certificatePEM: String
+    public var privateKeyPEM: String
+    public var rootsPEM: String
+    /// The leaf's SPIFFE ID (`spiffe://<trust domain>/ns/default/dc/<dc>/svc/<service>`).
+    public var serviceURI: String
+    public var serialNumber: String
+    public var validBefore: Date
+    public var validAfter: Date
+}
+
+/// Who may call this service: the intentions whose destination is it or `*`, in the registry's
+/// evaluation order, and what applies when none matches.
+struct IntentionRules: Equatable {
+    var rules: [(source: String, allow: Bool)] = []
+    var defaultAllow = true
+
+    static func == (a: IntentionRules, b: IntentionRules) -> Bool {
+        a.defaultAllow == b.defaultAllow && a.rules.elementsEqual(b.rules) { $0.source == $1.source && $0.allow == $1.allow }
+    }
+
+    /// Whether `source` may call; the first rule naming it or `*` decides.
+    func allows(_ source: String) -> Bool {
+        rules.first { $0.source == source || $0.source == "*" }?.allow ?? defaultAllow
+    }
+}
+
+/// The data plane's side of mutual TLS: server and client contexts made from the current identity
+/// (new connections use the newest, open ones keep theirs), the caller identities it accepts, and
+/// the intentions it applies. Confined to the reactor.
+final class MeshTLS {
+    let mode: MTLSMode
+    private let metrics: SidecarMetrics
+    private(set) var identity: MeshIdentity?
+    private(set) var server: TLSContext?
+    private(set) var client: TLSContext?
+    var intentions = IntentionRules()
+    /// `spiffe://<trust domain>/ns/default/dc/<dc>/svc/`: what every identity of this mesh starts with.
+    private var servicePrefix = ""
+
+    init(mode: MTLSMode, metrics: SidecarMetrics) {
+        self.mode = mode
+        self.metrics = metrics
+    }
+
+    /// Switches to `identity` for new connections; throws (keeping the current one) when OpenSSL refuses it.
+    func install(_ identity: MeshIdentity) throws {
+        let server = try TLSContext(server: true, certificatePEM: identity.certificatePEM,
+                                    privateKeyPEM: identity.privateKeyPEM, rootsPEM: identity.rootsPEM)
+        let client = try TLSContext(server: false, certificatePEM: identity.certificatePEM,
+                                    privateKeyPEM: identity.privateKeyPEM, rootsPEM: identity.rootsPEM)
+        guard let range = identity.serviceURI.range(of: "/svc/", options: .backwards) else {
+            throw TLSError("the leaf's SPIFFE ID \(identity.serviceURI) names no service")
+        }
+        (self.server, self.client, self.identity) = (server, client, identity)
+        servicePrefix = String(identity.serviceURI[..<range.upperBound])
+    }
+
+    /// The SPIFFE ID an instance of `service` presents.
+    func expectedURI(of service: String) -> String? { servicePrefix.isEmpty ? nil : servicePrefix + service }
+
+    /// The service of a caller's verified SPIFFE ID; nil when it is not of this trust domain and datacenter.
+    func callerService(_ uri: String) -> String? {
+        guard !servicePrefix.isEmpty, uri.hasPrefix(servicePrefix) else { return nil }
+        let service = uri.dropFirst(servicePrefix.count)
+        return service.isEmpty || service.contains("/") ? nil : String(service)
+    }
+
+    /// Starts TLS on an accepted inbound connection as the mode says; false when it must be closed
+    /// (strict, and no identity yet).
+    func secureInbound(_ socket: StreamSocket) -> Bool {
+        guard mode.acceptsTLS else { return true }
+        guard let server else { return mode == .permissive }
+        do { try socket.startTLS(server, plaintextAllowed: mode == .permissive) } catch { return false }
+        return true
+    }
+
+    func handshakeCompleted(direction: String, resumed: Bool) {
+        metrics.tlsHandshake(direction: direction, resumed: resumed)
+    }
+
+    /// Counts a connection that TLS failed, by the kind of failure.
+    func recordFailure(direction: String, _ failure: String) {
+        metrics.tlsHandshakeFailure(direction: direction, reason: Self.failureKind(failure))
+    }
+
+    /// A short label for OpenSSL's account of a failure.
+    static func failureKind(_ failure: String) -> String {
+        let kinds: [(String, String)] = [
+            ("certificate has expired", "expired_certificate"), ("not yet valid", "certificate_not_yet_valid"),
+            ("subject issuer mismatch", "wrong_identity"), ("unable to get local issuer", "unknown_ca"),
+            ("self-signed certificate", "unknown_ca"), ("peer did not return a certificate", "no_certificate"),
+            ("http request", "plaintext"), ("wrong version number", "plaintext"), ("certificate verify failed", "verify_failed"),
+        ]
+        return kinds.first { failure.contains($0.0) }?.1 ?? "other"
+    }
+
+    /// Why a request on `socket` may not reach the service, nil when it may: a caller of another
+    /// mesh, or one no intention lets call. Plaintext callers of a permissive listener are let through.
+    func refusal(of socket: StreamSocket) -> (answer: LocalAnswer, source: String)? {
+        guard socket.isTLS else { return nil }
+        guard let uri = socket.peerIdentity, let source = callerService(uri) else {
+            return (LocalAnswer(status: .forbidden, reason: "unknown_identity",
+                                message: "the caller's certificate names no service of this mesh"), "unknown")
+        }
+        guard intentions.allows(source) else {
+            return (LocalAnswer(status: .forbidden, reason: "intention_denied",
+                                message: "an intention denies \(source) calling this service"), source)
+        }
+        return nil
+    }
+}
