@@ -103,9 +103,15 @@ final class TLSTransport {
             failure = Self.lastError() ?? (errno == 0 ? "connection closed during TLS" : String(cString: strerror(errno)))
             return errno == 0 ? .closed : .failed(errno)
         default:
-            failure = Self.lastError() ?? "TLS error \(code)"
+            failure = (Self.lastError() ?? "TLS error \(code)") + verificationFailure
             return .failed(EPROTO)
         }
+    }
+
+    /// Why the peer's certificate was refused (`: certificate has expired`, …), or nothing.
+    private var verificationFailure: String {
+        let result = SSL_get_verify_result(ssl)
+        return result == X509_V_OK ? "" : ": " + String(cString: X509_verify_cert_error_string(result))
     }
 
     /// OpenSSL's text for the last error of this thread, clearing it.

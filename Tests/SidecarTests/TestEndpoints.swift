@@ -11,6 +11,6 @@ func testEndpoints(_ weights: [Int]) -> [Endpoint] {
     let limits = ClusterLimits(policy: .init())
     return weights.enumerated().map { index, weight in
         let info = EndpointInfo(id: "e\(index)", host: "127.0.0.1", port: 1000 + index, weight: weight)
-        return Endpoint(info: info, pool: ConnectionPool(target: info, reactor: reactor, limits: limits))
+        return Endpoint(info: info, pool: ConnectionPool(target: info, service: "test", reactor: reactor, limits: limits))
     }
 }

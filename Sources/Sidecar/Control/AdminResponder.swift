@@ -1,4 +1,5 @@
 import EventIO
+import Foundation
 import NIOCore
 import NIOHTTP1
 import Synchronization
@@ -50,8 +51,10 @@ final class AdminResponder: HTTPResponder {
             return promise.futureResult
         case "/config":
             let snapshot = policy.snapshot
-            let body = JSON.object(JSONObject([("source", .string(snapshot.source)), ("policy", snapshot.policy.json)]))
-            return eventLoop.makeSucceededFuture(.json(body.serialized(pretty: true)))
+            return onDataPlane(eventLoop) { Self.tls($0.mesh) }.map { tls in
+                .json(JSON.object(JSONObject([("source", .string(snapshot.source)), ("policy", snapshot.policy.json), ("tls", tls)]))
+                    .serialized(pretty: true))
+            }
         case "/clusters":
             return onDataPlane(eventLoop) { Self.clusters($0) }.map { .json($0.serialized(pretty: true)) }
         default:
@@ -129,6 +132,7 @@ final class AdminResponder: HTTPResponder {
                     ("failures", .int(Int64(endpoint.failures))),
                     ("connections", .int(Int64(endpoint.pool.openConnections))),
                     ("idle_connections", .int(Int64(endpoint.pool.idleCount))),
+                    ("mtls", .bool(endpoint.info.mtls)),
                 ]))
             }
             out.append(key.description, .object(JSONObject([
@@ -141,6 +145,19 @@ final class AdminResponder: HTTPResponder {
                 ("instances", .array(instances)),
             ])))
         }
+        out.append("tls", tls(plane.mesh))
         return .object(out)
+    }
+
+    /// The inbound mode and the leaf in use: its SPIFFE ID, serial and validity.
+    private static func tls(_ mesh: MeshTLS) -> JSON {
+        let format = Date.ISO8601FormatStyle()
+        let leaf: JSON = mesh.identity.map { identity in
+            .object(JSONObject([
+                ("service_uri", .string(identity.serviceURI)), ("serial", .string(identity.serialNumber)),
+                ("valid_after", .string(format.format(identity.validAfter))), ("valid_before", .string(format.format(identity.validBefore))),
+            ]))
+        } ?? .null
+        return .object(JSONObject([("mode", .string(mesh.mode.rawValue)), ("leaf", leaf)]))
     }
 }
