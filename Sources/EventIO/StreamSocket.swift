@@ -69,9 +69,18 @@ public final class StreamSocket: ReadinessHandler {
 
     /// Carries the connection over TLS with `context` from now on (call before the first read or
     /// write). A client names the SPIFFE ID the server must present; a server with
-    /// `plaintextAllowed` also takes plaintext, told apart by the first byte (permissive mode).
-    public func startTLS(_ context: TLSContext, expectedPeer: String? = nil, plaintextAllowed: Bool = false) throws {
-        transport = plaintextAllowed ? .sniffing(context) : .tls(try TLSTransport(fd: fd, context: context, expectedPeer: expectedPeer))
+    /// `plaintextAllowed` also takes plaintext, told apart by the first byte (permissive mode). A
+    /// client may offer an earlier connection's session to skip the full handshake.
+    public func startTLS(_ context: TLSContext, expectedPeer: String? = nil, plaintextAllowed: Bool = false,
+                         resuming session: TLSSession? = nil) throws {
+        transport = plaintextAllowed
+            ? .sniffing(context) : .tls(try TLSTransport(fd: fd, context: context, expectedPeer: expectedPeer, resuming: session))
+    }
+
+    /// The TLS session, once established, for a later connection to resume.
+    public var tlsSession: TLSSession? {
+        if case .tls(let tls) = transport { return tls.session }
+        return nil
     }
 
     /// Whether the connection is carried over TLS (false while a permissive listener waits for the first byte).

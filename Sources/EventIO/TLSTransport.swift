@@ -25,6 +25,14 @@ public final class TLSContext: @unchecked Sendable {
     deinit { SSL_CTX_free(pointer) }
 }
 
+/// A TLS session a client may resume on its next connection to the same server (no full handshake).
+/// OpenSSL's sessions are reference-counted and may be shared between threads.
+public final class TLSSession: @unchecked Sendable {
+    let pointer: OpaquePointer
+    init(_ pointer: OpaquePointer) { self.pointer = pointer }
+    deinit { SSL_SESSION_free(pointer) }
+}
+
 /// The bytes of one TLS connection over a non-blocking socket, through libssl: reads and writes
 /// plaintext, and drives the handshake as they need it (`wouldBlock` while it waits for the socket).
 ///
@@ -36,13 +44,17 @@ final class TLSTransport {
     private(set) var failure: String?
     private var cachedPeerURI: String??
 
-    init(fd: Int32, context: TLSContext, expectedPeer: String?) throws {
+    init(fd: Int32, context: TLSContext, expectedPeer: String?, resuming session: TLSSession? = nil) throws {
         guard let ssl = SSL_new(context.pointer) else { throw TLSError("SSL_new failed: \(Self.lastError() ?? "")") }
         self.ssl = ssl
         SSL_set_fd(ssl, fd)
         if context.isServer { SSL_set_accept_state(ssl) } else { SSL_set_connect_state(ssl) }
         trellis_expect_peer(ssl, expectedPeer)
+        if let session { SSL_set_session(ssl, session.pointer) }
     }
+
+    /// The connection's session, to resume on a later connection (a client's, once the handshake is done).
+    var session: TLSSession? { handshakeFinished ? SSL_get1_session(ssl).map(TLSSession.init) : nil }
 
     deinit { trellis_ssl_free(ssl) }
 

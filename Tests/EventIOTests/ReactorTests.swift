@@ -1,3 +1,4 @@
+import CEventIO
 import EventIO
 import Foundation
 import Glibc

@@ -6,17 +6,22 @@ import XCTest
 
 /// What one side of a TLS connection saw: bytes, the peer's identity, the end and why.
 private final class TLSRecorder: StreamSocketDelegate, @unchecked Sendable {
-    private let state = Mutex<(bytes: [UInt8], identity: String?, closed: Bool, failure: String?, tls: Bool)>(([], nil, false, nil, false))
+    private let state = Mutex<(bytes: [UInt8], identity: String?, closed: Bool, failure: String?, tls: Bool, resumed: Bool)>(
+        ([], nil, false, nil, false, false))
+    /// The session of the connection, once it has delivered bytes (touched on the reactor's thread only).
+    nonisolated(unsafe) var session: TLSSession?
     /// Echoes what it reads (the server side).
     let echoes: Bool
 
     init(echoes: Bool = false) { self.echoes = echoes }
 
     func socketRead(_ socket: StreamSocket, _ bytes: ByteBuffer) {
+        if session == nil { session = socket.tlsSession }
         state.withLock {
             $0.bytes += bytes.readableBytesView
             $0.identity = socket.peerIdentity
             $0.tls = socket.isTLS
+            $0.resumed = socket.resumedTLSSession
         }
         if echoes {
             socket.write(bytes)
@@ -37,6 +42,7 @@ private final class TLSRecorder: StreamSocketDelegate, @unchecked Sendable {
     var closed: Bool { state.withLock { $0.closed } }
     var failure: String? { state.withLock { $0.failure } }
     var tls: Bool { state.withLock { $0.tls } }
+    var resumed: Bool { state.withLock { $0.resumed } }
 }
 
 /// Mutual TLS through libssl on the reactor, with certificates made by the real `openssl` command.
@@ -105,7 +111,7 @@ final class TLSTransportTests: XCTestCase {
     /// A listener whose connections start TLS with `server` (or take both with `permissive`), and a
     /// client connected to it that starts TLS with `client` expecting `expected` (plaintext when nil).
     private func connect(server: TLSContext, permissive: Bool = false, client: TLSContext?, expected: String?,
-                         payload: [UInt8]) throws -> (server: TLSRecorder, client: TLSRecorder) {
+                         resuming session: TLSSession? = nil, payload: [UInt8]) throws -> (server: TLSRecorder, client: TLSRecorder) {
         let reactor = reactor!
         let serverLog = TLSRecorder(echoes: true), clientLog = TLSRecorder()
         let port = Mutex(0)
@@ -122,7 +128,7 @@ final class TLSTransportTests: XCTestCase {
             Connector.connect(host: "127.0.0.1", port: listening, timeout: .seconds(5), reactor: reactor) { result in
                 guard case .success(let socket) = result else { return }
                 socket.delegate = clientLog
-                if let client { try? socket.startTLS(client, expectedPeer: expected) }
+                if let client { try? socket.startTLS(client, expectedPeer: expected, resuming: session) }
                 socket.write(ByteBuffer(bytes: payload))
                 socket.flush()
             }
@@ -140,6 +146,20 @@ final class TLSTransportTests: XCTestCase {
         XCTAssertEqual(server.identity, Self.uri("web"))
         XCTAssertEqual(client.identity, Self.uri("db"))
         XCTAssertTrue(server.tls)
+    }
+
+    func testAClientResumesTheSessionOfItsLastConnection() throws {
+        let (server, client) = (try context("db", server: true), try context("web", server: false))
+        let (_, first) = try connect(server: server, client: client, expected: Self.uri("db"), payload: Array("one".utf8))
+        eventually("the first answer") { first.bytes.count == 3 }
+        XCTAssertFalse(first.resumed)
+        let session = try XCTUnwrap(first.session)
+        let (resumedServer, second) = try connect(server: server, client: client, expected: Self.uri("db"), resuming: session,
+                                                  payload: Array("two".utf8))
+        eventually("the second answer") { second.bytes.count == 3 }
+        XCTAssertTrue(second.resumed, "no full handshake the second time")
+        XCTAssertTrue(resumedServer.resumed)
+        XCTAssertEqual(resumedServer.identity, Self.uri("web"), "a resumed session keeps the client's identity")
     }
 
     func testAServerWithAnotherIdentityThanExpectedIsRefusedByTheClient() throws {

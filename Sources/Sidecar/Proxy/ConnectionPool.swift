@@ -51,7 +51,7 @@ final class UpstreamConnection: StreamSocketDelegate {
     func socketRead(_ socket: StreamSocket, _ bytes: ByteBuffer) {
         if !sawBytes {
             sawBytes = true
-            if socket.isTLS { pool?.tlsEstablished(resumed: socket.resumedTLSSession) }
+            if socket.isTLS { pool?.tlsEstablished(socket) }
         }
         inbox.append(bytes)
         while let available = inbox?.readableBytes, available > 0 {
@@ -138,6 +138,8 @@ final class ConnectionPool {
     /// The service the instance belongs to: the identity it must present over mutual TLS.
     private let service: String
     private let mesh: MeshTLS?
+    /// The last full handshake's session, offered by new connections to the instance.
+    private var resumption: TLSSession?
     private let reactor: Reactor
     private unowned let limits: ClusterLimits
     private var idle: [UpstreamConnection] = []
@@ -209,7 +211,11 @@ final class ConnectionPool {
         idle.append(connection)
     }
 
-    func tlsEstablished(resumed: Bool) { mesh?.handshakeCompleted(direction: "outbound", resumed: resumed) }
+    /// A connection's TLS handshake is done: counted, and its session kept for the next connection to resume.
+    func tlsEstablished(_ socket: StreamSocket) {
+        mesh?.handshakeCompleted(direction: "outbound", resumed: socket.resumedTLSSession)
+        if !socket.resumedTLSSession { resumption = socket.tlsSession }
+    }
 
     func connectionClosed(_ connection: UpstreamConnection) {
         if let failure = connection.socket.tlsFailure { mesh?.recordFailure(direction: "outbound", failure) }
@@ -240,7 +246,7 @@ final class ConnectionPool {
             case .success(let socket):
                 if target.mtls, let mesh, let client = mesh.client {
                     do {
-                        try socket.startTLS(client, expectedPeer: mesh.expectedURI(of: service))
+                        try socket.startTLS(client, expectedPeer: mesh.expectedURI(of: service), resuming: resumption)
                     } catch {
                         socket.close()
                         openConnections -= 1
