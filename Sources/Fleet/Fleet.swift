@@ -86,6 +86,7 @@ public final class Fleet: Sendable {
                     arguments += service.tags(ofReplica: index).flatMap { ["--tag", $0] }
                     arguments += service.meta.flatMap { ["--meta", "\($0.key)=\($0.value)"] }
                     if let path = service.healthPath { arguments += ["--health-path", path] }
+                    arguments += ["--mtls", service.mtls]
                     arguments += ["--"] + service.command
                     instances.append(Instance(service: service.name, id: id, port: port, adminPort: admin,
                                               process: try launch(id, arguments, in: directory)))

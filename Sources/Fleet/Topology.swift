@@ -19,6 +19,9 @@ public struct Topology: Sendable {
         /// The policy file's text as `check` validated it; what `trellis up` stores.
         public var policyText: String?
         public var healthPath: String?
+        /// The inbound mutual TLS mode of its sidecars (`strict`, `permissive`, `off`); every hop
+        /// between sidecars uses mutual TLS where the callee takes it.
+        public var mtls = "strict"
 
         /// The tags of replica `index` (0-based).
         public func tags(ofReplica index: Int) -> [String] {
@@ -55,7 +58,7 @@ public struct Topology: Sendable {
             topology.collectorConfig = try collector.string("config").map { absolute($0, base: base) }
         }
         let entries = try root.list("services", allowed: ["name", "command", "replicas", "upstreams", "tags", "meta", "canary",
-                                                          "policy", "health_path"])
+                                                          "policy", "health_path", "mtls"])
         guard !entries.isEmpty else { throw root.error("services", "list at least one service") }
         for entry in entries {
             var service = Service(name: try entry.requiredString("name"), command: try entry.strings("command"))
@@ -77,6 +80,12 @@ public struct Topology: Sendable {
             }
             service.policyFile = try entry.string("policy").map { absolute($0, base: base) }
             service.healthPath = try entry.string("health_path")
+            if let mode = try entry.string("mtls") {
+                guard ["strict", "permissive", "off"].contains(mode) else {
+                    throw entry.error("mtls", "must be strict, permissive or off, got \"\(mode)\"")
+                }
+                service.mtls = mode
+            }
             topology.services.append(service)
         }
         return topology

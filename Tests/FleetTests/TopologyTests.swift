@@ -30,6 +30,7 @@ final class TopologyTests: XCTestCase {
                 meta: {weight: 5}
                 canary: {replicas: 1, tags: [canary]}
                 health_path: /health
+                mtls: permissive
               - {name: db, command: [sh]}
             """, relativeTo: base)
         try topology.check(searchPath: "/usr/bin:/bin")
@@ -41,6 +42,8 @@ final class TopologyTests: XCTestCase {
         XCTAssertEqual(api.meta.map(\.key), ["weight"])
         XCTAssertEqual(api.meta.map(\.value), ["5"])
         XCTAssertEqual(topology.services[1].replicas, 1)
+        XCTAssertEqual(api.mtls, "permissive")
+        XCTAssertEqual(topology.services[1].mtls, "strict", "every hop between sidecars is mutual TLS unless said otherwise")
     }
 
     func testRejectsBadTopologiesByName() {
@@ -51,7 +54,9 @@ final class TopologyTests: XCTestCase {
         XCTAssertEqual(failure("services:\n  - {name: a, command: [no-such-command-here]}\n"),
                        "services.a.command: command not found or not executable: no-such-command-here")
         XCTAssertEqual(failure("services:\n  - {name: a, command: [sh], replica: 2}\n", check: false),
-                       "services[0].replica: unknown field (allowed: canary, command, health_path, meta, name, policy, replicas, tags, upstreams)")
+                       "services[0].replica: unknown field (allowed: canary, command, health_path, meta, mtls, name, policy, replicas, tags, upstreams)")
+        XCTAssertEqual(failure("services:\n  - {name: a, command: [sh], mtls: maybe}\n", check: false),
+                       "services[0].mtls must be strict, permissive or off, got \"maybe\"")
         XCTAssertEqual(failure("services:\n  - {name: a, command: [sh], replicas: 1, canary: {replicas: 1}}\n", check: false),
                        "services[0].canary.replicas must leave at least one regular replica (1-0)")
         XCTAssertEqual(failure("services:\n  - {name: A_b, command: [sh]}\n", check: false),
