@@ -1,5 +1,6 @@
 import ConsulClient
 import Foundation
+import Synchronization
 import TrellisCore
 import XCTest
 
@@ -119,4 +120,76 @@ final class MeshTLSTests: XCTestCase {
             (try await web.admin("/metrics")).contains(#"tls_handshake_failures_total{direction="outbound",reason="wrong_identity"}"#)
         }
     }
+
+    /// db's current leaf serial, from its sidecar's `/config`.
+    private func serial(_ sidecar: SidecarUnderTest) async throws -> String? {
+        try JSON.parse(Array(try await sidecar.admin("/config").utf8))["tls"]?["leaf"]?["serial"]?.stringValue
+    }
+
+    func testRootRotationAndLeafRenewalUnderASteadyLoopFailNoRequestAndExpiredLeavesAreRefused() async throws {
+        let (registry, db, web) = try await mesh("strict")
+        let dir = try temporaryDirectory(self)
+        let trustDomain = try await registry.json("/v1/connect/ca/roots")["TrustDomain"]?.stringValue ?? ""
+        // The operator's new root, and a leaf it signed that expired long ago.
+        let made = try runToEnd("/bin/sh", ["-c", """
+            set -e; cd \(dir)
+            openssl ecparam -name prime256v1 -genkey -noout -out root.key
+            openssl req -x509 -new -key root.key -subj /CN=operator-root -days 30 -out root.pem \\
+              -addext basicConstraints=critical,CA:TRUE -addext keyUsage=critical,keyCertSign,cRLSign \\
+              -addext subjectAltName=URI:spiffe://\(trustDomain)
+            openssl ecparam -name prime256v1 -genkey -noout -out old.key
+            openssl req -new -key old.key -subj /CN=api -out old.csr
+            mkdir ca; touch ca/index.txt; echo 01 > ca/serial
+            printf '[ca]\\ndefault_ca=d\\n[d]\\ndir=ca\\ndatabase=ca/index.txt\\nserial=ca/serial\\nnew_certs_dir=ca\\ndefault_md=sha256\\npolicy=p\\n[p]\\ncommonName=supplied\\n[ext]\\nsubjectAltName=URI:spiffe://\(trustDomain)/ns/default/dc/dc1/svc/api\\nextendedKeyUsage=clientAuth,serverAuth\\n' > ca.cnf
+            openssl ca -batch -config ca.cnf -cert root.pem -keyfile root.key -in old.csr -out old.pem \\
+              -startdate 20200101000000Z -enddate 20200201000000Z -extensions ext 2>&1
+            """])
+        XCTAssertEqual(made.status, 0, made.output)
+
+        // A steady loop of requests through web → db while the root rotates and the leaves renew.
+        let running = StopFlag()
+        let loop = Task { () -> [Int] in
+            var statuses: [Int] = []
+            while !running.isSet {
+                statuses.append((try? await web.upstream("db", "/")).map(\.status) ?? 0)
+                try? await Task.sleep(for: .milliseconds(20))
+            }
+            return statuses
+        }
+        let first = try await serial(db)
+        let config = JSON.object(JSONObject([("Provider", .string("consul")), ("Config", .object(JSONObject([
+            ("LeafCertTTL", .string("1m")),
+            ("PrivateKey", .string(try String(contentsOfFile: "\(dir)/root.key", encoding: .utf8))),
+            ("RootCert", .string(try String(contentsOfFile: "\(dir)/root.pem", encoding: .utf8))),
+        ])))]))
+        let rotated = try await registry.put("/v1/connect/ca/configuration", config.text)
+        XCTAssertEqual(rotated.status, 200, String(decoding: rotated.body, as: UTF8.self))
+        var rotatedSerial: String?
+        try await eventually(timeout: 10, "db's sidecar installs the leaf of the new root") {
+            rotatedSerial = try await serial(db)
+            return rotatedSerial != first
+        }
+        // The new leaves live a minute: the sidecar has the next one at about half of it.
+        try await eventually(timeout: 60, "db's sidecar renews its one-minute leaf") {
+            let now = try await serial(db)
+            return now != rotatedSerial && now != first
+        }
+        running.set()
+        let statuses = await loop.value
+        XCTAssertGreaterThan(statuses.count, 100)
+        XCTAssertEqual(statuses.filter { $0 != 200 }, [], "no request failed across the rotation and the renewal")
+
+        let expired = try sClient(port: db.port, ["-cert", "\(dir)/old.pem", "-key", "\(dir)/old.key", "-CAfile", "\(dir)/root.pem"])
+        XCTAssertFalse(expired.contains("HTTP/1.1 200"), expired)
+        try await eventually(timeout: 5, "the expired leaf is counted") {
+            (try await db.admin("/metrics")).contains(#"tls_handshake_failures_total{direction="inbound",reason="expired_certificate"}"#)
+        }
+    }
+}
+
+/// A flag one task sets and another polls.
+final class StopFlag: Sendable {
+    private let state = Mutex(false)
+    var isSet: Bool { state.withLock { $0 } }
+    func set() { state.withLock { $0 = true } }
 }

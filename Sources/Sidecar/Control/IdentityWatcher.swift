@@ -30,18 +30,39 @@ struct IdentityWatcher {
                 await registry.watch("/v1/agent/connect/ca/leaf/\(URLPath.escape(service))", onError: failed) { response in
                     guard response.status == .ok else { return failed("leaf: HTTP \(response.status.code)") }
                     let leaf = try JSON.parse(response.bodyBytes)
-                    publish(pending.parts.withLock { $0.leaf = leaf; return identity(from: $0) }, pending)
+                    // A leaf reissued for a new root comes with roots that include it: read them now, so
+                    // that the new leaf is never installed with roots that do not trust it yet.
+                    let roots = try await currentRoots()
+                    publish(pending.parts.withLock {
+                        $0.leaf = leaf
+                        $0.roots = roots
+                        return identity(from: $0)
+                    }, pending)
                 }
             }
             group.addTask {
                 await registry.watch("/v1/agent/connect/ca/roots", onError: failed) { response in
                     guard response.status == .ok else { return failed("roots: HTTP \(response.status.code)") }
-                    let roots = (try JSON.parse(response.bodyBytes)["Roots"]?.arrayValue ?? []).compactMap { $0["RootCert"]?.stringValue }
-                    publish(pending.parts.withLock { $0.roots = roots.joined(separator: "\n"); return identity(from: $0) }, pending)
+                    let roots = try Self.rootsPEM(response.bodyBytes)
+                    publish(pending.parts.withLock {
+                        $0.roots = roots
+                        return identity(from: $0)
+                    }, pending)
                 }
             }
             group.addTask { await followIntentions() }
         }
+    }
+
+    private func currentRoots() async throws -> String {
+        let (status, _, body) = try await registry.send("GET", "/v1/agent/connect/ca/roots")
+        guard status == 200 else { throw ConsulClient.Failure.answered(status: status, message: "roots") }
+        return try Self.rootsPEM(body)
+    }
+
+    /// The PEM certificates of a `/v1/agent/connect/ca/roots` answer, one after the other.
+    private static func rootsPEM(_ body: [UInt8]) throws -> String {
+        (try JSON.parse(body)["Roots"]?.arrayValue ?? []).compactMap { $0["RootCert"]?.stringValue }.joined(separator: "\n")
     }
 
     private func failed(_ error: String) {
