@@ -32,6 +32,18 @@ start_etcd() {
   echo "etcd did not start"; exit 1
 }
 
+# Writes $WORK/$1.conf for a proxy benchmark: one nginx worker in the foreground, no access log,
+# unlimited keep-alive requests, and the given contents of its `http { }` block.
+nginx_conf() {
+  cat > "$WORK/$1.conf" <<NGINX
+worker_processes 1; daemon off; master_process off; pid $WORK/$1.pid; error_log $WORK/$1-error.log;
+worker_rlimit_nofile 16384;
+events { worker_connections 8192; }
+http { access_log off; keepalive_requests 1000000;
+$2 }
+NGINX
+}
+
 wrk_rps() { # prints "req/s p50 p99" from wrk --latency output
   awk '/Requests\/sec/ {rps=$2} /^ +50%/ {p50=$2} /^ +99%/ {p99=$2} END {print rps, p50, p99}'
 }

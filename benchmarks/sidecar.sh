@@ -14,24 +14,14 @@ CONNECTIONS=${CONNECTIONS:-"50 1000"}
 ulimit -n "$(ulimit -Hn)" 2>/dev/null || true
 HZ=$(getconf CLK_TCK)
 
-cat > "$WORK/upstream.conf" <<NGINX
-worker_processes 1; daemon off; master_process off; pid $WORK/upstream.pid; error_log $WORK/upstream-error.log;
-worker_rlimit_nofile 16384;
-events { worker_connections 8192; }
-http { access_log off; keepalive_requests 1000000;
-  server { listen 127.0.0.1:18081; listen 127.0.0.1:18082; location / { return 200 "hello world\n"; } } }
-NGINX
+nginx_conf upstream "
+  server { listen 127.0.0.1:18081; listen 127.0.0.1:18082; location / { return 200 \"hello world\n\"; } }"
 taskset -c 0 nginx -c "$WORK/upstream.conf" & UP_PID=$!; PIDS+=("$UP_PID")
 
-cat > "$WORK/proxy.conf" <<NGINX
-worker_processes 1; daemon off; master_process off; pid $WORK/proxy.pid; error_log $WORK/proxy-error.log;
-worker_rlimit_nofile 16384;
-events { worker_connections 8192; }
-http { access_log off; keepalive_requests 1000000;
+nginx_conf proxy "
   upstream web { server 127.0.0.1:18081; server 127.0.0.1:18082; keepalive 1024; }
   server { listen 127.0.0.1:18090;
-    location / { proxy_pass http://web; proxy_http_version 1.1; proxy_set_header Connection ""; } } }
-NGINX
+    location / { proxy_pass http://web; proxy_http_version 1.1; proxy_set_header Connection \"\"; } }"
 taskset -c 0 nginx -c "$WORK/proxy.conf" & NGINX_PID=$!; PIDS+=("$NGINX_PID")
 
 cat > "$WORK/haproxy.cfg" <<CFG

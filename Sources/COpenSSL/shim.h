@@ -74,6 +74,8 @@ static inline SSL_CTX *trellis_context_new(int server, const char *cert_pem, con
     SSL_CTX_set_min_proto_version(ctx, TLS1_2_VERSION);
     SSL_CTX_set_mode(ctx, SSL_MODE_ENABLE_PARTIAL_WRITE | SSL_MODE_ACCEPT_MOVING_WRITE_BUFFER | SSL_MODE_RELEASE_BUFFERS);
     SSL_CTX_set_options(ctx, SSL_OP_IGNORE_UNEXPECTED_EOF | SSL_OP_NO_RENEGOTIATION);
+    // Read as much as the socket has in one call rather than a record header, then its body.
+    SSL_CTX_set_read_ahead(ctx, 1);
     int ok = 1;
     BIO *bio = BIO_new_mem_buf(cert_pem, -1);
     X509 *cert = bio ? PEM_read_bio_X509(bio, NULL, NULL, NULL) : NULL;

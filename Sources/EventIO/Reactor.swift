@@ -34,6 +34,8 @@ public final class Reactor: @unchecked Sendable {
     private let stopping = Atomic<Bool>(false)
     /// Scratch space for `writev`, reused by every socket of this reactor.
     let iovecs = UnsafeMutablePointer<iovec>.allocate(capacity: StreamSocket.maxIovecs)
+    /// Scratch space where TLS gathers buffers into one record, reused likewise.
+    let recordScratch = UnsafeMutableRawBufferPointer.allocate(byteCount: TLSTransport.recordSize, alignment: 16)
     /// The loop's thread once it runs.
     private var loopThread: pthread_t?
 
@@ -61,6 +63,7 @@ public final class Reactor: @unchecked Sendable {
         Glibc.close(epoll)
         Glibc.close(wakeFD)
         iovecs.deallocate()
+        recordScratch.deallocate()
     }
 
     /// Starts the loop on a thread of its own.

@@ -129,7 +129,7 @@ public final class StreamSocket: ReadinessHandler {
     private func transportWrite(_ iovecs: UnsafeMutablePointer<iovec>, count: Int) -> TransferResult {
         switch transport {
         case .plain(let plain): return plain.write(iovecs, count: count)
-        case .tls(let tls): return tls.write(iovecs, count: count)
+        case .tls(let tls): return tls.write(iovecs, count: count, scratch: reactor.recordScratch)
         // Nothing is written before the peer has spoken on a permissive listener.
         case .sniffing: return .wouldBlock
         }

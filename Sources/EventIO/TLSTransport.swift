@@ -79,8 +79,26 @@ final class TLSTransport {
         return count > 0 ? .transferred(Int(count)) : outcome(of: count)
     }
 
-    /// Writes the buffers in order, as far as TLS takes them now.
-    func write(_ iovecs: UnsafeMutablePointer<iovec>, count: Int) -> TransferResult {
+    /// The largest TLS record's plaintext: buffers are gathered up to this size into one record.
+    static let recordSize = 16_384
+
+    /// Writes the buffers in order, as far as TLS takes them now. Several small buffers (a head and
+    /// its body) are gathered into `scratch` and sent as one record, as `writev` sends them in one
+    /// segment; a retry after `wouldBlock` gathers the same leading bytes again, as OpenSSL requires.
+    func write(_ iovecs: UnsafeMutablePointer<iovec>, count: Int, scratch: UnsafeMutableRawBufferPointer) -> TransferResult {
+        guard count > 1, iovecs[0].iov_len < scratch.count, let base = scratch.baseAddress else { return write(iovecs, count: count) }
+        var filled = 0
+        for index in 0..<count where filled < scratch.count {
+            let part = min(iovecs[index].iov_len, scratch.count - filled)
+            (base + filled).copyMemory(from: iovecs[index].iov_base!, byteCount: part)
+            filled += part
+        }
+        let written = SSL_write(ssl, base, Int32(filled))
+        return written > 0 ? .transferred(Int(written)) : outcome(of: written)
+    }
+
+    /// Writes the buffers in order with one `SSL_write` each, as far as TLS takes them now.
+    private func write(_ iovecs: UnsafeMutablePointer<iovec>, count: Int) -> TransferResult {
         var total = 0
         for index in 0..<count {
             let length = iovecs[index].iov_len

@@ -121,6 +121,20 @@ final class MeshTLSTests: XCTestCase {
         }
     }
 
+    func testARegistryThatCannotBeReachedLeavesTheLeafInForceAndIsCounted() async throws {
+        let (registry, db, web) = try await mesh("strict")
+        let before = try await serial(db)
+        registry.child?.kill9()
+        try await eventually(timeout: 15, "the failed renewals are counted") {
+            (try await db.metric("trellis_sidecar_tls_leaf_renewal_failures_total") ?? 0) > 0
+        }
+        let answer = try await web.upstream("db", "/")
+        XCTAssertEqual(answer.status, 200, "mutual TLS goes on with the leaf in force")
+        let during = try await serial(db)
+        XCTAssertEqual(during, before)
+        XCTAssertTrue(db.child.output.contains { $0.contains("identity watch failed; keeping the current certificate") })
+    }
+
     /// db's current leaf serial, from its sidecar's `/config`.
     private func serial(_ sidecar: SidecarUnderTest) async throws -> String? {
         try JSON.parse(Array(try await sidecar.admin("/config").utf8))["tls"]?["leaf"]?["serial"]?.stringValue
