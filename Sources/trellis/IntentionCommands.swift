@@ -10,9 +10,15 @@ struct IntentionCommand: AsyncParsableCommand {
         subcommands: [IntentionCreate.self, IntentionDelete.self, IntentionList.self, IntentionCheck.self])
 }
 
-/// The `source`/`destination` query of `/v1/connect/intentions/exact` and `/check`.
-private func pairQuery(_ source: String, _ destination: String) -> String {
-    "source=\(URLPath.escapeQueryValue(source))&destination=\(URLPath.escapeQueryValue(destination))"
+/// The two services an intention is about: `SRC DST`.
+struct IntentionPair: ParsableArguments {
+    @Argument(help: "Source service (or *).") var source: String
+    @Argument(help: "Destination service (or *).") var destination: String
+
+    /// The `source`/`destination` query of `/v1/connect/intentions/exact` and `/check`.
+    var query: String {
+        "source=\(URLPath.escapeQueryValue(source))&destination=\(URLPath.escapeQueryValue(destination))"
+    }
 }
 
 struct IntentionCreate: AsyncParsableCommand {
@@ -22,12 +28,12 @@ struct IntentionCreate: AsyncParsableCommand {
     @Flag(name: .long, help: "Deny instead of allow.") var deny = false
     @Flag(name: .long, help: "Replace an intention of the same source and destination.") var replace = false
     @Option(name: .long, help: "A description kept with the intention.") var description: String?
-    @Argument(help: "Source service (or *).") var source: String
-    @Argument(help: "Destination service (or *).") var destination: String
+    @OptionGroup var pair: IntentionPair
 
     func run() async throws {
         let client = ConsulClient(address: options.registry)
-        let path = "/v1/connect/intentions/exact?" + pairQuery(source, destination)
+        let (source, destination) = (pair.source, pair.destination)
+        let path = "/v1/connect/intentions/exact?" + pair.query
         if !replace {
             let (status, _, body) = try await CLI.call { try await client.send("GET", path) }
             if status == 200 {
@@ -49,14 +55,11 @@ struct IntentionCreate: AsyncParsableCommand {
 struct IntentionDelete: AsyncParsableCommand {
     static let configuration = CommandConfiguration(commandName: "delete", abstract: "Delete the intention from SRC to DST.")
     @OptionGroup var options: RegistryOption
-    @Argument(help: "Source service (or *).") var source: String
-    @Argument(help: "Destination service (or *).") var destination: String
+    @OptionGroup var pair: IntentionPair
 
     func run() async throws {
         let client = ConsulClient(address: options.registry)
-        let (status, _, body) = try await CLI.call {
-            try await client.send("DELETE", "/v1/connect/intentions/exact?" + pairQuery(source, destination))
-        }
+        let (status, _, body) = try await CLI.call { try await client.send("DELETE", "/v1/connect/intentions/exact?" + pair.query) }
         try CLI.check(status, body)
         print("Intention deleted.")
     }
@@ -83,14 +86,11 @@ struct IntentionCheck: AsyncParsableCommand {
     static let configuration = CommandConfiguration(
         commandName: "check", abstract: "Whether SRC may connect to DST: prints Allowed (exit 0) or Denied (exit 2), as Consul's CLI.")
     @OptionGroup var options: RegistryOption
-    @Argument(help: "Source service.") var source: String
-    @Argument(help: "Destination service.") var destination: String
+    @OptionGroup var pair: IntentionPair
 
     func run() async throws {
         let client = ConsulClient(address: options.registry)
-        let (status, _, body) = try await CLI.call {
-            try await client.send("GET", "/v1/connect/intentions/check?" + pairQuery(source, destination))
-        }
+        let (status, _, body) = try await CLI.call { try await client.send("GET", "/v1/connect/intentions/check?" + pair.query) }
         try CLI.check(status, body)
         guard let allowed = (try? JSON.parse(body))?["Allowed"]?.boolValue else { CLI.fail("error: unexpected answer: \(body)") }
         print(allowed ? "Allowed" : "Denied")
