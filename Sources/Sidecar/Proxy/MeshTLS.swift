@@ -45,8 +45,9 @@ final class MeshTLS {
     let mode: MTLSMode
     private let metrics: SidecarMetrics
     private(set) var identity: MeshIdentity?
+    /// Made when the identity is installed, for an inbound mode that takes mutual TLS.
     private(set) var server: TLSContext?
-    private(set) var client: TLSContext?
+    private var builtClient: TLSContext?
     var intentions = IntentionRules()
     /// `spiffe://<trust domain>/ns/default/dc/<dc>/svc/`: what every identity of this mesh starts with.
     private var servicePrefix = ""
@@ -56,17 +57,26 @@ final class MeshTLS {
         self.metrics = metrics
     }
 
+    /// Made on first use: a sidecar that never calls an instance over mutual TLS never loads
+    /// OpenSSL's state for it (a few MiB). Nil until there is an identity, or if OpenSSL refuses it.
+    var client: TLSContext? {
+        if builtClient == nil, let identity { builtClient = try? Self.context(server: false, identity) }
+        return builtClient
+    }
+
     /// Switches to `identity` for new connections; throws (keeping the current one) when OpenSSL refuses it.
     func install(_ identity: MeshIdentity) throws {
-        let server = try TLSContext(server: true, certificatePEM: identity.certificatePEM,
-                                    privateKeyPEM: identity.privateKeyPEM, rootsPEM: identity.rootsPEM)
-        let client = try TLSContext(server: false, certificatePEM: identity.certificatePEM,
-                                    privateKeyPEM: identity.privateKeyPEM, rootsPEM: identity.rootsPEM)
         guard let range = identity.serviceURI.range(of: "/svc/", options: .backwards) else {
             throw TLSError("the leaf's SPIFFE ID \(identity.serviceURI) names no service")
         }
-        (self.server, self.client, self.identity) = (server, client, identity)
+        let server = mode.acceptsTLS ? try Self.context(server: true, identity) : nil
+        (self.server, self.builtClient, self.identity) = (server, nil, identity)
         servicePrefix = String(identity.serviceURI[..<range.upperBound])
+    }
+
+    private static func context(server: Bool, _ identity: MeshIdentity) throws -> TLSContext {
+        try TLSContext(server: server, certificatePEM: identity.certificatePEM, privateKeyPEM: identity.privateKeyPEM,
+                       rootsPEM: identity.rootsPEM)
     }
 
     /// The SPIFFE ID an instance of `service` presents.
