@@ -34,34 +34,36 @@ extension ConsulAPI {
             guard let value = GoBool.parse(text) else { return badRequest("The 'pem' query parameter must be a boolean value", context) }
             pem = value
         }
-        let pretty = context.request.query.has("pretty")
-        return BlockingQuery.run(context.request, catalog: catalog, key: WatchKey.connectCA, on: context.loop,
-                                 cancellation: context.cancellation) { [pem] state in
-            let roots = state.trustedRoots(now: Int(Date().timeIntervalSince1970))
-            guard !pem else {
-                var response = HTTPResponse(body: ByteBuffer(string: roots.map(\.certificatePEM).joined(separator: "\n")))
-                response.headers.add(name: "Content-Type", value: "application/pem-certificate-chain")
-                return response
+        guard pem else {
+            return blockingJSON(context, key: WatchKey.connectCA) { state in
+                let clusterID = state.caConfiguration?.clusterID ?? ""
+                return .object(JSONObject([
+                    ("ActiveRootID", .string(state.activeRoot?.id ?? "")), ("TrustDomain", .string(state.caConfiguration?.trustDomain ?? "")),
+                    ("Roots", .array(state.trustedRoots(now: Self.unixNow()).map { Self.rootJSON($0, clusterID: clusterID) })),
+                ]))
             }
-            let trustDomain = state.caConfiguration?.trustDomain ?? ""
-            return .json(JSON.object(JSONObject([
-                ("ActiveRootID", .string(state.activeRoot?.id ?? "")), ("TrustDomain", .string(trustDomain)),
-                ("Roots", .array(roots.map { Self.rootJSON($0, clusterID: state.caConfiguration?.clusterID ?? "") })),
-            ])).serialized(pretty: pretty))
+        }
+        return BlockingQuery.run(context.request, catalog: catalog, key: WatchKey.connectCA, on: context.loop,
+                                 cancellation: context.cancellation) { state in
+            var response = HTTPResponse(body: ByteBuffer(string: state.trustedRoots(now: Self.unixNow()).map(\.certificatePEM)
+                .joined(separator: "\n")))
+            response.headers.add(name: "Content-Type", value: "application/pem-certificate-chain")
+            return response
         }
     }
 
     /// `GET|PUT /v1/connect/ca/configuration`.
     func caConfiguration(_ context: Context) -> EventLoopFuture<HTTPResponse> {
         guard context.request.method == .PUT else {
-            return BlockingQuery.run(context.request, catalog: catalog, key: WatchKey.connectCA, on: context.loop,
-                                     cancellation: context.cancellation) { [pretty = context.request.query.has("pretty")] state in
-                guard let configuration = state.caConfiguration else { return .text(.internalServerError, "CA is not initialized") }
-                return .json(JSON.object(JSONObject([
-                    ("Provider", .string(configuration.provider)), ("Config", configuration.config), ("State", .null),
-                    ("ForceWithoutCrossSigning", .bool(false)),
-                    ("CreateIndex", .unsigned(configuration.createIndex)), ("ModifyIndex", .unsigned(configuration.modifyIndex)),
-                ])).serialized(pretty: pretty))
+            // The CA is initialized before the API listens, so a configuration is always there.
+            return blockingJSON(context, key: WatchKey.connectCA) { state in
+                state.caConfiguration.map { configuration in
+                    .object(JSONObject([
+                        ("Provider", .string(configuration.provider)), ("Config", configuration.config), ("State", .null),
+                        ("ForceWithoutCrossSigning", .bool(false)),
+                        ("CreateIndex", .unsigned(configuration.createIndex)), ("ModifyIndex", .unsigned(configuration.modifyIndex)),
+                    ]))
+                } ?? .null
             }
         }
         guard let current = catalog.read({ $0.caConfiguration }) else {
@@ -75,7 +77,7 @@ extension ConsulAPI {
         } catch {
             return badRequest("\(error)", context)
         }
-        let now = Int(Date().timeIntervalSince1970)
+        let now = Self.unixNow()
         return write(context, { (state: inout RegistryState) throws(CatalogError) in
             try state.updateCA(provider: "consul", config: update.config, newRoot: update.root, now: now)
         }, render: { _ in HTTPResponse(status: .ok) })
@@ -145,6 +147,8 @@ extension ConsulAPI {
             ("CreateIndex", .unsigned(root.createIndex)), ("ModifyIndex", .unsigned(root.modifyIndex)),
         ]))
     }
+
+    static func unixNow() -> Int { Int(Date().timeIntervalSince1970) }
 
     static func rfc3339(_ seconds: Int) -> String { Date.ISO8601FormatStyle().format(Date(timeIntervalSince1970: TimeInterval(seconds))) }
 }

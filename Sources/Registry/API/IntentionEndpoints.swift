@@ -236,21 +236,3 @@ extension ConsulAPI {
 
     private static func timestamp() -> String { Date.ISO8601FormatStyle(includingFractionalSeconds: true).format(Date()) }
 }
-
-/// A service's SPIFFE ID, `spiffe://<trust domain>/ns/<ns>/dc/<dc>/svc/<service>`.
-struct SPIFFEServiceID: Equatable {
-    let trustDomain: String
-    let datacenter: String
-    let service: String
-
-    init?(_ uri: String) {
-        guard uri.hasPrefix("spiffe://") else { return nil }
-        let parts = uri.dropFirst("spiffe://".count).split(separator: "/", omittingEmptySubsequences: false).map(String.init)
-        guard parts.count == 7, !parts[0].isEmpty, parts[1] == "ns", parts[3] == "dc", parts[5] == "svc", !parts[6].isEmpty else {
-            return nil
-        }
-        trustDomain = parts[0]
-        datacenter = parts[4]
-        service = parts[6]
-    }
-}

@@ -1,6 +1,7 @@
 import Crypto
 import Foundation
 import SwiftASN1
+import TrellisCore
 import X509
 
 /// A CA setting or key that cannot be used, said as the person who gave it should read it.
@@ -27,11 +28,6 @@ struct LeafCertificate: Sendable {
 enum CertificateAuthority {
     /// Leaves are dated back a minute so that peers whose clocks lag a little accept them (as Consul does).
     static let backdating: TimeInterval = 60
-
-    /// `spiffe://<trust domain>/ns/default/dc/<dc>/svc/<service>`.
-    static func serviceURI(trustDomain: String, datacenter: String, service: String) -> String {
-        "spiffe://\(trustDomain)/ns/default/dc/\(datacenter)/svc/\(service)"
-    }
 
     /// A new self-signed root for `trustDomain`, signed by `key` (a fresh one by default).
     static func makeRoot(trustDomain: String, clusterID: String, validFor ttl: Duration, now: Date,
@@ -87,7 +83,7 @@ enum CertificateAuthority {
         let rootKey = Certificate.PrivateKey(try P256.Signing.PrivateKey(pemRepresentation: root.privateKeyPEM))
         let leafKey = P256.Signing.PrivateKey()
         let publicKey = Certificate.PublicKey(leafKey.publicKey)
-        let uri = serviceURI(trustDomain: trustDomain, datacenter: datacenter, service: service)
+        let uri = SPIFFEServiceID(trustDomain: trustDomain, datacenter: datacenter, service: service).uri
         let serial = randomSerial()
         let extensions = try Certificate.Extensions {
             Critical(BasicConstraints.notCertificateAuthority)

@@ -1,5 +1,6 @@
 import EventIO
 import Foundation
+import TrellisCore
 
 /// How the inbound listener takes connections: only mesh peers over mutual TLS (`strict`), mutual
 /// TLS and plaintext on the same port told apart by the first byte (`permissive`), or plaintext (`off`).
@@ -24,13 +25,9 @@ public struct MeshIdentity: Sendable, Equatable {
 
 /// Who may call this service: the intentions whose destination is it or `*`, in the registry's
 /// evaluation order, and what applies when none matches.
-struct IntentionRules: Equatable {
+struct IntentionRules {
     var rules: [(source: String, allow: Bool)] = []
     var defaultAllow = true
-
-    static func == (a: IntentionRules, b: IntentionRules) -> Bool {
-        a.defaultAllow == b.defaultAllow && a.rules.elementsEqual(b.rules) { $0.source == $1.source && $0.allow == $1.allow }
-    }
 
     /// Whether `source` may call; the first rule naming it or `*` decides.
     func allows(_ source: String) -> Bool {
@@ -49,8 +46,8 @@ final class MeshTLS {
     private(set) var server: TLSContext?
     private var builtClient: TLSContext?
     var intentions = IntentionRules()
-    /// `spiffe://<trust domain>/ns/default/dc/<dc>/svc/`: what every identity of this mesh starts with.
-    private var servicePrefix = ""
+    /// The sidecar's own SPIFFE ID: its trust domain and datacenter are every peer's.
+    private var own: SPIFFEServiceID?
 
     init(mode: MTLSMode, metrics: SidecarMetrics) {
         self.mode = mode
@@ -66,12 +63,12 @@ final class MeshTLS {
 
     /// Switches to `identity` for new connections; throws (keeping the current one) when OpenSSL refuses it.
     func install(_ identity: MeshIdentity) throws {
-        guard let range = identity.serviceURI.range(of: "/svc/", options: .backwards) else {
+        guard let own = SPIFFEServiceID(identity.serviceURI) else {
             throw TLSError("the leaf's SPIFFE ID \(identity.serviceURI) names no service")
         }
         let server = mode.acceptsTLS ? try Self.context(server: true, identity) : nil
         (self.server, self.builtClient, self.identity) = (server, nil, identity)
-        servicePrefix = String(identity.serviceURI[..<range.upperBound])
+        self.own = own
     }
 
     private static func context(server: Bool, _ identity: MeshIdentity) throws -> TLSContext {
@@ -80,13 +77,12 @@ final class MeshTLS {
     }
 
     /// The SPIFFE ID an instance of `service` presents.
-    func expectedURI(of service: String) -> String? { servicePrefix.isEmpty ? nil : servicePrefix + service }
+    func expectedURI(of service: String) -> String? { own?.sibling(service).uri }
 
     /// The service of a caller's verified SPIFFE ID; nil when it is not of this trust domain and datacenter.
     func callerService(_ uri: String) -> String? {
-        guard !servicePrefix.isEmpty, uri.hasPrefix(servicePrefix) else { return nil }
-        let service = uri.dropFirst(servicePrefix.count)
-        return service.isEmpty || service.contains("/") ? nil : String(service)
+        guard let own, let caller = SPIFFEServiceID(uri), caller == own.sibling(caller.service) else { return nil }
+        return caller.service
     }
 
     /// Starts TLS on an accepted inbound connection as the mode says; false when it must be closed
