@@ -29,6 +29,8 @@ public struct RegistryConfiguration: Sendable {
     public var enableScriptChecks = false
     /// Consul's `default_intention_policy`; nil leaves it to the ACL default (allow).
     public var defaultIntentionPolicy: IntentionAction?
+    /// Consul's `acl` block: enforcement, default policy, initial management token.
+    public var acl = ACLSettings()
     /// Where the DNS interface listens (UDP and TCP); nil: no DNS.
     public var dnsAddress: (host: String, port: Int)?
     /// Consul's `addresses.http = "unix:///path"`: the API on a unix socket too.
@@ -140,7 +142,7 @@ public final class RegistryServer: Service {
         let sessionExpiry = SessionExpiry(catalog: catalog, loop: group.next())
         let (leave, leaveRequested) = AsyncStream<Void>.makeStream()
         let api = ConsulAPI(catalog: catalog, identity: identity, checker: checker, metrics: metrics, logger: logger,
-                            dataDirectory: config.dataDirectory, logControl: logControl, reload: reload,
+                            dataDirectory: config.dataDirectory, acl: config.acl, logControl: logControl, reload: reload,
                             onLeave: { leaveRequested.yield() })
         var servers: [HTTPServer] = []
         var tlsServer: HTTPServer?
@@ -149,6 +151,7 @@ public final class RegistryServer: Service {
         do {
             try await api.registerConfigServices(config.services)
             try await api.initializeCA()
+            try await api.initializeACL()
             server = try await HTTPServer.start(host: config.host, port: config.port, group: group,
                                                 limits: config.http, responder: api, logger: logger)
             servers.append(server)

@@ -47,6 +47,18 @@ struct RegistryCommand: AsyncParsableCommand {
     @Option(name: .long, help: "allow or deny: what a connection that no intention matches gets (Consul's default_intention_policy). Default allow.")
     var defaultIntentionPolicy: String?
 
+    @Flag(name: .long, help: "Enforce ACLs: every request needs a token whose policies allow it (Consul's acl.enabled).")
+    var aclEnabled = false
+
+    @Option(name: .long, help: "allow or deny: what a token may do where none of its rules apply (Consul's acl.default_policy). Default allow.")
+    var aclDefaultPolicy: String?
+
+    @Option(name: .long, help: "Secret of a management token created on start (Consul's acl.tokens.initial_management; default: $TRELLIS_ACL_INITIAL_MANAGEMENT_TOKEN).")
+    var aclInitialManagementToken: String?
+
+    @Option(name: .long, help: "File holding the secret of the initial management token.")
+    var aclInitialManagementTokenFile: String?
+
     @Option(name: .long, help: "Serve Consul's DNS interface on HOST:PORT, UDP and TCP (port 0 picks a free one). Off unless given.")
     var dnsAddr: String?
 
@@ -80,14 +92,36 @@ struct RegistryCommand: AsyncParsableCommand {
     @Option(name: .long, help: "Log format: json, text, or auto (json unless stderr is a terminal).")
     var logFormat: LogSetup.Format = .auto
 
-    @Option(name: .long, help: "YAML file with the same settings in snake_case (http_addr, data_dir, store, etcd_endpoints, etcd_prefix, node, node_id, node_meta, enable_script_checks, default_intention_policy, dns_addr, dns_config, addresses.http, ports.https, cert_file, key_file, datacenter, log_level, service, services, request_headers_timeout, request_body_timeout, idle_timeout) and Consul's limits.http_max_conns_per_client and http_config.max_header_bytes; flags win.")
+    @Option(name: .long, help: "YAML file with the same settings in snake_case (http_addr, data_dir, store, etcd_endpoints, etcd_prefix, node, node_id, node_meta, enable_script_checks, default_intention_policy, acl.enabled, acl.default_policy, acl.tokens.initial_management, dns_addr, dns_config, addresses.http, ports.https, cert_file, key_file, datacenter, log_level, service, services, request_headers_timeout, request_body_timeout, idle_timeout) and Consul's limits.http_max_conns_per_client and http_config.max_header_bytes; flags win.")
     var config: String?
 
     static let configKeys: Set<String> = ["http_addr", "data_dir", "store", "etcd_endpoints", "etcd_prefix", "node", "node_id",
                                           "node_meta", "enable_script_checks", "default_intention_policy", "dns_addr", "dns_config",
                                           "addresses", "ports", "cert_file", "key_file", "datacenter", "log_level", "service", "services",
                                           "request_headers_timeout", "request_body_timeout", "idle_timeout", "limits",
-                                          "http_config"]
+                                          "http_config", "acl"]
+
+    /// `--acl-*` and the config file's `acl` block; the initial management token from the flag,
+    /// its file, or `TRELLIS_ACL_INITIAL_MANAGEMENT_TOKEN`.
+    private func aclSettings(_ file: ConfigReader?) throws -> ACLSettings {
+        let block = try file?.map("acl", allowed: ["enabled", "default_policy", "tokens"])
+        var acl = ACLSettings()
+        acl.enabled = try aclEnabled || (block?.bool("enabled") ?? false)
+        if let policy = try aclDefaultPolicy ?? block?.string("default_policy") {
+            guard policy == "allow" || policy == "deny" else { throw ValidationError("acl.default_policy must be allow or deny, got \"\(policy)\"") }
+            acl.defaultAllows = policy == "allow"
+        }
+        var token = try aclInitialManagementToken ?? block?.map("tokens", allowed: ["initial_management"])?.string("initial_management")
+        if token == nil, let path = aclInitialManagementTokenFile {
+            guard let text = try? String(contentsOfFile: path, encoding: .utf8) else {
+                throw ValidationError("cannot read the initial management token file \(path)")
+            }
+            token = text.trimmingCharacters(in: .whitespacesAndNewlines)
+        }
+        acl.initialManagementToken = token ?? ProcessInfo.processInfo.environment["TRELLIS_ACL_INITIAL_MANAGEMENT_TOKEN"]
+        if acl.initialManagementToken?.isEmpty == true { acl.initialManagementToken = nil }
+        return acl
+    }
 
     func run() async throws {
         let file = try config.map { try ConfigReader(file: $0, allowed: Self.configKeys) }
@@ -120,6 +154,7 @@ struct RegistryCommand: AsyncParsableCommand {
             }
             settings.defaultIntentionPolicy = action
         }
+        settings.acl = try aclSettings(file)
         if let dns = try dnsAddr ?? file?.string("dns_addr") {
             guard let (host, port) = HostPort.parse(dns) else { throw ValidationError("dns_addr must be HOST:PORT, got \"\(dns)\"") }
             settings.dnsAddress = (host, port)

@@ -7,7 +7,7 @@ extension ConsulAPI {
     func agentServices(_ context: Context) -> EventLoopFuture<HTTPResponse> {
         let node = identity.nodeName, dc = identity.datacenter
         return blockingJSON(context, key: WatchKey.node(node)) { state in
-            .object(JSONObject(state.instances(onNode: node).filter { $0.id != "consul" }.map {
+            .object(JSONObject(state.instances(onNode: node).filter { $0.id != "consul" && context.acl.visible(.service, $0.name) }.map {
                 ($0.id, CatalogJSON.agentService($0, datacenter: dc))
             }))
         }
@@ -18,11 +18,12 @@ extension ConsulAPI {
         let key = InstanceKey(node: identity.nodeName, id: context.rest)
         let dc = identity.datacenter
         let pretty = context.request.query.has("pretty")
-        guard key.id != "consul", catalog.read({ $0.instance(key) }) != nil else {
+        guard key.id != "consul", let name = catalog.read({ $0.instance(key)?.name }) else {
             return immediate(.text(.notFound, "unknown service ID: \(context.rest)"), context)
         }
+        if let refused = refusal(context, .service, name, .read) { return refused }
         return BlockingQuery.run(context.request, catalog: catalog, key: WatchKey.node(key.node), hashed: true,
-                                 on: context.loop, cancellation: context.cancellation) { state in
+                                 acl: context.acl, on: context.loop, cancellation: context.cancellation) { state in
             guard let instance = state.instance(key) else { return .text(.notFound, "unknown service ID: \(key.id)") }
             let hash = ConsulHeaders.contentHash(of: CatalogJSON.agentService(instance, datacenter: dc).serialized())
             var response = HTTPResponse.json(CatalogJSON.agentService(instance, datacenter: dc, contentHash: hash)
@@ -35,7 +36,9 @@ extension ConsulAPI {
     func agentChecks(_ context: Context) -> EventLoopFuture<HTTPResponse> {
         let node = identity.nodeName
         return blockingJSON(context, key: WatchKey.node(node)) { state in
-            .object(JSONObject(state.checks(onNode: node).filter { $0.checkID != "serfHealth" }.map {
+            .object(JSONObject(state.checks(onNode: node).filter { check in
+                check.checkID != "serfHealth" && context.acl.visibleCheck(check)
+            }.map {
                 ($0.checkID, CatalogJSON.check($0))
             }))
         }
@@ -53,8 +56,18 @@ extension ConsulAPI {
         }
         let replace = context.request.query.flag("replace-existing-checks") ?? false
         let node = identity.nodeName
+        let authorizer = context.authorizer
         return write(context, { (state: inout RegistryState) throws(CatalogError) -> [HealthCheck] in
-            try AgentRegistration.apply(registrations, node: node, replacingChecks: replace, to: &state)
+            for registration in registrations {
+                try authorizer.require(.service, registration.instance.name, .write)
+                if let destination = registration.instance.proxy?["DestinationServiceName"]?.stringValue, !destination.isEmpty {
+                    try authorizer.require(.service, destination, .write)
+                }
+                if let existing = state.instance(InstanceKey(node: node, id: registration.instance.id)) {
+                    try authorizer.require(.service, existing.name, .write)
+                }
+            }
+            return try AgentRegistration.apply(registrations, node: node, replacingChecks: replace, to: &state)
         }, render: { [checker] stored in
             stored.forEach(checker.checkRegistered)
             return HTTPResponse(status: .ok)
@@ -122,8 +135,10 @@ extension ConsulAPI {
     func agentDeregisterService(_ context: Context) -> EventLoopFuture<HTTPResponse> {
         let key = InstanceKey(node: identity.nodeName, id: context.rest)
         guard key.id != "consul" else { return badRequest("Service ID \"consul\" is reserved for the registry itself", context) }
+        let authorizer = context.authorizer
         return write(context, { (state: inout RegistryState) throws(CatalogError) in
-            guard state.instance(key) != nil else { throw .notFound("Unknown service ID \"\(key.id)\". Ensure that the service ID is passed, not the service name.") }
+            guard let instance = state.instance(key) else { throw .notFound("Unknown service ID \"\(key.id)\". Ensure that the service ID is passed, not the service name.") }
+            try authorizer.require(.service, instance.name, .write)
             state.removeInstance(key)
             let sidecar = InstanceKey(node: key.node, id: SidecarServiceRegistration.sidecarID(of: key.id))
             if let proxy = state.instance(sidecar), proxy.proxy?["DestinationServiceID"]?.stringValue == key.id {
@@ -142,10 +157,12 @@ extension ConsulAPI {
         var reason = query["reason"] ?? ""
         if reason.isEmpty { reason = "Maintenance mode is enabled for this service, but no reason was provided. This is a default message." }
         let checkID = Maintenance.serviceCheckID(serviceID)
+        let authorizer = context.authorizer
         return write(context, { [reason] (state: inout RegistryState) throws(CatalogError) in
             guard let instance = state.instance(InstanceKey(node: node, id: serviceID)) else {
                 throw .notFound("No service registered with ID \"\(serviceID)\"")
             }
+            try authorizer.require(.service, instance.name, .write)
             if enable {
                 var check = HealthCheck(node: node, checkID: checkID, name: "Service Maintenance Mode")
                 check.notes = reason
@@ -178,6 +195,7 @@ extension ConsulAPI {
         check.status = request.status ?? .critical
         check.serviceID = request.serviceID
         check.definition = definition
+        let authorizer = context.authorizer
         return write(context, { [check] (state: inout RegistryState) throws(CatalogError) -> HealthCheck in
             var check = check
             if !check.serviceID.isEmpty {
@@ -187,6 +205,8 @@ extension ConsulAPI {
                 check.serviceName = instance.name
                 check.serviceTags = instance.tags
             }
+            try authorizer.requireCheckWrite(check)
+            if let existing = state.check(CheckKey(node: node, checkID: check.checkID)) { try authorizer.requireCheckWrite(existing) }
             return state.registerCheck(check, explicitStatus: request.status != nil)
         }, render: { [checker] check in
             checker.checkRegistered(check)
@@ -197,8 +217,10 @@ extension ConsulAPI {
     func agentDeregisterCheck(_ context: Context) -> EventLoopFuture<HTTPResponse> {
         let key = CheckKey(node: identity.nodeName, checkID: context.rest)
         guard key.checkID != "serfHealth" else { return badRequest("Check \"serfHealth\" belongs to the node and cannot be removed", context) }
+        let authorizer = context.authorizer
         return write(context, { (state: inout RegistryState) throws(CatalogError) in
-            guard state.check(key) != nil else { throw .notFound("Unknown check ID \"\(key.checkID)\". Ensure that the check ID is passed, not the check name.") }
+            guard let check = state.check(key) else { throw .notFound("Unknown check ID \"\(key.checkID)\". Ensure that the check ID is passed, not the check name.") }
+            try authorizer.requireCheckWrite(check)
             state.removeCheck(key)
         }, render: { _ in HTTPResponse(status: .ok) })
     }
@@ -225,10 +247,12 @@ extension ConsulAPI {
 
     private func setCheckStatus(_ context: Context, status: HealthStatus, output: String) -> EventLoopFuture<HTTPResponse> {
         let key = CheckKey(node: identity.nodeName, checkID: context.rest)
+        let authorizer = context.authorizer
         return write(context, { (state: inout RegistryState) throws(CatalogError) -> HealthCheck in
             guard var check = state.check(key) else {
                 throw .notFound("Unknown check ID \"\(key.checkID)\". Ensure that the check ID is passed, not the check name.")
             }
+            try authorizer.requireCheckWrite(check)
             guard check.definition.ttl != nil else {
                 throw .badRequest("CheckID \"\(key.checkID)\" does not have associated TTL")
             }
@@ -243,6 +267,7 @@ extension ConsulAPI {
     }
 
     func agentSelf(_ context: Context) -> EventLoopFuture<HTTPResponse> {
+        if let refused = refusal(context, .agent, identity.nodeName, .read) { return refused }
         let id = identity
         // The node as stored, so that metadata changed by a reload shows.
         let meta = catalog.read { $0.node(id.nodeName)?.meta } ?? AgentIdentity.nodeMeta(id.nodeMeta)
@@ -266,7 +291,12 @@ extension ConsulAPI {
             ("SerfBindAddrLAN", tcp(AgentIdentity.serfLANPort)), ("SerfBindAddrWAN", tcp(AgentIdentity.serfWANPort)),
             ("SerfPortLAN", .int(Int64(AgentIdentity.serfLANPort))), ("SerfPortWAN", .int(Int64(AgentIdentity.serfWANPort))),
             ("EnableScriptChecks", .bool(id.enableScriptChecks)), ("EnableLocalScriptChecks", .bool(id.enableScriptChecks)),
-            ("ACLsEnabled", .bool(false)), ("CheckOutputMaxSize", .int(Int64(Probes.outputLimit))),
+            ("ACLsEnabled", .bool(aclResolver.settings.enabled)),
+            ("ACLResolverSettings", .object(JSONObject([
+                ("ACLsEnabled", .bool(aclResolver.settings.enabled)), ("Datacenter", .string(id.datacenter)),
+                ("NodeName", .string(id.nodeName)), ("ACLDefaultPolicy", .string(aclResolver.settings.defaultAllows ? "allow" : "deny")),
+            ]))),
+            ("CheckOutputMaxSize", .int(Int64(Probes.outputLimit))),
             ("DefaultIntentionPolicy", .string(id.defaultIntentionPolicy?.rawValue ?? "")),
             ("Version", .string(AgentIdentity.consulVersion)), ("Revision", .string("trellis-\(AgentIdentity.trellisVersion)")),
         ])
@@ -300,6 +330,11 @@ extension ConsulAPI {
     /// The gossip members: the registry itself, in the WAN pool (`?wan`) as `<node>.<dc>` on the Serf WAN port.
     func agentMembers(_ context: Context) -> EventLoopFuture<HTTPResponse> {
         let wan = context.request.query.flag("wan") ?? false
+        guard context.authorizer.allows(.node, identity.nodeName, .read) else {
+            var response = json(.array([]), context)
+            response.headers.add(name: ConsulHeaders.filteredByACLs, value: "true")
+            return immediate(response, context)
+        }
         return immediate(json(.array([memberJSON(wan: wan)]), context), context)
     }
 

@@ -11,11 +11,13 @@ extension ConsulAPI {
         guard !id.isEmpty else { return badRequest("Missing serviceID", context) }
         let node = identity.nodeName, dc = identity.datacenter
         let text = Self.wantsText(context.request)
-        let found = catalog.read { state -> (JSON, AggregatedHealth)? in
+        let found = catalog.read { state -> (JSON, AggregatedHealth, String)? in
             guard id != "consul", let instance = state.instance(InstanceKey(node: node, id: id)) else { return nil }
-            return Self.serviceHealth(instance, state: state, datacenter: dc)
+            let (body, health) = Self.serviceHealth(instance, state: state, datacenter: dc)
+            return (body, health, instance.name)
         }
-        guard let (body, health) = found else {
+        if let name = found?.2, let refused = refusal(context, .service, name, .read) { return refused }
+        guard let (body, health, _) = found else {
             let reason = "ServiceId \(id) not found"
             if text { return immediate(.text(.notFound, reason), context) }
             let empty = JSON.object(JSONObject([("AggregatedStatus", .string(HealthStatus.critical.rawValue)),
@@ -29,6 +31,7 @@ extension ConsulAPI {
     func agentHealthByName(_ context: Context) -> EventLoopFuture<HTTPResponse> {
         let name = context.rest
         guard !name.isEmpty else { return badRequest("Missing service Name", context) }
+        if let refused = refusal(context, .service, name, .read) { return refused }
         let node = identity.nodeName, dc = identity.datacenter
         let entries = catalog.read { state in
             state.instances(onNode: node).filter { $0.name == name && $0.id != "consul" }.map {

@@ -16,6 +16,7 @@ extension ConsulAPI {
     /// Streams log lines at `?loglevel=` (default INFO) until the client goes away, in hclog's text
     /// form or, with `?logjson`, as JSON objects, as Consul's monitor does.
     func agentMonitor(_ context: Context) -> EventLoopFuture<HTTPResponse> {
+        if let refused = refusal(context, .agent, identity.nodeName, .read) { return refused }
         let query = context.request.query
         let name = (query["loglevel"] ?? "").isEmpty ? "INFO" : query["loglevel"]!
         guard let level = Self.monitorLevels[name.lowercased()] else { return badRequest("Unknown log level: \(name)", context) }
@@ -38,6 +39,7 @@ extension ConsulAPI {
     /// running (`log_level`, `node_meta`, the `service`/`services` definitions); a file that no
     /// longer parses, or defines a service that does not validate, changes nothing.
     func agentReload(_ context: Context) -> EventLoopFuture<HTTPResponse> {
+        if let refused = refusal(context, .agent, identity.nodeName, .write) { return refused }
         let settings: ReloadableSettings
         let services: [AgentRegistration]
         do {

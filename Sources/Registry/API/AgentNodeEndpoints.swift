@@ -19,6 +19,7 @@ enum Maintenance {
 /// `/v1/agent/*` endpoints about the registry's node itself: maintenance, leave, tokens, host, metrics.
 extension ConsulAPI {
     func agentNodeMaintenance(_ context: Context) -> EventLoopFuture<HTTPResponse> {
+        if let refused = refusal(context, .node, identity.nodeName, .write) { return refused }
         let query = context.request.query
         guard query.has("enable") else { return badRequest("Missing value for enable", context) }
         let raw = query["enable"] ?? ""
@@ -41,6 +42,7 @@ extension ConsulAPI {
 
     /// `PUT /v1/agent/leave`: a single-server agent that leaves shuts down gracefully.
     func agentLeave(_ context: Context) -> EventLoopFuture<HTTPResponse> {
+        if let refused = refusal(context, .agent, identity.nodeName, .write) { return refused }
         logger.notice("leave requested through the API; shutting down")
         onLeave()
         return immediate(HTTPResponse(status: .ok), context)
@@ -49,6 +51,7 @@ extension ConsulAPI {
     /// `PUT /v1/agent/join/:address`: joining the registry's own Serf address succeeds, as a
     /// single agent joining itself; there is no gossip pool to join anything else.
     func agentJoin(_ context: Context) -> EventLoopFuture<HTTPResponse> {
+        if let refused = refusal(context, .agent, identity.nodeName, .write) { return refused }
         let address = context.rest
         guard !address.isEmpty else { return badRequest("Missing address to join", context) }
         let wan = context.request.query.flag("wan") ?? false
@@ -62,6 +65,7 @@ extension ConsulAPI {
     /// a live member out does nothing (HashiCorp's `TestAPI_AgentForceLeave` ejects the agent's own
     /// node); any other name is Consul's `No node found` error.
     func agentForceLeave(_ context: Context) -> EventLoopFuture<HTTPResponse> {
+        if let refused = refusal(context, .`operator`, "", .write) { return refused }
         let node = context.rest
         guard !node.isEmpty else { return badRequest("Missing node name", context) }
         guard node == identity.nodeName else {
@@ -86,12 +90,14 @@ extension ConsulAPI {
 
     /// `GET /v1/agent/host`: the machine the registry runs on, in the shapes Consul (gopsutil) reports.
     func agentHost(_ context: Context) -> EventLoopFuture<HTTPResponse> {
-        immediate(json(HostInfo.collect(dataDirectory: dataDirectory), context), context)
+        if let refused = refusal(context, .`operator`, "", .read) { return refused }
+        return immediate(json(HostInfo.collect(dataDirectory: dataDirectory), context), context)
     }
 
     /// `GET /v1/agent/metrics`: the registry's metrics as Consul's JSON summary, or with
     /// `?format=prometheus` as Prometheus text (the same as `/metrics`).
     func agentMetrics(_ context: Context) -> EventLoopFuture<HTTPResponse> {
+        if let refused = refusal(context, .agent, identity.nodeName, .read) { return refused }
         let text = metrics.render(catalog: catalog)
         if context.request.query["format"] == "prometheus" {
             var response = HTTPResponse(body: ByteBuffer(bytes: text))

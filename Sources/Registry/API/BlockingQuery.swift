@@ -53,9 +53,14 @@ final class BlockingQuery: @unchecked Sendable {
     private let wanted: Version
     /// `?cached`: the answer says whether it came from the cache (`X-Cache`, `Age`), as Consul's agent cache does.
     private let reportsCache: Bool
+    /// The request's token, re-resolved at each rendering; nil: no ACL checks.
+    private let acl: RequestACL?
     // Touched only on `loop`.
-    private var token: WatchHub.Token?
+    private var tokens: [WatchHub.Token] = []
     private var done = false
+    /// The body the client already has when its answer left out what its token may not read: a
+    /// change the token cannot see renders the same body and does not end the wait.
+    private var filteredBody: ByteBuffer?
 
     /// What the client already has: an index (`?index=`) or a content hash (`?hash=`).
     enum Version {
@@ -64,8 +69,9 @@ final class BlockingQuery: @unchecked Sendable {
     }
 
     private init(catalog: Catalog, key: String, cacheKey: String, indexOf: @escaping IndexOf, wanted: Version,
-                 reportsCache: Bool, loop: any EventLoop, render: @escaping Render) {
+                 reportsCache: Bool, acl: RequestACL?, loop: any EventLoop, render: @escaping Render) {
         self.reportsCache = reportsCache
+        self.acl = acl
         self.catalog = catalog
         self.key = key
         self.cacheKey = cacheKey
@@ -81,8 +87,10 @@ final class BlockingQuery: @unchecked Sendable {
     /// read's index (by default the key's own), `render` builds the body from a snapshot. With
     /// `hashed`, `?hash=` blocks until the `X-Consul-ContentHash` that `render` sets differs, as
     /// Consul's agent endpoints do.
+    /// With `acl`, each rendering first re-resolves the token (an answer for a deleted token is
+    /// Consul's 403 `ACL not found`) and ACL changes wake the query too.
     static func run(_ request: HTTPRequest, catalog: Catalog, key: String, indexOf: IndexOf? = nil, hashed: Bool = false,
-                    on loop: any EventLoop, cancellation: CancellationSignal,
+                    acl: RequestACL? = nil, on loop: any EventLoop, cancellation: CancellationSignal,
                     render: @escaping Render) -> EventLoopFuture<HTTPResponse> {
         let indexOf = indexOf ?? { $0.watchIndex(key) }
         let parameters: BlockingParameters
@@ -92,17 +100,18 @@ final class BlockingQuery: @unchecked Sendable {
             return loop.makeSucceededFuture(.text(.badRequest, error.description))
         }
         let cacheKey = ResponseCache.key(for: request)
+        let acl = acl?.enabled == true ? acl : nil
         let reportsCache = request.query.has("cached")
         let wanted: Version
         switch (hashed, parameters.minHash) {
         case (true, let hash?): wanted = .hash(hash)
         case (false, _) where parameters.minIndex != 0: wanted = .index(parameters.minIndex)
         default:
-            let now = snapshot(catalog, cacheKey, indexOf, render)
+            let now = snapshot(catalog, cacheKey, acl, indexOf, render)
             return loop.makeSucceededFuture(reportsCache ? withCacheHeaders(now) : now.response)
         }
         let query = BlockingQuery(catalog: catalog, key: key, cacheKey: cacheKey, indexOf: indexOf,
-                                  wanted: wanted, reportsCache: reportsCache, loop: loop, render: render)
+                                  wanted: wanted, reportsCache: reportsCache, acl: acl, loop: loop, render: render)
         loop.execute {
             query.deadlines.add(ObjectIdentifier(query), deadline: .now() + parameters.wait) {
                 query.finish(query.snapshot())
@@ -117,13 +126,19 @@ final class BlockingQuery: @unchecked Sendable {
     typealias Snapshot = (index: UInt64, response: HTTPResponse, cachedAt: ContinuousClock.Instant?)
 
     private func snapshot() -> Snapshot {
-        Self.snapshot(catalog, cacheKey, indexOf, render)
+        Self.snapshot(catalog, cacheKey, acl, indexOf, render)
     }
 
-    /// Renders the read, or reuses the last rendering of the same request while its index is unchanged.
-    private static func snapshot(_ catalog: Catalog, _ cacheKey: String, _ indexOf: IndexOf, _ render: Render) -> Snapshot {
+    /// Renders the read, or reuses the last rendering of the same request (and token) while its index is unchanged.
+    private static func snapshot(_ catalog: Catalog, _ cacheKey: String, _ acl: RequestACL?, _ indexOf: IndexOf,
+                                 _ render: Render) -> Snapshot {
         catalog.read { state in
             let index = max(indexOf(state), 1)
+            var cacheKey = cacheKey
+            if let acl {
+                guard acl.refresh(state) else { return (index, .text(.forbidden, "ACL not found"), nil) }
+                cacheKey += acl.cacheTag
+            }
             if let cached = catalog.responses.lookup(cacheKey, index: index) { return (index, cached.response, cached.stored) }
             var response = render(state)
             ConsulHeaders.addQueryMeta(&response.headers, index: index)
@@ -149,13 +164,21 @@ final class BlockingQuery: @unchecked Sendable {
         guard !done else { return }
         let first = snapshot()
         if changed(first) { return finish(first) }
-        token = catalog.hub.wait(on: key, loop: loop) { self.evaluate() }
+        if filteredBody == nil, first.response.headers.contains(name: ConsulHeaders.filteredByACLs) {
+            filteredBody = first.response.body
+        }
+        for token in tokens { catalog.hub.cancel(token) }
+        tokens = ([key] + (acl == nil ? [] : [WatchKey.acl])).map { key in
+            catalog.hub.wait(on: key, loop: loop) { self.evaluate() }
+        }
         let second = snapshot()
         if changed(second) { finish(second) }
     }
 
     private func changed(_ snapshot: Snapshot) -> Bool {
-        switch wanted {
+        if snapshot.response.status != .ok && snapshot.response.status != .notFound { return true }
+        if let filteredBody, snapshot.response.body == filteredBody { return false }
+        return switch wanted {
         case .index(let index): snapshot.index != index
         case .hash(let hash): snapshot.response.headers.first(name: ConsulHeaders.contentHash) != hash
         }
@@ -165,7 +188,7 @@ final class BlockingQuery: @unchecked Sendable {
         guard !done else { return }
         done = true
         deadlines.remove(ObjectIdentifier(self))
-        if let token { catalog.hub.cancel(token) }
+        for token in tokens { catalog.hub.cancel(token) }
         guard let snapshot else { return promise.succeed(.text(.requestTimeout, "client went away")) }
         promise.succeed(reportsCache ? Self.withCacheHeaders(snapshot) : snapshot.response)
     }
@@ -174,6 +197,8 @@ final class BlockingQuery: @unchecked Sendable {
 /// The query-meta headers Consul puts on every blocking-capable read.
 enum ConsulHeaders {
     static let contentHash = "X-Consul-ContentHash"
+    /// Set on answers that left out what the request's token may not read.
+    static let filteredByACLs = "X-Consul-Results-Filtered-By-ACLs"
 
     /// A content hash of rendered bytes (FNV-1a, 16 hex digits at most), for `ContentHash` and its header.
     static func contentHash(of bytes: [UInt8]) -> String {

@@ -11,7 +11,8 @@ extension ConsulAPI {
         return blockingJSON(context, key: WatchKey.services, filteringItems: { state, filter in
             if peer { return .object(JSONObject()) }
             let tags = state.serviceTags { instance in
-                guard let node = state.node(instance.node), Self.nodeMatches(node, metaFilter) else { return false }
+                guard let node = state.node(instance.node), Self.nodeMatches(node, metaFilter),
+                      context.acl.visible(.service, instance.name), context.acl.visible(.node, node.name) else { return false }
                 return filter?.matches(CatalogJSON.catalogServiceNode(node, instance)) ?? true
             }
             return .object(JSONObject(tags.map { ($0.name, .strings($0.tags)) }))
@@ -39,7 +40,8 @@ extension ConsulAPI {
             if peer { return .array([]) }
             return .array(instances(state).compactMap { instance in
                 guard tags.allSatisfy(instance.tags.contains), let node = state.node(instance.node),
-                      Self.nodeMatches(node, metaFilter) else { return nil }
+                      Self.nodeMatches(node, metaFilter), context.acl.visible(.service, instance.name),
+                      context.acl.visible(.node, node.name) else { return nil }
                 return CatalogJSON.catalogServiceNode(node, instance)
             })
         }
@@ -48,15 +50,16 @@ extension ConsulAPI {
     func catalogNodes(_ context: Context) -> EventLoopFuture<HTTPResponse> {
         let metaFilter = nodeMetaFilter(context)
         return blockingJSON(context, key: WatchKey.nodes) { state in
-            .array(state.allNodes.filter { Self.nodeMatches($0, metaFilter) }.map(CatalogJSON.node))
+            .array(state.allNodes.filter { Self.nodeMatches($0, metaFilter) && context.acl.visible(.node, $0.name) }.map(CatalogJSON.node))
         }
     }
 
     func catalogNode(_ context: Context) -> EventLoopFuture<HTTPResponse> {
         let name = context.rest
         return blockingJSON(context, key: WatchKey.node(name), filteringItems: { state, filter in
-            guard let node = state.node(name) else { return .null }
-            let services = JSONObject(state.instances(onNode: name).map { ($0.id, CatalogJSON.nodeService($0)) })
+            guard let node = state.node(name), context.acl.visible(.node, name) else { return .null }
+            let services = JSONObject(state.instances(onNode: name).filter { context.acl.visible(.service, $0.name) }
+                .map { ($0.id, CatalogJSON.nodeService($0)) })
             return .object(JSONObject([
                 ("Node", CatalogJSON.node(node)),
                 ("Services", filter.map { $0.apply(to: .object(services)) } ?? .object(services)),
@@ -69,8 +72,9 @@ extension ConsulAPI {
         let name = context.rest
         guard !name.isEmpty else { return badRequest("Must provide node", context) }
         return blockingJSON(context, key: WatchKey.node(name), filteringItems: { state, filter in
-            guard let node = state.node(name) else { return .null }
-            let services = JSON.array(state.instances(onNode: name).map(CatalogJSON.nodeService))
+            guard let node = state.node(name), context.acl.visible(.node, name) else { return .null }
+            let services = JSON.array(state.instances(onNode: name).filter { context.acl.visible(.service, $0.name) }
+                .map(CatalogJSON.nodeService))
             return .object(JSONObject([
                 ("Node", CatalogJSON.node(node)),
                 ("Services", filter.map { $0.apply(to: services) } ?? services),
@@ -118,9 +122,12 @@ extension ConsulAPI {
             guard !check.checkID.isEmpty else { return badRequest("Missing check ID", context) }
             checks.append(check)
         }
+        let authorizer = context.authorizer
         return write(context, { [node, checks, service] (state: inout RegistryState) throws(CatalogError) -> Bool in
             var node = node
             let existing = state.node(nodeName)
+            try Self.authorizeCatalogRegister(authorizer, node: node, existing: existing, skipNodeUpdate: skipNodeUpdate,
+                                              service: service, checks: checks, in: state)
             if existing == nil && skipNodeUpdate && node.address.isEmpty { throw .badRequest("Must provide address if SkipNodeUpdate is not set") }
             for check in checks where !check.serviceID.isEmpty {
                 let known = state.instance(InstanceKey(node: nodeName, id: check.serviceID)) != nil || service?.id == check.serviceID
@@ -161,16 +168,44 @@ extension ConsulAPI {
         guard nodeName != identity.nodeName || !serviceID.isEmpty || !checkID.isEmpty else {
             return badRequest("The registry's own node \"\(nodeName)\" cannot be deregistered", context)
         }
+        let authorizer = context.authorizer
         return write(context, { (state: inout RegistryState) throws(CatalogError) -> Bool in
             if !serviceID.isEmpty {
+                if let instance = state.instance(InstanceKey(node: nodeName, id: serviceID)) {
+                    try authorizer.require(.service, instance.name, .write)
+                }
                 state.removeInstance(InstanceKey(node: nodeName, id: serviceID))
             } else if !checkID.isEmpty {
+                if let check = state.check(CheckKey(node: nodeName, checkID: checkID)) { try authorizer.requireCheckWrite(check) }
                 state.removeCheck(CheckKey(node: nodeName, checkID: checkID))
             } else {
+                try authorizer.require(.node, nodeName, .write)
                 state.removeNode(nodeName)
             }
             return true
         }, render: { _ in .json(Array("true".utf8)) })
+    }
+
+    /// Consul's rights for a catalog registration: node write when the node changes, service write
+    /// on the service (and on the one an existing ID belonged to), check rights for each check.
+    private static func authorizeCatalogRegister(_ authorizer: ACLAuthorizer, node: Node, existing: Node?, skipNodeUpdate: Bool,
+                                                 service: ServiceInstance?, checks: [HealthCheck],
+                                                 in state: borrowing RegistryState) throws(CatalogError) {
+        let nodeChanges = existing.map { !skipNodeUpdate && ($0.address != node.address || $0.meta != node.meta
+            || $0.taggedAddresses != node.taggedAddresses || (!node.id.isEmpty && $0.id != node.id)) } ?? true
+        if nodeChanges { try authorizer.require(.node, node.name, .write) }
+        if let service {
+            try authorizer.require(.service, service.name, .write)
+            if let previous = state.instance(InstanceKey(node: node.name, id: service.id)), previous.name != service.name {
+                try authorizer.require(.service, previous.name, .write)
+            }
+        }
+        for var check in checks {
+            if !check.serviceID.isEmpty {
+                check.serviceName = state.instance(InstanceKey(node: node.name, id: check.serviceID))?.name ?? service?.name ?? ""
+            }
+            try authorizer.requireCheckWrite(check)
+        }
     }
 
     static func isUUID(_ text: String) -> Bool {

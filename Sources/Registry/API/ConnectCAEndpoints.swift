@@ -54,6 +54,7 @@ extension ConsulAPI {
 
     /// `GET|PUT /v1/connect/ca/configuration`.
     func caConfiguration(_ context: Context) -> EventLoopFuture<HTTPResponse> {
+        if let refused = refusal(context, .`operator`, "", context.request.method == .PUT ? .write : .read) { return refused }
         guard context.request.method == .PUT else {
             // The CA is initialized before the API listens, so a configuration is always there.
             return blockingJSON(context, key: WatchKey.connectCA) { state in
@@ -130,6 +131,7 @@ extension ConsulAPI {
         guard !service.isEmpty, !service.contains("/"), service.utf8.count <= 256 else {
             return badRequest("Invalid service name: \(JSON.string(service).text)", context)
         }
+        if let refused = refusal(context, .service, service, .write) { return refused }
         let parameters: BlockingParameters
         do { parameters = try BlockingParameters(context.request.query) } catch { return badRequest(error.description, context) }
         return LeafWait.run(service: service, wanted: parameters.minIndex, wait: parameters.wait, cache: leafCache,

@@ -60,10 +60,14 @@ public final class ConsulAPI: HTTPResponder {
     let reload: @Sendable () throws -> ReloadableSettings
     /// The leaf certificates handed to services (`/v1/agent/connect/ca/leaf/:service`).
     let leafCache: LeafCache
+    /// Resolves each request's token (ACL/).
+    let aclResolver: ACLResolver
+    /// The `RequestACL` of every request while ACLs are disabled.
+    private let unrestricted: RequestACL
 
     public init(catalog: Catalog, identity: AgentIdentity, checker: HealthChecker, metrics: RegistryMetrics, logger: Logger,
-                dataDirectory: String, logControl: LogControl, reload: @escaping @Sendable () throws -> ReloadableSettings,
-                onLeave: @escaping @Sendable () -> Void) {
+                dataDirectory: String, acl: ACLSettings = ACLSettings(), logControl: LogControl,
+                reload: @escaping @Sendable () throws -> ReloadableSettings, onLeave: @escaping @Sendable () -> Void) {
         self.logControl = logControl
         self.reload = reload
         self.catalog = catalog
@@ -74,6 +78,11 @@ public final class ConsulAPI: HTTPResponder {
         self.dataDirectory = dataDirectory
         self.onLeave = onLeave
         self.leafCache = LeafCache(datacenter: identity.datacenter)
+        aclResolver = ACLResolver(settings: acl, datacenter: identity.datacenter)
+        var disabled = acl
+        disabled.enabled = false
+        unrestricted = RequestACL(secret: nil, resolver: ACLResolver(settings: disabled, datacenter: identity.datacenter),
+                                  state: RegistryState())!
     }
 
     /// A routed request: the handler and the endpoint label its metrics are recorded under.
@@ -83,6 +92,10 @@ public final class ConsulAPI: HTTPResponder {
         let cancellation: CancellationSignal
         /// Path segments after the endpoint's fixed prefix, rejoined (IDs may contain `/`).
         let rest: String
+        /// The request's token and what it may do.
+        let acl: RequestACL
+
+        var authorizer: ACLAuthorizer { acl.authorizer }
     }
 
     public func respond(to request: HTTPRequest, on loop: any EventLoop, cancellation: CancellationSignal) -> EventLoopFuture<HTTPResponse> {
@@ -149,6 +162,24 @@ public final class ConsulAPI: HTTPResponder {
         ([.GET], "/v1/connect/intentions/match", false, { $0.intentionMatch }),
         ([.GET], "/v1/connect/intentions/check", false, { $0.intentionCheck }),
         ([.GET, .PUT, .DELETE], "/v1/connect/intentions/", true, { $0.intentionByID }),
+        ([.PUT], "/v1/acl/bootstrap", false, { $0.aclBootstrap }),
+        ([.GET], "/v1/acl/tokens", false, { $0.aclTokenList }),
+        ([.PUT], "/v1/acl/token", false, { $0.aclTokenCreate }),
+        ([.GET, .PUT, .DELETE], "/v1/acl/token/", true, { $0.aclToken }),
+        ([.GET], "/v1/acl/policies", false, { $0.aclPolicyList }),
+        ([.PUT], "/v1/acl/policy", false, { $0.aclPolicy }),
+        ([.GET, .PUT, .DELETE], "/v1/acl/policy/", true, { $0.aclPolicy }),
+        ([.GET], "/v1/acl/roles", false, { $0.aclRoleList }),
+        ([.PUT], "/v1/acl/role", false, { $0.aclRole }),
+        ([.GET, .PUT, .DELETE], "/v1/acl/role/", true, { $0.aclRole }),
+        ([.GET], "/v1/acl/auth-methods", false, { $0.aclAuthMethodList }),
+        ([.PUT], "/v1/acl/auth-method", false, { $0.aclAuthMethod }),
+        ([.GET, .PUT, .DELETE], "/v1/acl/auth-method/", true, { $0.aclAuthMethod }),
+        ([.GET], "/v1/acl/binding-rules", false, { $0.aclBindingRuleList }),
+        ([.PUT], "/v1/acl/binding-rule", false, { $0.aclBindingRule }),
+        ([.GET, .PUT, .DELETE], "/v1/acl/binding-rule/", true, { $0.aclBindingRule }),
+        ([.POST], "/v1/acl/login", false, { $0.aclLogin }),
+        ([.POST], "/v1/acl/logout", false, { $0.aclLogout }),
         ([.PUT], "/v1/event/fire/", true, { $0.eventFire }),
         ([.GET], "/v1/event/list", false, { $0.eventList }),
         ([.GET], "/v1/coordinate/datacenters", false, { $0.coordinateDatacenters }),
@@ -212,13 +243,43 @@ public final class ConsulAPI: HTTPResponder {
                 return (endpoint, loop.makeSucceededFuture(.text(.internalServerError, "No path to datacenter")))
             }
             let rest = route.takesRest ? String(path.dropFirst(route.prefix.count)) : ""
-            let context = Context(request: request, loop: loop, cancellation: cancellation, rest: rest)
+            guard let acl = requestACL(request, endpoint: route.prefix) else {
+                return (endpoint, loop.makeSucceededFuture(.text(.forbidden, "ACL not found")))
+            }
+            let context = Context(request: request, loop: loop, cancellation: cancellation, rest: rest, acl: acl)
             return (endpoint, route.handler(self)(context))
         }
         return ("unknown", loop.makeSucceededFuture(.text(.notFound, "404 page not found")))
     }
 
+    /// Endpoints answered without resolving a token, as in Consul.
+    private static let tokenless: Set<String> = ["/v1/status/leader", "/v1/status/peers", "/v1/acl/bootstrap", "/v1/acl/login",
+                                                 "/v1/agent/connect/ca/roots", "/v1/connect/ca/roots", "/"]
+
+    /// The request's token from `?token=`, `X-Consul-Token` or `Authorization: Bearer`, in Consul's
+    /// order, resolved; nil when it names no token.
+    private func requestACL(_ request: HTTPRequest, endpoint: String) -> RequestACL? {
+        guard aclResolver.settings.enabled, !Self.tokenless.contains(endpoint) else { return unrestricted }
+        return catalog.read { RequestACL(secret: Self.secret(of: request), resolver: aclResolver, state: $0) }
+    }
+
+    static func secret(of request: HTTPRequest) -> String? {
+        if let token = request.query["token"], !token.isEmpty { return token }
+        if let token = request.headers.first(name: "X-Consul-Token"), !token.isEmpty { return token }
+        if let authorization = request.headers.first(name: "Authorization") {
+            let parts = authorization.split(separator: " ", maxSplits: 1)
+            if parts.count == 2, parts[0].lowercased() == "bearer" { return parts[1].trimmingCharacters(in: .whitespaces) }
+        }
+        return nil
+    }
+
     // MARK: Helpers shared by the endpoint files
+
+    /// Consul's 403 when the request's token lacks `needed` on `name` of `resource`; nil when it has it.
+    func refusal(_ context: Context, _ resource: ACLResource, _ name: String = "", _ needed: ACLAccess) -> EventLoopFuture<HTTPResponse>? {
+        guard !context.authorizer.allows(resource, name, needed) else { return nil }
+        return immediate(.text(.forbidden, context.authorizer.denial(resource, name, needed)), context)
+    }
 
     func json(_ value: JSON, _ context: Context, status: HTTPResponseStatus = .ok) -> HTTPResponse {
         .json(value.serialized(pretty: context.request.query.has("pretty")), status: status)
@@ -260,6 +321,7 @@ public final class ConsulAPI: HTTPResponder {
             case .failure(CatalogError.badRequest(let message)): promise.succeed(.text(.badRequest, message))
             case .failure(CatalogError.notFound(let message)): promise.succeed(.text(.notFound, message))
             case .failure(CatalogError.rejected(let message)): promise.succeed(.text(.internalServerError, message))
+            case .failure(CatalogError.forbidden(let message)): promise.succeed(.text(.forbidden, message))
             case .failure(let error): promise.succeed(.text(.internalServerError, "write failed: \(error)"))
             }
         }
@@ -288,9 +350,12 @@ public final class ConsulAPI: HTTPResponder {
             return badRequest("Failed to create boolean expression evaluator: \(error)", context)
         }
         let pretty = context.request.query.has("pretty")
-        return BlockingQuery.run(context.request, catalog: catalog, key: key, on: context.loop,
+        return BlockingQuery.run(context.request, catalog: catalog, key: key, acl: context.acl, on: context.loop,
                                  cancellation: context.cancellation) { state in
-            .json(build(state, filter).serialized(pretty: pretty))
+            context.acl.filtered = false
+            var response = HTTPResponse.json(build(state, filter).serialized(pretty: pretty))
+            if context.acl.filtered { response.headers.add(name: ConsulHeaders.filteredByACLs, value: "true") }
+            return response
         }
     }
 
@@ -316,6 +381,8 @@ public final class ConsulAPI: HTTPResponder {
     }
 
     private func prometheusMetrics(_ context: Context) -> EventLoopFuture<HTTPResponse> {
+
+        if let refused = refusal(context, .agent, identity.nodeName, .read) { return refused }
         var response = HTTPResponse(body: ByteBuffer(bytes: metrics.render(catalog: catalog)))
         response.headers.add(name: "Content-Type", value: MetricsRegistry.contentType)
         return immediate(response, context)

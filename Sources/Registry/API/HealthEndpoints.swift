@@ -30,7 +30,8 @@ extension ConsulAPI {
         return blockingJSON(context, key: WatchKey.service(name)) { state in
             if peer { return .array([]) }
             return .array(entries(state).compactMap { entry in
-                guard tags.allSatisfy(entry.service.tags.contains), Self.nodeMatches(entry.node, metaFilter) else { return nil }
+                guard tags.allSatisfy(entry.service.tags.contains), Self.nodeMatches(entry.node, metaFilter),
+                      context.acl.visible(.service, entry.service.name), context.acl.visible(.node, entry.node.name) else { return nil }
                 if passing && entry.checks.contains(where: { $0.status != .passing }) { return nil }
                 return .object(JSONObject([
                     ("Node", CatalogJSON.node(entry.node)),
@@ -45,7 +46,7 @@ extension ConsulAPI {
         let name = context.rest
         let peer = namesPeer(context)
         return blockingJSON(context, key: WatchKey.service(name)) { state in
-            .array(peer ? [] : state.checks(ofService: name).map(CatalogJSON.check))
+            .array(peer ? [] : state.checks(ofService: name).filter(context.acl.visibleCheck).map(CatalogJSON.check))
         }
     }
 
@@ -55,14 +56,15 @@ extension ConsulAPI {
             return badRequest("Invalid state", context)
         }
         return blockingJSON(context, key: WatchKey.checks) { state in
-            .array(state.allChecks.filter { wanted == "any" || $0.status.rawValue == wanted }.map(CatalogJSON.check))
+            .array(state.allChecks.filter { (wanted == "any" || $0.status.rawValue == wanted) && context.acl.visibleCheck($0) }
+                .map(CatalogJSON.check))
         }
     }
 
     func healthNode(_ context: Context) -> EventLoopFuture<HTTPResponse> {
         let name = context.rest
         return blockingJSON(context, key: WatchKey.node(name)) { state in
-            .array(state.checks(onNode: name).map(CatalogJSON.check))
+            .array(state.checks(onNode: name).filter(context.acl.visibleCheck).map(CatalogJSON.check))
         }
     }
 

@@ -150,7 +150,10 @@ extension ConsulAPI {
         if let intention = catalog.read({ $0.decidingIntention(source: source, destination: destination) }) {
             return (intention.action == .allow, "Matched L4 intention: \(intention.summary)")
         }
-        guard let policy = identity.defaultIntentionPolicy else { return (true, "Default behavior configured by ACLs") }
+        guard let policy = identity.defaultIntentionPolicy else {
+            let settings = aclResolver.settings
+            return (!settings.enabled || settings.defaultAllows, "Default behavior configured by ACLs")
+        }
         return (policy == .allow, "Default intention policy")
     }
 

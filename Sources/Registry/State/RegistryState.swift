@@ -6,10 +6,12 @@ public enum CatalogError: Error, Equatable, CustomStringConvertible {
     case notFound(String)
     /// Refused by the state itself, which Consul answers with 500 (`invalid session "…"`).
     case rejected(String)
+    /// Refused for lack of rights (403).
+    case forbidden(String)
 
     public var description: String {
         switch self {
-        case .badRequest(let m), .notFound(let m), .rejected(let m): m
+        case .badRequest(let m), .notFound(let m), .rejected(let m), .forbidden(let m): m
         }
     }
 }
@@ -32,7 +34,7 @@ public struct WriteEffect: Sendable {
 /// Every read is answered from here. Writes are applied here (serialized by the caller) and yield a
 /// `WriteEffect` whose ops the store makes durable before the write is acknowledged. Each table's
 /// rules live in the extension of its folder: Catalog/ (nodes, services, checks), KV/, Sessions/,
-/// Connect/ (CA roots and configuration, intentions), and one file each for coordinates,
+/// Connect/ (CA roots and configuration, intentions), ACL/ (tokens, policies, roles), and one file each for coordinates,
 /// autopilot, config entries and config-file services.
 public struct RegistryState: Sendable {
     public private(set) var index: UInt64 = 0
@@ -52,6 +54,8 @@ public struct RegistryState: Sendable {
     var caRoots: [String: CARoot] = [:]
     /// Intentions by `source\ndestination` (Connect/RegistryState+Intentions.swift).
     var intentions: [String: Intention] = [:]
+    /// Tokens, policies, roles, auth methods, binding rules (ACL/RegistryState+ACL.swift).
+    var acl = ACLTable()
     private var watchIndexes: [String: UInt64] = [:]
     /// The shared store's revision these contents reflect (etcd's mod_revision of the index record);
     /// 0 with a local store.
@@ -109,6 +113,9 @@ public struct RegistryState: Sendable {
             case .intention:
                 intentions[key] = try IntentionRecord.decode(value)
                 return [WatchKey.intentions]
+            case .aclToken, .aclPolicy, .aclRole, .aclAuthMethod, .aclBindingRule, .aclBootstrap:
+                try loadACL(table, key: key, value)
+                return [WatchKey.acl]
             }
         case .delete(let table, let key):
             switch table {
@@ -132,7 +139,10 @@ public struct RegistryState: Sendable {
             case .intention:
                 intentions[key] = nil
                 return [WatchKey.intentions]
-            case .watchIndex, .meta, .sessionRenewal, .autopilot, .configServices, .caConfig:
+            case .aclToken, .aclPolicy, .aclRole, .aclAuthMethod, .aclBindingRule:
+                try loadACL(table, key: key, nil)
+                return [WatchKey.acl]
+            case .aclBootstrap, .watchIndex, .meta, .sessionRenewal, .autopilot, .configServices, .caConfig:
                 break
             }
         }

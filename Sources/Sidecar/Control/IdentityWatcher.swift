@@ -98,7 +98,8 @@ struct IdentityWatcher {
     }
 
     /// Follows `/v1/connect/intentions/match?by=destination&name=<service>`, with the registry's
-    /// default for callers no intention names (`DebugConfig.DefaultIntentionPolicy`).
+    /// default for callers no intention names (`DebugConfig.DefaultIntentionPolicy`, else the ACL
+    /// default policy when ACLs are enabled, as Consul decides it).
     private func followIntentions() async {
         let path = "/v1/connect/intentions/match?by=destination&name=\(URLPath.escapeQueryValue(service))"
         await registry.watch(path, onError: { logger.warning("intentions watch: \($0)") }) { response in
@@ -110,8 +111,12 @@ struct IdentityWatcher {
                 return (source, action == "allow")
             }
             let agent = try? await registry.send("GET", "/v1/agent/self")
-            let policy = agent.flatMap { try? JSON.parse($0.body) }?["DebugConfig"]?["DefaultIntentionPolicy"]?.stringValue
-            rules.defaultAllow = policy != "deny"
+            let debug = agent.flatMap { try? JSON.parse($0.body) }?["DebugConfig"]
+            switch debug?["DefaultIntentionPolicy"]?.stringValue ?? "" {
+            case "": rules.defaultAllow = debug?["ACLsEnabled"]?.boolValue != true
+                || debug?["ACLResolverSettings"]?["ACLDefaultPolicy"]?.stringValue != "deny"
+            case let policy: rules.defaultAllow = policy != "deny"
+            }
             onIntentions(rules)
         }
     }

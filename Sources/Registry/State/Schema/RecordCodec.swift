@@ -160,3 +160,21 @@ extension RecordField {
         })
     }
 }
+
+extension RecordField {
+    /// A list of values of their own layout, stored as an array of objects.
+    static func list<Element: Sendable>(_ name: String, _ path: WritableKeyPath<Record, [Element]> & Sendable,
+                                        _ layout: RecordLayout<Element>, empty: @escaping @Sendable () -> Element) -> Self {
+        Self(name: name, write: { .array($0[keyPath: path].map { .object(JSONObject(layout.fields(of: $0))) }) },
+             read: { record, r throws(DecodeError) in
+            guard let readers = try r.objects(name) else { return }
+            var elements: [Element] = []
+            for reader in readers {
+                var element = empty()
+                try layout.read(into: &element, from: reader)
+                elements.append(element)
+            }
+            record[keyPath: path] = elements
+        })
+    }
+}

@@ -35,6 +35,18 @@ public enum Table: String, CaseIterable, Sendable {
     case caConfig = "caconfig"
     /// An intention, by `source\ndestination` (`IntentionRecord`).
     case intention = "ixn"
+    /// An ACL token, by accessor ID (`ACLRecords.token`).
+    case aclToken = "acltoken"
+    /// An ACL policy, by ID (`ACLRecords.policy`).
+    case aclPolicy = "aclpolicy"
+    /// An ACL role, by ID (`ACLRecords.role`).
+    case aclRole = "aclrole"
+    /// An ACL auth method, by name (`JSONRecord`).
+    case aclAuthMethod = "aclauth"
+    /// An ACL binding rule, by ID (`JSONRecord`).
+    case aclBindingRule = "aclbind"
+    /// The index of the ACL bootstrap, under the key `bootstrap` (`IndexRecord`).
+    case aclBootstrap = "aclboot"
 
     /// The key of a record identified by two names (`node\nid`).
     static func pairKey(_ first: String, _ second: String) -> String { first + "\n" + second }

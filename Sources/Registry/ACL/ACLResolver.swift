@@ -1,0 +1,110 @@
+import Foundation
+import Synchronization
+import TrellisCore
+
+/// Consul's `acl` settings of the registry.
+public struct ACLSettings: Sendable {
+    /// `acl.enabled`: whether tokens are required and rules enforced.
+    public var enabled = false
+    /// `acl.default_policy`: what a token may do where no rule of it applies.
+    public var defaultAllows = true
+    /// `acl.tokens.initial_management`: a management token created with this secret on start.
+    public var initialManagementToken: String?
+
+    public init() {}
+}
+
+/// Why a request's token does not resolve.
+enum ACLRefusal: Error {
+    /// Consul's `ACL not found`: no such token, or an expired one.
+    case tokenNotFound
+}
+
+/// Turns a request's secret into the `ACLAuthorizer` of its token, compiled once per token and
+/// ACL index and reused until any ACL record changes.
+final class ACLResolver: Sendable {
+    let settings: ACLSettings
+    let datacenter: String
+    private let compiled = Mutex<[String: (index: UInt64, authorizer: ACLAuthorizer)]>([:])
+    private static let cacheCapacity = 4096
+
+    init(settings: ACLSettings, datacenter: String) {
+        self.settings = settings
+        self.datacenter = datacenter
+    }
+
+    /// Everything allowed: the authorizer of every request while ACLs are disabled.
+    static let unrestricted = ACLAuthorizer(accessorID: "", rules: ACLRules(), defaultAllows: true, unrestricted: true)
+
+    /// The authorizer of `secret` (the anonymous token when nil or empty).
+    func authorizer(secret: String?, in state: borrowing RegistryState) -> Result<ACLAuthorizer, ACLRefusal> {
+        guard settings.enabled else { return .success(Self.unrestricted) }
+        let secret = secret.flatMap { $0.isEmpty ? nil : $0 } ?? ACLToken.anonymousSecret
+        guard let token = state.aclToken(secret: secret),
+              !token.isExpired(at: Int(Date().timeIntervalSince1970 * 1e9)) else { return .failure(.tokenNotFound) }
+        let index = state.aclIndex
+        if let cached = compiled.withLock({ $0[token.accessorID] }), cached.index == index { return .success(cached.authorizer) }
+        let authorizer = ACLAuthorizer(accessorID: token.accessorID, rules: state.aclRules(of: token, datacenter: datacenter),
+                                       defaultAllows: settings.defaultAllows)
+        compiled.withLock { compiled in
+            if compiled.count >= Self.cacheCapacity { compiled.removeAll(keepingCapacity: true) }
+            compiled[token.accessorID] = (index, authorizer)
+        }
+        return .success(authorizer)
+    }
+}
+
+/// Who a request acts as: its token's authorizer, re-resolved when ACL records change (a
+/// blocking query that outlives a token change sees the change), and whether the answer being
+/// built left something out (`X-Consul-Results-Filtered-By-ACLs`).
+///
+/// One per request, used only on that request's event loop.
+final class RequestACL: @unchecked Sendable {
+    let secret: String?
+    private let resolver: ACLResolver
+    private(set) var authorizer: ACLAuthorizer
+    private var resolvedAt: UInt64
+    /// Set by `visible` when it hides something; the answer's renderer reads and clears it.
+    var filtered = false
+
+    /// Resolves `secret` now; nil when it names no token.
+    init?(secret: String?, resolver: ACLResolver, state: borrowing RegistryState) {
+        self.secret = secret
+        self.resolver = resolver
+        guard case .success(let authorizer) = resolver.authorizer(secret: secret, in: state) else { return nil }
+        self.authorizer = authorizer
+        resolvedAt = state.aclIndex
+    }
+
+    var enabled: Bool { resolver.settings.enabled }
+
+    /// Re-resolves after an ACL change; false when the token is gone or expired.
+    func refresh(_ state: borrowing RegistryState) -> Bool {
+        guard enabled else { return true }
+        switch resolver.authorizer(secret: secret, in: state) {
+        case .success(let authorizer):
+            self.authorizer = authorizer
+            resolvedAt = state.aclIndex
+            return true
+        case .failure:
+            return false
+        }
+    }
+
+    /// What separates this token's renderings of a read from another token's in the response cache.
+    var cacheTag: String { enabled ? "\u{0}acl=\(authorizer.accessorID)@\(resolvedAt)" : "" }
+
+    /// Whether `check` may be read (its service's or node's read right); notes filtering.
+    func visibleCheck(_ check: HealthCheck) -> Bool {
+        if authorizer.allowsCheckRead(check) { return true }
+        filtered = true
+        return false
+    }
+
+    /// Whether `name` may be read; notes the answer as filtered when not.
+    func visible(_ resource: ACLResource, _ name: String, _ needed: ACLAccess = .read) -> Bool {
+        if authorizer.allows(resource, name, needed) { return true }
+        filtered = true
+        return false
+    }
+}

@@ -1,0 +1,291 @@
+import NIOCore
+import TrellisCore
+import TrellisHTTP
+
+/// `/v1/acl/policy*`, `/v1/acl/role*`, `/v1/acl/auth-method*`, `/v1/acl/binding-rule*`: Consul's
+/// shapes and messages. Auth methods and binding rules are kept and served; logging in through
+/// them is not offered (`/v1/acl/login` says so).
+extension ConsulAPI {
+    /// `GET /v1/acl/policies`: policies without their rules, as Consul lists them.
+    func aclPolicyList(_ context: Context) -> EventLoopFuture<HTTPResponse> {
+        if let refused = aclDisabled(context) ?? refusal(context, .acl, "", .read) { return refused }
+        return blockingJSON(context, key: WatchKey.acl) { state in .array(state.aclPolicies.map { ACLJSON.policy($0, withRules: false) }) }
+    }
+
+    /// `PUT /v1/acl/policy`, and `GET|PUT|DELETE /v1/acl/policy/:id`, `GET /v1/acl/policy/name/:name`.
+    func aclPolicy(_ context: Context) -> EventLoopFuture<HTTPResponse> {
+        if let disabled = aclDisabled(context) { return disabled }
+        let id = context.rest.hasPrefix("/") ? String(context.rest.dropFirst()) : context.rest
+        switch context.request.method {
+        case .GET:
+            if let refused = refusal(context, .acl, "", .read) { return refused }
+            if id.hasPrefix("name/") {
+                let name = String(id.dropFirst("name/".count))
+                return aclRead(context, missing: .text(.notFound, "ACL policy not found")) { $0.aclPolicy(name: name).map { ACLJSON.policy($0) } }
+            }
+            guard Self.isUUID(id) else { return badRequest("Invalid policy ID: \"\(id)\" is not a UUID", context) }
+            return aclRead(context, missing: .text(.notFound, "ACL policy not found")) { $0.aclPolicy(id: id).map { ACLJSON.policy($0) } }
+        case .PUT:
+            if let refused = refusal(context, .acl, "", .write) { return refused }
+            let body: FieldReader
+            do { body = try decodeBody(context) } catch { return decodeFailed(error, context) }
+            return write(context, { (state: inout RegistryState) throws(CatalogError) -> JSON in
+                let policy = try Self.policy(from: body, id: id, in: state)
+                state.putACLPolicy(policy)
+                return ACLJSON.policy(policy)
+            }, render: { .json($0.serialized()) })
+        case .DELETE:
+            if let refused = refusal(context, .acl, "", .write) { return refused }
+            return write(context, { (state: inout RegistryState) throws(CatalogError) -> Bool in
+                if let builtin = ACLPolicy.builtin.first(where: { $0.id == id }) {
+                    throw .badRequest("Delete operation not permitted on the builtin \(builtin.name) policy")
+                }
+                state.deleteACLPolicy(id)
+                return true
+            }, render: { Self.boolResponse($0) })
+        default:
+            return immediate(.text(.methodNotAllowed, "method \(context.request.method.rawValue) not allowed"), context)
+        }
+    }
+
+    /// A policy from a create (`id` empty) or update request, checked as Consul checks it.
+    private static func policy(from r: FieldReader, id pathID: String, in state: borrowing RegistryState) throws(CatalogError) -> ACLPolicy {
+        var policy = ACLPolicy()
+        do {
+            policy.id = try r.string("ID") ?? ""
+            policy.name = try r.string("Name") ?? ""
+            policy.description = try r.string("Description") ?? ""
+            policy.rules = try r.string("Rules") ?? ""
+            policy.datacenters = try r.strings("Datacenters") ?? []
+        } catch {
+            throw .badRequest("Request decode failed: \(error.message)")
+        }
+        if !pathID.isEmpty {
+            guard policy.id.isEmpty || policy.id == pathID else { throw .badRequest("Policy ID in URL and payload do not match") }
+            policy.id = pathID
+        }
+        guard !policy.name.isEmpty else { throw .badRequest("Invalid Policy: no Name is set") }
+        guard ACLJSON.isValidName(policy.name) else { throw .badRequest("Invalid Policy: invalid Name") }
+        if let other = state.aclPolicy(name: policy.name), other.id != policy.id {
+            throw .badRequest("Invalid Policy: A Policy with Name \"\(policy.name)\" already exists")
+        }
+        do {
+            _ = try ACLRules(parsing: policy.rules)
+        } catch {
+            throw .badRequest("Invalid Policy: failed to parse rules: \(error)")
+        }
+        if policy.id.isEmpty {
+            policy.id = newUUID()
+            policy.createIndex = state.writeIndex
+        } else {
+            guard let existing = state.aclPolicy(id: policy.id) else { throw .badRequest("Cannot find policy \(policy.id)") }
+            if ACLPolicy.builtin.contains(where: { $0.id == policy.id }) && existing.rules != policy.rules {
+                throw .badRequest("Changing the Rules for the builtin \(existing.name) policy is not permitted")
+            }
+            policy.createIndex = existing.createIndex
+        }
+        policy.modifyIndex = state.writeIndex
+        return policy
+    }
+
+    /// `GET /v1/acl/roles` with `?policy=`.
+    func aclRoleList(_ context: Context) -> EventLoopFuture<HTTPResponse> {
+        if let refused = aclDisabled(context) ?? refusal(context, .acl, "", .read) { return refused }
+        let policy = context.request.query["policy"] ?? ""
+        return blockingJSON(context, key: WatchKey.acl) { state in
+            .array(state.aclRoles.filter { policy.isEmpty || $0.policies.contains { $0.id == policy } }.map { ACLJSON.role($0, in: state) })
+        }
+    }
+
+    /// `PUT /v1/acl/role`, and `GET|PUT|DELETE /v1/acl/role/:id`, `GET /v1/acl/role/name/:name`.
+    func aclRole(_ context: Context) -> EventLoopFuture<HTTPResponse> {
+        if let disabled = aclDisabled(context) { return disabled }
+        let id = context.rest.hasPrefix("/") ? String(context.rest.dropFirst()) : context.rest
+        switch context.request.method {
+        case .GET:
+            if let refused = refusal(context, .acl, "", .read) { return refused }
+            if id.hasPrefix("name/") {
+                let name = String(id.dropFirst("name/".count))
+                return aclRead(context, missing: .text(.notFound, "ACL role not found")) { state in
+                    state.aclRole(name: name).map { ACLJSON.role($0, in: state) }
+                }
+            }
+            guard Self.isUUID(id) else { return badRequest("Invalid role ID: \"\(id)\" is not a UUID", context) }
+            return aclRead(context, missing: .text(.notFound, "ACL role not found")) { state in
+                state.aclRole(id: id).map { ACLJSON.role($0, in: state) }
+            }
+        case .PUT:
+            if let refused = refusal(context, .acl, "", .write) { return refused }
+            let body: FieldReader
+            do { body = try decodeBody(context) } catch { return decodeFailed(error, context) }
+            return write(context, { (state: inout RegistryState) throws(CatalogError) -> JSON in
+                let role = try Self.role(from: body, id: id, in: state)
+                state.putACLRole(role)
+                return ACLJSON.role(role, in: state)
+            }, render: { .json($0.serialized()) })
+        case .DELETE:
+            if let refused = refusal(context, .acl, "", .write) { return refused }
+            return write(context, { (state: inout RegistryState) throws(CatalogError) -> Bool in
+                state.deleteACLRole(id)
+                return true
+            }, render: { Self.boolResponse($0) })
+        default:
+            return immediate(.text(.methodNotAllowed, "method \(context.request.method.rawValue) not allowed"), context)
+        }
+    }
+
+    private static func role(from r: FieldReader, id pathID: String, in state: borrowing RegistryState) throws(CatalogError) -> ACLRole {
+        var role = ACLRole()
+        let links: [ACLLink]
+        do {
+            role.id = try r.string("ID") ?? ""
+            role.name = try r.string("Name") ?? ""
+            role.description = try r.string("Description") ?? ""
+            links = try ACLJSON.decodeLinks(r, "Policies")
+            (role.serviceIdentities, role.nodeIdentities, role.templatedPolicies) = try ACLJSON.decodeIdentities(r)
+        } catch {
+            throw .badRequest("Request decode failed: \(error.message)")
+        }
+        if !pathID.isEmpty {
+            guard role.id.isEmpty || role.id == pathID else { throw .badRequest("Role ID in URL and payload do not match") }
+            role.id = pathID
+        }
+        guard !role.name.isEmpty else { throw .badRequest("Invalid Role: no Name is set") }
+        guard ACLJSON.isValidName(role.name) else { throw .badRequest("Invalid Role: invalid Name") }
+        if let other = state.aclRole(name: role.name), other.id != role.id {
+            throw .badRequest("Invalid Role: A Role with Name \"\(role.name)\" already exists")
+        }
+        role.policies = try ACLLinks.resolvePolicies(links, in: state)
+        if role.id.isEmpty {
+            role.id = newUUID()
+            role.createIndex = state.writeIndex
+        } else {
+            guard let existing = state.aclRole(id: role.id) else { throw .badRequest("Cannot find role \(role.id)") }
+            role.createIndex = existing.createIndex
+        }
+        role.modifyIndex = state.writeIndex
+        return role
+    }
+
+    // MARK: Auth methods and binding rules
+
+    /// Consul's auth method types.
+    private static let authMethodTypes: Set<String> = ["kubernetes", "jwt", "oidc", "aws-iam"]
+    private static let bindTypes: Set<String> = ["service", "node", "role", "policy", "templated-policy"]
+
+    func aclAuthMethodList(_ context: Context) -> EventLoopFuture<HTTPResponse> {
+        if let refused = aclDisabled(context) ?? refusal(context, .acl, "", .read) { return refused }
+        return blockingJSON(context, key: WatchKey.acl) { state in
+            .array(state.aclAuthMethods.map { method in
+                .object(JSONObject(method.pairs.filter { $0.key != "Config" }))
+            })
+        }
+    }
+
+    /// `PUT /v1/acl/auth-method`, `GET|PUT|DELETE /v1/acl/auth-method/:name`.
+    func aclAuthMethod(_ context: Context) -> EventLoopFuture<HTTPResponse> {
+        if let disabled = aclDisabled(context) { return disabled }
+        let pathName = context.rest.hasPrefix("/") ? String(context.rest.dropFirst()) : context.rest
+        switch context.request.method {
+        case .GET:
+            if let refused = refusal(context, .acl, "", .read) { return refused }
+            return aclRead(context, missing: .text(.notFound, "ACL auth method not found")) { $0.aclAuthMethod(name: pathName).map(JSON.object) }
+        case .PUT:
+            if let refused = refusal(context, .acl, "", .write) { return refused }
+            let body: FieldReader
+            do { body = try decodeBody(context) } catch { return decodeFailed(error, context) }
+            return write(context, { (state: inout RegistryState) throws(CatalogError) -> JSON in
+                let name = (try? body.string("Name")) ?? nil ?? pathName
+                guard !name.isEmpty, pathName.isEmpty || name == pathName else {
+                    throw .badRequest(name.isEmpty ? "Invalid Auth Method: no Name is set" : "Auth method name in URL and payload do not match")
+                }
+                guard ACLJSON.isValidName(name) else { throw .badRequest("Invalid Auth Method: invalid Name") }
+                guard let type = try? body.string("Type"), Self.authMethodTypes.contains(type) else {
+                    throw .badRequest("Invalid Auth Method: Type should be one of: \(Self.authMethodTypes.sorted().joined(separator: ", "))")
+                }
+                let existing = state.aclAuthMethod(name: name)
+                if let existing, existing.field("Type")?.stringValue != type { throw .badRequest("Cannot change type of auth method \(name)") }
+                let index = state.writeIndex
+                let method = JSONObject([
+                    ("Name", .string(name)), ("Type", .string(type)),
+                    ("DisplayName", body.value("DisplayName") ?? .string("")), ("Description", body.value("Description") ?? .string("")),
+                    ("MaxTokenTTL", body.value("MaxTokenTTL") ?? .string("0s")), ("TokenLocality", body.value("TokenLocality") ?? .string("")),
+                    ("Config", body.value("Config") ?? .object(JSONObject())),
+                    ("CreateIndex", existing?.field("CreateIndex") ?? .unsigned(index)), ("ModifyIndex", .unsigned(index)),
+                ])
+                state.putACLAuthMethod(name: name, method)
+                return .object(method)
+            }, render: { .json($0.serialized()) })
+        case .DELETE:
+            if let refused = refusal(context, .acl, "", .write) { return refused }
+            return write(context, { (state: inout RegistryState) throws(CatalogError) -> Bool in
+                state.deleteACLAuthMethod(name: pathName)
+                return true
+            }, render: { Self.boolResponse($0) })
+        default:
+            return immediate(.text(.methodNotAllowed, "method \(context.request.method.rawValue) not allowed"), context)
+        }
+    }
+
+    func aclBindingRuleList(_ context: Context) -> EventLoopFuture<HTTPResponse> {
+        if let refused = aclDisabled(context) ?? refusal(context, .acl, "", .read) { return refused }
+        let method = context.request.query["authmethod"] ?? ""
+        return blockingJSON(context, key: WatchKey.acl) { state in
+            .array(state.aclBindingRules.filter { method.isEmpty || $0.field("AuthMethod")?.stringValue == method }.map(JSON.object))
+        }
+    }
+
+    /// `PUT /v1/acl/binding-rule`, `GET|PUT|DELETE /v1/acl/binding-rule/:id`.
+    func aclBindingRule(_ context: Context) -> EventLoopFuture<HTTPResponse> {
+        if let disabled = aclDisabled(context) { return disabled }
+        let pathID = context.rest.hasPrefix("/") ? String(context.rest.dropFirst()) : context.rest
+        switch context.request.method {
+        case .GET:
+            if let refused = refusal(context, .acl, "", .read) { return refused }
+            return aclRead(context, missing: .text(.notFound, "ACL binding rule not found")) { $0.aclBindingRule(id: pathID).map(JSON.object) }
+        case .PUT:
+            if let refused = refusal(context, .acl, "", .write) { return refused }
+            let body: FieldReader
+            do { body = try decodeBody(context) } catch { return decodeFailed(error, context) }
+            return write(context, { (state: inout RegistryState) throws(CatalogError) -> JSON in
+                let method = (try? body.string("AuthMethod")) ?? nil ?? ""
+                guard state.aclAuthMethod(name: method) != nil else { throw .badRequest("Invalid Binding Rule: unknown auth method \"\(method)\"") }
+                guard let bindType = try? body.string("BindType"), Self.bindTypes.contains(bindType) else {
+                    throw .badRequest("Invalid Binding Rule: unknown BindType")
+                }
+                guard let bindName = try? body.string("BindName"), !bindName.isEmpty else {
+                    throw .badRequest("Invalid Binding Rule: no BindName is set")
+                }
+                let existing = pathID.isEmpty ? nil : state.aclBindingRule(id: pathID)
+                if !pathID.isEmpty && existing == nil { throw .badRequest("Cannot find binding rule \(pathID)") }
+                let id = pathID.isEmpty ? Self.newUUID() : pathID
+                let index = state.writeIndex
+                let rule = JSONObject([
+                    ("ID", .string(id)), ("Description", body.value("Description") ?? .string("")), ("AuthMethod", .string(method)),
+                    ("Selector", body.value("Selector") ?? .string("")), ("BindType", .string(bindType)), ("BindName", .string(bindName)),
+                    ("CreateIndex", existing?.field("CreateIndex") ?? .unsigned(index)), ("ModifyIndex", .unsigned(index)),
+                ])
+                state.putACLBindingRule(id: id, rule)
+                return .object(rule)
+            }, render: { .json($0.serialized()) })
+        case .DELETE:
+            if let refused = refusal(context, .acl, "", .write) { return refused }
+            return write(context, { (state: inout RegistryState) throws(CatalogError) -> Bool in
+                state.deleteACLBindingRule(id: pathID)
+                return true
+            }, render: { Self.boolResponse($0) })
+        default:
+            return immediate(.text(.methodNotAllowed, "method \(context.request.method.rawValue) not allowed"), context)
+        }
+    }
+
+    /// `POST /v1/acl/login`: this registry verifies no external credentials, so every login is refused.
+    func aclLogin(_ context: Context) -> EventLoopFuture<HTTPResponse> {
+        if let disabled = aclDisabled(context) { return disabled }
+        let method: String
+        do { method = try decodeBody(context).string("AuthMethod") ?? "" } catch { return decodeFailed(error, context) }
+        let known = catalog.read { $0.aclAuthMethod(name: method) != nil }
+        guard known else { return immediate(.text(.forbidden, "ACL not found"), context) }
+        return badRequest("Login through auth method \"\(method)\" is not available: this registry does not verify external credentials", context)
+    }
+}
