@@ -170,7 +170,8 @@ public final class RegistryServer: Service {
             }
             if let dnsAddress = config.dnsAddress {
                 dns = try await DNSServer.start(host: dnsAddress.host, port: dnsAddress.port, catalog: catalog,
-                                                datacenter: config.datacenter, settings: config.dns, group: group, logger: logger)
+                                                datacenter: config.datacenter, settings: config.dns, acl: api.aclResolver,
+                                                group: group, logger: logger)
             }
         } catch {
             for server in servers { await server.close() }

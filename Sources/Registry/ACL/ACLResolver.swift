@@ -22,10 +22,26 @@ enum ACLRefusal: Error {
 
 /// Turns a request's secret into the `ACLAuthorizer` of its token, compiled once per token and
 /// ACL index and reused until any ACL record changes.
-final class ACLResolver: Sendable {
+public final class ACLResolver: Sendable {
     let settings: ACLSettings
     let datacenter: String
     private let compiled = Mutex<[String: (index: UInt64, authorizer: ACLAuthorizer)]>([:])
+    /// Tokens set with `PUT /v1/agent/token/:type`; `default` stands in for requests without one.
+    private let agentTokens = Mutex<[String: String]>([:])
+
+    /// The kinds of agent token Consul accepts (and the names older agents used).
+    static let agentTokenTypes: [String: String] = [
+        "default": "default", "agent": "agent", "agent_recovery": "agent_recovery", "agent_master": "agent_recovery",
+        "acl_agent_master_token": "agent_recovery", "acl_token": "default", "acl_agent_token": "agent",
+        "replication": "replication", "acl_replication_token": "replication",
+        "config_file_service_registration": "config_file_service_registration", "dns": "dns",
+    ]
+
+    func agentToken(_ type: String) -> String? { agentTokens.withLock { $0[type] } }
+
+    func setAgentToken(_ type: String, _ secret: String) {
+        agentTokens.withLock { $0[type] = secret.isEmpty ? nil : secret }
+    }
     private static let cacheCapacity = 4096
 
     init(settings: ACLSettings, datacenter: String) {
@@ -39,7 +55,7 @@ final class ACLResolver: Sendable {
     /// The authorizer of `secret` (the anonymous token when nil or empty).
     func authorizer(secret: String?, in state: borrowing RegistryState) -> Result<ACLAuthorizer, ACLRefusal> {
         guard settings.enabled else { return .success(Self.unrestricted) }
-        let secret = secret.flatMap { $0.isEmpty ? nil : $0 } ?? ACLToken.anonymousSecret
+        let secret = secret.flatMap { $0.isEmpty ? nil : $0 } ?? agentTokens.withLock { $0["default"] } ?? ACLToken.anonymousSecret
         guard let token = state.aclToken(secret: secret),
               !token.isExpired(at: Int(Date().timeIntervalSince1970 * 1e9)) else { return .failure(.tokenNotFound) }
         let index = state.aclIndex

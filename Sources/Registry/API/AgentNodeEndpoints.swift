@@ -74,9 +74,19 @@ extension ConsulAPI {
         return immediate(HTTPResponse(status: .ok), context)
     }
 
-    /// `PUT /v1/agent/token/:type`: Consul's answer while ACLs are disabled.
+    /// `PUT /v1/agent/token/:type`: sets one of the agent's tokens (`default` answers requests
+    /// that carry none); Consul's 401 while ACLs are disabled.
     func agentToken(_ context: Context) -> EventLoopFuture<HTTPResponse> {
-        immediate(.text(.unauthorized, "ACL support disabled"), context)
+        if let disabled = aclDisabled(context) { return disabled }
+        if let refused = refusal(context, .acl, "", .write) { return refused }
+        guard let type = ACLResolver.agentTokenTypes[context.rest] else {
+            return immediate(.text(.notFound, "Token \"\(context.rest)\" is unknown"), context)
+        }
+        let secret: String
+        do { secret = try decodeBody(context).string("Token") ?? "" } catch { return decodeFailed(error, context) }
+        aclResolver.setAgentToken(type, secret)
+        logger.info("agent token updated", metadata: ["type": "\(type)"])
+        return immediate(HTTPResponse(status: .ok), context)
     }
 
     /// `GET /v1/agent/version`: the Consul API version the registry follows, and its own build.

@@ -54,6 +54,7 @@ extension ConsulAPI {
         guard name.utf8.count <= 256, !name.contains("/") else { return badRequest("Invalid config entry name: \(JSON.string(name).text)", context) }
         entry.pairs.removeAll { ["kind", "name"].contains($0.key.lowercased()) }
         entry.pairs.insert(contentsOf: [(key: "Kind", value: .string(kind)), (key: "Name", value: .string(name))], at: 0)
+        if let refused = configEntryRefusal(context, kind: kind, name: name, .write) { return refused }
         let (cas, refusal) = casParameter(context)
         if let refusal { return immediate(refusal, context) }
         return write(context, { [entry] (state: inout RegistryState) throws(CatalogError) -> Bool in
@@ -70,6 +71,7 @@ extension ConsulAPI {
         let name = parts.count > 1 ? parts[1] : nil
         if context.request.method == .DELETE {
             guard let name else { return badRequest("Must provide a name to delete", context) }
+            if let refused = configEntryRefusal(context, kind: kind, name: name, .write) { return refused }
             let (cas, refusal) = casParameter(context)
             if let refusal { return immediate(refusal, context) }
             return write(context, { (state: inout RegistryState) throws(CatalogError) -> Bool in
@@ -77,8 +79,14 @@ extension ConsulAPI {
             }, render: { deleted in cas == nil ? .json(Array("{}".utf8)) : Self.boolResponse(deleted) })
         }
         guard let name else {
-            return blockingJSON(context, key: WatchKey.config) { state in .array(state.configEntries(kind: kind).map { .object($0) }) }
+            return blockingJSON(context, key: WatchKey.config) { state in
+                .array(state.configEntries(kind: kind).filter { entry in
+                    let (resource, name) = Self.configEntryResource(kind: kind, name: entry.field("Name")?.stringValue ?? "")
+                    return context.acl.visible(resource, name)
+                }.map { .object($0) })
+            }
         }
+        if let refused = configEntryRefusal(context, kind: kind, name: name, .read) { return refused }
         let pretty = context.request.query.has("pretty")
         return BlockingQuery.run(context.request, catalog: catalog, key: WatchKey.config, on: context.loop,
                                  cancellation: context.cancellation) { state in
@@ -89,8 +97,20 @@ extension ConsulAPI {
         }
     }
 
+    /// What a config entry's rights are taken from, as Consul: service entries from the service,
+    /// mesh-wide ones (proxy defaults, mesh, gateways, exports) from `mesh`.
+    static func configEntryResource(kind: String, name: String) -> (ACLResource, String) {
+        kind.hasPrefix("service-") ? (.service, name) : (.mesh, "")
+    }
+
+    private func configEntryRefusal(_ context: Context, kind: String, name: String, _ needed: ACLAccess) -> EventLoopFuture<HTTPResponse>? {
+        let (resource, name) = Self.configEntryResource(kind: kind, name: name)
+        return refusal(context, resource, name, needed)
+    }
+
     /// `GET /v1/catalog/gateway-services/:gateway`: the services an ingress or terminating gateway's entry names.
     func catalogGatewayServices(_ context: Context) -> EventLoopFuture<HTTPResponse> {
+        if let refused = refusal(context, .service, context.rest, .read) { return refused }
         let gateway = context.rest
         return blockingJSON(context, key: WatchKey.config) { state in
             var items: [JSON] = []

@@ -21,11 +21,15 @@ extension ConsulAPI {
         return blockingJSON(context, key: WatchKey.coordinates) { state in
             var names = state.coordinateNodes
             if state.coordinate(node: own) == nil { names = (names + [own]).sorted() }
-            return .array(names.map { Self.coordinateEntry($0, state.coordinate(node: $0) ?? RegistryState.originCoordinate) })
+            return .array(names.filter { context.acl.visible(.node, $0) }.map {
+                Self.coordinateEntry($0, state.coordinate(node: $0) ?? RegistryState.originCoordinate)
+            })
         }
     }
 
     func coordinateNode(_ context: Context) -> EventLoopFuture<HTTPResponse> {
+
+        if let refused = refusal(context, .node, context.rest, .read) { return refused }
         let name = context.rest, own = identity.nodeName
         let (known, index) = catalog.read { ($0.coordinate(node: name) != nil, $0.watchIndex(WatchKey.coordinates)) }
         guard known || name == own else {
@@ -50,6 +54,7 @@ extension ConsulAPI {
             return decodeFailed(error, context)
         }
         guard !node.isEmpty else { return badRequest("Must provide node", context) }
+        if let refused = refusal(context, .node, node, .write) { return refused }
         return write(context, { (state: inout RegistryState) throws(CatalogError) in
             state.putCoordinate(node: node, coordinate)
         }, render: { _ in HTTPResponse(status: .ok) })

@@ -10,6 +10,7 @@ extension ConsulAPI {
     func discoveryChain(_ context: Context) -> EventLoopFuture<HTTPResponse> {
         let service = context.rest
         guard !service.isEmpty else { return badRequest("Missing chain name", context) }
+        if let refused = refusal(context, .service, service, .read) { return refused }
         let dc = identity.datacenter
         if let compileDC = context.request.query["compile-dc"], !compileDC.isEmpty, compileDC != dc {
             return immediate(.text(.internalServerError, "No path to datacenter"), context)

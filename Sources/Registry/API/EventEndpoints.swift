@@ -74,6 +74,7 @@ extension ConsulAPI {
     func eventFire(_ context: Context) -> EventLoopFuture<HTTPResponse> {
         let name = context.rest
         guard !name.isEmpty else { return badRequest("Missing name", context) }
+        if let refused = refusal(context, .event, name, .write) { return refused }
         let query = context.request.query
         let payload = context.request.bodyBytes
         guard payload.count <= UserEvents.payloadLimit else {
@@ -100,10 +101,13 @@ extension ConsulAPI {
         }
         let name = context.request.query["name"] ?? ""
         let pretty = context.request.query.has("pretty")
+        let authorizer = context.authorizer
         let answer: @Sendable () -> (UInt64, HTTPResponse) = { [events] in
-            let listed = events.all.filter { name.isEmpty || $0.name == name }
-            let index = listed.last?.index ?? 1
+            let matching = events.all.filter { name.isEmpty || $0.name == name }
+            let listed = matching.filter { authorizer.allows(.event, $0.name, .read) }
+            let index = matching.last?.index ?? 1
             var response = HTTPResponse.json(JSON.array(listed.map(\.json)).serialized(pretty: pretty))
+            if listed.count < matching.count { response.headers.add(name: ConsulHeaders.filteredByACLs, value: "true") }
             ConsulHeaders.addQueryMeta(&response.headers, index: index)
             return (index, response)
         }

@@ -14,10 +14,13 @@ extension ConsulAPI {
     /// `GET /v1/connect/intentions` (blocking, `?filter`) and `POST` (create with an ID, Consul's legacy form).
     func intentions(_ context: Context) -> EventLoopFuture<HTTPResponse> {
         guard context.request.method == .POST else {
-            return blockingJSON(context, key: WatchKey.intentions) { state in .array(state.allIntentions.map(Self.intentionJSON)) }
+            return blockingJSON(context, key: WatchKey.intentions) { state in
+                .array(state.allIntentions.filter { context.acl.visible(.intention, $0.destinationName) }.map(Self.intentionJSON))
+            }
         }
         var intention: Intention
         do { intention = try Self.intention(from: try decodeBody(context)) } catch { return decodeFailed(error, context) }
+        if let refused = refusal(context, .intention, intention.destinationName, .write) { return refused }
         intention.id = UUID().uuidString.lowercased()
         let now = Self.timestamp()
         return write(context, { [intention] (state: inout RegistryState) throws(CatalogError) in
@@ -32,6 +35,7 @@ extension ConsulAPI {
             source = try Self.serviceParameter("source", context.request.query)
             destination = try Self.serviceParameter("destination", context.request.query)
         } catch { return badRequest(error.description, context) }
+        if let refused = refusal(context, .intention, destination, context.request.method == .GET ? .read : .write) { return refused }
         switch context.request.method {
         case .PUT:
             var intention: Intention
@@ -71,17 +75,26 @@ extension ConsulAPI {
             let intention: Intention
             do { intention = try Self.intention(from: try decodeBody(context)) } catch { return decodeFailed(error, context) }
             let now = Self.timestamp()
+            let authorizer = context.authorizer
             return write(context, { (state: inout RegistryState) throws(CatalogError) in
+                try authorizer.require(.intention, intention.destinationName, .write)
+                if let existing = state.intention(id: id) { try authorizer.require(.intention, existing.destinationName, .write) }
                 try state.updateIntention(id: id, with: intention, now: now)
             }, render: { _ in HTTPResponse(status: .ok) })
         case .DELETE:
+            let authorizer = context.authorizer
             return write(context, { (state: inout RegistryState) throws(CatalogError) in
+                if let existing = state.intention(id: id) { try authorizer.require(.intention, existing.destinationName, .write) }
                 try state.deleteIntention(id: id)
             }, render: { _ in HTTPResponse(status: .ok) })
         default:
-            return BlockingQuery.run(context.request, catalog: catalog, key: WatchKey.intentions, on: context.loop,
+            let authorizer = context.authorizer
+            return BlockingQuery.run(context.request, catalog: catalog, key: WatchKey.intentions, acl: context.acl, on: context.loop,
                                      cancellation: context.cancellation) { [pretty = context.request.query.has("pretty")] state in
                 guard let intention = state.intention(id: id) else { return .text(.notFound, "Intention not found") }
+                guard authorizer.allows(.intention, intention.destinationName, .read) else {
+                    return .text(.forbidden, authorizer.denial(.intention, intention.destinationName, .read))
+                }
                 return .json(Self.intentionJSON(intention).serialized(pretty: pretty))
             }
         }
@@ -108,7 +121,8 @@ extension ConsulAPI {
         return blockingJSON(context, key: WatchKey.intentions) { [services] state in
             var matches = JSONObject([])
             for (name, service) in zip(names, services) {
-                matches.append(name, .array(state.matchingIntentions(bySource: bySource, name: service).map(Self.intentionJSON)))
+                matches.append(name, .array(state.matchingIntentions(bySource: bySource, name: service)
+                    .filter { context.acl.visible(.intention, $0.destinationName) }.map(Self.intentionJSON)))
             }
             return .object(matches)
         }
@@ -124,6 +138,7 @@ extension ConsulAPI {
         if let type = context.request.query["source-type"], !type.isEmpty, type != "consul" {
             return badRequest("unsupported source-type \(JSON.string(type).text): only \"consul\" sources exist", context)
         }
+        if let refused = refusal(context, .service, destination, .read) { return refused }
         let (allowed, _) = authorize(source: source, destination: destination)
         return immediate(json(.object(JSONObject([("Allowed", .bool(allowed))])), context), context)
     }
@@ -138,6 +153,7 @@ extension ConsulAPI {
         } catch { return decodeFailed(error, context) }
         guard !target.isEmpty else { return badRequest("Target service must be specified", context) }
         guard !uri.isEmpty else { return badRequest("ClientCertURI must be specified", context) }
+        if let refused = refusal(context, .service, target, .write) { return refused }
         guard let identity = SPIFFEServiceID(uri) else {
             return badRequest("ClientCertURI must be a valid Service identifier", context)
         }

@@ -25,21 +25,35 @@ extension ConsulAPI {
         }
         let listing = recurse || keysOnly
         guard listing || !key.isEmpty else { return badRequest("Missing key name", context) }
+        if !listing, let refused = refusal(context, .key, key, .read) { return refused }
         let separator = query["separator"] ?? ""
         let pretty = query.has("pretty")
+        let acl = context.acl
         return BlockingQuery.run(context.request, catalog: catalog, key: RegistryState.kvWatchKey(key),
-                                 indexOf: { $0.kvIndex(key, recurse: listing) }, on: context.loop,
+                                 indexOf: { $0.kvIndex(key, recurse: listing) }, acl: acl, on: context.loop,
                                  cancellation: context.cancellation) { state in
+            acl.filtered = false
+            var response = Self.kvRead(state, key: key, keysOnly: keysOnly, recurse: recurse, raw: raw, separator: separator,
+                                       pretty: pretty, acl: acl)
+            if acl.filtered { response.headers.add(name: ConsulHeaders.filteredByACLs, value: "true") }
+            return response
+        }
+    }
+
+    /// The answer of a KV read: one entry, a subtree (`recurse`) or its keys (`keysOnly`), holding
+    /// only what the token may read.
+    private static func kvRead(_ state: borrowing RegistryState, key: String, keysOnly: Bool, recurse: Bool, raw: Bool,
+                               separator: String, pretty: Bool, acl: RequestACL) -> HTTPResponse {
             if keysOnly {
                 var seen = Set<String>()
-                let keys = state.kvEntries(prefix: key).map { entry -> String in
+                let keys = state.kvEntries(prefix: key).filter { acl.visible(.key, $0.key) }.map { entry -> String in
                     guard !separator.isEmpty,
                           let range = entry.key.dropFirst(key.count).range(of: separator) else { return entry.key }
                     return String(entry.key[..<range.upperBound])
                 }.filter { seen.insert($0).inserted }
                 return keys.isEmpty ? HTTPResponse(status: .notFound) : .json(JSON.strings(keys).serialized(pretty: pretty))
             }
-            let entries = recurse ? state.kvEntries(prefix: key) : state.kvEntry(key).map { [$0] } ?? []
+            let entries = recurse ? state.kvEntries(prefix: key).filter { acl.visible(.key, $0.key) } : state.kvEntry(key).map { [$0] } ?? []
             guard let first = entries.first else { return HTTPResponse(status: .notFound) }
             if raw {
                 var response = HTTPResponse(body: ByteBuffer(bytes: first.value))
@@ -48,7 +62,6 @@ extension ConsulAPI {
                 return response
             }
             return .json(JSON.array(entries.map { KVJSON.entry($0) }).serialized(pretty: pretty))
-        }
     }
 
     private func kvPut(_ context: Context) -> EventLoopFuture<HTTPResponse> {
@@ -56,6 +69,7 @@ extension ConsulAPI {
         let query = context.request.query
         guard !key.isEmpty else { return badRequest("Missing key name", context) }
         guard !key.hasPrefix("/") else { return badRequest("Invalid key name: keys must not begin with '/'", context) }
+        if let refused = refusal(context, .key, key, .write) { return refused }
         let value = context.request.bodyBytes
         guard value.count <= Self.maxValueSize else {
             return immediate(.text(.payloadTooLarge, "Value exceeds \(Self.maxValueSize) byte limit"), context)
@@ -90,6 +104,10 @@ extension ConsulAPI {
             cas = parsed
         }
         if recurse && cas != nil { return badRequest("Conflicting flags: cas and recurse", context) }
+        if recurse, !context.authorizer.allowsKeyWritePrefix(key) {
+            return immediate(.text(.forbidden, context.authorizer.denial(.key, key, .write)), context)
+        }
+        if !recurse, let refused = refusal(context, .key, key, .write) { return refused }
         return write(context, { [cas] (state: inout RegistryState) throws(CatalogError) -> Bool in
             if recurse {
                 for entry in state.kvEntries(prefix: key) { state.deleteKV(entry.key) }

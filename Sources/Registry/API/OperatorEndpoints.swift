@@ -27,6 +27,7 @@ extension ConsulAPI {
     /// The registries as Raft servers; with the etcd store, `Store` also lists etcd's members, which
     /// hold the consensus (a field of its own, which Consul's clients ignore).
     func operatorRaftConfiguration(_ context: Context) -> EventLoopFuture<HTTPResponse> {
+        if let refused = refusal(context, .`operator`, "", .read) { return refused }
         let configuration = catalog.read { state in
             JSONObject([
                 ("Servers", .array(Self.servers(state).map { server in
@@ -57,6 +58,7 @@ extension ConsulAPI {
 
     /// `DELETE /v1/operator/raft/peer?address=|id=`: no registry is a Raft peer that can be removed.
     func operatorRaftRemovePeer(_ context: Context) -> EventLoopFuture<HTTPResponse> {
+        if let refused = refusal(context, .`operator`, "", .write) { return refused }
         let query = context.request.query
         if let id = query["id"], !id.isEmpty {
             return immediate(.text(.internalServerError, "id \(JSON.string(id).text) was not found in the Raft configuration"), context)
@@ -67,11 +69,13 @@ extension ConsulAPI {
 
     /// `POST /v1/operator/raft/transfer-leader`: there is no Raft leadership to hand over.
     func operatorRaftTransferLeader(_ context: Context) -> EventLoopFuture<HTTPResponse> {
-        immediate(.text(.internalServerError, "cannot find peer: the registry runs no Raft; its store keeps consensus"), context)
+        if let refused = refusal(context, .`operator`, "", .write) { return refused }
+        return immediate(.text(.internalServerError, "cannot find peer: the registry runs no Raft; its store keeps consensus"), context)
     }
 
     /// Autopilot's settings, kept with CAS as Consul keeps them; with no Raft they steer nothing.
     func operatorAutopilotConfiguration(_ context: Context) -> EventLoopFuture<HTTPResponse> {
+        if let refused = refusal(context, .`operator`, "", context.request.method == .GET ? .read : .write) { return refused }
         guard context.request.method == .PUT else {
             return immediate(json(catalog.read { $0.autopilotConfiguration }, context), context)
         }
@@ -89,6 +93,7 @@ extension ConsulAPI {
 
     /// Every registry in the catalog whose `serfHealth` is passing counts as a healthy server.
     func operatorAutopilotHealth(_ context: Context) -> EventLoopFuture<HTTPResponse> {
+        if let refused = refusal(context, .`operator`, "", .read) { return refused }
         let (servers, healthy, index) = serverHealth()
         let body = JSONObject([
             ("Healthy", .bool(healthy.allSatisfy { $0 })), ("FailureTolerance", .int(Int64(max(0, (servers.count - 1) / 2)))),
@@ -106,6 +111,8 @@ extension ConsulAPI {
     }
 
     func operatorAutopilotState(_ context: Context) -> EventLoopFuture<HTTPResponse> {
+
+        if let refused = refusal(context, .`operator`, "", .read) { return refused }
         let (servers, healthy, index) = serverHealth()
         let entries = zip(servers, healthy).map { server, ok in
             (server.id, JSON.object(JSONObject([
@@ -138,11 +145,13 @@ extension ConsulAPI {
 
     /// `/v1/operator/keyring`: there is no gossip, so no encryption keyring, and every operation fails.
     func operatorKeyring(_ context: Context) -> EventLoopFuture<HTTPResponse> {
-        immediate(.text(.internalServerError, "keyring operations are not available: the registry runs no gossip, so it has no encryption keyring"), context)
+        if let refused = refusal(context, .keyring, "", context.request.method == .GET ? .read : .write) { return refused }
+        return immediate(.text(.internalServerError, "keyring operations are not available: the registry runs no gossip, so it has no encryption keyring"), context)
     }
 
     /// `GET /v1/operator/usage`: counts of the catalog, as Consul reports them per datacenter.
     func operatorUsage(_ context: Context) -> EventLoopFuture<HTTPResponse> {
+        if let refused = refusal(context, .`operator`, "", .read) { return refused }
         let dc = identity.datacenter
         return blockingJSON(context, key: WatchKey.services) { state in
             let instances = state.allInstances

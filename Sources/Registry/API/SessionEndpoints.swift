@@ -47,6 +47,7 @@ extension ConsulAPI {
             }
         }
         if !checksGiven { session.nodeChecks = ["serfHealth"] }
+        if let refused = refusal(context, .session, session.node, .write) { return refused }
         let created = session
         return write(context, { (state: inout RegistryState) throws(CatalogError) -> String in
             guard state.node(created.node) != nil else {
@@ -66,7 +67,9 @@ extension ConsulAPI {
     func sessionDestroy(_ context: Context) -> EventLoopFuture<HTTPResponse> {
         let id = context.rest
         guard !id.isEmpty else { return badRequest("Missing session", context) }
+        let authorizer = context.authorizer
         return write(context, { (state: inout RegistryState) throws(CatalogError) in
+            if let session = state.session(id) { try authorizer.require(.session, session.node, .write) }
             state.destroySession(id, now: .now)
         }, render: { _ in Self.boolResponse(true) })
     }
@@ -74,6 +77,7 @@ extension ConsulAPI {
     func sessionRenew(_ context: Context) -> EventLoopFuture<HTTPResponse> {
         let id = context.rest
         guard !id.isEmpty else { return badRequest("Missing session", context) }
+        if let node = catalog.read({ $0.session(id)?.node }), let refused = refusal(context, .session, node, .write) { return refused }
         guard let session = catalog.renewSession(id) else {
             return immediate(.text(.notFound, "Session id '\(id)' not found"), context)
         }
@@ -85,7 +89,7 @@ extension ConsulAPI {
         let id = context.rest
         guard !id.isEmpty else { return badRequest("Missing session", context) }
         return blockingJSON(context, key: WatchKey.sessions) { state in
-            .array(state.session(id).map { [KVJSON.session($0)] } ?? [])
+            .array(state.session(id).flatMap { context.acl.visible(.session, $0.node) ? [KVJSON.session($0)] : nil } ?? [])
         }
     }
 
@@ -93,12 +97,14 @@ extension ConsulAPI {
         let node = context.rest
         guard !node.isEmpty else { return badRequest("Missing node name", context) }
         return blockingJSON(context, key: WatchKey.sessions) { state in
-            .array(state.allSessions.filter { $0.node == node }.map(KVJSON.session))
+            .array(state.allSessions.filter { $0.node == node && context.acl.visible(.session, $0.node) }.map(KVJSON.session))
         }
     }
 
     func sessionList(_ context: Context) -> EventLoopFuture<HTTPResponse> {
-        blockingJSON(context, key: WatchKey.sessions) { state in .array(state.allSessions.map(KVJSON.session)) }
+        blockingJSON(context, key: WatchKey.sessions) { state in
+            .array(state.allSessions.filter { context.acl.visible(.session, $0.node) }.map(KVJSON.session))
+        }
     }
 }
 

@@ -25,11 +25,18 @@ extension ConsulAPI {
         }
         let pretty = context.request.query.has("pretty")
         let ownNode = identity.nodeName
+        let authorizer = context.authorizer
         return write(context, { (state: inout RegistryState) throws(CatalogError) -> TxnOutcome in
-            state.applyTxn(ops, ownNode: ownNode, now: .now)
+            let denied = ops.enumerated().compactMap { index, op in Self.txnDenial(op, authorizer, in: state).map { (index, $0) } }
+            return denied.isEmpty ? state.applyTxn(ops, ownNode: ownNode, now: .now) : .rolledBack(denied)
         }, render: { outcome in
             switch outcome {
-            case .committed(let results):
+            case .committed(let all):
+                // Entries read by `get-tree` that the token may not read are left out.
+                let results = all.filter { result in
+                    guard let key = result["KV"]?["Key"]?.stringValue else { return true }
+                    return authorizer.allows(.key, key, .read)
+                }
                 let body = JSON.object(JSONObject([("Results", .array(results)),
                                                    ("Errors", .null)]))
                 return .json(body.serialized(pretty: pretty))
@@ -40,6 +47,46 @@ extension ConsulAPI {
                 return .json(body.serialized(pretty: pretty), status: .conflict)
             }
         })
+    }
+}
+
+extension ConsulAPI {
+    /// Why the token may not run `op` (Consul's permission message), nil when it may.
+    static func txnDenial(_ op: TxnOperation, _ authorizer: ACLAuthorizer, in state: borrowing RegistryState) -> String? {
+        let needed: (ACLResource, String, ACLAccess)
+        switch op {
+        case .kv(let kv):
+            switch kv.verb {
+            case .get, .getTree, .checkIndex, .checkSession, .checkNotExists: needed = (.key, kv.key, .read)
+            case .deleteTree: return authorizer.allowsKeyWritePrefix(kv.key) ? nil : authorizer.denial(.key, kv.key, .write)
+            case .set, .cas, .lock, .unlock, .delete, .deleteCAS: needed = (.key, kv.key, .write)
+            }
+            // `get-tree` results are filtered instead.
+            if kv.verb == .getTree { return nil }
+        case .node(let verb, let node, _):
+            needed = (.node, node.name, verb == .get ? .read : .write)
+        case .service(let verb, let service, _):
+            let existing = state.instance(InstanceKey(node: service.node, id: service.id))?.name
+            let name = service.name.isEmpty ? existing ?? "" : service.name
+            if verb != .get, let existing, existing != name, !authorizer.allows(.service, existing, .write) {
+                return authorizer.denial(.service, existing, .write)
+            }
+            needed = (.service, name, verb == .get ? .read : .write)
+        case .check(let verb, let check, _):
+            var check = check
+            if let existing = state.check(CheckKey(node: check.node, checkID: check.checkID)) {
+                check.serviceID = existing.serviceID
+                check.serviceName = existing.serviceName
+            } else if !check.serviceID.isEmpty {
+                check.serviceName = state.instance(InstanceKey(node: check.node, id: check.serviceID))?.name ?? ""
+            }
+            if verb == .get { return authorizer.allowsCheckRead(check) ? nil : authorizer.denial(.node, check.node, .read) }
+            do { try authorizer.requireCheckWrite(check) } catch { return error.description }
+            return nil
+        case .deleteSession(let id):
+            needed = (.session, state.session(id)?.node ?? "", .write)
+        }
+        return authorizer.allows(needed.0, needed.1, needed.2) ? nil : authorizer.denial(needed.0, needed.1, needed.2)
     }
 }
 

@@ -35,7 +35,9 @@ struct DNSResolver {
     let settings: DNSSettings
 
     /// The answer to one question, read from `state`.
-    func answer(_ labels: [String], type: UInt16, state: borrowing RegistryState) -> DNSAnswer {
+    /// Services and nodes `authorizer` may not read are not answered.
+    func answer(_ labels: [String], type: UInt16, state: borrowing RegistryState,
+                authorizer: ACLAuthorizer = ACLResolver.unrestricted) -> DNSAnswer {
         let lowered = labels.map { $0.lowercased() }
         guard lowered.last == Self.domain else { return DNSAnswer(rcode: .refused) }
         var parts = Array(lowered.dropLast())
@@ -47,8 +49,8 @@ struct DNSResolver {
         }
         let kind = parts.removeLast()
         switch kind {
-        case "service": return service(parts, type: type, labels: labels, state: state)
-        case "node": return node(parts, type: type, labels: labels, state: state)
+        case "service": return service(parts, type: type, labels: labels, state: state, authorizer: authorizer)
+        case "node": return node(parts, type: type, labels: labels, state: state, authorizer: authorizer)
         case "addr": return address(parts, type: type, labels: labels)
         default: return negative()  // `.query.consul` (prepared queries) included: not kept here
         }
@@ -73,7 +75,8 @@ struct DNSResolver {
             refresh: 3600, retry: 600, expire: 86400, minimum: settings.soaMinTTL))
     }
 
-    private func service(_ parts: [String], type: UInt16, labels: [String], state: borrowing RegistryState) -> DNSAnswer {
+    private func service(_ parts: [String], type: UInt16, labels: [String], state: borrowing RegistryState,
+                         authorizer: ACLAuthorizer) -> DNSAnswer {
         let name: String, tag: String?
         switch parts.count {
         case 1:
@@ -88,6 +91,7 @@ struct DNSResolver {
             return negative()
         }
         let entries = state.healthEntries(service: name).filter { entry in
+            guard authorizer.allows(.service, entry.service.name, .read), authorizer.allows(.node, entry.node.name, .read) else { return false }
             guard tag.map({ wanted in entry.service.tags.contains { $0.lowercased() == wanted } }) ?? true else { return false }
             return !entry.checks.contains { $0.status == .critical || $0.status == .maintenance
                 || (settings.onlyPassing && $0.status != .passing) }
@@ -127,10 +131,12 @@ struct DNSResolver {
         return answer
     }
 
-    private func node(_ parts: [String], type: UInt16, labels: [String], state: borrowing RegistryState) -> DNSAnswer {
+    private func node(_ parts: [String], type: UInt16, labels: [String], state: borrowing RegistryState,
+                      authorizer: ACLAuthorizer) -> DNSAnswer {
         guard parts.count == 1 else { return negative() }
         let wanted = parts[0]
-        guard let node = state.node(wanted) ?? state.allNodes.first(where: { $0.name.lowercased() == wanted }) else {
+        guard let node = state.node(wanted) ?? state.allNodes.first(where: { $0.name.lowercased() == wanted }),
+              authorizer.allows(.node, node.name, .read) else {
             return negative()
         }
         var answer = DNSAnswer()

@@ -25,8 +25,8 @@ public final class DNSServer: Sendable {
     /// Binds UDP first (port 0 picks a free one) and then TCP on the same port. With port 0 the
     /// port UDP got may be taken for TCP: another is tried then, up to 8 times.
     public static func start(host: String, port: Int, catalog: Catalog, datacenter: String, settings: DNSSettings,
-                             group: any EventLoopGroup, logger: Logger) async throws -> DNSServer {
-        let responder = DNSResponder(catalog: catalog, resolver: DNSResolver(datacenter: datacenter, settings: settings))
+                             acl: ACLResolver, group: any EventLoopGroup, logger: Logger) async throws -> DNSServer {
+        let responder = DNSResponder(catalog: catalog, resolver: DNSResolver(datacenter: datacenter, settings: settings), acl: acl)
         var attempts = 1
         while true {
             do {
@@ -77,6 +77,8 @@ public final class DNSServer: Sendable {
 struct DNSResponder: Sendable {
     let catalog: Catalog
     let resolver: DNSResolver
+    /// Answers are limited to what the agent's `dns` token (else its `default`, else anonymous) may read.
+    let acl: ACLResolver
     let answers = DNSAnswerCache()
 
     /// The response bytes, or nil for input that is not a query (dropped, as resolvers drop it).
@@ -88,10 +90,14 @@ struct DNSResponder: Sendable {
         if query.qclass != 1 && query.qclass != 255 {
             answer = DNSAnswer(rcode: .notImplemented)
         } else {
-            let key = String(query.type) + " " + query.name.joined(separator: ".").lowercased()
+            let token = acl.agentToken("dns") ?? acl.agentToken("default") ?? ""
+            let key = String(query.type) + " " + query.name.joined(separator: ".").lowercased() + "\u{0}" + token
             answer = catalog.read { state in
                 if let cached = answers.lookup(key, index: state.index) { return cached }
-                let fresh = resolver.answer(query.name, type: query.type, state: state)
+                guard case .success(let authorizer) = acl.authorizer(secret: acl.agentToken("dns"), in: state) else {
+                    return DNSAnswer(rcode: .refused)
+                }
+                let fresh = resolver.answer(query.name, type: query.type, state: state, authorizer: authorizer)
                 answers.store(key, index: state.index, answer: fresh)
                 return fresh
             }
