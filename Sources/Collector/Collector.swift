@@ -42,11 +42,12 @@ public final class Collector: Service {
         let server = try await HTTPServer.start(host: settings.httpHost, port: settings.httpPort, group: group,
                                                 limits: HTTPLimits(maxBodySize: 64 << 20), responder: api, logger: logger)
         let port = server.localAddress.port!
-        let registry = ConsulClient(host: settings.registryHost, port: settings.registryPort, http: client)
+        let registry = ConsulClient(host: settings.registryHost, port: settings.registryPort, http: client, token: settings.registryToken)
         let advertised = ["0.0.0.0", "::"].contains(settings.httpHost) ? "127.0.0.1" : settings.httpHost
         let registration = Registration(registry: registry, logger: logger, body: registrationBody(address: advertised, port: port),
                                         instanceID: "\(WellKnownNames.collectorService)-\(port)")
         let discovery = TargetDiscovery(registryHost: settings.registryHost, port: settings.registryPort, http: client,
+                                        token: settings.registryToken,
                                         ignoredServices: [WellKnownNames.collectorService])
         onReady("trellis collector listening on http://\(HostPort.format(settings.httpHost, port)) (metrics /metrics, logs /loki/api/v1/push), "
                 + (settings.loki.map { "shipping logs to http://\(HostPort.format($0.host, $0.port))\($0.path)" } ?? "keeping logs in \(settings.dataDir)/logs"))

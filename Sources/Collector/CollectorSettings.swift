@@ -9,6 +9,8 @@ public struct CollectorSettings: Sendable {
     public var dataDir = "./collector-data"
     public var registryHost = "127.0.0.1"
     public var registryPort = 8500
+    /// The ACL token the collector presents to the registry, also on scrapes of the registry's `/metrics`.
+    public var registryToken: String?
     public var loki: LokiTarget?
     /// From the config's `loki` section, for a URL given on the command line.
     public var lokiTenant: String?

@@ -35,20 +35,37 @@ public struct ConsulClient: Sendable {
     private static let sharedHTTP = HTTPClient(group: MultiThreadedEventLoopGroup.singleton)
 
     /// A client of the registry at `address`, else `TRELLIS_ADDR`, else `CONSUL_HTTP_ADDR`, else
-    /// 127.0.0.1:8500, with the token of `CONSUL_HTTP_TOKEN` (the CLI's and `trellis up`'s way).
-    public init(address: String?, environment: [String: String] = ProcessInfo.processInfo.environment) {
+    /// 127.0.0.1:8500, with `token`, else the token of `CONSUL_HTTP_TOKEN` (the CLI's and `trellis up`'s way).
+    public init(address: String?, token: String? = nil, environment: [String: String] = ProcessInfo.processInfo.environment) {
         self.address = Self.resolveAddress(address, environment: environment)
         endpoint = HostPort.parseHTTP(self.address)
         http = Self.sharedHTTP
-        token = environment["CONSUL_HTTP_TOKEN"]
+        self.token = token ?? environment["CONSUL_HTTP_TOKEN"].flatMap { $0.isEmpty ? nil : $0 }
     }
 
-    /// A client of the registry at `host:port` over `http` (a daemon's own event loops).
-    public init(host: String, port: Int, http: HTTPClient) {
+    /// A client of the registry at `host:port` over `http` (a daemon's own event loops), sending `token`.
+    public init(host: String, port: Int, http: HTTPClient, token: String? = nil) {
         address = "http://" + HostPort.format(host, port)
         endpoint = (host, port)
         self.http = http
-        token = nil
+        self.token = token
+    }
+
+    /// The token a process uses: `explicit`, else the contents of `file`, else `CONSUL_HTTP_TOKEN`,
+    /// else the contents of `CONSUL_HTTP_TOKEN_FILE`, as Consul's tools look for one.
+    public static func resolveToken(_ explicit: String?, file: String?,
+                                    environment: [String: String] = ProcessInfo.processInfo.environment) throws -> String? {
+        func read(_ path: String) throws -> String {
+            guard let text = try? String(contentsOfFile: path, encoding: .utf8) else {
+                throw Failure.unreachable("cannot read the token file \(path)")
+            }
+            return text.trimmingCharacters(in: .whitespacesAndNewlines)
+        }
+        if let explicit, !explicit.isEmpty { return explicit }
+        if let file, !file.isEmpty { return try read(file) }
+        if let token = environment["CONSUL_HTTP_TOKEN"], !token.isEmpty { return token }
+        if let file = environment["CONSUL_HTTP_TOKEN_FILE"], !file.isEmpty { return try read(file) }
+        return nil
     }
 
     /// Resolves the registry address: explicit value, else `TRELLIS_ADDR`, else `CONSUL_HTTP_ADDR`, else 127.0.0.1:8500.

@@ -36,7 +36,8 @@ public final class Sidecar: Service {
             reactor.stop()
             controlGroup.shutdownGracefully { _ in }
         }
-        let registry = ConsulClient(host: settings.registryHost, port: settings.registryPort, http: HTTPClient(group: controlGroup))
+        let registry = ConsulClient(host: settings.registryHost, port: settings.registryPort, http: HTTPClient(group: controlGroup),
+                                    token: settings.registryToken)
         let localPort = try Self.localServicePort(settings.localPort)
         let forwarder = settings.shipLogs ? LogForwarder(service: settings.service, metrics: metrics) : nil
         let sink = OutputSink(forwarder: forwarder)

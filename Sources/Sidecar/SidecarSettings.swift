@@ -17,6 +17,8 @@ public struct SidecarSettings: Sendable {
     public var adminPort = 0
     public var registryHost = "127.0.0.1"
     public var registryPort = 8500
+    /// The ACL token the sidecar presents to the registry (`X-Consul-Token`).
+    public var registryToken: String?
     public var tags: [String] = []
     public var meta: [String: String] = [:]
     /// Policy from `--policy`; a policy in the registry KV replaces it while present.

@@ -10,7 +10,7 @@ struct ServicesCommand: AsyncParsableCommand {
     @OptionGroup var options: RegistryOption
 
     func run() async throws {
-        let client = ConsulClient(address: options.registry)
+        let client = try options.client()
         let (services, _) = try await CLI.call { try await client.json("GET", "/v1/catalog/services") }
         var rows = [["SERVICE", "INSTANCES", "PASSING", "WARNING", "CRITICAL", "TAGS"]]
         for (name, tags) in services.objectValue?.pairs ?? [] {
@@ -35,7 +35,7 @@ struct HealthCommand: AsyncParsableCommand {
     @Flag(name: .long, help: "Only instances whose checks all pass.") var passing = false
 
     func run() async throws {
-        let client = ConsulClient(address: options.registry)
+        let client = try options.client()
         let path = "/v1/health/service/\(URLPath.escape(service))" + (passing ? "?passing" : "")
         let items = try await CLI.call { try await client.decode([ServiceHealth].self, "GET", path) }
         if items.isEmpty {
@@ -66,7 +66,7 @@ struct RegisterCommand: AsyncParsableCommand {
 
     func run() async throws {
         let definitions = try ServiceFile.load(path: file)
-        let client = ConsulClient(address: options.registry)
+        let client = try options.client()
         for definition in definitions {
             _ = try await CLI.call { try await client.json("PUT", "/v1/agent/service/register", body: definition.serialized()) }
             let name = definition.objectValue?.field("Name")?.stringValue ?? "?"
@@ -82,7 +82,7 @@ struct DeregisterCommand: AsyncParsableCommand {
     @Argument(help: "Service ID.") var id: String
 
     func run() async throws {
-        let client = ConsulClient(address: options.registry)
+        let client = try options.client()
         _ = try await CLI.call { try await client.json("PUT", "/v1/agent/service/deregister/\(URLPath.escape(id))") }
         print("deregistered service \"\(id)\"")
     }

@@ -21,6 +21,8 @@ struct CollectorCommand: AsyncParsableCommand {
     var dataDir = "./collector-data"
     @Option(name: .long, help: "Registry HOST:PORT (default: $TRELLIS_ADDR, $CONSUL_HTTP_ADDR, 127.0.0.1:8500).")
     var registry: String?
+
+    @OptionGroup var token: TokenOption
     @Option(name: .long, help: "Loki base URL (http://HOST:3100) to ship logs to.")
     var lokiURL: String?
     @Option(name: .long, help: "Tenant sent to Loki as X-Scope-OrgID.")
@@ -44,6 +46,7 @@ struct CollectorCommand: AsyncParsableCommand {
         (settings.httpHost, settings.httpPort) = (host, port)
         settings.dataDir = dataDir
         (settings.registryHost, settings.registryPort) = try RegistryOption.hostPort(registry)
+        settings.registryToken = try token.resolve()
         if let lokiURL {
             guard let format = lokiFormat.map(LokiTarget.Format.init) ?? settings.lokiFormat else {
                 throw ValidationError("--loki-format must be protobuf or json")

@@ -31,7 +31,7 @@ struct IntentionCreate: AsyncParsableCommand {
     @OptionGroup var pair: IntentionPair
 
     func run() async throws {
-        let client = ConsulClient(address: options.registry)
+        let client = try options.client()
         let (source, destination) = (pair.source, pair.destination)
         let path = "/v1/connect/intentions/exact?" + pair.query
         if !replace {
@@ -58,7 +58,7 @@ struct IntentionDelete: AsyncParsableCommand {
     @OptionGroup var pair: IntentionPair
 
     func run() async throws {
-        let client = ConsulClient(address: options.registry)
+        let client = try options.client()
         let (status, _, body) = try await CLI.call { try await client.send("DELETE", "/v1/connect/intentions/exact?" + pair.query) }
         try CLI.check(status, body)
         print("Intention deleted.")
@@ -70,7 +70,7 @@ struct IntentionList: AsyncParsableCommand {
     @OptionGroup var options: RegistryOption
 
     func run() async throws {
-        let client = ConsulClient(address: options.registry)
+        let client = try options.client()
         let (status, _, body) = try await CLI.call { try await client.send("GET", "/v1/connect/intentions") }
         try CLI.check(status, body)
         let intentions = (try? JSON.parse(body).arrayValue) ?? []
@@ -89,7 +89,7 @@ struct IntentionCheck: AsyncParsableCommand {
     @OptionGroup var pair: IntentionPair
 
     func run() async throws {
-        let client = ConsulClient(address: options.registry)
+        let client = try options.client()
         let (status, _, body) = try await CLI.call { try await client.send("GET", "/v1/connect/intentions/check?" + pair.query) }
         try CLI.check(status, body)
         guard let allowed = (try? JSON.parse(body))?["Allowed"]?.boolValue else { CLI.fail("error: unexpected answer: \(body)") }

@@ -22,7 +22,7 @@ struct KVGet: AsyncParsableCommand {
     @Option(name: consulFlag("separator"), help: "With -keys, roll keys up at this separator.") var separator = "/"
 
     func run() async throws {
-        let client = ConsulClient(address: options.registry)
+        let client = try options.client()
         let path = "/v1/kv/\(URLPath.escape(key, keepingSlashes: true))"
         if keys {
             let (status, _, body) = try await CLI.call { try await client.send("GET", path + "?keys&separator=\(URLPath.escape(separator, keepingSlashes: true))") }
@@ -58,7 +58,7 @@ struct KVPut: AsyncParsableCommand {
         let bytes: [UInt8] = value == "-" ? [UInt8](FileHandle.standardInput.readDataToEndOfFile()) : Array((value ?? "").utf8)
         var query = ["flags=\(flags)"]
         if cas { query.append("cas=\(modifyIndex)") }
-        let client = ConsulClient(address: options.registry)
+        let client = try options.client()
         let (status, _, body) = try await CLI.call {
             try await client.send("PUT", "/v1/kv/\(URLPath.escape(key, keepingSlashes: true))?" + query.joined(separator: "&"), body: bytes)
         }
@@ -83,7 +83,7 @@ struct KVDelete: AsyncParsableCommand {
         var query: [String] = []
         if recurse { query.append("recurse") }
         if cas { query.append("cas=\(modifyIndex)") }
-        let client = ConsulClient(address: options.registry)
+        let client = try options.client()
         let (status, _, body) = try await CLI.call {
             try await client.send("DELETE", "/v1/kv/\(URLPath.escape(key, keepingSlashes: true))" + (query.isEmpty ? "" : "?" + query.joined(separator: "&")))
         }
@@ -101,7 +101,7 @@ struct KVExport: AsyncParsableCommand {
     @Argument(help: "Prefix (all keys when omitted).") var prefix: String = ""
 
     func run() async throws {
-        let client = ConsulClient(address: options.registry)
+        let client = try options.client()
         let (status, _, body) = try await CLI.call { try await client.send("GET", "/v1/kv/\(URLPath.escape(prefix, keepingSlashes: true))?recurse") }
         var items: [JSON] = []
         if status != 404 {
@@ -130,7 +130,7 @@ struct KVImport: AsyncParsableCommand {
         } catch let error as JSONParseError {
             throw ValidationError("\(file): \(error)")
         }
-        let client = ConsulClient(address: options.registry)
+        let client = try options.client()
         for item in items {
             guard let key = item["key"]?.stringValue, let value = Base64.decode(item["value"]?.stringValue ?? "") else {
                 throw ValidationError("\(file): every item needs \"key\" and a base64 \"value\"")
@@ -151,7 +151,7 @@ struct KVWatch: AsyncParsableCommand {
     @Argument(help: "Prefix to watch.") var prefix: String = ""
 
     func run() async throws {
-        let client = ConsulClient(address: options.registry)
+        let client = try options.client()
         var index: UInt64 = 0
         var known: [String: UInt64] = [:]
         var first = true

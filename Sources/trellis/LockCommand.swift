@@ -19,7 +19,7 @@ struct LockCommand: AsyncParsableCommand {
     }
 
     func run() async throws {
-        let client = ConsulClient(address: options.registry)
+        let client = try options.client()
         let key = "/v1/kv/\(URLPath.escape(prefix, keepingSlashes: true))/.lock"
         let sessionBody = #"{"Name":"trellis lock \#(prefix)","TTL":"15s","Behavior":"release"}"#
         let (created, _) = try await CLI.call { try await client.json("PUT", "/v1/session/create", body: Array(sessionBody.utf8)) }

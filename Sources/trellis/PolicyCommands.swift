@@ -39,7 +39,7 @@ struct PolicyApply: AsyncParsableCommand {
         guard let target = service ?? policy.service, !target.isEmpty else {
             CLI.fail("error: \(file): say which service the policy is for (`service:` in the file or --service)")
         }
-        let client = ConsulClient(address: options.registry)
+        let client = try options.client()
         let (status, _, body) = try await CLI.call {
             try await client.send("PUT", SidecarPolicy.kvPath(for: target), body: Array(text.utf8))
         }
@@ -54,7 +54,7 @@ struct PolicyGet: AsyncParsableCommand {
     @Argument(help: "Service name.") var service: String
 
     func run() async throws {
-        let client = ConsulClient(address: options.registry)
+        let client = try options.client()
         let (status, _, body) = try await CLI.call { try await client.send("GET", SidecarPolicy.kvPath(for: service) + "?raw") }
         if status == 404 { CLI.fail("no policy stored for \(service) (sidecars use their --policy file or the defaults)") }
         try CLI.check(status, body)

@@ -21,6 +21,7 @@ struct SidecarCommand: AsyncParsableCommand {
     @Option(name: .long, help: "Port of a service run by someone else (without a command).") var localPort: Int?
     @Option(name: .long, help: "Admin port (/metrics, /ready, /config, /clusters); default: a free one.") var adminPort: Int = 0
     @Option(name: .long, help: "Registry HOST:PORT (default: $TRELLIS_ADDR, $CONSUL_HTTP_ADDR, 127.0.0.1:8500).") var registry: String?
+    @OptionGroup var token: TokenOption
     @Option(name: .long, help: "Address to register and bind the public and admin listeners on.") var address = "127.0.0.1"
     @Option(name: .long, help: "Instance id (default: <service>-<port>, or <service>-<address>-<port> off loopback).") var id: String?
     @Option(name: .long, parsing: .singleValue, help: "Tag to register; repeatable.") var tag: [String] = []
@@ -89,6 +90,7 @@ struct SidecarCommand: AsyncParsableCommand {
             settings.meta[String(item[..<eq])] = String(item[item.index(after: eq)...])
         }
         (settings.registryHost, settings.registryPort) = try RegistryOption.hostPort(registry)
+        settings.registryToken = try token.resolve()
         if let policy {
             do { settings.filePolicy = try PolicyParser.read(file: policy).policy } catch { throw ValidationError("\(error)") }
         }

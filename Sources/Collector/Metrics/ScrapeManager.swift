@@ -77,6 +77,7 @@ public final class ScrapeManager: Sendable {
         headers.add(name: "Accept-Encoding", value: "gzip")
         headers.add(name: "User-Agent", value: "trellis-collector")
         headers.add(name: "X-Prometheus-Scrape-Timeout-Seconds", value: String(settings.timeout.seconds))
+        if let token = target.token { headers.add(name: "X-Consul-Token", value: token) }
         func failed(_ error: String) -> ScrapeResult {
             ScrapeResult(families: [], up: false, durationSeconds: started.duration(to: .now).seconds,
                          samplesScraped: 0, error: error, time: Date())

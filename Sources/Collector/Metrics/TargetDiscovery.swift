@@ -11,6 +11,8 @@ public struct ScrapeTarget: Hashable, Sendable {
     public var path: String
     /// `job`, `instance`, `service` and any static extras.
     public var labels: [Label]
+    /// Sent as `X-Consul-Token` (the registry's own `/metrics` under ACLs).
+    public var token: String?
 
     public init(host: String, port: Int, path: String, job: String, instance: String, service: String?, extra: [Label] = []) {
         self.host = host
@@ -37,10 +39,12 @@ public struct TargetDiscovery: Sendable {
     let ignoredServices: Set<String>
 
     /// Discovers through the registry at `host:port`.
-    public init(registryHost host: String, port: Int, http: HTTPClient, ignoredServices: Set<String>) {
-        registry = ConsulClient(host: host, port: port, http: http)
-        registryTarget = ScrapeTarget(host: host, port: port, path: "/metrics", job: "trellis-registry",
-                                      instance: HostPort.format(host, port), service: "trellis-registry")
+    public init(registryHost host: String, port: Int, http: HTTPClient, token: String? = nil, ignoredServices: Set<String>) {
+        registry = ConsulClient(host: host, port: port, http: http, token: token)
+        var target = ScrapeTarget(host: host, port: port, path: "/metrics", job: "trellis-registry",
+                                  instance: HostPort.format(host, port), service: "trellis-registry")
+        target.token = token
+        registryTarget = target
         self.ignoredServices = ignoredServices
     }
 
