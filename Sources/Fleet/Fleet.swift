@@ -30,6 +30,9 @@ public final class Fleet: Sendable {
     public let instances: [Instance]
     private let registry: ChildProcess
     private let collector: ChildProcess
+    /// With ACLs on: the management token and the file that holds it (named in `endpoints.env`).
+    public let managementTokenFile: String?
+    let managementToken: String?
 
     public var registryAddress: String { "127.0.0.1:\(registryPort)" }
     public var collectorAddress: String { "127.0.0.1:\(collectorPort)" }
@@ -59,15 +62,20 @@ public final class Fleet: Sendable {
             let registryAddress = "127.0.0.1:\(ports.registry)"
             let dns = ports.dns.map { ["--dns-addr", "127.0.0.1:\($0)"] } ?? []
             // Every process of the fleet reaches the registry from 127.0.0.1: no per-client connection cap.
+            let acl = topology.acl ? try FleetACL(dataDirectory: data) : nil
             let registry = try launch("registry", ["registry", "--http-addr", registryAddress, "--data-dir", "\(data)/registry",
-                                                   "--log-format", "json", "--http-max-conns-per-client", "0"] + dns,
+                                                   "--log-format", "json", "--http-max-conns-per-client", "0"]
+                                                  + dns + (acl?.registryArguments ?? []),
                                       in: "\(data)/registry")
             try await waitUntilAnswering(registryAddress, "/v1/status/leader", process: registry)
-            logger.info("registry up", metadata: ["address": "\(registryAddress)"])
-            try await applyPolicies(topology, registry: registryAddress)
+            logger.info("registry up", metadata: ["address": "\(registryAddress)", "acl": "\(acl == nil ? "off" : "default deny")"])
+            let management = ConsulClient(address: registryAddress, token: acl?.managementToken)
+            try await applyPolicies(topology, registry: management)
+            if let acl, ports.dns != nil { try await acl.enableDNS(registry: registryAddress) }
 
             var collectorArguments = ["collector", "--http-addr", "127.0.0.1:\(ports.collector)", "--data-dir", "\(data)/collector",
                                       "--registry", registryAddress, "--log-format", "json"]
+            if let acl { collectorArguments += ["--token-file", try await acl.collectorToken(registry: registryAddress)] }
             if let config = topology.collectorConfig { collectorArguments += ["--config", config] }
             let collector = try launch("collector", collectorArguments, in: "\(data)/collector")
             try await waitUntilAnswering("127.0.0.1:\(ports.collector)", "/ready", process: collector)
@@ -77,6 +85,7 @@ public final class Fleet: Sendable {
             for (service, replicaPorts) in zip(topology.services, ports.replicas) {
                 let directory = "\(data)/services/\(service.name)"
                 try FileManager.default.createDirectory(atPath: directory, withIntermediateDirectories: true)
+                let tokenFile = try await acl?.sidecarToken(service.name, registry: registryAddress)
                 for (index, (port, admin)) in replicaPorts.enumerated() {
                     let id = "\(service.name)-\(index + 1)"
                     var arguments = ["sidecar", "--service", service.name, "--id", id, "--port", String(port), "--admin-port", String(admin),
@@ -87,13 +96,15 @@ public final class Fleet: Sendable {
                     arguments += service.meta.flatMap { ["--meta", "\($0.key)=\($0.value)"] }
                     if let path = service.healthPath { arguments += ["--health-path", path] }
                     arguments += ["--mtls", service.mtls]
+                    if let tokenFile { arguments += ["--token-file", tokenFile] }
                     arguments += ["--"] + service.command
                     instances.append(Instance(service: service.name, id: id, port: port, adminPort: admin,
                                               process: try launch(id, arguments, in: directory)))
                 }
             }
             return Fleet(topology: topology, registryPort: ports.registry, collectorPort: ports.collector, dnsPort: ports.dns,
-                         instances: instances, registry: registry, collector: collector)
+                         instances: instances, registry: registry, collector: collector, managementTokenFile: acl?.managementTokenFile,
+                         managementToken: acl?.managementToken)
         } catch {
             for child in started.reversed() { await child.stop(grace: .seconds(5)) }
             throw error
@@ -101,7 +112,9 @@ public final class Fleet: Sendable {
     }
 
     private init(topology: Topology, registryPort: Int, collectorPort: Int, dnsPort: Int?, instances: [Instance],
-                 registry: ChildProcess, collector: ChildProcess) {
+                 registry: ChildProcess, collector: ChildProcess, managementTokenFile: String?, managementToken: String?) {
+        self.managementTokenFile = managementTokenFile
+        self.managementToken = managementToken
         self.topology = topology
         self.registryPort = registryPort
         self.collectorPort = collectorPort
@@ -133,7 +146,8 @@ public final class Fleet: Sendable {
         let deadline = ContinuousClock.now + timeout
         var missing = instances.map(\.id)
         while !missing.isEmpty && ContinuousClock.now < deadline && !Task.isCancelled {
-            let health = await RegistryHealth.fetch(registry: registryAddress, services: topology.services.map(\.name))
+            let health = await RegistryHealth.fetch(registry: registryAddress, token: managementToken,
+                                                    services: topology.services.map(\.name))
             missing = instances.map(\.id).filter { health[$0] != .passing }
             if !missing.isEmpty { try? await Task.sleep(for: .milliseconds(250)) }
         }
@@ -143,6 +157,7 @@ public final class Fleet: Sendable {
     /// Lines for a shell to source: where the registry, the collector and each service answer.
     public func endpointsFile() -> String {
         var lines = ["TRELLIS_ADDR=\(registryAddress)", "CONSUL_HTTP_ADDR=\(registryAddress)", "TRELLIS_COLLECTOR_ADDR=\(collectorAddress)"]
+        if let managementTokenFile { lines.append("CONSUL_HTTP_TOKEN_FILE=\(managementTokenFile)") }
         if let dnsPort { lines.append("TRELLIS_DNS_ADDR=127.0.0.1:\(dnsPort)") }
         for service in topology.services {
             guard let first = instances.first(where: { $0.service == service.name }) else { continue }
@@ -152,8 +167,7 @@ public final class Fleet: Sendable {
         return lines.joined(separator: "\n") + "\n"
     }
 
-    private static func applyPolicies(_ topology: Topology, registry: String) async throws {
-        let client = ConsulClient(address: registry)
+    private static func applyPolicies(_ topology: Topology, registry client: ConsulClient) async throws {
         for service in topology.services {
             guard let text = service.policyText else { continue }
             let (status, _, body) = try await client.send("PUT", SidecarPolicy.kvPath(for: service.name), body: Array(text.utf8))

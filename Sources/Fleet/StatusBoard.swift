@@ -6,8 +6,8 @@ import TrellisHTTP
 
 /// Instance health as the registry sees it, by instance id.
 enum RegistryHealth {
-    static func fetch(registry: String, services: [String]) async -> [String: HealthStatus] {
-        let client = ConsulClient(address: registry)
+    static func fetch(registry: String, token: String?, services: [String]) async -> [String: HealthStatus] {
+        let client = ConsulClient(address: registry, token: token)
         var health: [String: HealthStatus] = [:]
         for service in services {
             guard let (status, _, body) = try? await client.send("GET", "/v1/health/service/\(URLPath.escape(service))", timeout: 2),
@@ -52,7 +52,8 @@ public final class StatusBoard: Sendable {
         var shown: [String: Row] = [:]
         var drawnLines = 0
         while !Task.isCancelled {
-            let health = await RegistryHealth.fetch(registry: fleet.registryAddress, services: fleet.topology.services.map(\.name))
+            let health = await RegistryHealth.fetch(registry: fleet.registryAddress, token: fleet.managementToken,
+                                                    services: fleet.topology.services.map(\.name))
             var rows: [String: Row] = [:]
             for instance in fleet.instances {
                 let now = ContinuousClock.now

@@ -34,6 +34,8 @@ public struct Topology: Sendable {
     public var dataDir: String
     /// Fixed ports; nil picks a free one.
     public var registryPort: Int?
+    /// Whether the registry runs with ACLs default-deny, each process holding only its own rights.
+    public var acl = true
     public var collectorPort: Int?
     public var collectorConfig: String?
     public var services: [Service]
@@ -50,8 +52,9 @@ public struct Topology: Sendable {
     public static func parse(_ yaml: String, relativeTo base: String) throws(ConfigError) -> Topology {
         let root = try ConfigReader(yaml: yaml, allowed: ["data_dir", "registry", "collector", "services"])
         var topology = Topology(dataDir: try root.string("data_dir") ?? ".trellis", services: [])
-        if let registry = try root.map("registry", allowed: ["port"]) {
+        if let registry = try root.map("registry", allowed: ["port", "acl"]) {
             topology.registryPort = try port(registry)
+            topology.acl = try registry.bool("acl") ?? true
         }
         if let collector = try root.map("collector", allowed: ["port", "config"]) {
             topology.collectorPort = try port(collector)
