@@ -1,8 +1,10 @@
 """py-consul's root conftest, with its Docker-started Consul replaced by the real `trellis registry`.
 
 Every test gets a fresh registry on a free loopback port and its own data directory, started as
-the suite starts Consul (`enable_script_checks` on). ACL tests are skipped: the registry does not
-enforce ACLs yet.
+the suite starts Consul (`enable_script_checks` on). ACL tests get a registry with ACLs enabled and
+an initial management token, as the suite configures Consul. With `TRELLIS_ACL_DEFAULT_DENY=1`
+every other test runs against a default-deny registry with the management token in
+`CONSUL_HTTP_TOKEN` (which py-consul's client reads).
 """
 
 from __future__ import annotations
@@ -14,6 +16,7 @@ import socket
 import subprocess
 import tempfile
 import time
+import uuid
 
 import pytest
 import requests
@@ -41,12 +44,12 @@ def _free_port() -> int:
     raise OSError("no free port")
 
 
-def _start_registry():
+def _start_registry(acl_flags=()):
     data = tempfile.mkdtemp(prefix="py-consul-")
     port = _free_port()
     process = subprocess.Popen(
         [TRELLIS, "registry", "--http-addr", f"127.0.0.1:{port}", "--data-dir", data, "--node", "trellis-py-consul",
-         "--enable-script-checks", "--log-level", "error"],
+         "--enable-script-checks", "--log-level", "error", *acl_flags],
         stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
     deadline = time.time() + 10
     while time.time() < deadline:
@@ -59,19 +62,38 @@ def _start_registry():
     raise TimeoutError("trellis registry did not answer")
 
 
-@pytest.fixture(params=["trellis"])
-def consul_instance(request):
-    process, port, data = _start_registry()
-    version = requests.get(f"http://127.0.0.1:{port}/v1/agent/self", timeout=5).json()["Config"]["Version"]
-    yield ConsulInstance(process, port, version)
+def _stop(process, data):
     process.kill()
     process.wait()
     shutil.rmtree(data, ignore_errors=True)
 
 
 @pytest.fixture(params=["trellis"])
+def consul_instance(request):
+    if os.environ.get("TRELLIS_ACL_DEFAULT_DENY") == "1":
+        token = uuid.uuid4().hex
+        process, port, data = _start_registry(
+            ["--acl-enabled", "--acl-default-policy", "deny", "--acl-initial-management-token", token])
+        os.environ["CONSUL_HTTP_TOKEN"] = token
+    else:
+        token = None
+        process, port, data = _start_registry()
+    headers = {"X-Consul-Token": token} if token else {}
+    version = requests.get(f"http://127.0.0.1:{port}/v1/agent/self", headers=headers, timeout=5).json()["Config"]["Version"]
+    yield ConsulInstance(process, port, version)
+    os.environ.pop("CONSUL_HTTP_TOKEN", None)
+    _stop(process, data)
+
+
+@pytest.fixture(params=["trellis"])
 def acl_consul_instance(request):
-    pytest.skip("the registry does not enforce ACLs yet")
+    """As the suite's Consul: ACLs enabled (default policy allow) with an initial management token."""
+    token = uuid.uuid4().hex
+    process, port, data = _start_registry(["--acl-enabled", "--acl-initial-management-token", token])
+    version = requests.get(f"http://127.0.0.1:{port}/v1/agent/self", headers={"X-Consul-Token": token},
+                           timeout=5).json()["Config"]["Version"]
+    yield ConsulInstance(process, port, version), token
+    _stop(process, data)
 
 
 @pytest.fixture

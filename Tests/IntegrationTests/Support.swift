@@ -21,11 +21,13 @@ func temporaryDirectory(_ test: XCTestCase) throws -> String {
     return dir
 }
 
-/// Runs `executable` to its end; returns its exit status and everything it wrote (stdout and stderr).
-func runToEnd(_ executable: String, _ arguments: [String]) throws -> (status: Int32, output: String) {
+/// Runs `executable` to its end, with `environment` added to this process's; returns its exit
+/// status and everything it wrote (stdout and stderr).
+func runToEnd(_ executable: String, _ arguments: [String], environment: [String: String] = [:]) throws -> (status: Int32, output: String) {
     let process = Process()
     process.executableURL = URL(fileURLWithPath: executable)
     process.arguments = arguments
+    process.environment = ProcessInfo.processInfo.environment.merging(environment) { $1 }
     let pipe = Pipe()
     process.standardOutput = pipe
     process.standardError = pipe

@@ -58,9 +58,10 @@ final class BlockingQuery: @unchecked Sendable {
     // Touched only on `loop`.
     private var tokens: [WatchHub.Token] = []
     private var done = false
-    /// The body the client already has when its answer left out what its token may not read: a
-    /// change the token cannot see renders the same body and does not end the wait.
-    private var filteredBody: ByteBuffer?
+    /// The body the client already has (rendered when the query parked): an answer that leaves out
+    /// what the token may not read and renders that same body changed nothing the token can see,
+    /// and does not end the wait.
+    private var parkedBody: ByteBuffer?
 
     /// What the client already has: an index (`?index=`) or a content hash (`?hash=`).
     enum Version {
@@ -164,9 +165,7 @@ final class BlockingQuery: @unchecked Sendable {
         guard !done else { return }
         let first = snapshot()
         if changed(first) { return finish(first) }
-        if filteredBody == nil, first.response.headers.contains(name: ConsulHeaders.filteredByACLs) {
-            filteredBody = first.response.body
-        }
+        if acl != nil, parkedBody == nil { parkedBody = first.response.body }
         for token in tokens { catalog.hub.cancel(token) }
         tokens = ([key] + (acl == nil ? [] : [WatchKey.acl])).map { key in
             catalog.hub.wait(on: key, loop: loop) { self.evaluate() }
@@ -177,7 +176,8 @@ final class BlockingQuery: @unchecked Sendable {
 
     private func changed(_ snapshot: Snapshot) -> Bool {
         if snapshot.response.status != .ok && snapshot.response.status != .notFound { return true }
-        if let filteredBody, snapshot.response.body == filteredBody { return false }
+        if let parkedBody, snapshot.response.headers.contains(name: ConsulHeaders.filteredByACLs),
+           snapshot.response.body == parkedBody { return false }
         return switch wanted {
         case .index(let index): snapshot.index != index
         case .hash(let hash): snapshot.response.headers.first(name: ConsulHeaders.contentHash) != hash
