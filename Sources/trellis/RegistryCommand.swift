@@ -59,6 +59,9 @@ struct RegistryCommand: AsyncParsableCommand {
     @Option(name: .long, help: "File holding the secret of the initial management token.")
     var aclInitialManagementTokenFile: String?
 
+    @Option(name: .long, help: "Token of requests that carry none, instead of the anonymous token (Consul's acl.tokens.default).")
+    var aclDefaultToken: String?
+
     @Option(name: .long, help: "Serve Consul's DNS interface on HOST:PORT, UDP and TCP (port 0 picks a free one). Off unless given.")
     var dnsAddr: String?
 
@@ -92,7 +95,7 @@ struct RegistryCommand: AsyncParsableCommand {
     @Option(name: .long, help: "Log format: json, text, or auto (json unless stderr is a terminal).")
     var logFormat: LogSetup.Format = .auto
 
-    @Option(name: .long, help: "YAML file with the same settings in snake_case (http_addr, data_dir, store, etcd_endpoints, etcd_prefix, node, node_id, node_meta, enable_script_checks, default_intention_policy, acl.enabled, acl.default_policy, acl.tokens.initial_management, dns_addr, dns_config, addresses.http, ports.https, cert_file, key_file, datacenter, log_level, service, services, request_headers_timeout, request_body_timeout, idle_timeout) and Consul's limits.http_max_conns_per_client and http_config.max_header_bytes; flags win.")
+    @Option(name: .long, help: "YAML file with the same settings in snake_case (http_addr, data_dir, store, etcd_endpoints, etcd_prefix, node, node_id, node_meta, enable_script_checks, default_intention_policy, acl.enabled, acl.default_policy, acl.tokens.initial_management, acl.tokens.default, dns_addr, dns_config, addresses.http, ports.https, cert_file, key_file, datacenter, log_level, service, services, request_headers_timeout, request_body_timeout, idle_timeout) and Consul's limits.http_max_conns_per_client and http_config.max_header_bytes; flags win.")
     var config: String?
 
     static let configKeys: Set<String> = ["http_addr", "data_dir", "store", "etcd_endpoints", "etcd_prefix", "node", "node_id",
@@ -111,7 +114,9 @@ struct RegistryCommand: AsyncParsableCommand {
             guard policy == "allow" || policy == "deny" else { throw ValidationError("acl.default_policy must be allow or deny, got \"\(policy)\"") }
             acl.defaultAllows = policy == "allow"
         }
-        var token = try aclInitialManagementToken ?? block?.map("tokens", allowed: ["initial_management"])?.string("initial_management")
+        let tokens = try block?.map("tokens", allowed: ["initial_management", "default"])
+        acl.defaultToken = try aclDefaultToken ?? tokens?.string("default")
+        var token = try aclInitialManagementToken ?? tokens?.string("initial_management")
         if token == nil, let path = aclInitialManagementTokenFile {
             guard let text = try? String(contentsOfFile: path, encoding: .utf8) else {
                 throw ValidationError("cannot read the initial management token file \(path)")

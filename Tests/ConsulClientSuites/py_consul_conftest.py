@@ -4,7 +4,8 @@ Every test gets a fresh registry on a free loopback port and its own data direct
 the suite starts Consul (`enable_script_checks` on). ACL tests get a registry with ACLs enabled and
 an initial management token, as the suite configures Consul. With `TRELLIS_ACL_DEFAULT_DENY=1`
 every other test runs against a default-deny registry with the management token in
-`CONSUL_HTTP_TOKEN` (which py-consul's client reads).
+`CONSUL_HTTP_TOKEN` (which py-consul's client reads) and as the agent's default token
+(`acl.tokens.default`), which answers the calls py-consul makes without a token.
 """
 
 from __future__ import annotations
@@ -73,7 +74,8 @@ def consul_instance(request):
     if os.environ.get("TRELLIS_ACL_DEFAULT_DENY") == "1":
         token = uuid.uuid4().hex
         process, port, data = _start_registry(
-            ["--acl-enabled", "--acl-default-policy", "deny", "--acl-initial-management-token", token])
+            ["--acl-enabled", "--acl-default-policy", "deny", "--acl-initial-management-token", token,
+             "--acl-default-token", token])
         os.environ["CONSUL_HTTP_TOKEN"] = token
     else:
         token = None

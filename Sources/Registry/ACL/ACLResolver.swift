@@ -10,6 +10,8 @@ public struct ACLSettings: Sendable {
     public var defaultAllows = true
     /// `acl.tokens.initial_management`: a management token created with this secret on start.
     public var initialManagementToken: String?
+    /// `acl.tokens.default`: the token of requests that carry none (else the anonymous token).
+    public var defaultToken: String?
 
     public init() {}
 }
@@ -47,6 +49,7 @@ public final class ACLResolver: Sendable {
     init(settings: ACLSettings, datacenter: String) {
         self.settings = settings
         self.datacenter = datacenter
+        if let token = settings.defaultToken { setAgentToken("default", token) }
     }
 
     /// Everything allowed: the authorizer of every request while ACLs are disabled.

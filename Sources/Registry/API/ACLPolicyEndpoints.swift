@@ -279,6 +279,54 @@ extension ConsulAPI {
         }
     }
 
+    // MARK: Templated policies
+
+    /// `GET /v1/acl/templated-policies`: every template by name.
+    func aclTemplatedPolicyList(_ context: Context) -> EventLoopFuture<HTTPResponse> {
+        if let refused = aclDisabled(context) ?? refusal(context, .acl, "", .read) { return refused }
+        let all = JSONObject(ACLTemplatedPolicy.templates.map { ($0, Self.templateJSON($0)) })
+        return immediate(json(.object(all), context), context)
+    }
+
+    /// `GET /v1/acl/templated-policy/name/:name` and `POST /v1/acl/templated-policy/preview/:name`.
+    func aclTemplatedPolicy(_ context: Context) -> EventLoopFuture<HTTPResponse> {
+        if let refused = aclDisabled(context) ?? refusal(context, .acl, "", .read) { return refused }
+        let preview = context.rest.hasPrefix("preview/")
+        let name = String(context.rest.dropFirst(preview ? "preview/".count : "name/".count))
+        guard (preview ? context.request.method == .POST : context.request.method == .GET) && (preview || context.rest.hasPrefix("name/")) else {
+            return immediate(.text(.notFound, "404 page not found"), context)
+        }
+        guard ACLTemplatedPolicy.templates.contains(name) else {
+            return immediate(.text(.notFound, "no such ACL templated policy with name \"\(name)\""), context)
+        }
+        guard preview else { return immediate(json(Self.templateJSON(name), context), context) }
+        var template = ACLTemplatedPolicy(templateName: name)
+        do {
+            template.name = context.request.bodyBytes.isEmpty ? "" : try decodeBody(context).string("Name") ?? ""
+        } catch { return decodeFailed(error, context) }
+        if template.needsName && !ACLJSON.isValidServiceName(template.name) {
+            return badRequest("templated policy \"\(name)\" needs a valid Name", context)
+        }
+        var policy = ACLPolicy()
+        policy.rules = template.rules(datacenter: identity.datacenter) ?? ""
+        let digest = ACLJSON.hash([policy.rules]).utf8.reduce(into: "") { $0 += String($1, radix: 16) }
+        policy.id = String(digest.prefix(32))
+        policy.name = "synthetic-policy-" + policy.id
+        policy.description = "synthetic policy generated from templated policy: \(name)"
+        return immediate(json(ACLJSON.policy(policy), context), context)
+    }
+
+    private static func templateJSON(_ name: String) -> JSON {
+        let template = ACLTemplatedPolicy(templateName: name, name: "{{.Name}}")
+        let schema = template.needsName
+            ? #"{"type":"object","properties":{"name":{"type":"string","minLength":1}},"required":["name"]}"# : ""
+        return .object(JSONObject([
+            ("TemplateName", .string(name)), ("Schema", .string(schema)),
+            ("Template", .string(template.rules(datacenter: "{{.Datacenter}}") ?? "")),
+            ("Description", .string(ACLTemplatedPolicy.descriptions[name] ?? "")),
+        ]))
+    }
+
     /// `POST /v1/acl/login`: this registry verifies no external credentials, so every login is refused.
     func aclLogin(_ context: Context) -> EventLoopFuture<HTTPResponse> {
         if let disabled = aclDisabled(context) { return disabled }

@@ -178,6 +178,8 @@ public final class ConsulAPI: HTTPResponder {
         ([.GET], "/v1/acl/binding-rules", false, { $0.aclBindingRuleList }),
         ([.PUT], "/v1/acl/binding-rule", false, { $0.aclBindingRule }),
         ([.GET, .PUT, .DELETE], "/v1/acl/binding-rule/", true, { $0.aclBindingRule }),
+        ([.GET], "/v1/acl/templated-policies", false, { $0.aclTemplatedPolicyList }),
+        ([.GET, .POST], "/v1/acl/templated-policy/", true, { $0.aclTemplatedPolicy }),
         ([.POST], "/v1/acl/login", false, { $0.aclLogin }),
         ([.POST], "/v1/acl/logout", false, { $0.aclLogout }),
         ([.PUT], "/v1/event/fire/", true, { $0.eventFire }),

@@ -58,6 +58,13 @@ public struct ACLTemplatedPolicy: Sendable, Equatable {
 
     /// Whether the template needs a `name`.
     var needsName: Bool { templateName != "builtin/dns" }
+
+    /// What each template grants, as `/v1/acl/templated-policies` describes it.
+    static let descriptions = [
+        "builtin/service": "Registers the named service and its sidecar proxy, and reads every service and node.",
+        "builtin/node": "Registers the named node, and reads every service.",
+        "builtin/dns": "Reads every service, node and prepared query, as DNS answers need.",
+    ]
 }
 
 /// An ACL token: its secret, and the policies, roles and identities whose rules it carries.
