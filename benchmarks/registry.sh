@@ -4,11 +4,12 @@
 #   2. durable registrations vs etcd 3.4 durable puts (JSON gateway, kv.lua), 64 connections
 #   3. blocking-query fan-out: 10,000 watchers, one change
 #   4. 10,000 instances with an HTTP check every 10 s: registry CPU and RSS
+#   5. ACLs default-deny with a 50-rule token vs the same binary without ACLs: reads and registrations
 # Servers are pinned to CPU 0, load generators to CPU 1. Arguments pick sections (default: all).
 # BASELINE_BIN=path/to/another/trellis adds that binary to sections 1 and 2, side by side in the
 # same rounds, with the ratio of this build to it.
 source "$(dirname "$0")/common.sh"
-SECTIONS=" ${*:-1 2 3 4} "
+SECTIONS=" ${*:-1 2 3 4 5} "
 want() { [[ "$SECTIONS" == *" $1 "* ]]; }
 
 start_registry() { # [binary] [port] [more registry flags]
@@ -32,14 +33,15 @@ wrk_cpu() {
     awk '{printf "%.1fus/req", ($5 - $4) / $6 * 1e6 / ($1 * $7)}')"
 }
 
-if want 1; then
-echo "== 1. catalog reads: health/service?passing, 10 instances, 50 connections, $DURATION"
-seed_web() { # port
+seed_web() { # port [token]
   for i in $(seq 1 10); do
-    curl -sf -X PUT 127.0.0.1:"$1"/v1/agent/service/register \
+    curl -sf -X PUT -H "X-Consul-Token: ${2:-}" 127.0.0.1:"$1"/v1/agent/service/register \
       -d "{\"Name\":\"web\",\"ID\":\"web-$i\",\"Port\":$((9000 + i)),\"Tags\":[\"v1\"],\"Meta\":{\"version\":\"1.2.$i\"},\"Check\":{\"TTL\":\"1h\",\"Status\":\"passing\"}}"
   done
 }
+
+if want 1; then
+echo "== 1. catalog reads: health/service?passing, 10 instances, 50 connections, $DURATION"
 start_registry; seed_web 18500; READ_PIDS=("$REG_PID")
 if [ -n "${BASELINE_BIN:-}" ]; then start_registry "$BASELINE_BIN" 18510; seed_web 18510; READ_PIDS+=("$REG_PID"); fi
 mkdir -p "$WORK/www"
@@ -58,6 +60,18 @@ for round in 1 2 3; do
 done
 kill "$NGINX_PID"; for p in "${READ_PIDS[@]}"; do kill "$p"; wait "$p" 2>/dev/null || true; done
 fi
+
+ACL_SECRET=11111111-2222-3333-4444-555555555555
+ACL_FLAGS=(--acl-enabled --acl-default-policy deny --acl-initial-management-token "$ACL_SECRET")
+# A policy of 50 rules (47 key prefixes, the bench and web services, the nodes) and a token carrying it.
+make_acl_token() { # port
+  local rules="" i
+  for i in $(seq 1 47); do rules+="key_prefix \\\"app/team-$i/\\\" { policy = \\\"read\\\" }\\n"; done
+  rules+="service_prefix \\\"bench\\\" { policy = \\\"write\\\" }\\nservice \\\"web\\\" { policy = \\\"write\\\" }\\nnode_prefix \\\"\\\" { policy = \\\"read\\\" }"
+  curl -sf -X PUT -H "X-Consul-Token: $ACL_SECRET" 127.0.0.1:"$1"/v1/acl/policy -d "{\"Name\":\"bench\",\"Rules\":\"$rules\"}" >/dev/null
+  curl -sf -X PUT -H "X-Consul-Token: $ACL_SECRET" 127.0.0.1:"$1"/v1/acl/token -d '{"Policies":[{"Name":"bench"}]}' |
+    python3 -c 'import json,sys; print(json.load(sys.stdin)["SecretID"])'
+}
 
 if want 2; then
 echo "== 2. durable writes at 64 connections, $DURATION"
@@ -105,4 +119,27 @@ HZ=$(getconf CLK_TCK)
 PASSING=$(curl -sf 127.0.0.1:18500/v1/health/state/passing | python3 -c 'import json,sys; print(len(json.load(sys.stdin)))')
 echo "checks passing: $PASSING   registry CPU: $(echo "$START $END $HZ" | awk '{printf "%.1f%% of one core", ($2 - $1) / $3 / 60 * 100}')   RSS: $(( $(rss_kib "$REG_PID") / 1024 )) MiB"
 kill "$NGINX_PID"; stop_registry
+fi
+
+if want 5; then
+echo "== 5. ACLs default-deny, a token of 50 rules, vs no ACLs: reads (50 connections) and registrations (64), $DURATION"
+start_registry "$BIN" 18500; seed_web 18500; PLAIN_PID=$REG_PID
+start_registry "$BIN" 18510 "${ACL_FLAGS[@]}"; ACL_PID=$REG_PID
+TOKEN=$(make_acl_token 18510); seed_web 18510 "$TOKEN"
+for round in 1 2 3; do
+  P=$(taskset -c 1 wrk -t1 -c50 -d"$DURATION" --latency "http://127.0.0.1:18500/v1/health/service/web?passing" | wrk_rps)
+  A=$(taskset -c 1 wrk -t1 -c50 -d"$DURATION" --latency -H "X-Consul-Token: $TOKEN" "http://127.0.0.1:18510/v1/health/service/web?passing" | wrk_rps)
+  echo "round $round  reads  no ACLs: $P   ACLs: $A   ACLs/none: $(ratio "$A" "$P")"
+done
+kill "$PLAIN_PID" "$ACL_PID"; wait "$PLAIN_PID" "$ACL_PID" 2>/dev/null || true
+for round in 1 2 3; do
+  start_registry
+  P=$(wrk_cpu -t1 -c64 -d"$DURATION" --latency -s benchmarks/register.lua "http://127.0.0.1:18500")
+  stop_registry
+  start_registry "$BIN" 18500 "${ACL_FLAGS[@]}"
+  TOKEN=$(make_acl_token 18500)
+  A=$(wrk_cpu -t1 -c64 -d"$DURATION" --latency -s benchmarks/register.lua -H "X-Consul-Token: $TOKEN" "http://127.0.0.1:18500")
+  stop_registry
+  echo "round $round  registrations  no ACLs: $P   ACLs: $A   ACLs/none: $(ratio "$A" "$P")"
+done
 fi

@@ -71,6 +71,7 @@ public final class Fleet: Sendable {
             logger.info("registry up", metadata: ["address": "\(registryAddress)", "acl": "\(acl == nil ? "off" : "default deny")"])
             let management = ConsulClient(address: registryAddress, token: acl?.managementToken)
             try await applyPolicies(topology, registry: management)
+            if acl != nil { try await allowUpstreamCalls(topology, registry: management) }
             if let acl, ports.dns != nil { try await acl.enableDNS(registry: registryAddress) }
 
             var collectorArguments = ["collector", "--http-addr", "127.0.0.1:\(ports.collector)", "--data-dir", "\(data)/collector",
@@ -173,6 +174,19 @@ public final class Fleet: Sendable {
             let (status, _, body) = try await client.send("PUT", SidecarPolicy.kvPath(for: service.name), body: Array(text.utf8))
             guard status == 200 else {
                 throw ConfigError(description: "storing the policy of \(service.name) failed: \(status) \(String(decoding: body, as: UTF8.self))")
+            }
+        }
+    }
+
+    /// Under default-deny ACLs intentions deny by default: one `allow` intention per upstream edge
+    /// of the topology lets each service call exactly the services it names.
+    private static func allowUpstreamCalls(_ topology: Topology, registry client: ConsulClient) async throws {
+        for service in topology.services {
+            for upstream in service.upstreams {
+                let path = "/v1/connect/intentions/exact?source=\(URLPath.escapeQueryValue(service.name))"
+                    + "&destination=\(URLPath.escapeQueryValue(upstream))"
+                let body = JSON.object(JSONObject([("Action", .string("allow")), ("Description", .string("trellis up: an upstream of the topology"))]))
+                try await client.expectOK(.PUT, path, body: body.serialized())
             }
         }
     }

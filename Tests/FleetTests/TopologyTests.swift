@@ -19,7 +19,7 @@ final class TopologyTests: XCTestCase {
     func testParsesServicesReplicasCanaryAndRelativePaths() throws {
         var topology = try Topology.parse("""
             data_dir: run
-            registry: {port: 8500}
+            registry: {port: 8500, acl: false}
             collector: {port: 0}
             services:
               - name: api
@@ -35,6 +35,8 @@ final class TopologyTests: XCTestCase {
             """, relativeTo: base)
         try topology.check(searchPath: "/usr/bin:/bin")
         XCTAssertEqual(topology.registryPort, 8500)
+        XCTAssertFalse(topology.acl)
+        XCTAssertTrue(try Topology.parse("services:\n  - {name: db, command: [sh]}\n", relativeTo: base).acl, "ACLs are on unless turned off")
         XCTAssertNil(topology.collectorPort)
         let api = topology.services[0]
         XCTAssertEqual(api.command, ["/usr/bin/sh", "-c", "exec sleep 60"])

@@ -33,6 +33,23 @@ final class ShopEndToEndTests: XCTestCase {
             XCTAssertTrue(srv.contains(" \(catalogPort) "), "the catalog's sidecar port is in DNS: \(srv)")
         }
 
+        // The registry runs default-deny: each sidecar's token holds its own service's rights only.
+        let registry = try XCTUnwrap(endpoints["TRELLIS_ADDR"])
+        let managementFile = try XCTUnwrap(endpoints["CONSUL_HTTP_TOKEN_FILE"])
+        let ordersToken = try String(contentsOfFile: data + "/tokens/sidecar-orders.token", encoding: .utf8)
+        let asOrders = ConsulClient(address: registry, token: ordersToken, environment: [:])
+        let rewrite = try await asOrders.send("PUT", "/v1/kv/trellis/policies/catalog", body: Array("retries: {}".utf8))
+        XCTAssertEqual(rewrite.status, 403, "one service's token cannot write another's policy")
+        let deregister = try await asOrders.send("PUT", "/v1/agent/service/deregister/catalog-1")
+        XCTAssertEqual(deregister.status, 403, "nor deregister it")
+        let own = try await asOrders.send("GET", "/v1/kv/trellis/policies/orders")
+        XCTAssertEqual(own.status, 200, "but it reads its own policy")
+        let anonymous = try await ConsulClient(address: registry, environment: [:]).send("GET", "/v1/catalog/services")
+        XCTAssertEqual(String(decoding: anonymous.body, as: UTF8.self), "{}", "anonymous requests see nothing")
+        let management = try String(contentsOfFile: managementFile, encoding: .utf8)
+        let services = try await ConsulClient(address: registry, token: management, environment: [:]).send("GET", "/v1/catalog/services")
+        XCTAssertTrue(String(decoding: services.body, as: UTF8.self).contains("orders"), "the endpoints file names the management token")
+
         // The walkthrough of examples/shop/README.md.
         let credentials = Array(#"{"username":"ann","password":"correct horse"}"#.utf8)
         let registered = try await users.send("POST", "/users", body: credentials).status
@@ -56,8 +73,8 @@ final class ShopEndToEndTests: XCTestCase {
         XCTAssertEqual(details["product"]?["stock"]?.intValue, 998, "the order reserved two teas")
         let notes = try await Self.json(notifications.send("GET", "/notifications?user_id=\(session["user"]?["id"]?.intValue ?? 0)"), expect: 200)
         XCTAssertEqual(notes.arrayValue?.map { $0["id"]?.stringValue }, ["order-\(orderID)"])
-        let anonymous = try await orders.send("POST", "/orders", body: Array(#"{"product_id":\#(teaID),"quantity":1}"#.utf8)).status
-        XCTAssertEqual(anonymous, 401, "an order needs a logged-in user")
+        let unauthenticated = try await orders.send("POST", "/orders", body: Array(#"{"product_id":\#(teaID),"quantity":1}"#.utf8)).status
+        XCTAssertEqual(unauthenticated, 401, "an order needs a logged-in user")
         let tooMany = try await orders.send("POST", "/orders", body: Array(#"{"product_id":\#(rareID),"quantity":2}"#.utf8), headers: auth).status
         XCTAssertEqual(tooMany, 409, "stock is checked")
         let unknown = try await orders.send("POST", "/orders", body: Array(#"{"product_id":999999,"quantity":1}"#.utf8), headers: auth).status

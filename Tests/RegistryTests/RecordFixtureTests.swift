@@ -7,8 +7,9 @@ import XCTest
 final class RecordFixtureTests: XCTestCase {
     private static let session = "cbbc1bde-983e-4b19-839b-a2900fe01d93"
 
-    /// Tables added after the first fixture was written.
+    /// Tables added after the first fixture was written, and after the second.
     private static let connectTables: Set<Table> = [.caRoot, .caConfig, .intention]
+    private static let aclTables: Set<Table> = [.aclToken, .aclPolicy, .aclRole, .aclAuthMethod, .aclBindingRule, .aclBootstrap]
 
     private func loadFixture(_ name: String = "registry-v1.db") throws -> (RegistryState, [StoredRecord]) {
         let fixture = URL(fileURLWithPath: #filePath).deletingLastPathComponent().appendingPathComponent("Fixtures/\(name)")
@@ -25,7 +26,8 @@ final class RecordFixtureTests: XCTestCase {
 
     func testEveryTableOfTheFixtureLoads() throws {
         let (state, records) = try loadFixture()
-        XCTAssertEqual(Set(records.map(\.table)), Set(Table.allCases).subtracting([.sessionRenewal]).subtracting(Self.connectTables),
+        XCTAssertEqual(Set(records.map(\.table)),
+                       Set(Table.allCases).subtracting([.sessionRenewal]).subtracting(Self.connectTables).subtracting(Self.aclTables),
                        "the fixture has a record of every table a local store kept then")
         XCTAssertEqual(state.index, 15)
 
@@ -98,8 +100,8 @@ final class RecordFixtureTests: XCTestCase {
 
     func testTheSecondFixtureHasEveryTableAndItsCAAndIntentionsLoad() throws {
         let (state, records) = try loadFixture("registry-v2.db")
-        XCTAssertEqual(Set(records.map(\.table)), Set(Table.allCases).subtracting([.sessionRenewal]),
-                       "the fixture has a record of every table a local store keeps")
+        XCTAssertEqual(Set(records.map(\.table)), Set(Table.allCases).subtracting([.sessionRenewal]).subtracting(Self.aclTables),
+                       "the fixture has a record of every table a local store kept then")
         let configuration = try XCTUnwrap(state.caConfiguration)
         XCTAssertNotNil(UUID(uuidString: configuration.clusterID))
         XCTAssertEqual(configuration.leafTTL, .seconds(72 * 3600))
@@ -118,6 +120,34 @@ final class RecordFixtureTests: XCTestCase {
         let leaf = try CertificateAuthority.signLeaf(service: "web", trustDomain: configuration.trustDomain, datacenter: "dc1",
                                                      root: root, validFor: configuration.leafTTL, now: Date())
         XCTAssertEqual(leaf.rootID, root.id, "the stored root still signs")
+    }
+
+    func testTheThirdFixtureHasEveryTableAndItsACLRecordsLoad() throws {
+        let (state, records) = try loadFixture("registry-v3.db")
+        XCTAssertEqual(Set(records.map(\.table)), Set(Table.allCases).subtracting([.sessionRenewal]),
+                       "the fixture has a record of every table a local store keeps")
+        let token = try XCTUnwrap(state.aclToken(secret: "3f2e1d0c-9b8a-4776-8554-433221100fed"))
+        XCTAssertEqual(token.accessorID, "6a1f1b2c-3d4e-4f50-8a6b-7c8d9e0f1a2b")
+        XCTAssertEqual(token.description, "fixture token")
+        XCTAssertEqual(token.serviceIdentities, [ACLServiceIdentity(serviceName: "web", datacenters: ["dc1"])])
+        XCTAssertEqual(token.nodeIdentities, [ACLNodeIdentity(nodeName: "n2", datacenter: "dc1")])
+        XCTAssertEqual(token.templatedPolicies.map(\.name), ["cache"])
+        XCTAssertNotEqual(token.expirationTime, 0)
+        let policy = try XCTUnwrap(state.aclPolicy(name: "fixture-kv"))
+        XCTAssertEqual(token.policies.map(\.id), [policy.id])
+        XCTAssertEqual(state.aclRole(name: "fixture-role")?.policies.map(\.id), [policy.id])
+        XCTAssertEqual(state.aclToken(secret: "fixture-management-token")?.policies.map(\.id), [ACLPolicy.globalManagementID])
+        XCTAssertNotNil(state.aclToken(accessorID: ACLToken.anonymousAccessorID))
+        XCTAssertNotEqual(state.aclBootstrapIndex, 0)
+        XCTAssertEqual(state.aclAuthMethod(name: "fixture-jwt")?.field("Type"), .string("jwt"))
+        XCTAssertEqual(state.aclBindingRules.first?.field("BindName"), .string("web"))
+        let authz = ACLAuthorizer(accessorID: token.accessorID, rules: state.aclRules(of: token, datacenter: "dc1"), defaultAllows: false)
+        XCTAssertTrue(authz.allows(.key, "app/x", .write))
+        XCTAssertTrue(authz.allows(.service, "db", .write), "through the role's service identity")
+        XCTAssertTrue(authz.allows(.service, "cache", .write), "through the templated policy")
+        for token in state.aclTokens { XCTAssertEqual(try ACLRecords.token.decode(ACLRecords.token.encode(token)), token) }
+        for policy in state.aclPolicies { XCTAssertEqual(try ACLRecords.policy.decode(ACLRecords.policy.encode(policy)), policy) }
+        for role in state.aclRoles { XCTAssertEqual(try ACLRecords.role.decode(ACLRecords.role.encode(role)), role) }
     }
 
     /// Every record the fixture holds, written again by today's codecs, reads back as the same value.

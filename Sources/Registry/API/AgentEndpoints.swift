@@ -343,7 +343,7 @@ extension ConsulAPI {
         return .object(JSONObject([
             ("Name", .string(wan ? "\(id.nodeName).\(id.datacenter)" : id.nodeName)), ("Addr", .string(id.address)),
             ("Port", .int(Int64(wan ? AgentIdentity.serfWANPort : AgentIdentity.serfLANPort))),
-            ("Tags", .stringMap(["role": "consul", "dc": id.datacenter, "acls": "0", "port": String(AgentIdentity.serverPort),
+            ("Tags", .stringMap(["role": "consul", "dc": id.datacenter, "acls": aclResolver.settings.enabled ? "1" : "0", "port": String(AgentIdentity.serverPort),
                                  "build": "\(AgentIdentity.consulVersion):trellis", "id": id.nodeID,
                                  "vsn": "2", "vsn_min": "2", "vsn_max": "3", "bootstrap": "1", "segment": ""])),
             ("Status", .int(1)), ("ProtocolMin", .int(1)), ("ProtocolMax", .int(5)), ("ProtocolCur", .int(2)),
