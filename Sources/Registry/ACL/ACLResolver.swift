@@ -1,6 +1,7 @@
 import Foundation
 import Synchronization
 import TrellisCore
+import TrellisHTTP
 
 /// Consul's `acl` settings of the registry.
 public struct ACLSettings: Sendable {
@@ -83,8 +84,8 @@ final class RequestACL: @unchecked Sendable {
     private let resolver: ACLResolver
     private(set) var authorizer: ACLAuthorizer
     private var resolvedAt: UInt64
-    /// Set by `visible` when it hides something; the answer's renderer reads and clears it.
-    var filtered = false
+    /// Set by `visible` when it hides something during `rendering`.
+    private var filtered = false
 
     /// Resolves `secret` now; nil when it names no token.
     init?(secret: String?, resolver: ACLResolver, state: borrowing RegistryState) {
@@ -112,6 +113,16 @@ final class RequestACL: @unchecked Sendable {
 
     /// What separates this token's renderings of a read from another token's in the response cache.
     var cacheTag: String { enabled ? "\u{0}acl=\(authorizer.accessorID)@\(resolvedAt)" : "" }
+
+    /// The answer `render` builds, marked `X-Consul-Results-Filtered-By-ACLs` when it left
+    /// something out.
+    func rendering(_ render: () -> HTTPResponse) -> HTTPResponse {
+        guard enabled else { return render() }
+        filtered = false
+        var response = render()
+        if filtered { response.headers.add(name: ConsulHeaders.filteredByACLs, value: "true") }
+        return response
+    }
 
     /// Whether `check` may be read (its service's or node's read right); notes filtering.
     func visibleCheck(_ check: HealthCheck) -> Bool {

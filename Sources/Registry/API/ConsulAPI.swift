@@ -354,10 +354,7 @@ public final class ConsulAPI: HTTPResponder {
         let pretty = context.request.query.has("pretty")
         return BlockingQuery.run(context.request, catalog: catalog, key: key, acl: context.acl, on: context.loop,
                                  cancellation: context.cancellation) { state in
-            context.acl.filtered = false
-            var response = HTTPResponse.json(build(state, filter).serialized(pretty: pretty))
-            if context.acl.filtered { response.headers.add(name: ConsulHeaders.filteredByACLs, value: "true") }
-            return response
+            context.acl.rendering { .json(build(state, filter).serialized(pretty: pretty)) }
         }
     }
 

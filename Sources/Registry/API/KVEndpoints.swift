@@ -32,11 +32,9 @@ extension ConsulAPI {
         return BlockingQuery.run(context.request, catalog: catalog, key: RegistryState.kvWatchKey(key),
                                  indexOf: { $0.kvIndex(key, recurse: listing) }, acl: acl, on: context.loop,
                                  cancellation: context.cancellation) { state in
-            acl.filtered = false
-            var response = Self.kvRead(state, key: key, keysOnly: keysOnly, recurse: recurse, raw: raw, separator: separator,
-                                       pretty: pretty, acl: acl)
-            if acl.filtered { response.headers.add(name: ConsulHeaders.filteredByACLs, value: "true") }
-            return response
+            acl.rendering {
+                Self.kvRead(state, key: key, keysOnly: keysOnly, recurse: recurse, raw: raw, separator: separator, pretty: pretty, acl: acl)
+            }
         }
     }
 
@@ -44,24 +42,24 @@ extension ConsulAPI {
     /// only what the token may read.
     private static func kvRead(_ state: borrowing RegistryState, key: String, keysOnly: Bool, recurse: Bool, raw: Bool,
                                separator: String, pretty: Bool, acl: RequestACL) -> HTTPResponse {
-            if keysOnly {
-                var seen = Set<String>()
-                let keys = state.kvEntries(prefix: key).filter { acl.visible(.key, $0.key) }.map { entry -> String in
-                    guard !separator.isEmpty,
-                          let range = entry.key.dropFirst(key.count).range(of: separator) else { return entry.key }
-                    return String(entry.key[..<range.upperBound])
-                }.filter { seen.insert($0).inserted }
-                return keys.isEmpty ? HTTPResponse(status: .notFound) : .json(JSON.strings(keys).serialized(pretty: pretty))
-            }
-            let entries = recurse ? state.kvEntries(prefix: key).filter { acl.visible(.key, $0.key) } : state.kvEntry(key).map { [$0] } ?? []
-            guard let first = entries.first else { return HTTPResponse(status: .notFound) }
-            if raw {
-                var response = HTTPResponse(body: ByteBuffer(bytes: first.value))
-                response.headers.add(name: "Content-Type", value: "application/octet-stream")
-                response.headers.add(name: "X-Content-Type-Options", value: "nosniff")
-                return response
-            }
-            return .json(JSON.array(entries.map { KVJSON.entry($0) }).serialized(pretty: pretty))
+        if keysOnly {
+            var seen = Set<String>()
+            let keys = state.kvEntries(prefix: key).filter { acl.visible(.key, $0.key) }.map { entry -> String in
+                guard !separator.isEmpty,
+                      let range = entry.key.dropFirst(key.count).range(of: separator) else { return entry.key }
+                return String(entry.key[..<range.upperBound])
+            }.filter { seen.insert($0).inserted }
+            return keys.isEmpty ? HTTPResponse(status: .notFound) : .json(JSON.strings(keys).serialized(pretty: pretty))
+        }
+        let entries = recurse ? state.kvEntries(prefix: key).filter { acl.visible(.key, $0.key) } : state.kvEntry(key).map { [$0] } ?? []
+        guard let first = entries.first else { return HTTPResponse(status: .notFound) }
+        if raw {
+            var response = HTTPResponse(body: ByteBuffer(bytes: first.value))
+            response.headers.add(name: "Content-Type", value: "application/octet-stream")
+            response.headers.add(name: "X-Content-Type-Options", value: "nosniff")
+            return response
+        }
+        return .json(JSON.array(entries.map { KVJSON.entry($0) }).serialized(pretty: pretty))
     }
 
     private func kvPut(_ context: Context) -> EventLoopFuture<HTTPResponse> {
