@@ -23,6 +23,7 @@ start_registry() { # [binary] [port] [more registry flags]
 }
 stop_registry() { kill "$REG_PID"; wait "$REG_PID" 2>/dev/null || true; }
 ratio() { awk -v a="${1%% *}" -v b="${2%% *}" 'BEGIN {printf "%.3f", a / b}'; } # of the first fields
+cpu_ratio() { awk -v a="${1##* }" -v b="${2##* }" 'BEGIN {sub("us/req", "", a); sub("us/req", "", b); printf "%.3f", a / b}'; } # of the wrk_cpu figures
 # Runs wrk (the rest of the arguments) against the registry $REG_PID; prints "req/s p50 p99 cpu-us-per-request".
 wrk_cpu() {
   local before after out
@@ -127,9 +128,9 @@ start_registry "$BIN" 18500; seed_web 18500; PLAIN_PID=$REG_PID
 start_registry "$BIN" 18510 "${ACL_FLAGS[@]}"; ACL_PID=$REG_PID
 TOKEN=$(make_acl_token 18510); seed_web 18510 "$TOKEN"
 for round in 1 2 3; do
-  P=$(taskset -c 1 wrk -t1 -c50 -d"$DURATION" --latency "http://127.0.0.1:18500/v1/health/service/web?passing" | wrk_rps)
-  A=$(taskset -c 1 wrk -t1 -c50 -d"$DURATION" --latency -H "X-Consul-Token: $TOKEN" "http://127.0.0.1:18510/v1/health/service/web?passing" | wrk_rps)
-  echo "round $round  reads  no ACLs: $P   ACLs: $A   ACLs/none: $(ratio "$A" "$P")"
+  P=$(REG_PID=$PLAIN_PID wrk_cpu -t1 -c50 -d"$DURATION" --latency "http://127.0.0.1:18500/v1/health/service/web?passing")
+  A=$(REG_PID=$ACL_PID wrk_cpu -t1 -c50 -d"$DURATION" --latency -H "X-Consul-Token: $TOKEN" "http://127.0.0.1:18510/v1/health/service/web?passing")
+  echo "round $round  reads  no ACLs: $P   ACLs: $A   ACLs/none: $(ratio "$A" "$P")   CPU per read ACLs/none: $(cpu_ratio "$A" "$P")"
 done
 kill "$PLAIN_PID" "$ACL_PID"; wait "$PLAIN_PID" "$ACL_PID" 2>/dev/null || true
 for round in 1 2 3; do
@@ -140,6 +141,6 @@ for round in 1 2 3; do
   TOKEN=$(make_acl_token 18500)
   A=$(wrk_cpu -t1 -c64 -d"$DURATION" --latency -s benchmarks/register.lua -H "X-Consul-Token: $TOKEN" "http://127.0.0.1:18500")
   stop_registry
-  echo "round $round  registrations  no ACLs: $P   ACLs: $A   ACLs/none: $(ratio "$A" "$P")"
+  echo "round $round  registrations  no ACLs: $P   ACLs: $A   ACLs/none: $(ratio "$A" "$P")   CPU per registration ACLs/none: $(cpu_ratio "$A" "$P")"
 done
 fi

@@ -1,3 +1,4 @@
+import Foundation
 import TrellisCore
 
 /// What one token may do, compiled from the rules of all its policies, roles and identities.
@@ -8,6 +9,10 @@ import TrellisCore
 public struct ACLAuthorizer: Sendable {
     /// The token's accessor ID, named in refusals.
     public let accessorID: String
+    /// When the token expires (Unix nanoseconds); 0: never.
+    let expiresAt: Int
+    /// Separates this token's renderings of a read (at this ACL index) from others' in the response cache.
+    let cacheTag: String
     private let exact: [ACLResource: [String: ACLAccess]]
     /// Prefix rules per resource, longest prefix first.
     private let prefixes: [ACLResource: [(prefix: String, access: ACLAccess)]]
@@ -16,8 +21,11 @@ public struct ACLAuthorizer: Sendable {
     /// Allows everything, ACL management included (ACLs disabled).
     private let unrestricted: Bool
 
-    public init(accessorID: String, rules: ACLRules, defaultAllows: Bool, unrestricted: Bool = false) {
+    public init(accessorID: String, rules: ACLRules, defaultAllows: Bool, unrestricted: Bool = false, expiresAt: Int = 0,
+                aclIndex: UInt64 = 0) {
         self.accessorID = accessorID
+        self.expiresAt = expiresAt
+        cacheTag = unrestricted ? "" : "\u{0}acl=\(accessorID)@\(aclIndex)"
         self.unrestricted = unrestricted
         exact = rules.exact
         prefixes = rules.prefix.mapValues { rules in
@@ -26,6 +34,9 @@ public struct ACLAuthorizer: Sendable {
         global = rules.global
         self.defaultAllows = defaultAllows
     }
+
+    /// Whether the token's expiration time has passed.
+    var expired: Bool { expiresAt != 0 && Int(Date().timeIntervalSince1970 * 1e9) >= expiresAt }
 
     /// The rule that applies to `name`, nil when none does.
     func rule(_ resource: ACLResource, _ name: String) -> ACLAccess? {

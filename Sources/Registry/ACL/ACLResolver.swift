@@ -60,12 +60,15 @@ public final class ACLResolver: Sendable {
     func authorizer(secret: String?, in state: borrowing RegistryState) -> Result<ACLAuthorizer, ACLRefusal> {
         guard settings.enabled else { return .success(Self.unrestricted) }
         let secret = secret.flatMap { $0.isEmpty ? nil : $0 } ?? agentTokens.withLock { $0["default"] } ?? ACLToken.anonymousSecret
-        guard let token = state.aclToken(secret: secret),
-              !token.isExpired(at: Int(Date().timeIntervalSince1970 * 1e9)) else { return .failure(.tokenNotFound) }
+        guard let accessorID = state.aclAccessorID(secret: secret) else { return .failure(.tokenNotFound) }
         let index = state.aclIndex
-        if let cached = compiled.withLock({ $0[token.accessorID] }), cached.index == index { return .success(cached.authorizer) }
+        if let cached = compiled.withLock({ $0[accessorID] }), cached.index == index {
+            return cached.authorizer.expired ? .failure(.tokenNotFound) : .success(cached.authorizer)
+        }
+        guard let token = state.aclToken(accessorID: accessorID) else { return .failure(.tokenNotFound) }
         let authorizer = ACLAuthorizer(accessorID: token.accessorID, rules: state.aclRules(of: token, datacenter: datacenter),
-                                       defaultAllows: settings.defaultAllows)
+                                       defaultAllows: settings.defaultAllows, expiresAt: token.expirationTime, aclIndex: index)
+        if authorizer.expired { return .failure(.tokenNotFound) }
         compiled.withLock { compiled in
             if compiled.count >= Self.cacheCapacity { compiled.removeAll(keepingCapacity: true) }
             compiled[token.accessorID] = (index, authorizer)
@@ -96,11 +99,15 @@ final class RequestACL: @unchecked Sendable {
         resolvedAt = state.aclIndex
     }
 
+    /// What separates this token's renderings of a read from another token's in the response cache.
+    var cacheTag: String { authorizer.cacheTag }
+
     var enabled: Bool { resolver.settings.enabled }
 
-    /// Re-resolves after an ACL change; false when the token is gone or expired.
+    /// Re-resolves after an ACL change or past the token's expiry; false when the token is gone or expired.
     func refresh(_ state: borrowing RegistryState) -> Bool {
         guard enabled else { return true }
+        if state.aclIndex == resolvedAt && !authorizer.expired { return true }
         switch resolver.authorizer(secret: secret, in: state) {
         case .success(let authorizer):
             self.authorizer = authorizer
@@ -110,9 +117,6 @@ final class RequestACL: @unchecked Sendable {
             return false
         }
     }
-
-    /// What separates this token's renderings of a read from another token's in the response cache.
-    var cacheTag: String { enabled ? "\u{0}acl=\(authorizer.accessorID)@\(resolvedAt)" : "" }
 
     /// The answer `render` builds, marked `X-Consul-Results-Filtered-By-ACLs` when it left
     /// something out.

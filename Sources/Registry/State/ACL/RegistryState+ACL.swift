@@ -1,4 +1,3 @@
-import Crypto
 import TrellisCore
 
 extension WatchKey {
@@ -10,8 +9,10 @@ extension WatchKey {
 /// rules, roles, auth methods and binding rules, and whether the ACL system was bootstrapped.
 struct ACLTable: Sendable {
     var tokens: [String: ACLToken] = [:]
-    /// Accessor IDs by the SHA-256 of their secret: a lookup takes the same path whatever the secret.
-    var accessorBySecret: [[UInt8]: String] = [:]
+    /// Accessor IDs by a keyed hash of their secret (SipHash with this process's random seed): which
+    /// path a lookup takes tells nothing about the secrets held, and the candidates found are then
+    /// compared in constant time.
+    var accessorsBySecret: [Int: [String]] = [:]
     var policies: [String: ACLPolicy] = [:]
     /// Each policy's rules, parsed when it is stored.
     var policyRules: [String: ACLRules] = [:]
@@ -21,17 +22,17 @@ struct ACLTable: Sendable {
     /// The index of the bootstrap; 0 while `PUT /v1/acl/bootstrap` may still be called.
     var bootstrapIndex: UInt64 = 0
 
-    static func digest(_ secret: String) -> [UInt8] { Array(SHA256.hash(data: Array(secret.utf8))) }
-
     mutating func setToken(_ token: ACLToken) {
-        if let old = tokens[token.accessorID] { accessorBySecret[Self.digest(old.secretID)] = nil }
+        removeToken(token.accessorID)
         tokens[token.accessorID] = token
-        accessorBySecret[Self.digest(token.secretID)] = token.accessorID
+        accessorsBySecret[token.secretID.hashValue, default: []].append(token.accessorID)
     }
 
     mutating func removeToken(_ accessorID: String) {
         guard let old = tokens.removeValue(forKey: accessorID) else { return }
-        accessorBySecret[Self.digest(old.secretID)] = nil
+        let key = old.secretID.hashValue
+        accessorsBySecret[key]?.removeAll { $0 == accessorID }
+        if accessorsBySecret[key]?.isEmpty == true { accessorsBySecret[key] = nil }
     }
 
     /// Stores `policy`; a stored policy whose rules no longer parse keeps no rules (and grants nothing).
@@ -60,11 +61,17 @@ extension RegistryState {
 
     public func aclToken(accessorID: String) -> ACLToken? { acl.tokens[accessorID] }
 
-    /// The token whose secret is `secret`, compared in constant time once found by digest.
+    /// The token whose secret is `secret`, compared in constant time once found by keyed hash.
     public func aclToken(secret: String) -> ACLToken? {
-        guard let accessor = acl.accessorBySecret[ACLTable.digest(secret)], let token = acl.tokens[accessor],
-              ConstantTime.equal(token.secretID, secret) else { return nil }
-        return token
+        aclAccessorID(secret: secret).flatMap { acl.tokens[$0] }
+    }
+
+    /// The accessor ID of the token whose secret is `secret` (without copying the token).
+    func aclAccessorID(secret: String) -> String? {
+        for accessor in acl.accessorsBySecret[secret.hashValue] ?? [] {
+            if let secretID = acl.tokens[accessor]?.secretID, ConstantTime.equal(secretID, secret) { return accessor }
+        }
+        return nil
     }
 
     public func aclPolicy(id: String) -> ACLPolicy? { acl.policies[id] }
