@@ -177,7 +177,8 @@ final class HTTPRequestHandler: ChannelInboundHandler {
                 case .success(let response):
                     self.write(response, for: head, context: context, close: !head.isKeepAlive)
                 case .failure(let error):
-                    self.logger.error("request failed", metadata: ["uri": "\(head.uri)", "error": "\(error)"])
+                    // The path only: a query may carry a secret (`?token=`).
+                    self.logger.error("request failed", metadata: ["path": "\(head.uri.prefix { $0 != "?" })", "error": "\(error)"])
                     self.write(.text(.internalServerError, "\(error)"), for: head, context: context, close: true)
                 }
             }

@@ -4,9 +4,10 @@ import XCTest
 
 /// Several `trellis registry` processes sharing one real etcd (`--store etcd`).
 final class EtcdStoreTests: XCTestCase {
-    private func registry(_ etcd: EtcdUnderTest, node: String, prefix: String = "trellis/test/") async throws -> RegistryUnderTest {
+    private func registry(_ etcd: EtcdUnderTest, node: String, prefix: String = "trellis/test/",
+                          extra: [String] = []) async throws -> RegistryUnderTest {
         let registry = RegistryUnderTest(dataDir: try temporaryDirectory(self), node: node,
-                                         arguments: ["--store", "etcd", "--etcd-endpoints", etcd.endpoint, "--etcd-prefix", prefix])
+                                         arguments: ["--store", "etcd", "--etcd-endpoints", etcd.endpoint, "--etcd-prefix", prefix] + extra)
         try await registry.start()
         addTeardownBlock { registry.child?.kill9() }
         return registry
@@ -36,6 +37,34 @@ final class EtcdStoreTests: XCTestCase {
         XCTAssertEqual(try JSON.parse(body)[0]?["Action"], .string("deny"))
         let check = try await b.json("/v1/connect/intentions/check?source=web&destination=db")
         XCTAssertEqual(check["Allowed"], .bool(false))
+    }
+
+    func testACLTokensAndPoliciesApplyAtOnceOnEveryRegistryOfTheStore() async throws {
+        let etcd = try await EtcdUnderTest(self)
+        let acl = ["--acl-enabled", "--acl-default-policy", "deny", "--acl-initial-management-token", "root-secret"]
+        let a = try await registry(etcd, node: "node-a", extra: acl)
+        let b = try await registry(etcd, node: "node-b", extra: acl)
+        func send(_ registry: RegistryUnderTest, _ token: String, _ method: String, _ path: String, _ body: String? = nil) async throws -> ACLAnswer {
+            try await aclRequest(registry.address, token, method, path, body)
+        }
+        let listed = try await send(b, "root-secret", "GET", "/v1/acl/tokens")
+        let tokens = try JSON.parse(listed.text)
+        XCTAssertEqual(tokens.arrayValue?.count, 2, "one anonymous and one management token, not one per registry")
+        let policy = try await send(a, "root-secret", "PUT", "/v1/acl/policy", #"{"Name":"app","Rules":"key_prefix \"app/\" { policy = \"write\" }"}"#)
+        XCTAssertEqual(policy.status, 200, policy.text)
+        let created = try await send(a, "root-secret", "PUT", "/v1/acl/token", #"{"Policies":[{"Name":"app"}]}"#)
+        let secret = try XCTUnwrap(try JSON.parse(created.text)["SecretID"]?.stringValue)
+        let accessor = try XCTUnwrap(try JSON.parse(created.text)["AccessorID"]?.stringValue)
+        try await eventually(timeout: 5, "the token made on one registry works on the other") {
+            try await send(b, secret, "PUT", "/v1/kv/app/x", "v").status == 200
+        }
+        let refused = try await send(b, secret, "PUT", "/v1/kv/other", "v")
+        XCTAssertEqual(refused.status, 403)
+        let deleted = try await send(a, "root-secret", "DELETE", "/v1/acl/token/\(accessor)")
+        XCTAssertEqual(deleted.status, 200)
+        try await eventually(timeout: 5, "the deleted token is refused on the other registry") {
+            try await send(b, secret, "PUT", "/v1/kv/app/x", "v").text == "ACL not found"
+        }
     }
 
     func testRegistriesSharingEtcdServeOneCatalogAndWakeEachOthersBlockingQueries() async throws {

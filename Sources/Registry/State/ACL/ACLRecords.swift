@@ -89,9 +89,6 @@ public struct ACLToken: Sendable, Equatable {
     public var modifyIndex: UInt64 = 0
 
     public init() {}
-
-    /// Whether the token has expired at `now` (Unix nanoseconds).
-    public func isExpired(at now: Int) -> Bool { expirationTime != 0 && expirationTime <= now }
 }
 
 /// An ACL policy: named rules.
