@@ -1,12 +1,13 @@
 import Foundation
 import TrellisCore
 
-/// What one token may do, compiled from the rules of all its policies, roles and identities.
+/// What one token may do, compiled from the rules of all its policies, roles and identities (a
+/// class: shared by every request of the token without copying its tables).
 ///
 /// A named resource is decided by the rule for exactly its name, else by the longest matching
 /// prefix rule, else by the registry's default policy (Consul's `acl.default_policy`). ACL
 /// management itself (`acl`) is never granted by the default, as in Consul.
-public struct ACLAuthorizer: Sendable {
+public final class ACLAuthorizer: Sendable {
     /// The token's accessor ID, named in refusals.
     public let accessorID: String
     /// When the token expires (Unix nanoseconds); 0: never.
