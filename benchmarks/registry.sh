@@ -127,20 +127,28 @@ echo "== 5. ACLs default-deny, a token of 50 rules, vs no ACLs: reads (50 connec
 start_registry "$BIN" 18500; seed_web 18500; PLAIN_PID=$REG_PID
 start_registry "$BIN" 18510 "${ACL_FLAGS[@]}"; ACL_PID=$REG_PID
 TOKEN=$(make_acl_token 18510); seed_web 18510 "$TOKEN"
-for round in 1 2 3; do
-  P=$(REG_PID=$PLAIN_PID wrk_cpu -t1 -c50 -d"$DURATION" --latency "http://127.0.0.1:18500/v1/health/service/web?passing")
-  A=$(REG_PID=$ACL_PID wrk_cpu -t1 -c50 -d"$DURATION" --latency -H "X-Consul-Token: $TOKEN" "http://127.0.0.1:18510/v1/health/service/web?passing")
+# Which side goes first alternates from round to round: the second of two back-to-back runs is
+# measured on a machine the first one left warm (and noisy).
+read_plain() { P=$(REG_PID=$PLAIN_PID wrk_cpu -t1 -c50 -d"$DURATION" --latency "http://127.0.0.1:18500/v1/health/service/web?passing"); }
+read_acl() { A=$(REG_PID=$ACL_PID wrk_cpu -t1 -c50 -d"$DURATION" --latency -H "X-Consul-Token: $TOKEN" "http://127.0.0.1:18510/v1/health/service/web?passing"); }
+for round in 1 2 3 4; do
+  if (( round % 2 )); then read_plain; read_acl; else read_acl; read_plain; fi
   echo "round $round  reads  no ACLs: $P   ACLs: $A   ACLs/none: $(ratio "$A" "$P")   CPU per read ACLs/none: $(cpu_ratio "$A" "$P")"
 done
 kill "$PLAIN_PID" "$ACL_PID"; wait "$PLAIN_PID" "$ACL_PID" 2>/dev/null || true
-for round in 1 2 3; do
+register_plain() {
   start_registry
   P=$(wrk_cpu -t1 -c64 -d"$DURATION" --latency -s benchmarks/register.lua "http://127.0.0.1:18500")
   stop_registry
+}
+register_acl() {
   start_registry "$BIN" 18500 "${ACL_FLAGS[@]}"
   TOKEN=$(make_acl_token 18500)
   A=$(wrk_cpu -t1 -c64 -d"$DURATION" --latency -s benchmarks/register.lua -H "X-Consul-Token: $TOKEN" "http://127.0.0.1:18500")
   stop_registry
+}
+for round in 1 2 3 4; do
+  if (( round % 2 )); then register_plain; register_acl; else register_acl; register_plain; fi
   echo "round $round  registrations  no ACLs: $P   ACLs: $A   ACLs/none: $(ratio "$A" "$P")   CPU per registration ACLs/none: $(cpu_ratio "$A" "$P")"
 done
 fi
