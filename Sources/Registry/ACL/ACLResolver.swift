@@ -29,6 +29,7 @@ public final class ACLResolver: Sendable {
     let settings: ACLSettings
     let datacenter: String
     private let compiled = Mutex<[String: (index: UInt64, authorizer: ACLAuthorizer)]>([:])
+    private static let cacheCapacity = 4096
     /// Tokens set with `PUT /v1/agent/token/:type`; `default` stands in for requests without one.
     private let agentTokens = Mutex<[String: String]>([:])
 
@@ -45,7 +46,6 @@ public final class ACLResolver: Sendable {
     func setAgentToken(_ type: String, _ secret: String) {
         agentTokens.withLock { $0[type] = secret.isEmpty ? nil : secret }
     }
-    private static let cacheCapacity = 4096
 
     init(settings: ACLSettings, datacenter: String) {
         self.settings = settings
