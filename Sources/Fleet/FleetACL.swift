@@ -34,27 +34,27 @@ struct FleetACL: Sendable {
     /// registry agent's settings (its default intention policy). Answers the token file.
     func sidecarToken(_ service: String, registry: String) async throws -> String {
         let rules = "key \"\(SidecarPolicy.key(for: service))\" { policy = \"read\" }\nagent_prefix \"\" { policy = \"read\" }"
-        return try await token(name: "sidecar-\(service)", rules: rules, serviceIdentity: service, registry: registry)
+        return try await token(name: "sidecar-\(service)", rules: rules, serviceIdentity: service, registry: registry).file
     }
 
     /// The collector's token: registering itself, reading the catalog and the registry's metrics.
     func collectorToken(registry: String) async throws -> String {
         try await token(name: "collector", rules: "agent_prefix \"\" { policy = \"read\" }",
-                        serviceIdentity: WellKnownNames.collectorService, registry: registry)
+                        serviceIdentity: WellKnownNames.collectorService, registry: registry).file
     }
 
     /// Gives the registry's DNS interface a token that reads services and nodes (Consul's `dns` agent token).
     func enableDNS(registry: String) async throws {
-        let file = try await token(name: "dns", rules: "service_prefix \"\" { policy = \"read\" }\nnode_prefix \"\" { policy = \"read\" }",
-                                   serviceIdentity: nil, registry: registry)
-        let secret = try String(contentsOfFile: file, encoding: .utf8)
+        let secret = try await token(name: "dns", rules: "service_prefix \"\" { policy = \"read\" }\nnode_prefix \"\" { policy = \"read\" }",
+                                     serviceIdentity: nil, registry: registry).secret
         try await management(registry).expectOK(.PUT, "/v1/agent/token/dns",
                                                 body: JSON.object(JSONObject([("Token", .string(secret))])).serialized())
     }
 
     /// A token with the policy `trellis-<name>` (made or updated to `rules`) and the service
     /// identity; the one of an earlier start is reused while the registry still knows it.
-    private func token(name: String, rules: String, serviceIdentity: String?, registry: String) async throws -> String {
+    private func token(name: String, rules: String, serviceIdentity: String?,
+                       registry: String) async throws -> (file: String, secret: String) {
         let client = management(registry)
         let policyName = "trellis-\(name)"
         let (status, _, body) = try await client.send("GET", "/v1/acl/policy/name/\(policyName)")
@@ -69,7 +69,7 @@ struct FleetACL: Sendable {
         let file = directory + "/\(name).token"
         if let secret = try? String(contentsOfFile: file, encoding: .utf8),
            let (status, _, _) = try? await ConsulClient(address: registry, token: secret).send("GET", "/v1/acl/token/self"), status == 200 {
-            return file
+            return (file, secret)
         }
         var fields: [(String, JSON)] = [("Description", .string("trellis up: \(name)")),
                                         ("Policies", .array([.object(JSONObject([("Name", .string(policyName))]))]))]
@@ -79,7 +79,7 @@ struct FleetACL: Sendable {
         let (created, _) = try await client.json("PUT", "/v1/acl/token", body: JSON.object(JSONObject(fields)).serialized())
         guard let secret = created["SecretID"]?.stringValue else { throw ConfigError(description: "the registry made no token for \(name)") }
         try Self.write(secret, to: file)
-        return file
+        return (file, secret)
     }
 
     /// The secret kept in `file`, made (a random UUID) when there is none yet.

@@ -17,12 +17,6 @@ public struct ACLSettings: Sendable {
     public init() {}
 }
 
-/// Why a request's token does not resolve.
-enum ACLRefusal: Error {
-    /// Consul's `ACL not found`: no such token, or an expired one.
-    case tokenNotFound
-}
-
 /// Turns a request's secret into the `ACLAuthorizer` of its token, compiled once per token and
 /// ACL index and reused until any ACL record changes.
 public final class ACLResolver: Sendable {
@@ -56,24 +50,25 @@ public final class ACLResolver: Sendable {
     /// Everything allowed: the authorizer of every request while ACLs are disabled.
     static let unrestricted = ACLAuthorizer(accessorID: "", rules: ACLRules(), defaultAllows: true, unrestricted: true)
 
-    /// The authorizer of `secret` (the anonymous token when nil or empty).
-    func authorizer(secret: String?, in state: borrowing RegistryState) -> Result<ACLAuthorizer, ACLRefusal> {
-        guard settings.enabled else { return .success(Self.unrestricted) }
+    /// The authorizer of `secret` (the agent's default token, else the anonymous token, when nil or
+    /// empty); nil when no token has that secret or it has expired (Consul's `ACL not found`).
+    func authorizer(secret: String?, in state: borrowing RegistryState) -> ACLAuthorizer? {
+        guard settings.enabled else { return Self.unrestricted }
         let secret = secret.flatMap { $0.isEmpty ? nil : $0 } ?? agentTokens.withLock { $0["default"] } ?? ACLToken.anonymousSecret
-        guard let accessorID = state.aclAccessorID(secret: secret) else { return .failure(.tokenNotFound) }
+        guard let accessorID = state.aclAccessorID(secret: secret) else { return nil }
         let index = state.aclIndex
         if let cached = compiled.withLock({ $0[accessorID] }), cached.index == index {
-            return cached.authorizer.expired ? .failure(.tokenNotFound) : .success(cached.authorizer)
+            return cached.authorizer.expired ? nil : cached.authorizer
         }
-        guard let token = state.aclToken(accessorID: accessorID) else { return .failure(.tokenNotFound) }
+        guard let token = state.aclToken(accessorID: accessorID) else { return nil }
         let authorizer = ACLAuthorizer(accessorID: token.accessorID, rules: state.aclRules(of: token, datacenter: datacenter),
                                        defaultAllows: settings.defaultAllows, expiresAt: token.expirationTime, aclIndex: index)
-        if authorizer.expired { return .failure(.tokenNotFound) }
+        if authorizer.expired { return nil }
         compiled.withLock { compiled in
             if compiled.count >= Self.cacheCapacity { compiled.removeAll(keepingCapacity: true) }
             compiled[token.accessorID] = (index, authorizer)
         }
-        return .success(authorizer)
+        return authorizer
     }
 }
 
@@ -81,10 +76,12 @@ public final class ACLResolver: Sendable {
 /// blocking query that outlives a token change sees the change), and whether the answer being
 /// built left something out (`X-Consul-Results-Filtered-By-ACLs`).
 ///
-/// One per request, used only on that request's event loop.
+/// One per request, used only on that request's event loop; while ACLs are disabled every request
+/// shares `unrestricted`, which allows everything and is never written.
 final class RequestACL: @unchecked Sendable {
     let secret: String?
-    private let resolver: ACLResolver
+    /// Nil for `unrestricted`.
+    private let resolver: ACLResolver?
     private(set) var authorizer: ACLAuthorizer
     private var resolvedAt: UInt64
     /// Set by `visible` when it hides something during `rendering`.
@@ -94,28 +91,33 @@ final class RequestACL: @unchecked Sendable {
     init?(secret: String?, resolver: ACLResolver, state: borrowing RegistryState) {
         self.secret = secret
         self.resolver = resolver
-        guard case .success(let authorizer) = resolver.authorizer(secret: secret, in: state) else { return nil }
+        guard let authorizer = resolver.authorizer(secret: secret, in: state) else { return nil }
         self.authorizer = authorizer
         resolvedAt = state.aclIndex
     }
 
+    private init() {
+        secret = nil
+        resolver = nil
+        authorizer = ACLResolver.unrestricted
+        resolvedAt = 0
+    }
+
+    static let unrestricted = RequestACL()
+
     /// What separates this token's renderings of a read from another token's in the response cache.
     var cacheTag: String { authorizer.cacheTag }
 
-    var enabled: Bool { resolver.settings.enabled }
+    var enabled: Bool { resolver != nil }
 
     /// Re-resolves after an ACL change or past the token's expiry; false when the token is gone or expired.
     func refresh(_ state: borrowing RegistryState) -> Bool {
-        guard enabled else { return true }
+        guard let resolver else { return true }
         if state.aclIndex == resolvedAt && !authorizer.expired { return true }
-        switch resolver.authorizer(secret: secret, in: state) {
-        case .success(let authorizer):
-            self.authorizer = authorizer
-            resolvedAt = state.aclIndex
-            return true
-        case .failure:
-            return false
-        }
+        guard let authorizer = resolver.authorizer(secret: secret, in: state) else { return false }
+        self.authorizer = authorizer
+        resolvedAt = state.aclIndex
+        return true
     }
 
     /// The answer `render` builds, marked `X-Consul-Results-Filtered-By-ACLs` when it left

@@ -27,6 +27,11 @@ enum ACLJSON {
         Data(SHA256.hash(data: Array(parts.joined(separator: "\u{0}").utf8))).base64EncodedString()
     }
 
+    /// 32 hex digits of a digest of `text`: the ID of a synthetic policy, as long as Consul's.
+    static func hexDigest(_ text: String) -> String {
+        SHA256.hash(data: Array(text.utf8)).prefix(16).map { String($0 >> 4, radix: 16) + String($0 & 0xF, radix: 16) }.joined()
+    }
+
     // MARK: Rendering
 
     static func links(_ links: [ACLLink], names: (String) -> String?) -> JSON {

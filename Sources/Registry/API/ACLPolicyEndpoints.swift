@@ -14,33 +14,53 @@ extension ConsulAPI {
 
     /// `PUT /v1/acl/policy`, and `GET|PUT|DELETE /v1/acl/policy/:id`, `GET /v1/acl/policy/name/:name`.
     func aclPolicy(_ context: Context) -> EventLoopFuture<HTTPResponse> {
+        aclRecord(context, kind: "policy", idsAreUUIDs: true,
+                  byID: { state, id in state.aclPolicy(id: id).map { ACLJSON.policy($0) } },
+                  byName: { state, name in state.aclPolicy(name: name).map { ACLJSON.policy($0) } },
+                  upsert: { body, id, state throws(CatalogError) in
+                      let policy = try Self.policy(from: body, id: id, in: state)
+                      state.putACLPolicy(policy)
+                      return ACLJSON.policy(policy)
+                  },
+                  remove: { id, state throws(CatalogError) in
+                      if let builtin = ACLPolicy.builtin.first(where: { $0.id == id }) {
+                          throw .badRequest("Delete operation not permitted on the builtin \(builtin.name) policy")
+                      }
+                      state.deleteACLPolicy(id)
+                  })
+    }
+
+    /// One kind of ACL record at `/v1/acl/<kind>` (create) and `/v1/acl/<kind>/:id`: `GET` needs
+    /// `acl:read` and finds the record by ID (or by name under `name/`), `PUT` and `DELETE` need
+    /// `acl:write`; `upsert` checks, stores and answers the record, `remove` deletes it.
+    private func aclRecord(_ context: Context, kind: String, idsAreUUIDs: Bool,
+                           byID: (borrowing RegistryState, String) -> JSON?,
+                           byName: ((borrowing RegistryState, String) -> JSON?)? = nil,
+                           upsert: @escaping @Sendable (FieldReader, String, inout RegistryState) throws(CatalogError) -> JSON,
+                           remove: @escaping @Sendable (String, inout RegistryState) throws(CatalogError) -> Void) -> EventLoopFuture<HTTPResponse> {
         if let disabled = aclDisabled(context) { return disabled }
-        let id = context.rest.hasPrefix("/") ? String(context.rest.dropFirst()) : context.rest
+        let id = context.rest
         switch context.request.method {
         case .GET:
             if let refused = refusal(context, .acl, "", .read) { return refused }
-            if id.hasPrefix("name/") {
+            let missing = HTTPResponse.text(.notFound, "ACL \(kind) not found")
+            if let byName, id.hasPrefix("name/") {
                 let name = String(id.dropFirst("name/".count))
-                return aclRead(context, missing: .text(.notFound, "ACL policy not found")) { $0.aclPolicy(name: name).map { ACLJSON.policy($0) } }
+                return aclRead(context, missing: missing) { byName($0, name) }
             }
-            guard Self.isUUID(id) else { return badRequest("Invalid policy ID: \"\(id)\" is not a UUID", context) }
-            return aclRead(context, missing: .text(.notFound, "ACL policy not found")) { $0.aclPolicy(id: id).map { ACLJSON.policy($0) } }
+            if idsAreUUIDs && !Self.isUUID(id) { return badRequest("Invalid \(kind) ID: \"\(id)\" is not a UUID", context) }
+            return aclRead(context, missing: missing) { byID($0, id) }
         case .PUT:
             if let refused = refusal(context, .acl, "", .write) { return refused }
             let body: FieldReader
             do { body = try decodeBody(context) } catch { return decodeFailed(error, context) }
             return write(context, { (state: inout RegistryState) throws(CatalogError) -> JSON in
-                let policy = try Self.policy(from: body, id: id, in: state)
-                state.putACLPolicy(policy)
-                return ACLJSON.policy(policy)
+                try upsert(body, id, &state)
             }, render: { .json($0.serialized()) })
         case .DELETE:
             if let refused = refusal(context, .acl, "", .write) { return refused }
             return write(context, { (state: inout RegistryState) throws(CatalogError) -> Bool in
-                if let builtin = ACLPolicy.builtin.first(where: { $0.id == id }) {
-                    throw .badRequest("Delete operation not permitted on the builtin \(builtin.name) policy")
-                }
-                state.deleteACLPolicy(id)
+                try remove(id, &state)
                 return true
             }, render: { Self.boolResponse($0) })
         default:
@@ -99,39 +119,15 @@ extension ConsulAPI {
 
     /// `PUT /v1/acl/role`, and `GET|PUT|DELETE /v1/acl/role/:id`, `GET /v1/acl/role/name/:name`.
     func aclRole(_ context: Context) -> EventLoopFuture<HTTPResponse> {
-        if let disabled = aclDisabled(context) { return disabled }
-        let id = context.rest.hasPrefix("/") ? String(context.rest.dropFirst()) : context.rest
-        switch context.request.method {
-        case .GET:
-            if let refused = refusal(context, .acl, "", .read) { return refused }
-            if id.hasPrefix("name/") {
-                let name = String(id.dropFirst("name/".count))
-                return aclRead(context, missing: .text(.notFound, "ACL role not found")) { state in
-                    state.aclRole(name: name).map { ACLJSON.role($0, in: state) }
-                }
-            }
-            guard Self.isUUID(id) else { return badRequest("Invalid role ID: \"\(id)\" is not a UUID", context) }
-            return aclRead(context, missing: .text(.notFound, "ACL role not found")) { state in
-                state.aclRole(id: id).map { ACLJSON.role($0, in: state) }
-            }
-        case .PUT:
-            if let refused = refusal(context, .acl, "", .write) { return refused }
-            let body: FieldReader
-            do { body = try decodeBody(context) } catch { return decodeFailed(error, context) }
-            return write(context, { (state: inout RegistryState) throws(CatalogError) -> JSON in
-                let role = try Self.role(from: body, id: id, in: state)
-                state.putACLRole(role)
-                return ACLJSON.role(role, in: state)
-            }, render: { .json($0.serialized()) })
-        case .DELETE:
-            if let refused = refusal(context, .acl, "", .write) { return refused }
-            return write(context, { (state: inout RegistryState) throws(CatalogError) -> Bool in
-                state.deleteACLRole(id)
-                return true
-            }, render: { Self.boolResponse($0) })
-        default:
-            return immediate(.text(.methodNotAllowed, "method \(context.request.method.rawValue) not allowed"), context)
-        }
+        aclRecord(context, kind: "role", idsAreUUIDs: true,
+                  byID: { state, id in state.aclRole(id: id).map { ACLJSON.role($0, in: state) } },
+                  byName: { state, name in state.aclRole(name: name).map { ACLJSON.role($0, in: state) } },
+                  upsert: { body, id, state throws(CatalogError) in
+                      let role = try Self.role(from: body, id: id, in: state)
+                      state.putACLRole(role)
+                      return ACLJSON.role(role, in: state)
+                  },
+                  remove: { id, state throws(CatalogError) in state.deleteACLRole(id) })
     }
 
     private static func role(from r: FieldReader, id pathID: String, in state: borrowing RegistryState) throws(CatalogError) -> ACLRole {
@@ -184,47 +180,37 @@ extension ConsulAPI {
 
     /// `PUT /v1/acl/auth-method`, `GET|PUT|DELETE /v1/acl/auth-method/:name`.
     func aclAuthMethod(_ context: Context) -> EventLoopFuture<HTTPResponse> {
-        if let disabled = aclDisabled(context) { return disabled }
-        let pathName = context.rest.hasPrefix("/") ? String(context.rest.dropFirst()) : context.rest
-        switch context.request.method {
-        case .GET:
-            if let refused = refusal(context, .acl, "", .read) { return refused }
-            return aclRead(context, missing: .text(.notFound, "ACL auth method not found")) { $0.aclAuthMethod(name: pathName).map(JSON.object) }
-        case .PUT:
-            if let refused = refusal(context, .acl, "", .write) { return refused }
-            let body: FieldReader
-            do { body = try decodeBody(context) } catch { return decodeFailed(error, context) }
-            return write(context, { (state: inout RegistryState) throws(CatalogError) -> JSON in
-                let name = (try? body.string("Name")) ?? nil ?? pathName
-                guard !name.isEmpty, pathName.isEmpty || name == pathName else {
-                    throw .badRequest(name.isEmpty ? "Invalid Auth Method: no Name is set" : "Auth method name in URL and payload do not match")
-                }
-                guard ACLJSON.isValidName(name) else { throw .badRequest("Invalid Auth Method: invalid Name") }
-                guard let type = try? body.string("Type"), Self.authMethodTypes.contains(type) else {
-                    throw .badRequest("Invalid Auth Method: Type should be one of: \(Self.authMethodTypes.sorted().joined(separator: ", "))")
-                }
-                let existing = state.aclAuthMethod(name: name)
-                if let existing, existing.field("Type")?.stringValue != type { throw .badRequest("Cannot change type of auth method \(name)") }
-                let index = state.writeIndex
-                let method = JSONObject([
-                    ("Name", .string(name)), ("Type", .string(type)),
-                    ("DisplayName", body.value("DisplayName") ?? .string("")), ("Description", body.value("Description") ?? .string("")),
-                    ("MaxTokenTTL", body.value("MaxTokenTTL") ?? .string("0s")), ("TokenLocality", body.value("TokenLocality") ?? .string("")),
-                    ("Config", body.value("Config") ?? .object(JSONObject())),
-                    ("CreateIndex", existing?.field("CreateIndex") ?? .unsigned(index)), ("ModifyIndex", .unsigned(index)),
-                ])
-                state.putACLAuthMethod(name: name, method)
-                return .object(method)
-            }, render: { .json($0.serialized()) })
-        case .DELETE:
-            if let refused = refusal(context, .acl, "", .write) { return refused }
-            return write(context, { (state: inout RegistryState) throws(CatalogError) -> Bool in
-                state.deleteACLAuthMethod(name: pathName)
-                return true
-            }, render: { Self.boolResponse($0) })
-        default:
-            return immediate(.text(.methodNotAllowed, "method \(context.request.method.rawValue) not allowed"), context)
+        aclRecord(context, kind: "auth method", idsAreUUIDs: false,
+                  byID: { state, name in state.aclAuthMethod(name: name).map(JSON.object) },
+                  upsert: { body, pathName, state throws(CatalogError) in
+                      let (name, method) = try Self.authMethod(from: body, name: pathName, in: state)
+                      state.putACLAuthMethod(name: name, method)
+                      return .object(method)
+                  },
+                  remove: { name, state throws(CatalogError) in state.deleteACLAuthMethod(name: name) })
+    }
+
+    /// An auth method from a create (`pathName` empty) or update request, kept as given.
+    private static func authMethod(from body: FieldReader, name pathName: String,
+                                   in state: borrowing RegistryState) throws(CatalogError) -> (String, JSONObject) {
+        let name = (try? body.string("Name")) ?? nil ?? pathName
+        guard !name.isEmpty, pathName.isEmpty || name == pathName else {
+            throw .badRequest(name.isEmpty ? "Invalid Auth Method: no Name is set" : "Auth method name in URL and payload do not match")
         }
+        guard ACLJSON.isValidName(name) else { throw .badRequest("Invalid Auth Method: invalid Name") }
+        guard let type = try? body.string("Type"), authMethodTypes.contains(type) else {
+            throw .badRequest("Invalid Auth Method: Type should be one of: \(authMethodTypes.sorted().joined(separator: ", "))")
+        }
+        let existing = state.aclAuthMethod(name: name)
+        if let existing, existing.field("Type")?.stringValue != type { throw .badRequest("Cannot change type of auth method \(name)") }
+        let index = state.writeIndex
+        return (name, JSONObject([
+            ("Name", .string(name)), ("Type", .string(type)),
+            ("DisplayName", body.value("DisplayName") ?? .string("")), ("Description", body.value("Description") ?? .string("")),
+            ("MaxTokenTTL", body.value("MaxTokenTTL") ?? .string("0s")), ("TokenLocality", body.value("TokenLocality") ?? .string("")),
+            ("Config", body.value("Config") ?? .object(JSONObject())),
+            ("CreateIndex", existing?.field("CreateIndex") ?? .unsigned(index)), ("ModifyIndex", .unsigned(index)),
+        ]))
     }
 
     func aclBindingRuleList(_ context: Context) -> EventLoopFuture<HTTPResponse> {
@@ -237,46 +223,35 @@ extension ConsulAPI {
 
     /// `PUT /v1/acl/binding-rule`, `GET|PUT|DELETE /v1/acl/binding-rule/:id`.
     func aclBindingRule(_ context: Context) -> EventLoopFuture<HTTPResponse> {
-        if let disabled = aclDisabled(context) { return disabled }
-        let pathID = context.rest.hasPrefix("/") ? String(context.rest.dropFirst()) : context.rest
-        switch context.request.method {
-        case .GET:
-            if let refused = refusal(context, .acl, "", .read) { return refused }
-            return aclRead(context, missing: .text(.notFound, "ACL binding rule not found")) { $0.aclBindingRule(id: pathID).map(JSON.object) }
-        case .PUT:
-            if let refused = refusal(context, .acl, "", .write) { return refused }
-            let body: FieldReader
-            do { body = try decodeBody(context) } catch { return decodeFailed(error, context) }
-            return write(context, { (state: inout RegistryState) throws(CatalogError) -> JSON in
-                let method = (try? body.string("AuthMethod")) ?? nil ?? ""
-                guard state.aclAuthMethod(name: method) != nil else { throw .badRequest("Invalid Binding Rule: unknown auth method \"\(method)\"") }
-                guard let bindType = try? body.string("BindType"), Self.bindTypes.contains(bindType) else {
-                    throw .badRequest("Invalid Binding Rule: unknown BindType")
-                }
-                guard let bindName = try? body.string("BindName"), !bindName.isEmpty else {
-                    throw .badRequest("Invalid Binding Rule: no BindName is set")
-                }
-                let existing = pathID.isEmpty ? nil : state.aclBindingRule(id: pathID)
-                if !pathID.isEmpty && existing == nil { throw .badRequest("Cannot find binding rule \(pathID)") }
-                let id = pathID.isEmpty ? Self.newUUID() : pathID
-                let index = state.writeIndex
-                let rule = JSONObject([
-                    ("ID", .string(id)), ("Description", body.value("Description") ?? .string("")), ("AuthMethod", .string(method)),
-                    ("Selector", body.value("Selector") ?? .string("")), ("BindType", .string(bindType)), ("BindName", .string(bindName)),
-                    ("CreateIndex", existing?.field("CreateIndex") ?? .unsigned(index)), ("ModifyIndex", .unsigned(index)),
-                ])
-                state.putACLBindingRule(id: id, rule)
-                return .object(rule)
-            }, render: { .json($0.serialized()) })
-        case .DELETE:
-            if let refused = refusal(context, .acl, "", .write) { return refused }
-            return write(context, { (state: inout RegistryState) throws(CatalogError) -> Bool in
-                state.deleteACLBindingRule(id: pathID)
-                return true
-            }, render: { Self.boolResponse($0) })
-        default:
-            return immediate(.text(.methodNotAllowed, "method \(context.request.method.rawValue) not allowed"), context)
+        aclRecord(context, kind: "binding rule", idsAreUUIDs: false,
+                  byID: { state, id in state.aclBindingRule(id: id).map(JSON.object) },
+                  upsert: { body, pathID, state throws(CatalogError) in
+                      let rule = try Self.bindingRule(from: body, id: pathID, in: state)
+                      state.putACLBindingRule(id: rule.field("ID")?.stringValue ?? "", rule)
+                      return .object(rule)
+                  },
+                  remove: { id, state throws(CatalogError) in state.deleteACLBindingRule(id: id) })
+    }
+
+    /// A binding rule from a create (`pathID` empty) or update request, for an auth method that exists.
+    private static func bindingRule(from body: FieldReader, id pathID: String, in state: borrowing RegistryState) throws(CatalogError) -> JSONObject {
+        let method = (try? body.string("AuthMethod")) ?? nil ?? ""
+        guard state.aclAuthMethod(name: method) != nil else { throw .badRequest("Invalid Binding Rule: unknown auth method \"\(method)\"") }
+        guard let bindType = try? body.string("BindType"), bindTypes.contains(bindType) else {
+            throw .badRequest("Invalid Binding Rule: unknown BindType")
         }
+        guard let bindName = try? body.string("BindName"), !bindName.isEmpty else {
+            throw .badRequest("Invalid Binding Rule: no BindName is set")
+        }
+        let existing = pathID.isEmpty ? nil : state.aclBindingRule(id: pathID)
+        if !pathID.isEmpty && existing == nil { throw .badRequest("Cannot find binding rule \(pathID)") }
+        let index = state.writeIndex
+        return JSONObject([
+            ("ID", .string(pathID.isEmpty ? newUUID() : pathID)), ("Description", body.value("Description") ?? .string("")),
+            ("AuthMethod", .string(method)), ("Selector", body.value("Selector") ?? .string("")), ("BindType", .string(bindType)),
+            ("BindName", .string(bindName)),
+            ("CreateIndex", existing?.field("CreateIndex") ?? .unsigned(index)), ("ModifyIndex", .unsigned(index)),
+        ])
     }
 
     // MARK: Templated policies
@@ -309,8 +284,7 @@ extension ConsulAPI {
         }
         var policy = ACLPolicy()
         policy.rules = template.rules(datacenter: identity.datacenter) ?? ""
-        let digest = ACLJSON.hash([policy.rules]).utf8.reduce(into: "") { $0 += String($1, radix: 16) }
-        policy.id = String(digest.prefix(32))
+        policy.id = ACLJSON.hexDigest(policy.rules)
         policy.name = "synthetic-policy-" + policy.id
         policy.description = "synthetic policy generated from templated policy: \(name)"
         return immediate(json(ACLJSON.policy(policy), context), context)

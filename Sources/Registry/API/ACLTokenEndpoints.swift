@@ -32,15 +32,8 @@ extension ConsulAPI {
             guard state.aclBootstrapIndex == 0 else {
                 throw .forbidden("Permission denied: ACL bootstrap no longer allowed (reset index: \(state.aclBootstrapIndex))")
             }
-            var token = ACLToken()
-            token.accessorID = Self.newUUID()
-            token.secretID = Self.newUUID()
-            token.description = "Bootstrap Token (Global Management)"
-            token.policies = [ACLLink(id: ACLPolicy.globalManagementID)]
-            token.createTime = now
-            token.createIndex = state.writeIndex
-            token.modifyIndex = state.writeIndex
-            state.putACLToken(token)
+            let token = state.createACLToken(.management(accessorID: Self.newUUID(), secretID: Self.newUUID(),
+                                                         description: "Bootstrap Token (Global Management)"), now: now)
             state.markACLBootstrapped()
             return ACLJSON.token(token, in: state)
         }, render: { .json($0.serialized()) })
@@ -74,7 +67,6 @@ extension ConsulAPI {
             var token = ACLToken()
             token.accessorID = try Self.newTokenID(fields.accessorID, "AccessorID", taken: { state.aclToken(accessorID: $0) != nil })
             token.secretID = try Self.newTokenID(fields.secretID, "SecretID", taken: { state.aclToken(secret: $0) != nil })
-            token.createTime = now
             if let ttl = fields.expirationTTL {
                 guard fields.expirationTime == nil else { throw .badRequest("Expiration TTL and Expiration Time cannot both be set") }
                 guard Self.tokenTTLRange.contains(ttl) else {
@@ -87,10 +79,7 @@ extension ConsulAPI {
             }
             token.local = fields.local ?? false
             try fields.apply(to: &token, in: state)
-            token.createIndex = state.writeIndex
-            token.modifyIndex = state.writeIndex
-            state.putACLToken(token)
-            return ACLJSON.token(token, in: state)
+            return ACLJSON.token(state.createACLToken(token, now: now), in: state)
         }, render: { .json($0.serialized()) })
     }
 
@@ -179,11 +168,7 @@ extension ConsulAPI {
             token.accessorID = Self.newUUID()
             token.secretID = Self.newUUID()
             if let description { token.description = description }
-            token.createTime = now
-            token.createIndex = state.writeIndex
-            token.modifyIndex = state.writeIndex
-            state.putACLToken(token)
-            return ACLJSON.token(token, in: state)
+            return ACLJSON.token(state.createACLToken(token, now: now), in: state)
         }, render: { .json($0.serialized()) })
     }
 

@@ -330,12 +330,9 @@ extension ConsulAPI {
     /// The gossip members: the registry itself, in the WAN pool (`?wan`) as `<node>.<dc>` on the Serf WAN port.
     func agentMembers(_ context: Context) -> EventLoopFuture<HTTPResponse> {
         let wan = context.request.query.flag("wan") ?? false
-        guard context.authorizer.allows(.node, identity.nodeName, .read) else {
-            var response = json(.array([]), context)
-            response.headers.add(name: ConsulHeaders.filteredByACLs, value: "true")
-            return immediate(response, context)
-        }
-        return immediate(json(.array([memberJSON(wan: wan)]), context), context)
+        return immediate(context.acl.rendering {
+            json(.array(context.acl.visible(.node, identity.nodeName) ? [memberJSON(wan: wan)] : []), context)
+        }, context)
     }
 
     private func memberJSON(wan: Bool = false) -> JSON {

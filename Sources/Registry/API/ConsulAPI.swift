@@ -62,8 +62,6 @@ public final class ConsulAPI: HTTPResponder {
     let leafCache: LeafCache
     /// Resolves each request's token (ACL/).
     let aclResolver: ACLResolver
-    /// The `RequestACL` of every request while ACLs are disabled.
-    private let unrestricted: RequestACL
 
     public init(catalog: Catalog, identity: AgentIdentity, checker: HealthChecker, metrics: RegistryMetrics, logger: Logger,
                 dataDirectory: String, acl: ACLSettings = ACLSettings(), logControl: LogControl,
@@ -79,10 +77,6 @@ public final class ConsulAPI: HTTPResponder {
         self.onLeave = onLeave
         self.leafCache = LeafCache(datacenter: identity.datacenter)
         aclResolver = ACLResolver(settings: acl, datacenter: identity.datacenter)
-        var disabled = acl
-        disabled.enabled = false
-        unrestricted = RequestACL(secret: nil, resolver: ACLResolver(settings: disabled, datacenter: identity.datacenter),
-                                  state: RegistryState())!
     }
 
     /// A routed request: the handler and the endpoint label its metrics are recorded under.
@@ -261,7 +255,7 @@ public final class ConsulAPI: HTTPResponder {
     /// The request's token from `?token=`, `X-Consul-Token` or `Authorization: Bearer`, in Consul's
     /// order, resolved; nil when it names no token.
     private func requestACL(_ request: HTTPRequest, endpoint: String) -> RequestACL? {
-        guard aclResolver.settings.enabled, !Self.tokenless.contains(endpoint) else { return unrestricted }
+        guard aclResolver.settings.enabled, !Self.tokenless.contains(endpoint) else { return .unrestricted }
         return catalog.read { RequestACL(secret: Self.secret(of: request), resolver: aclResolver, state: $0) }
     }
 

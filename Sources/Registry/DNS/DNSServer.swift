@@ -90,11 +90,12 @@ struct DNSResponder: Sendable {
         if query.qclass != 1 && query.qclass != 255 {
             answer = DNSAnswer(rcode: .notImplemented)
         } else {
-            let token = acl.agentToken("dns") ?? acl.agentToken("default") ?? ""
-            let key = String(query.type) + " " + query.name.joined(separator: ".").lowercased() + "\u{0}" + token
+            var key = String(query.type) + " " + query.name.joined(separator: ".").lowercased()
+            // Answers differ by the agent token they were read with.
+            if acl.settings.enabled { key += "\u{0}" + (acl.agentToken("dns") ?? acl.agentToken("default") ?? "") }
             answer = catalog.read { state in
                 if let cached = answers.lookup(key, index: state.index) { return cached }
-                guard case .success(let authorizer) = acl.authorizer(secret: acl.agentToken("dns"), in: state) else {
+                guard let authorizer = acl.authorizer(secret: acl.agentToken("dns"), in: state) else {
                     return DNSAnswer(rcode: .refused)
                 }
                 let fresh = resolver.answer(query.name, type: query.type, state: state, authorizer: authorizer)

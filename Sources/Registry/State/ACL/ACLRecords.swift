@@ -89,6 +89,16 @@ public struct ACLToken: Sendable, Equatable {
     public var modifyIndex: UInt64 = 0
 
     public init() {}
+
+    /// A token of the `global-management` policy.
+    static func management(accessorID: String, secretID: String, description: String) -> ACLToken {
+        var token = ACLToken()
+        token.accessorID = accessorID
+        token.secretID = secretID
+        token.description = description
+        token.policies = [ACLLink(id: ACLPolicy.globalManagementID)]
+        return token
+    }
 }
 
 /// An ACL policy: named rules.

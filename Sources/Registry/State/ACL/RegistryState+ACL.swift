@@ -119,61 +119,78 @@ extension RegistryState {
 
     mutating func putACLToken(_ token: ACLToken) {
         acl.setToken(token)
-        record(.put(table: .aclToken, key: token.accessorID, value: ACLRecords.token.encode(token)), touching: [WatchKey.acl])
+        recordACL(.aclToken, token.accessorID, ACLRecords.token.encode(token))
+    }
+
+    /// Stores a new token, stamped with its creation time (Unix nanoseconds) and this write's index.
+    @discardableResult
+    mutating func createACLToken(_ token: ACLToken, now: Int) -> ACLToken {
+        var token = token
+        token.createTime = now
+        token.createIndex = writeIndex
+        token.modifyIndex = writeIndex
+        putACLToken(token)
+        return token
     }
 
     mutating func deleteACLToken(_ accessorID: String) {
         guard acl.tokens[accessorID] != nil else { return }
         acl.removeToken(accessorID)
-        record(.delete(table: .aclToken, key: accessorID), touching: [WatchKey.acl])
+        recordACL(.aclToken, accessorID, nil)
     }
 
     mutating func putACLPolicy(_ policy: ACLPolicy) {
         acl.setPolicy(policy)
-        record(.put(table: .aclPolicy, key: policy.id, value: ACLRecords.policy.encode(policy)), touching: [WatchKey.acl])
+        recordACL(.aclPolicy, policy.id, ACLRecords.policy.encode(policy))
     }
 
     mutating func deleteACLPolicy(_ id: String) {
         guard acl.policies[id] != nil else { return }
         acl.removePolicy(id)
-        record(.delete(table: .aclPolicy, key: id), touching: [WatchKey.acl])
+        recordACL(.aclPolicy, id, nil)
     }
 
     mutating func putACLRole(_ role: ACLRole) {
         acl.roles[role.id] = role
-        record(.put(table: .aclRole, key: role.id, value: ACLRecords.role.encode(role)), touching: [WatchKey.acl])
+        recordACL(.aclRole, role.id, ACLRecords.role.encode(role))
     }
 
     mutating func deleteACLRole(_ id: String) {
         guard acl.roles.removeValue(forKey: id) != nil else { return }
-        record(.delete(table: .aclRole, key: id), touching: [WatchKey.acl])
+        recordACL(.aclRole, id, nil)
     }
 
     mutating func putACLAuthMethod(name: String, _ method: JSONObject) {
         acl.authMethods[name] = method
-        record(.put(table: .aclAuthMethod, key: name, value: JSONRecord.encode(.object(method))), touching: [WatchKey.acl])
+        recordACL(.aclAuthMethod, name, JSONRecord.encode(.object(method)))
     }
 
+    /// Deletes an auth method and the binding rules that name it.
     mutating func deleteACLAuthMethod(name: String) {
         guard acl.authMethods.removeValue(forKey: name) != nil else { return }
-        record(.delete(table: .aclAuthMethod, key: name), touching: [WatchKey.acl])
+        recordACL(.aclAuthMethod, name, nil)
         for (id, rule) in acl.bindingRules where rule.field("AuthMethod")?.stringValue == name { deleteACLBindingRule(id: id) }
     }
 
     mutating func putACLBindingRule(id: String, _ rule: JSONObject) {
         acl.bindingRules[id] = rule
-        record(.put(table: .aclBindingRule, key: id, value: JSONRecord.encode(.object(rule))), touching: [WatchKey.acl])
+        recordACL(.aclBindingRule, id, JSONRecord.encode(.object(rule)))
     }
 
     mutating func deleteACLBindingRule(id: String) {
         guard acl.bindingRules.removeValue(forKey: id) != nil else { return }
-        record(.delete(table: .aclBindingRule, key: id), touching: [WatchKey.acl])
+        recordACL(.aclBindingRule, id, nil)
+    }
+
+    /// Adds an ACL record change (`nil`: deleted) to the write in progress.
+    private mutating func recordACL(_ table: Table, _ key: String, _ value: [UInt8]?) {
+        record(value.map { .put(table: table, key: key, value: $0) } ?? .delete(table: table, key: key), touching: [WatchKey.acl])
     }
 
     /// Ends the bootstrap window (`PUT /v1/acl/bootstrap` or an initial management token).
     mutating func markACLBootstrapped() {
         acl.bootstrapIndex = writeIndex
-        record(.put(table: .aclBootstrap, key: "bootstrap", value: IndexRecord.encode(writeIndex)), touching: [WatchKey.acl])
+        recordACL(.aclBootstrap, "bootstrap", IndexRecord.encode(writeIndex))
     }
 
     /// What every ACL-enabled registry has: the built-in policies, the anonymous token, and the
@@ -191,21 +208,10 @@ extension RegistryState {
             anonymous.accessorID = ACLToken.anonymousAccessorID
             anonymous.secretID = ACLToken.anonymousSecret
             anonymous.description = "Anonymous Token"
-            anonymous.createTime = now
-            anonymous.createIndex = writeIndex
-            anonymous.modifyIndex = writeIndex
-            putACLToken(anonymous)
+            createACLToken(anonymous, now: now)
         }
         guard let secret = initialManagementSecret, !secret.isEmpty, aclToken(secret: secret) == nil else { return }
-        var token = ACLToken()
-        token.accessorID = accessorID
-        token.secretID = secret
-        token.description = "Initial Management Token"
-        token.policies = [ACLLink(id: ACLPolicy.globalManagementID)]
-        token.createTime = now
-        token.createIndex = writeIndex
-        token.modifyIndex = writeIndex
-        putACLToken(token)
+        createACLToken(ACLToken.management(accessorID: accessorID, secretID: secret, description: "Initial Management Token"), now: now)
         if acl.bootstrapIndex == 0 { markACLBootstrapped() }
     }
 
