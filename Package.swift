@@ -104,7 +104,7 @@ let package = Package(
         .target(
             name: "Registry",
             dependencies: [
-                "TrellisCore", "Telemetry", "CSystemd", "TrellisHTTP",
+                "TrellisCore", "Telemetry", "CSystemd", "TrellisHTTP", "ConsulClient",
                 .product(name: "NIOSSL", package: "swift-nio-ssl"),
                 .product(name: "GRDB", package: "GRDB.swift"),
                 .product(name: "X509", package: "swift-certificates"),

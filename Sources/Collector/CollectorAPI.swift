@@ -59,7 +59,7 @@ public struct CollectorAPI: HTTPResponder {
             }
         }
         if request.path == "/federate" && selectors.isEmpty { return .text(.badRequest, "/federate needs at least one match[]\n") }
-        var body = store.render(matching: selectors)
+        var body = store.render(matching: selectors, timestamps: request.path == "/federate")
         if selectors.isEmpty {
             metrics.refresh(store: store, buffer: buffer, unshippedFrom: shipped())
             body.append(contentsOf: metrics.registry.render())

@@ -8,4 +8,6 @@ public enum WellKnownNames {
     /// Service Meta key with a sidecar's inbound mutual TLS mode (`off`, `permissive`, `strict`):
     /// callers use mutual TLS to instances whose mode takes it.
     public static let sidecarMTLSMeta = "trellis_mtls"
+    /// Service Meta key with the services a sidecar calls, comma-separated (the UI's topology).
+    public static let sidecarUpstreamsMeta = "trellis_upstreams"
 }

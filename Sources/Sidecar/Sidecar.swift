@@ -158,6 +158,7 @@ public final class Sidecar: Service {
         var meta = settings.meta
         meta[WellKnownNames.sidecarAdminPortMeta] = String(adminPort)
         meta[WellKnownNames.sidecarMTLSMeta] = settings.mtls.rawValue
+        if !settings.upstreams.isEmpty { meta[WellKnownNames.sidecarUpstreamsMeta] = settings.upstreams.map(\.name).joined(separator: ",") }
         let check = JSONObject([
             ("CheckID", .string("sidecar:\(id)")),
             ("Name", .string("\(settings.service) readiness through its sidecar")),

@@ -56,6 +56,7 @@ private struct UpService: Service {
         let endpoints = "\(topology.dataDir)/endpoints.env"
         try fleet.endpointsFile().write(toFile: endpoints, atomically: true, encoding: .utf8)
         var rows = [["registry", "http://\(fleet.registryAddress)", fleet.dnsPort.map { "DNS 127.0.0.1:\($0)" } ?? ""],
+                    ["ui", "http://\(fleet.registryAddress)/ui/", fleet.managementTokenFile.map { "log in with the token in \($0)" } ?? ""],
                     ["collector", "http://\(fleet.collectorAddress)", ""]]
         rows += fleet.instances.map { [$0.id, "http://127.0.0.1:\($0.port)", "admin http://127.0.0.1:\($0.adminPort)"] }
         rows.append(["endpoints", endpoints, "(source it for TRELLIS_ADDR and <SERVICE>_URL)"])

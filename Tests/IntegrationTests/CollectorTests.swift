@@ -190,7 +190,11 @@ final class CollectorIntegrationTests: XCTestCase {
         XCTAssertTrue(text.contains(#"scrape_samples_scraped{job="shop",instance="shop-1",service="shop"} 1"#))
         let (_, _, federated) = try await collector.client.send("GET", "/federate?match%5B%5D=%7Bservice%3D%22shop%22%7D")
         let federatedText = String(decoding: federated, as: UTF8.self)
-        XCTAssertTrue(federatedText.contains(expected))
+        XCTAssertTrue(text.contains(expected + "\n"), "/metrics writes no timestamps")
+        // As Prometheus' /federate: each sample carries the time of its scrape (the UI computes rates from them).
+        let federatedLine = try XCTUnwrap(federatedText.split(separator: "\n").first { $0.hasPrefix(expected + " ") }, federatedText)
+        let scrapedAt = try XCTUnwrap(Int64(federatedLine.split(separator: " ").last ?? ""), String(federatedLine))
+        XCTAssertLessThan(abs(scrapedAt - Int64(Date().timeIntervalSince1970 * 1000)), 60_000, String(federatedLine))
         XCTAssertFalse(federatedText.contains("trellis_registry"), federatedText)
         let (badStatus, _, _) = try await collector.client.send("GET", "/federate?match%5B%5D=%7B")
         XCTAssertEqual(badStatus, 400)

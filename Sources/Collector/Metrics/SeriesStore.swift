@@ -7,6 +7,8 @@ struct RenderedSeries: Sendable {
     var name: String
     var labels: [Label]
     var line: [UInt8]
+    /// Whether the target exposed a timestamp for the sample (it is then in `line`).
+    var timestamped = false
 }
 
 struct RenderedFamily: Sendable {
@@ -55,18 +57,20 @@ public final class SeriesStore: Sendable {
 
     /// Every family once (targets merged under one HELP/TYPE), then `up`, `scrape_duration_seconds`
     /// and `scrape_samples_scraped` per target as Prometheus records them. With selectors, only the
-    /// series matching at least one of them (`/federate`'s `match[]`).
-    func render(matching selectors: [LabelSelector] = []) -> [UInt8] {
+    /// series matching at least one of them (`/federate`'s `match[]`). With `timestamps`, each sample
+    /// carries the time of its scrape, as Prometheus' `/federate` writes it.
+    func render(matching selectors: [LabelSelector] = [], timestamps: Bool = false) -> [UInt8] {
         let all = snapshot()
         var order: [String] = []
         var merged: [String: RenderedFamily] = [:]
         for (_, result) in all {
+            let scrapedAt = Int64(result.time.timeIntervalSince1970 * 1000)
             for family in result.families {
                 if merged[family.name] == nil {
                     order.append(family.name)
                     merged[family.name] = RenderedFamily(name: family.name, help: family.help, type: family.type, series: [])
                 }
-                merged[family.name]!.series.append(contentsOf: family.series)
+                merged[family.name]!.series.append(contentsOf: timestamps ? family.series.map { Self.stamped($0, scrapedAt) } : family.series)
             }
         }
         var synthetic: [RenderedFamily] = [
@@ -95,6 +99,16 @@ public final class SeriesStore: Sendable {
     static func series(name: String, labels: [Label], value: Double, timestampMs: Int64? = nil) -> RenderedSeries {
         var line: [UInt8] = []
         Exposition.writeSample(Sample(name: name, labels: labels, value: value, timestampMs: timestampMs), into: &line)
-        return RenderedSeries(name: name, labels: labels, line: line)
+        return RenderedSeries(name: name, labels: labels, line: line, timestamped: timestampMs != nil)
+    }
+
+    /// `series` with the scrape's time appended to its line, unless the target gave one.
+    private static func stamped(_ series: RenderedSeries, _ milliseconds: Int64) -> RenderedSeries {
+        guard !series.timestamped, series.line.last == UInt8(ascii: "\n") else { return series }
+        var stamped = series
+        stamped.line.removeLast()
+        stamped.line.append(contentsOf: " \(milliseconds)\n".utf8)
+        stamped.timestamped = true
+        return stamped
     }
 }

@@ -66,6 +66,16 @@ public final class ACLAuthorizer: Sendable {
         return base != nil || defaultAllows
     }
 
+    /// Consul's `ServiceReadAll`/`NodeReadAll`: `needed` on every name of `resource`, by the rule of
+    /// the empty prefix (or the default), with no rule withholding it from some name.
+    public func allowsEvery(_ resource: ACLResource, _ needed: ACLAccess) -> Bool {
+        if unrestricted { return true }
+        guard allows(resource, "", needed) else { return false }
+        let withheld = (exact[resource] ?? [:]).values.contains { !$0.grants(needed) }
+            || (prefixes[resource] ?? []).contains { !$0.access.grants(needed) }
+        return !withheld
+    }
+
     /// Consul's refusal: `Permission denied: token with AccessorID '…' lacks permission 'service:write' on "web"`.
     public func denial(_ resource: ACLResource, _ name: String = "", _ needed: ACLAccess) -> String {
         let on = resource.isNamed ? " on \"\(name)\"" : ""

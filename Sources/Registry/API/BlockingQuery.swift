@@ -44,6 +44,8 @@ final class BlockingQuery: @unchecked Sendable {
 
     private let catalog: Catalog
     private let key: String
+    /// Further keys whose changes wake the query too (reads that span several tables).
+    private let alsoKeys: [String]
     private let cacheKey: String
     private let indexOf: IndexOf
     private let render: Render
@@ -69,8 +71,9 @@ final class BlockingQuery: @unchecked Sendable {
         case hash(String)
     }
 
-    private init(catalog: Catalog, key: String, cacheKey: String, indexOf: @escaping IndexOf, wanted: Version,
+    private init(catalog: Catalog, key: String, alsoKeys: [String], cacheKey: String, indexOf: @escaping IndexOf, wanted: Version,
                  reportsCache: Bool, acl: RequestACL?, loop: any EventLoop, render: @escaping Render) {
+        self.alsoKeys = alsoKeys
         self.reportsCache = reportsCache
         self.acl = acl
         self.catalog = catalog
@@ -87,10 +90,11 @@ final class BlockingQuery: @unchecked Sendable {
     /// Runs a read parked on watch `key`, blocking per the request's parameters; `indexOf` gives the
     /// read's index (by default the key's own), `render` builds the body from a snapshot. With
     /// `hashed`, `?hash=` blocks until the `X-Consul-ContentHash` that `render` sets differs, as
-    /// Consul's agent endpoints do.
+    /// Consul's agent endpoints do. `alsoKeys` wake it too.
     /// With `acl`, each rendering first re-resolves the token (an answer for a deleted token is
     /// Consul's 403 `ACL not found`) and ACL changes wake the query too.
-    static func run(_ request: HTTPRequest, catalog: Catalog, key: String, indexOf: IndexOf? = nil, hashed: Bool = false,
+    static func run(_ request: HTTPRequest, catalog: Catalog, key: String, alsoKeys: [String] = [], indexOf: IndexOf? = nil,
+                    hashed: Bool = false,
                     acl: RequestACL? = nil, on loop: any EventLoop, cancellation: CancellationSignal,
                     render: @escaping Render) -> EventLoopFuture<HTTPResponse> {
         let indexOf = indexOf ?? { $0.watchIndex(key) }
@@ -111,7 +115,7 @@ final class BlockingQuery: @unchecked Sendable {
             let now = snapshot(catalog, cacheKey, acl, indexOf, render)
             return loop.makeSucceededFuture(reportsCache ? withCacheHeaders(now) : now.response)
         }
-        let query = BlockingQuery(catalog: catalog, key: key, cacheKey: cacheKey, indexOf: indexOf,
+        let query = BlockingQuery(catalog: catalog, key: key, alsoKeys: alsoKeys, cacheKey: cacheKey, indexOf: indexOf,
                                   wanted: wanted, reportsCache: reportsCache, acl: acl, loop: loop, render: render)
         loop.execute {
             query.deadlines.add(ObjectIdentifier(query), deadline: .now() + parameters.wait) {
@@ -167,7 +171,7 @@ final class BlockingQuery: @unchecked Sendable {
         if changed(first) { return finish(first) }
         if acl != nil, parkedBody == nil { parkedBody = first.response.body }
         for token in tokens { catalog.hub.cancel(token) }
-        tokens = ([key] + (acl == nil ? [] : [WatchKey.acl])).map { key in
+        tokens = ([key] + alsoKeys + (acl == nil ? [] : [WatchKey.acl])).map { key in
             catalog.hub.wait(on: key, loop: loop) { self.evaluate() }
         }
         let second = snapshot()

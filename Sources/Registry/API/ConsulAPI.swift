@@ -219,7 +219,13 @@ public final class ConsulAPI: HTTPResponder {
         ([.GET], "/v1/session/node/", true, { $0.sessionNode }),
         ([.GET], "/v1/session/list", false, { $0.sessionList }),
         ([.PUT, .POST], "/v1/txn", false, { $0.txn }),
+        ([.GET], "/v1/internal/ui/services", false, { $0.uiServices }),
+        ([.GET], "/v1/internal/ui/service-topology/", true, { $0.uiServiceTopology }),
+        ([.GET], "/v1/internal/ui/metrics-proxy/", true, { $0.uiMetricsProxy }),
+        ([.GET], "/v1/internal/ui/sidecar/", true, { $0.uiSidecar }),
         ([.GET], "/metrics", false, { $0.prometheusMetrics }),
+        ([.GET], "/ui/", true, { $0.uiAsset }),
+        ([.GET], "/ui", false, { $0.uiAsset }),
         ([.GET], "/", false, { $0.index }),
     ]
 
@@ -250,7 +256,7 @@ public final class ConsulAPI: HTTPResponder {
 
     /// Endpoints answered without resolving a token, as in Consul.
     private static let tokenless: Set<String> = ["/v1/status/leader", "/v1/status/peers", "/v1/acl/bootstrap", "/v1/acl/login",
-                                                 "/v1/agent/connect/ca/roots", "/v1/connect/ca/roots", "/"]
+                                                 "/v1/agent/connect/ca/roots", "/v1/connect/ca/roots", "/", "/ui/", "/ui"]
 
     /// The request's token from `?token=`, `X-Consul-Token` or `Authorization: Bearer`, in Consul's
     /// order, resolved; nil when it names no token.
@@ -368,9 +374,14 @@ public final class ConsulAPI: HTTPResponder {
         return filters.allSatisfy { node.meta[$0.0] == $0.1 }
     }
 
-    /// `GET /`: as a Consul agent without its UI answers, so that checks probing the agent's root pass.
+    /// `GET /`: browsers (asking for HTML) are sent to the UI, as Consul's agent does; other
+    /// clients get a line of text with 200, so that checks probing the agent's root pass.
     private func index(_ context: Context) -> EventLoopFuture<HTTPResponse> {
-        immediate(.text(.ok, "Trellis registry: Consul HTTP API under /v1/, Prometheus metrics at /metrics; no web UI."), context)
+        if context.request.headers[canonicalForm: "Accept"].contains(where: { $0.lowercased().hasPrefix("text/html") }) {
+            return immediate(UIAssets.redirectToUI, context)
+        }
+        return immediate(.text(.ok, "Trellis registry: Consul HTTP API under /v1/, the web UI at /ui/, Prometheus metrics at /metrics."),
+                         context)
     }
 
     private func prometheusMetrics(_ context: Context) -> EventLoopFuture<HTTPResponse> {

@@ -163,14 +163,24 @@ extension ConsulAPI {
 
     /// The decision on a connection from `source` to `destination` and why, as Consul words it.
     func authorize(source: String, destination: String) -> (allowed: Bool, reason: String) {
-        if let intention = catalog.read({ $0.decidingIntention(source: source, destination: destination) }) {
+        catalog.read { authorize(source: source, destination: destination, in: $0) }
+    }
+
+    /// `authorize` within a snapshot the caller already reads.
+    func authorize(source: String, destination: String, in state: borrowing RegistryState) -> (allowed: Bool, reason: String) {
+        if let intention = state.decidingIntention(source: source, destination: destination) {
             return (intention.action == .allow, "Matched L4 intention: \(intention.summary)")
         }
         guard let policy = identity.defaultIntentionPolicy else {
-            let settings = aclResolver.settings
-            return (!settings.enabled || settings.defaultAllows, "Default behavior configured by ACLs")
+            return (defaultIntentionAllows, "Default behavior configured by ACLs")
         }
         return (policy == .allow, "Default intention policy")
+    }
+
+    /// Whether intentions allow a call that no intention matches.
+    var defaultIntentionAllows: Bool {
+        if let policy = identity.defaultIntentionPolicy { return policy == .allow }
+        return !aclResolver.settings.enabled || aclResolver.settings.defaultAllows
     }
 
     // MARK: Shapes
