@@ -216,7 +216,7 @@ final class ShopEndToEndTests: XCTestCase {
         }
     }
 
-    private static func killLeftovers(under directory: String) {
+    static func killLeftovers(under directory: String) {
         for process in processes(under: directory) { kill(process.pid, SIGKILL) }
     }
 

@@ -1,14 +1,17 @@
 #!/usr/bin/python3
 """The registry's web UI in a real headless Chromium, against a running shop (`trellis up`).
 
-Arguments: the shop's endpoints.env, the address of a second registry (no ACLs) on which
-1,000 services are registered here, and the folder the screenshots go to. Prints one line per
-check and closes with "N passed, N failed"; exits 1 when a check failed.
+Arguments: the shop's endpoints.env, the trellis binary (for a second registry, without ACLs,
+that holds 1,000 services and is killed while a page is open), and the folder the screenshots go
+to. Prints one line per check and closes with "N passed, N failed"; exits 1 when a check failed.
 """
 import json
 import os
 import secrets
 import signal
+import subprocess
+import tempfile
+import threading
 import sys
 import time
 import traceback
@@ -21,7 +24,7 @@ from selenium.webdriver.chrome.service import Service
 from selenium.webdriver.common.by import By
 from selenium.webdriver.support.ui import WebDriverWait
 
-ENDPOINTS_FILE, BIG_REGISTRY, SHOTS = sys.argv[1], sys.argv[2], sys.argv[3]
+ENDPOINTS_FILE, TRELLIS, SHOTS = sys.argv[1], sys.argv[2], sys.argv[3]
 ENDPOINTS = dict(line.split("=", 1) for line in open(ENDPOINTS_FILE).read().split() if "=" in line)
 REGISTRY = ENDPOINTS["TRELLIS_ADDR"]
 MANAGEMENT = open(ENDPOINTS["CONSUL_HTTP_TOKEN_FILE"]).read().strip()
@@ -258,16 +261,41 @@ def check_page_weight(driver):
     print(f"  services page weight: {weight} bytes")
 
 
-def check_thousand_services():
+class Registry:
+    """A `trellis registry` of this suite's own, on a loopback port that it keeps across restarts."""
+
+    def __init__(self):
+        self.data = tempfile.mkdtemp(prefix="trellis-ui-")
+        self.address = "127.0.0.1:0"
+        self.process = None
+        self.start()
+
+    def start(self):
+        self.process = subprocess.Popen([TRELLIS, "registry", "--http-addr", self.address, "--data-dir", self.data, "--log-level", "warning"],
+                                        stdout=subprocess.PIPE, stderr=subprocess.DEVNULL, text=True)
+        for line in self.process.stdout:
+            if "listening on http://" in line:
+                self.address = line.split("http://")[1].split()[0]
+                # Keep reading what it prints, so that a full pipe never blocks it.
+                threading.Thread(target=lambda out=self.process.stdout: [None for _ in out], daemon=True).start()
+                return
+        raise AssertionError("the registry did not start")
+
+    def kill(self):
+        self.process.kill()
+        self.process.wait()
+
+
+def check_thousand_services(big):
     for index in range(1000):
         body = {"Name": f"svc-{index:04d}", "ID": f"svc-{index:04d}", "Port": 10000 + index, "Tags": ["bulk"]}
         if index % 100 == 7:
             body["Check"] = {"TTL": "60s"}  # never passed: critical
-        status, answer = call("PUT", f"http://{BIG_REGISTRY}/v1/agent/service/register", body)
+        status, answer = call("PUT", f"http://{big.address}/v1/agent/service/register", body)
         assert status == 200, answer
     driver = browser()
     try:
-        driver.get(f"http://{BIG_REGISTRY}/ui/")
+        driver.get(f"http://{big.address}/ui/")
         wait(driver, "1,000 services render", lambda d: len(rows(d, "#services tbody tr")) >= 1000)
         first = [r.get_attribute("data-service") for r in rows(driver, "#services tbody tr")[:10]]
         assert first == [f"svc-{i:04d}" for i in range(7, 1000, 100)], f"the failing ten come first: {first}"
@@ -279,14 +307,31 @@ def check_thousand_services():
         driver.quit()
 
 
-def check_phone():
+def check_phone(big):
     driver = browser(390, 844)
     try:
-        driver.get(f"http://{BIG_REGISTRY}/ui/#/services")
+        driver.get(f"http://{big.address}/ui/#/services")
         wait(driver, "the services page renders on a phone", lambda d: rows(d, "#services tbody tr"))
         overflow = driver.execute_script("return document.documentElement.scrollWidth - document.documentElement.clientWidth")
         assert overflow <= 0, f"the page is {overflow} px wider than a phone"
         shot(driver, "services-phone")
+    finally:
+        driver.quit()
+
+
+def check_unreachable_registry(big):
+    """The registry going away is said in words, and the page recovers by itself when it is back."""
+    driver = browser()
+    try:
+        driver.get(f"http://{big.address}/ui/#/services")
+        wait(driver, "the services page renders", lambda d: len(rows(d, "#services tbody tr")) >= 1000)
+        big.kill()
+        banner = wait(driver, "an unreachable registry is announced", lambda d: (b := d.find_element(By.ID, "banner")).is_displayed() and b)
+        assert "unreachable" in banner.text, banner.text
+        shot(driver, "registry-unreachable")
+        big.start()
+        wait(driver, "the page recovers without a reload", lambda d: not d.find_element(By.ID, "banner").is_displayed())
+        wait(driver, "with every service", lambda d: len(rows(d, "#services tbody tr")) >= 1000)
     finally:
         driver.quit()
 
@@ -313,15 +358,17 @@ def main():
             print("FAIL  script errors in the browser console:", errors, flush=True)
     finally:
         driver.quit()
-    for check in [check_thousand_services, check_phone]:
+    big = Registry()
+    for check in [check_thousand_services, check_phone, check_unreachable_registry]:
         started = time.time()
         try:
-            check()
+            check(big)
             passed += 1
             print(f"ok    {check.__name__} ({time.time() - started:.1f} s)", flush=True)
         except Exception:
             failed += 1
             print(f"FAIL  {check.__name__}\n{traceback.format_exc()}", flush=True)
+    big.kill()
     print(f"{passed} passed, {failed} failed")
     sys.exit(1 if failed else 0)
 

@@ -119,6 +119,7 @@ function inboundMatchers(extra) {
 
 function trafficCells(traffic, t) {
   if (traffic.note()) return '<td class="num muted">–</td><td class="num muted">–</td><td class="num muted">–</td>';
+  if (t.rate === 0) return '<td class="num">0</td><td class="num muted">–</td><td class="num muted">–</td>';
   const errorClass = t.errors > 0.05 ? ' critical' : t.errors > 0 ? ' warning' : '';
   return '<td class="num">' + formatRate(t.rate) + '</td><td class="num' + errorClass + '">' + formatRatio(t.errors) +
     '</td><td class="num">' + formatSeconds(t.p99) + '</td>';
