@@ -10,15 +10,22 @@ import XCTest
 final class ShopEndToEndTests: XCTestCase {
     private static let root = URL(fileURLWithPath: #filePath).deletingLastPathComponent().deletingLastPathComponent().deletingLastPathComponent()
 
-    func testTrellisUpRunsTheShopEndToEnd() async throws {
-        let dir = try temporaryDirectory(self)
+    /// `trellis up` of the shipped shop in `<dir>/shop`, on free ports, stopped with the test; answers
+    /// once every instance passes.
+    static func startShop(in dir: String, _ test: XCTestCase) async throws -> (up: ChildProcess, data: String) {
         let data = dir + "/shop"
         let up = try ChildProcess(TrellisBinary.path, [
-            "up", Self.root.appendingPathComponent("examples/shop/topology.yaml").path,
+            "up", root.appendingPathComponent("examples/shop/topology.yaml").path,
             "--data-dir", data, "--registry-port", "0", "--collector-port", "0",
         ])
-        addTeardownBlock { up.kill9(); Self.killLeftovers(under: data) }
+        test.addTeardownBlock { up.kill9(); killLeftovers(under: data) }
         _ = try await up.waitForLine(containing: "all 7 instances passing", timeout: 120)
+        return (up, data)
+    }
+
+    func testTrellisUpRunsTheShopEndToEnd() async throws {
+        let dir = try temporaryDirectory(self)
+        let (up, data) = try await Self.startShop(in: dir, self)
         let endpoints = try Self.readEndpoints(data + "/endpoints.env")
         let users = ConsulClient(address: try XCTUnwrap(endpoints["USERS_URL"]))
         let catalog = ConsulClient(address: try XCTUnwrap(endpoints["CATALOG_URL"]))

@@ -153,22 +153,15 @@ final class UITests: XCTestCase {
         for tool in ["/usr/bin/chromium", "/usr/bin/chromedriver", "/usr/bin/python3"] {
             XCTAssertTrue(FileManager.default.isExecutableFile(atPath: tool), "\(tool) is missing (make test installs chromium, chromium-driver, python3-selenium)")
         }
-        let dir = try temporaryDirectory(self)
-        let data = dir + "/shop"
-        let up = try ChildProcess(TrellisBinary.path, [
-            "up", Self.root.appendingPathComponent("examples/shop/topology.yaml").path,
-            "--data-dir", data, "--registry-port", "0", "--collector-port", "0",
-        ])
-        addTeardownBlock { up.kill9(); ShopEndToEndTests.killLeftovers(under: data) }
-        let listed = try await up.waitForLine(containing: "/ui/", timeout: 120)
-        XCTAssertTrue(listed.contains("log in with the token in \(data)/tokens/management.token"), listed)
-        _ = try await up.waitForLine(containing: "all 7 instances passing", timeout: 120)
+        let (up, data) = try await ShopEndToEndTests.startShop(in: try temporaryDirectory(self), self)
+        let listed = try XCTUnwrap(up.output.first { $0.hasPrefix("ui ") }, "trellis up names the UI: \(up.output)")
+        XCTAssertTrue(listed.contains("/ui/") && listed.contains("log in with the token in \(data)/tokens/management.token"), listed)
         let screenshots = Self.root.appendingPathComponent(".build/ui-screenshots").path
         let suite = Self.root.appendingPathComponent("Tests/UI/browser_suite.py").path
         let result = try runToEnd("/usr/bin/python3", [suite, data + "/endpoints.env", TrellisBinary.path, screenshots])
         print(result.output)
         XCTAssertEqual(result.status, 0, "browser suite failed:\n\(result.output)")
-        XCTAssertTrue(result.output.contains("12 passed, 0 failed"), result.output)
+        XCTAssertTrue(result.output.contains("13 passed, 0 failed"), result.output)
         for name in ["services", "services-failing", "service", "trace", "kv-conflict", "acl", "services-1000", "services-phone", "registry-unreachable"] {
             XCTAssertTrue(FileManager.default.fileExists(atPath: "\(screenshots)/\(name).png"), "screenshot \(name)")
         }

@@ -336,41 +336,41 @@ def check_unreachable_registry(big):
         driver.quit()
 
 
-def main():
-    passed = failed = 0
-    driver = browser()
-    checks = [check_login_and_services, check_traffic, check_failure_and_recovery, check_service_page, check_trace,
-              check_kv, check_intentions_and_acl, check_page_weight, check_narrow_token]
+def run(check, argument, on_failure=None):
+    """Runs one check and prints its line; answers whether it passed."""
+    started = time.time()
     try:
-        for check in checks:
-            started = time.time()
-            try:
-                check(driver)
-                passed += 1
-                print(f"ok    {check.__name__} ({time.time() - started:.1f} s)", flush=True)
-            except Exception:
-                failed += 1
-                print(f"FAIL  {check.__name__}\n{traceback.format_exc()}", flush=True)
-                shot(driver, "failed-" + check.__name__)
+        check(argument)
+        print(f"ok    {check.__name__} ({time.time() - started:.1f} s)", flush=True)
+        return True
+    except Exception:
+        print(f"FAIL  {check.__name__}\n{traceback.format_exc()}", flush=True)
+        if on_failure:
+            on_failure(check.__name__)
+        return False
+
+
+def main():
+    results = []
+    driver = browser()
+    try:
+        for check in [check_login_and_services, check_traffic, check_failure_and_recovery, check_service_page, check_trace,
+                      check_kv, check_intentions_and_acl, check_page_weight, check_narrow_token]:
+            results.append(run(check, driver, on_failure=lambda name: shot(driver, "failed-" + name)))
         errors = [e for e in driver.get_log("browser") if e["level"] == "SEVERE" and "Failed to load resource" not in e["message"]]
         if errors:
-            failed += 1
             print("FAIL  script errors in the browser console:", errors, flush=True)
+        results.append(not errors)
     finally:
         driver.quit()
     big = Registry()
-    for check in [check_thousand_services, check_phone, check_unreachable_registry]:
-        started = time.time()
-        try:
-            check(big)
-            passed += 1
-            print(f"ok    {check.__name__} ({time.time() - started:.1f} s)", flush=True)
-        except Exception:
-            failed += 1
-            print(f"FAIL  {check.__name__}\n{traceback.format_exc()}", flush=True)
-    big.kill()
-    print(f"{passed} passed, {failed} failed")
-    sys.exit(1 if failed else 0)
+    try:
+        for check in [check_thousand_services, check_phone, check_unreachable_registry]:
+            results.append(run(check, big))
+    finally:
+        big.kill()
+    print(f"{results.count(True)} passed, {results.count(False)} failed")
+    sys.exit(0 if all(results) else 1)
 
 
 if __name__ == "__main__":

@@ -13,21 +13,14 @@ extension ConsulAPI {
     /// instance counts by aggregate health the UI sorts by (`InstancesPassing|Warning|Critical`).
     func uiServices(_ context: Context) -> EventLoopFuture<HTTPResponse> {
         let dc = identity.datacenter
-        let pretty = context.request.query.has("pretty")
-        return BlockingQuery.run(context.request, catalog: catalog, key: WatchKey.services, alsoKeys: [WatchKey.checks],
-                                 indexOf: { max($0.watchIndex(WatchKey.services), $0.watchIndex(WatchKey.checks)) },
-                                 acl: context.acl, on: context.loop, cancellation: context.cancellation) { state in
-            context.acl.rendering {
-                let visible = state.allInstances.filter { Self.readable($0, state: state, acl: context.acl) }
-                let proxied = Set(visible.filter { $0.kind == "connect-proxy" }.compactMap(\.connectTarget))
-                let byName = Dictionary(grouping: visible.filter { $0.kind != "connect-proxy" }, by: \.name)
-                let listing: [JSON] = byName.keys.sorted().map { name in
-                    var summary = UIServiceSummary(name: name, datacenter: dc, instances: byName[name]!, state: state)
-                    summary.extra = [("ConnectedWithProxy", .bool(proxied.contains(name))), ("ConnectedWithGateway", .bool(false))]
-                    return summary.json
-                }
-                return .json(JSON.array(listing).serialized(pretty: pretty))
-            }
+        return catalogRead(context) { state, visible in
+            let proxied = Set(visible.filter { $0.kind == "connect-proxy" }.compactMap(\.connectTarget))
+            let byName = Dictionary(grouping: visible.filter { $0.kind != "connect-proxy" }, by: \.name)
+            return .array(byName.keys.sorted().map { name in
+                var summary = UIServiceSummary(name: name, datacenter: dc, instances: byName[name]!, state: state)
+                summary.extra = [("ConnectedWithProxy", .bool(proxied.contains(name))), ("ConnectedWithGateway", .bool(false))]
+                return summary.json
+            })
         }
     }
 
@@ -39,37 +32,46 @@ extension ConsulAPI {
         guard !name.isEmpty else { return badRequest("Missing service name", context) }
         if let refused = refusal(context, .service, name, .read) { return refused }
         let dc = identity.datacenter
+        return catalogRead(context, alsoKeys: [WatchKey.intentions]) { state, visible in
+            let byName = Dictionary(grouping: visible, by: \.name)
+            let upstreams = Set((byName[name] ?? []).flatMap(Self.declaredUpstreams))
+            let downstreams = Set(visible.filter { Self.declaredUpstreams($0).contains(name) }.map(\.name))
+            func summaries(_ names: Set<String>, edge: (String) -> (String, String)) -> JSON {
+                .array(names.sorted().compactMap { other in
+                    guard let instances = byName[other] else { return nil }
+                    var summary = UIServiceSummary(name: other, datacenter: dc, instances: instances, state: state)
+                    let (source, destination) = edge(other)
+                    let (allowed, _) = self.authorize(source: source, destination: destination, in: state)
+                    let decision = JSONObject([
+                        ("DefaultAllow", .bool(self.defaultIntentionAllows)), ("Allowed", .bool(allowed)), ("HasPermissions", .bool(false)),
+                        ("ExternalSource", .string("")),
+                        ("HasExact", .bool(state.intention(source: source, destination: destination) != nil)),
+                    ])
+                    summary.extra = [("Source", .string("registration")), ("Intention", .object(decision))]
+                    return summary.json
+                })
+            }
+            return .object(JSONObject([
+                ("Protocol", .string("http")), ("TransparentProxy", .bool(false)),
+                ("Upstreams", summaries(upstreams) { (name, $0) }),
+                ("Downstreams", summaries(downstreams) { ($0, name) }),
+                ("FilteredByACLs", .bool(visible.count != state.instanceCount)),
+            ]))
+        }
+    }
+
+    /// A blocking read over every instance the token may see, woken by any change of services or
+    /// checks (and of `alsoKeys`); its index is the newest of theirs.
+    private func catalogRead(_ context: Context, alsoKeys: [String] = [],
+                             _ build: @escaping @Sendable (borrowing RegistryState, [ServiceInstance]) -> JSON) -> EventLoopFuture<HTTPResponse> {
         let pretty = context.request.query.has("pretty")
-        return BlockingQuery.run(context.request, catalog: catalog, key: WatchKey.services, alsoKeys: [WatchKey.checks],
-                                 indexOf: { max($0.watchIndex(WatchKey.services), $0.watchIndex(WatchKey.checks)) },
+        let keys = [WatchKey.services, WatchKey.checks] + alsoKeys
+        return BlockingQuery.run(context.request, catalog: catalog, key: keys[0], alsoKeys: Array(keys.dropFirst()),
+                                 indexOf: { state in keys.map { state.watchIndex($0) }.max() ?? 1 },
                                  acl: context.acl, on: context.loop, cancellation: context.cancellation) { state in
             context.acl.rendering {
-                let visible = state.allInstances.filter { Self.readable($0, state: state, acl: context.acl) }
-                let byName = Dictionary(grouping: visible, by: \.name)
-                let upstreams = Set((byName[name] ?? []).flatMap(Self.declaredUpstreams))
-                let downstreams = Set(visible.filter { Self.declaredUpstreams($0).contains(name) }.map(\.name))
-                func summaries(_ names: Set<String>, edge: (String) -> (String, String)) -> JSON {
-                    .array(names.sorted().compactMap { other in
-                        guard let instances = byName[other] else { return nil }
-                        var summary = UIServiceSummary(name: other, datacenter: dc, instances: instances, state: state)
-                        let (source, destination) = edge(other)
-                        let (allowed, _) = self.authorize(source: source, destination: destination, in: state)
-                        let decision = JSONObject([
-                            ("DefaultAllow", .bool(self.defaultIntentionAllows)), ("Allowed", .bool(allowed)), ("HasPermissions", .bool(false)),
-                            ("ExternalSource", .string("")),
-                            ("HasExact", .bool(state.intention(source: source, destination: destination) != nil)),
-                        ])
-                        summary.extra = [("Source", .string("registration")), ("Intention", .object(decision))]
-                        return summary.json
-                    })
-                }
-                let topology = JSON.object(JSONObject([
-                    ("Protocol", .string("http")), ("TransparentProxy", .bool(false)),
-                    ("Upstreams", summaries(upstreams) { (name, $0) }),
-                    ("Downstreams", summaries(downstreams) { ($0, name) }),
-                    ("FilteredByACLs", .bool(visible.count != state.instanceCount)),
-                ]))
-                return .json(topology.serialized(pretty: pretty))
+                let visible = state.allInstances.filter { context.acl.visible(.service, $0.name) && context.acl.visible(.node, $0.node) }
+                return .json(build(state, visible).serialized(pretty: pretty))
             }
         }
     }
@@ -156,10 +158,6 @@ extension ConsulAPI {
     /// Where an instance answers: its own address, else its node's.
     static func address(of instance: ServiceInstance, in state: borrowing RegistryState) -> String {
         instance.address.isEmpty ? (state.node(instance.node)?.address ?? "") : instance.address
-    }
-
-    static func readable(_ instance: ServiceInstance, state: borrowing RegistryState, acl: RequestACL) -> Bool {
-        acl.visible(.service, instance.name) && acl.visible(.node, instance.node)
     }
 }
 
