@@ -98,6 +98,9 @@ let package = Package(
             name: "Sidecar",
             dependencies: [
                 "TrellisCore", "Telemetry", "TrellisHTTP", "ConsulClient", "Policy", "EventIO", "CEventIO",
+                // The gateway's token checks: jwt-kit's keys and signature algorithms, swift-crypto's digests.
+                .product(name: "JWTKit", package: "jwt-kit"),
+                .product(name: "Crypto", package: "swift-crypto"),
             ] + daemon,
             swiftSettings: dataPath
         ),

@@ -14,14 +14,16 @@ public final class Listener: ReadinessHandler {
     private var isOpen = true
 
     /// Binds `host:port` (resolved once, now) with SO_REUSEADDR and listens. Call on the reactor's
-    /// thread, or before it starts.
-    public init(host: String, port: Int, backlog: Int32 = 4096, reactor: Reactor,
+    /// thread, or before it starts. With `reusePort`, several listeners (one per event loop) share
+    /// the port and the kernel spreads new connections over them (SO_REUSEPORT).
+    public init(host: String, port: Int, backlog: Int32 = 4096, reusePort: Bool = false, reactor: Reactor,
                 accepted: @escaping (StreamSocket) -> Void) throws {
         let address = try SocketAddress.makeAddressResolvingHost(host, port: port)
         let fd = socket(Int32(address.protocol.rawValue), Int32(SOCK_STREAM.rawValue) | Int32(SOCK_NONBLOCK.rawValue) | Int32(SOCK_CLOEXEC.rawValue), 0)
         guard fd >= 0 else { throw SocketError.system("socket", errno) }
         var one: Int32 = 1
         setsockopt(fd, SOL_SOCKET, SO_REUSEADDR, &one, socklen_t(MemoryLayout<Int32>.size))
+        if reusePort { setsockopt(fd, SOL_SOCKET, SO_REUSEPORT, &one, socklen_t(MemoryLayout<Int32>.size)) }
         let bound = address.withSockAddr { Glibc.bind(fd, $0, socklen_t($1)) }
         guard bound == 0, Glibc.listen(fd, backlog) == 0 else {
             let code = errno

@@ -155,6 +155,8 @@ public struct RateLimitPolicy: Sendable, Equatable {
     public enum Key: Sendable, Equatable {
         case none, source
         case header(String)
+        /// The verified caller (a token's subject or an API key's name), else the source address (gateways only).
+        case client
     }
 
     /// Tokens added per second.

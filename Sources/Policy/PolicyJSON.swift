@@ -16,7 +16,7 @@ extension SidecarPolicy {
 }
 
 extension ListenerPolicy {
-    var json: JSON {
+    public var json: JSON {
         var object = JSONObject([
             ("load_balancer", .object(JSONObject([
                 ("policy", .string(loadBalancer.kind.rawValue)),
@@ -89,6 +89,7 @@ extension RouteSettings {
             case .none: "none"
             case .source: "source"
             case .header(let name): "header:\(name)"
+            case .client: "client"
             }
             fields.append(("rate_limit", .object(JSONObject([
                 ("requests", .int(Int64(limit.requests))), ("per", .string(duration(limit.period))),
@@ -102,3 +103,93 @@ extension RouteSettings {
 }
 
 private func duration(_ amount: TimeAmount) -> String { GoDuration.format(nanoseconds: amount.nanoseconds) }
+
+/// A gateway's policy as JSON (admin `/config`), secrets left out: HMAC secrets and API keys
+/// show only that they are set.
+extension GatewayPolicy {
+    public var json: JSON {
+        var providers = JSONObject()
+        for name in jwtProviders.keys.sorted() {
+            let provider = jwtProviders[name]!
+            providers.append(name, .object(JSONObject([
+                ("issuer", provider.issuer.map { .string($0) } ?? .null),
+                ("audiences", .strings(provider.audiences)),
+                ("keys", .array(provider.keys.map { key in
+                    switch key {
+                    case .hmac(let algorithm, _): .object(JSONObject([("alg", .string(algorithm)), ("secret", .string("(set)"))]))
+                    case .publicKey(let algorithm, let pem): .object(JSONObject([("alg", .string(algorithm)), ("public_key", .string(pem))]))
+                    }
+                })),
+                ("jwks_url", provider.jwksURL.map { .string($0) } ?? .null),
+                ("jwks_refresh", .string(duration(provider.jwksRefresh))),
+                ("clock_skew", .string(duration(provider.clockSkew))),
+            ])))
+        }
+        var keySets = JSONObject()
+        for name in apiKeys.keys.sorted() {
+            let set = apiKeys[name]!
+            keySets.append(name, .object(JSONObject([
+                ("header", set.header.map { .string($0) } ?? .null), ("query", set.query.map { .string($0) } ?? .null),
+                ("keys", .strings(set.keys.keys.sorted())),
+            ])))
+        }
+        return .object(JSONObject([
+            ("gateway", gateway.map { .string($0) } ?? .null),
+            ("identity_headers", .object(JSONObject([("user", .string(identityHeaders.user)), ("roles", .string(identityHeaders.roles)),
+                                                     ("roles_claim", .string(identityHeaders.rolesClaim))]))),
+            ("jwt", .object(providers)),
+            ("api_keys", .object(keySets)),
+            ("backends", backends.json),
+            ("rules", .array(rules.map { rule in
+                var fields = JSONObject([
+                    ("name", .string(rule.name)),
+                    ("matches", .array(rule.matches.map(\.json))),
+                    ("rewrite_prefix", rule.replacePrefix.map { .string($0) } ?? .null),
+                    ("backendRefs", .array(rule.backends.map { .object(JSONObject([("name", .string($0.service)), ("weight", .int(Int64($0.weight)))])) })),
+                    ("auth", rule.auth.json),
+                    ("max_request_body", rule.maxRequestBody.map { .int(Int64($0)) } ?? .null),
+                ])
+                for (key, value) in rule.settings.jsonFields { fields.append(key, value) }
+                fields.append("cors", rule.cors.map { cors in
+                    .object(JSONObject([
+                        ("allow_origins", .strings(cors.allowOrigins)), ("allow_methods", .strings(cors.allowMethods)),
+                        ("allow_headers", .strings(cors.allowHeaders)), ("expose_headers", .strings(cors.exposeHeaders)),
+                        ("allow_credentials", .bool(cors.allowCredentials)), ("max_age", .int(Int64(cors.maxAge))),
+                    ]))
+                } ?? .null)
+                return .object(fields)
+            })),
+        ]))
+    }
+}
+
+extension GatewayMatch {
+    public var json: JSON {
+        let path: (String, String) = switch self.path {
+        case .exact(let value): ("Exact", value)
+        case .prefix(let value): ("PathPrefix", value)
+        case .regularExpression(let value): ("RegularExpression", value)
+        }
+        func values(_ list: [Value]) -> JSON {
+            .array(list.map { .object(JSONObject([("name", .string($0.name)), ("value", .string($0.value)),
+                                                  ("type", .string($0.isRegularExpression ? "RegularExpression" : "Exact"))])) })
+        }
+        return .object(JSONObject([
+            ("path", .object(JSONObject([("type", .string(path.0)), ("value", .string(path.1))]))),
+            ("method", method.map { .string($0) } ?? .null),
+            ("headers", values(headers)),
+            ("queryParams", values(queryParams)),
+        ]))
+    }
+}
+
+extension RouteAuth {
+    public var json: JSON {
+        switch self {
+        case .none: .null
+        case .jwt(let provider, let roles, let scopes):
+            .object(JSONObject([("jwt", .string(provider)), ("roles", .strings(roles)), ("scopes", .strings(scopes))]))
+        case .apiKey(let set): .object(JSONObject([("api_key", .string(set))]))
+        }
+    }
+}

@@ -37,7 +37,7 @@ public enum PolicyParser {
         return policy
     }
 
-    private static func listener(_ node: ConfigValue, base: ListenerPolicy, allowsSplit: Bool) throws(ConfigError) -> ListenerPolicy {
+    static func listener(_ node: ConfigValue, base: ListenerPolicy, allowsSplit: Bool) throws(ConfigError) -> ListenerPolicy {
         let path = node.path
         let f = try node.mapping(allowed: routeSettingFields.union(["load_balancer", "circuit_breaker", "outlier_detection", "routes"]))
         var out = base
@@ -165,7 +165,7 @@ public enum PolicyParser {
         return out
     }
 
-    private static func retryConditions(_ text: String, field: String) throws(ConfigError) -> Set<RetryPolicy.Condition> {
+    static func retryConditions(_ text: String, field: String) throws(ConfigError) -> Set<RetryPolicy.Condition> {
         switch text {
         case "connect_failure": return [.connectFailure]
         case "reset": return [.reset]
@@ -180,7 +180,8 @@ public enum PolicyParser {
         }
     }
 
-    private static func rateLimit(_ node: ConfigValue) throws(ConfigError) -> RateLimitPolicy {
+    /// `key`: none, source or header:<name>; on a gateway also client (the verified caller).
+    static func rateLimit(_ node: ConfigValue, allowsClient: Bool = false) throws(ConfigError) -> RateLimitPolicy {
         let path = node.path
         let r = try node.mapping(allowed: ["requests", "per", "burst", "key"])
         guard let requests = try r.int("requests", 1...100_000_000) else { throw ConfigError(path: "\(path).requests", "is required") }
@@ -192,10 +193,12 @@ public enum PolicyParser {
             let text = try k.string()
             if text == "source" {
                 key = .source
+            } else if text == "client" && allowsClient {
+                key = .client
             } else if text.hasPrefix("header:"), text.count > 7 {
                 key = .header(String(text.dropFirst(7)).lowercased())
             } else if text != "none" {
-                throw ConfigError(path: "\(path).key", "must be none, source or header:<name>")
+                throw ConfigError(path: "\(path).key", "must be none, source\(allowsClient ? ", client" : "") or header:<name>")
             }
         }
         let rate = Double(requests) / (Double(period.nanoseconds) / 1e9)
@@ -229,18 +232,18 @@ public enum PolicyParser {
 
 /// Policy values: durations as NIO's `TimeAmount`, sizes such as `64KiB`.
 extension ConfigReader {
-    fileprivate func timeAmount(_ key: String) throws(ConfigError) -> TimeAmount? {
+    func timeAmount(_ key: String) throws(ConfigError) -> TimeAmount? {
         try duration(key, allowsZero: true).map { .nanoseconds($0.nanoseconds) }
     }
 
     /// A duration where `0` or `none` switches the timeout off.
-    fileprivate func optionalTimeAmount(_ key: String) throws(ConfigError) -> TimeAmount? {
+    func optionalTimeAmount(_ key: String) throws(ConfigError) -> TimeAmount? {
         if ["0", "none"].contains(try string(key)) { return nil }
         return try timeAmount(key)
     }
 
     /// A size like `64KiB`, `1MiB` or a byte count, up to 64 MiB.
-    fileprivate func size(_ key: String) throws(ConfigError) -> Int {
+    func size(_ key: String) throws(ConfigError) -> Int {
         let text = try requiredString(key)
         let units: [(String, Int)] = [("KiB", 1 << 10), ("MiB", 1 << 20), ("KB", 1000), ("MB", 1_000_000), ("B", 1)]
         for (suffix, factor) in units where text.hasSuffix(suffix) {

@@ -72,9 +72,17 @@ public final class Sidecar: Service {
             output: ServiceOutput(service: settings.service, instance: instanceID, sink: sink),
             logger: logger, metrics: metrics)
 
-        let admin = AdminResponder(plane: plane, metrics: metrics, policy: policyState, supervisor: supervisor,
-                                   localPort: localPort, healthPath: settings.healthPath,
-                                   client: HTTPClient(group: controlGroup))
+        let healthClient = HTTPClient(group: controlGroup)
+        let admin = AdminResponder(
+            planes: [plane], metrics: metrics,
+            config: {
+                let snapshot = policyState.snapshot
+                return .object(JSONObject([("source", .string(snapshot.source)), ("policy", snapshot.policy.json)]))
+            },
+            readiness: { [settings] in
+                await AdminResponder.serviceReadiness(supervisor: supervisor, localPort: localPort, healthPath: settings.healthPath,
+                                                      client: healthClient)
+            })
         let adminServer = try await HTTPServer.start(host: settings.address, port: settings.adminPort, group: controlGroup,
                                                      limits: HTTPLimits(maxBodySize: 1024), responder: admin, logger: logger)
         let adminPort = adminServer.localAddress.port!
@@ -139,7 +147,7 @@ public final class Sidecar: Service {
             await reactor.submit { plane.value.stopAccepting(.inbound) }
             let deadline = ContinuousClock.now + .nanoseconds(settings.drainTimeout.nanoseconds)
             while ContinuousClock.now < deadline {
-                let inFlight = await reactor.submit { plane.value.inboundInFlight }
+                let inFlight = await reactor.submit { plane.value.inFlight }
                 if inFlight == 0 { break }
                 try? await Task.sleep(for: .milliseconds(20))
             }

@@ -6,7 +6,8 @@ import Telemetry
 /// `direction` is `inbound` (callers → this service) or `outbound` (this service → `upstream`);
 /// inbound traffic has `upstream="local"`.
 public final class SidecarMetrics: Sendable {
-    public let registry = MetricsRegistry(component: "sidecar")
+    /// `trellis_sidecar_*`, or `trellis_gateway_*` for a gateway.
+    public let registry: MetricsRegistry
     private let localResponses = InstrumentCache<Counter>()
     private let retryCounters = InstrumentCache<Counter>()
     private let budgetCounters = InstrumentCache<Counter>()
@@ -25,7 +26,8 @@ public final class SidecarMetrics: Sendable {
     let leafLifetime: Gauge
     let leafRenewalFailures: Counter
 
-    public init() {
+    public init(component: String = "sidecar") {
+        registry = MetricsRegistry(component: component)
         policyApplied = registry.counter("policy_applied", help: "Policies applied (from file or registry KV).")
         policyRejected = registry.counter("policy_rejected", help: "Policies rejected as invalid; the previous one stays.")
         serviceRestarts = registry.counter("service_restarts", help: "Restarts of the supervised service process.")

@@ -14,7 +14,7 @@ struct Trellis: AsyncParsableCommand {
         version: "0.1.0",
         subcommands: [RegistryCommand.self, ServicesCommand.self, HealthCommand.self,
                       RegisterCommand.self, DeregisterCommand.self, KVCommand.self, LockCommand.self,
-                      SidecarCommand.self, PolicyCommand.self, IntentionCommand.self, ACLCommand.self, CollectorCommand.self, LogsCommand.self, UpCommand.self]
+                      SidecarCommand.self, GatewayCommand.self, PolicyCommand.self, IntentionCommand.self, ACLCommand.self, CollectorCommand.self, LogsCommand.self, UpCommand.self]
     )
 }
 

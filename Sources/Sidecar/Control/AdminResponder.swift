@@ -7,26 +7,27 @@ import Telemetry
 import TrellisCore
 import TrellisHTTP
 
-/// The admin listener: `/metrics`, `/ready`, `/config` and `/clusters`.
+/// The admin listener of a sidecar or a gateway: `/metrics`, `/ready`, `/config` and
+/// `/clusters`, and on a gateway `/routes`. A gateway's workers each have a data plane: gauges
+/// are their sums, `/clusters` lists each worker's.
 final class AdminResponder: HTTPResponder {
-    private let plane: ReactorBound<DataPlane>
+    private let planes: [ReactorBound<DataPlane>]
     private let metrics: SidecarMetrics
-    private let policy: PolicyState
-    private let supervisor: ServiceSupervisor?
-    private let localPort: Int
-    private let healthPath: String?
-    private let client: HTTPClient
+    /// The policy in force and its source, as `/config` shows it.
+    private let config: @Sendable () -> JSON
+    /// Whatever readiness depends on besides draining: the service process for a sidecar.
+    private let readiness: @Sendable () async -> HTTPResponse
     private let drainingFlag = Atomic(false)
+    /// Whether `/routes` exists (a gateway).
+    private let hasRoutes: Bool
 
-    init(plane: ReactorBound<DataPlane>, metrics: SidecarMetrics, policy: PolicyState, supervisor: ServiceSupervisor?,
-         localPort: Int, healthPath: String?, client: HTTPClient) {
-        self.plane = plane
+    init(planes: [ReactorBound<DataPlane>], metrics: SidecarMetrics, hasRoutes: Bool = false, config: @escaping @Sendable () -> JSON,
+         readiness: @escaping @Sendable () async -> HTTPResponse) {
+        self.planes = planes
+        self.hasRoutes = hasRoutes
         self.metrics = metrics
-        self.policy = policy
-        self.supervisor = supervisor
-        self.localPort = localPort
-        self.healthPath = healthPath
-        self.client = client
+        self.config = config
+        self.readiness = readiness
     }
 
     var draining: Bool {
@@ -40,38 +41,48 @@ final class AdminResponder: HTTPResponder {
         }
         switch request.path {
         case "/metrics":
-            return onDataPlane(eventLoop) { [metrics] plane in Self.refreshGauges(plane, metrics) }.map { [metrics] in
+            return onDataPlanes(eventLoop) { Self.gauges($0) }.map { [metrics] snapshots in
+                var sums: [Gauge: Int] = [:]
+                for snapshot in snapshots { sums.merge(snapshot, uniquingKeysWith: +) }
+                for (gauge, value) in sums { metrics.set(gauge.name, help: gauge.help, labels: gauge.labels, to: value) }
                 var headers = HTTPHeaders()
                 headers.add(name: "Content-Type", value: MetricsRegistry.contentType)
                 return HTTPResponse(status: .ok, headers: headers, body: ByteBuffer(bytes: metrics.registry.render()))
             }
         case "/ready":
             let promise = eventLoop.makePromise(of: HTTPResponse.self)
-            promise.completeWithTask { await self.readiness() }
+            promise.completeWithTask { self.draining ? .text(.serviceUnavailable, "draining") : await self.readiness() }
             return promise.futureResult
         case "/config":
-            let snapshot = policy.snapshot
-            return onDataPlane(eventLoop) { Self.tls($0.mesh) }.map { tls in
-                .json(JSON.object(JSONObject([("source", .string(snapshot.source)), ("policy", snapshot.policy.json), ("tls", tls)]))
-                    .serialized(pretty: true))
+            let policy = config()
+            return onDataPlanes(eventLoop) { Self.tls($0.mesh) }.map { tls in
+                var object = policy.objectValue ?? JSONObject()
+                object.append("tls", tls[0])
+                return .json(JSON.object(object).serialized(pretty: true))
             }
         case "/clusters":
-            return onDataPlane(eventLoop) { Self.clusters($0) }.map { .json($0.serialized(pretty: true)) }
+            return onDataPlanes(eventLoop) { Self.clusters($0) }.map { workers in
+                .json((workers.count == 1 ? workers[0] : .array(workers)).serialized(pretty: true))
+            }
+        case "/routes" where hasRoutes:
+            return onDataPlanes(eventLoop) { Self.routes($0) }.map { .json($0[0].serialized(pretty: true)) }
         default:
-            return eventLoop.makeSucceededFuture(.text(.notFound, "unknown admin path \(request.path); try /metrics, /ready, /config, /clusters"))
+            return eventLoop.makeSucceededFuture(.text(.notFound, "unknown admin path \(request.path); try /metrics, /ready, /config, /clusters, /routes"))
         }
     }
 
-    /// Runs `body` on the data plane's reactor; the result arrives on `eventLoop`.
-    private func onDataPlane<T: Sendable>(_ eventLoop: any EventLoop, _ body: @escaping @Sendable (DataPlane) -> T) -> EventLoopFuture<T> {
-        let promise = eventLoop.makePromise(of: T.self)
-        plane.reactor.execute { [plane] in promise.succeed(body(plane.value)) }
-        return promise.futureResult
+    /// Runs `body` on every data plane's reactor; the results, in worker order, arrive on `eventLoop`.
+    private func onDataPlanes<T: Sendable>(_ eventLoop: any EventLoop, _ body: @escaping @Sendable (DataPlane) -> T) -> EventLoopFuture<[T]> {
+        let futures = planes.map { plane in
+            let promise = eventLoop.makePromise(of: T.self)
+            plane.reactor.execute { promise.succeed(body(plane.value)) }
+            return promise.futureResult
+        }
+        return EventLoopFuture.whenAllSucceed(futures, on: eventLoop)
     }
 
-    /// 200 when the sidecar is not draining, the service process runs and answers locally.
-    private func readiness() async -> HTTPResponse {
-        if draining { return .text(.serviceUnavailable, "draining") }
+    /// A sidecar's readiness: the service process runs and answers locally (with 2xx on `healthPath` when given).
+    static func serviceReadiness(supervisor: ServiceSupervisor?, localPort: Int, healthPath: String?, client: HTTPClient) async -> HTTPResponse {
         if let supervisor, !supervisor.isRunning { return .text(.serviceUnavailable, "service process is not running") }
         do {
             let path = healthPath ?? "/"
@@ -85,37 +96,72 @@ final class AdminResponder: HTTPResponder {
         }
     }
 
-    private static func refreshGauges(_ plane: DataPlane, _ metrics: SidecarMetrics) {
-        let now = NIODeadline.now()
-        for (listener, count) in plane.downstreamConnections {
-            metrics.set("active_connections", help: "Open client connections per listener.",
-                        labels: [("listener", listener.description)], to: count)
+    /// One gauge series: name, help and labels.
+    struct Gauge: Hashable, Sendable {
+        let name: String
+        let help: String
+        let labelPairs: [String]
+
+        init(_ name: String, _ help: String, _ labels: [(String, String)]) {
+            self.name = name
+            self.help = help
+            labelPairs = labels.flatMap { [$0.0, $0.1] }
         }
-        for listener in plane.listeners.values {
+
+        var labels: [(String, String)] { stride(from: 0, to: labelPairs.count, by: 2).map { (labelPairs[$0], labelPairs[$0 + 1]) } }
+    }
+
+    private static func gauges(_ plane: DataPlane) -> [Gauge: Int] {
+        let now = NIODeadline.now()
+        var out: [Gauge: Int] = [:]
+        for (listener, count) in plane.downstreamConnections {
+            out[Gauge("active_connections", "Open client connections per listener.", [("listener", listener.description)]), default: 0] += count
+        }
+        for listener in plane.listeners.values where !listener.isEdge {
             let cluster = listener.cluster
             let upstream = [("upstream", cluster.name)]
             let idle = cluster.allPools.reduce(0) { $0 + $1.idleCount }
-            metrics.set("upstream_connections", help: "Upstream connections by state.",
-                        labels: upstream + [("state", "idle")], to: idle)
-            metrics.set("upstream_connections", help: "Upstream connections by state.",
-                        labels: upstream + [("state", "active")], to: cluster.limits.openConnections - idle)
-            metrics.set("active_requests", help: "Requests in flight per upstream cluster.", labels: upstream, to: cluster.limits.activeRequests)
-            metrics.set("pending_requests", help: "Requests waiting for an upstream connection.", labels: upstream, to: cluster.limits.pendingRequests)
             let limits = cluster.limits
             let open = limits.activeRequests >= limits.policy.maxRequests || limits.pendingRequests >= limits.policy.maxPendingRequests
                 || limits.openConnections >= limits.policy.maxConnections
-            metrics.set("circuit_breaker_open", help: "1 while a circuit breaker limit of the upstream is reached.", labels: upstream,
-                        to: open ? 1 : 0)
-            metrics.set("healthy_instances", help: "Passing instances known per upstream.", labels: upstream, to: cluster.endpoints.count)
-            metrics.set("ejected_instances", help: "Instances currently ejected by outlier detection.", labels: upstream,
-                        to: cluster.ejectedCount(now: now))
+            let values: [(Gauge, Int)] = [
+                (Gauge("upstream_connections", "Upstream connections by state.", upstream + [("state", "idle")]), idle),
+                (Gauge("upstream_connections", "Upstream connections by state.", upstream + [("state", "active")]), limits.openConnections - idle),
+                (Gauge("active_requests", "Requests in flight per upstream cluster.", upstream), limits.activeRequests),
+                (Gauge("pending_requests", "Requests waiting for an upstream connection.", upstream), limits.pendingRequests),
+                (Gauge("circuit_breaker_open", "1 while a circuit breaker limit of the upstream is reached.", upstream), open ? 1 : 0),
+                (Gauge("healthy_instances", "Passing instances known per upstream.", upstream), cluster.endpoints.count),
+                (Gauge("ejected_instances", "Instances currently ejected by outlier detection.", upstream), cluster.ejectedCount(now: now)),
+            ]
+            for (gauge, value) in values { out[gauge, default: 0] += value }
         }
+        return out
+    }
+
+    /// A gateway's rules as they are in force: matches, backends with their passing instances, auth.
+    private static func routes(_ plane: DataPlane) -> JSON {
+        guard let edge = plane.listeners[.edge] else { return .array([]) }
+        return .array(edge.routes.compactMap { route in
+            guard let rule = route.edge?.rule else { return nil }
+            return .object(JSONObject([
+                ("name", .string(rule.name)),
+                ("matches", .array(rule.matches.map(\.json))),
+                ("rewrite_prefix", rule.replacePrefix.map { .string($0) } ?? .null),
+                ("backends", .array(route.backends.map { backend in
+                    .object(JSONObject([("service", .string(backend.cluster.name)), ("weight", .int(Int64(backend.weight))),
+                                        ("healthy_instances", .int(Int64(backend.cluster.endpoints.count)))]))
+                })),
+                ("auth", rule.auth.json),
+                ("cors", .bool(rule.cors != nil)),
+                ("rate_limited", .bool(rule.settings.rateLimit != nil)),
+            ]))
+        })
     }
 
     private static func clusters(_ plane: DataPlane) -> JSON {
         let now = NIODeadline.now()
         var out = JSONObject()
-        for (key, listener) in plane.listeners.sorted(by: { $0.key.description < $1.key.description }) {
+        for (key, listener) in plane.listeners.sorted(by: { $0.key.description < $1.key.description }) where !listener.isEdge {
             let cluster = listener.cluster
             let instances: [JSON] = cluster.endpoints.map { endpoint in
                 let ejected = endpoint.isEjected(at: now)

@@ -18,6 +18,8 @@ final class AccessLog {
         var upstreamHost: String?
         var bytesSent: Int
         var client: String
+        /// The caller a gateway verified (a token's subject, an API key's name).
+        var clientID: String?
         var trace: TraceContext?
         /// Why the sidecar answered itself (`no_healthy_upstream`, `rate_limited`, …), or nil.
         var localReason: String?
@@ -60,6 +62,7 @@ final class AccessLog {
         if let host = e.upstreamHost { field("upstream_host", host) }
         number("bytes_sent", e.bytesSent)
         field("client", e.client)
+        if let id = e.clientID { field("client_id", id) }
         if let identity = e.peerIdentity { field("peer_identity", identity) }
         if let trace = e.trace {
             field("trace_id", trace.traceID)

@@ -11,11 +11,12 @@ enum Admission {
         case refused(LocalAnswer, rateLimitHeaders: ByteBuffer?)
     }
 
-    static func admit(_ head: MessageHead, route: RouteRuntime, cluster: Cluster, client: String, now: NIODeadline,
-                      metrics: SidecarMetrics, allocator: ByteBufferAllocator) -> Verdict {
+    /// `client` is the source address; `clientID` the caller a gateway verified, if any.
+    static func admit(_ head: MessageHead, route: RouteRuntime, cluster: Cluster, client: String, clientID: String? = nil,
+                      now: NIODeadline, metrics: SidecarMetrics, allocator: ByteBufferAllocator) -> Verdict {
         var headers: ByteBuffer?
         if let limiter = route.rateLimiter {
-            let decision = limiter.take(key: rateLimitKey(limiter.policy.key, head, client: client), at: now)
+            let decision = limiter.take(key: rateLimitKey(limiter.policy.key, head, client: client, clientID: clientID), at: now)
             headers = rateLimitLines(limiter.policy, decision, allocator: allocator)
             if !decision.allowed {
                 route.stats.rateLimited.increment()
@@ -45,10 +46,11 @@ enum Admission {
         return headers
     }
 
-    private static func rateLimitKey(_ key: RateLimitPolicy.Key, _ head: MessageHead, client: String) -> String {
+    private static func rateLimitKey(_ key: RateLimitPolicy.Key, _ head: MessageHead, client: String, clientID: String?) -> String {
         switch key {
         case .none: ""
         case .source: client
+        case .client: clientID.map { "id:" + $0 } ?? client
         case .header(let name): head.first(name: name) ?? ""
         }
     }

@@ -8,11 +8,30 @@ protocol AttemptTarget: AnyObject {
     var address: String { get }
 }
 
-/// A response the sidecar makes itself, with the reason it gives in `x-trellis-error`.
-struct LocalAnswer: Equatable {
+/// A response the sidecar makes itself, with the reason it gives in `x-trellis-error` (an error
+/// where a stage refuses the request with it).
+struct LocalAnswer: Equatable, Error {
     var status: HTTPResponseStatus
     var reason: String
     var message: String
+    /// A JSON body sent instead of the plain-text message (the gateway's refusals).
+    var json: String?
+    /// Further header lines (an authentication challenge, CORS).
+    var headerLines: [HeaderLine]
+
+    init(status: HTTPResponseStatus, reason: String, message: String, json: String? = nil, headerLines: [(String, String)] = []) {
+        self.status = status
+        self.reason = reason
+        self.message = message
+        self.json = json
+        self.headerLines = headerLines.map { HeaderLine(name: $0.0, value: $0.1) }
+    }
+}
+
+/// One response header line the proxy adds.
+struct HeaderLine: Equatable {
+    var name: String
+    var value: String
 }
 
 /// The life of one proxied request from admission to the end of its response: attempts, which

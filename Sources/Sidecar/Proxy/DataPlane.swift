@@ -13,8 +13,8 @@ final class DataPlane {
     var random = FastRandom()
     private(set) var policy: SidecarPolicy
     private(set) var listeners: [ListenerKey: ListenerRuntime] = [:]
-    /// Requests in flight on the inbound listener (what draining waits for).
-    var inboundInFlight = 0
+    /// Requests in flight on the inbound listener, or a gateway's edge listener (what draining waits for).
+    var inFlight = 0
     var downstreamConnections: [ListenerKey: Int] = [:]
     /// Set when shutting down: inbound responses ask clients to close their connections.
     var draining = false
@@ -26,6 +26,8 @@ final class DataPlane {
     let connectionTimeouts: ConnectionTimeouts
     /// Mutual TLS: the inbound mode, the contexts of the current identity, the intentions.
     let mesh: MeshTLS
+    /// A gateway's credentials checks (unused by a sidecar).
+    let edgeAuth = EdgeAuthenticator()
 
     init(reactor: Reactor, policy: SidecarPolicy, upstreams: [String], localEndpoint: EndpointInfo,
          metrics: SidecarMetrics, accessLog: AccessLog, connectionTimeouts: ConnectionTimeouts = ConnectionTimeouts(),
@@ -46,6 +48,20 @@ final class DataPlane {
         }
     }
 
+    /// A gateway's data plane: the public listener `.edge` and one cluster (an unbound upstream
+    /// listener) per backend service of `gateway`'s rules.
+    init(reactor: Reactor, gateway: GatewayPolicy, keys: [String: [VerificationKey]], limiters: [String: RateLimiter],
+         metrics: SidecarMetrics, accessLog: AccessLog, connectionTimeouts: ConnectionTimeouts = ConnectionTimeouts()) {
+        self.reactor = reactor
+        self.mesh = MeshTLS(mode: .off, metrics: metrics)
+        self.connectionTimeouts = connectionTimeouts
+        self.policy = SidecarPolicy(defaults: gateway.backends)
+        self.metrics = metrics
+        self.accessLog = accessLog
+        listeners[.edge] = ListenerRuntime(edge: gateway, clusters: [:], limiters: limiters, reactor: reactor, metrics: metrics)
+        apply(gateway: gateway, keys: keys, limiters: limiters)
+    }
+
     /// Switches to a new policy in one step: requests in flight finish under the old one,
     /// connections stay open.
     func apply(_ policy: SidecarPolicy) {
@@ -54,8 +70,26 @@ final class DataPlane {
             switch key {
             case .inbound: listener.apply(policy.inbound, metrics: metrics)
             case .upstream(let name): listener.apply(policy.upstream(name), metrics: metrics)
+            case .edge: break
             }
         }
+    }
+
+    /// A gateway's new policy, in one step: clusters for backends it names first (kept for those
+    /// it keeps), then its rules. Clusters of backends no rule names any more stay until restart
+    /// (their connections close when idle).
+    func apply(gateway: GatewayPolicy, keys: [String: [VerificationKey]], limiters: [String: RateLimiter]) {
+        policy = SidecarPolicy(defaults: gateway.backends)
+        edgeAuth.apply(gateway, keys: keys)
+        for service in gateway.backendServices where listeners[.upstream(service)] == nil {
+            let cluster = Cluster(name: service, policy: gateway.backends, reactor: reactor, mesh: mesh)
+            cluster.onEjection = { [metrics] in metrics.ejection(upstream: service) }
+            listeners[.upstream(service)] = ListenerRuntime(direction: "outbound", cluster: cluster, policy: gateway.backends, metrics: metrics)
+        }
+        for (key, listener) in listeners { if case .upstream = key { listener.apply(gateway.backends, metrics: metrics) } }
+        var clusters: [String: Cluster] = [:]
+        for (key, listener) in listeners { if case .upstream(let name) = key { clusters[name] = listener.cluster } }
+        listeners[.edge]?.apply(edge: gateway, clusters: clusters, limiters: limiters, metrics: metrics)
     }
 
     /// Flushes `socket` once the current turn of the reactor has handled all its reads.
@@ -80,8 +114,8 @@ final class DataPlane {
 
     /// Accepts connections for the listener `key` on `host:port` (before the reactor starts, or on
     /// its thread); returns the port, the one the system chose when `port` is 0.
-    func listen(_ key: ListenerKey, host: String, port: Int) throws -> Int {
-        let listener = try Listener(host: host, port: port, reactor: reactor) { [unowned self] downstream in
+    func listen(_ key: ListenerKey, host: String, port: Int, reusePort: Bool = false) throws -> Int {
+        let listener = try Listener(host: host, port: port, reusePort: reusePort, reactor: reactor) { [unowned self] downstream in
             if key == .inbound {
                 guard mesh.secureInbound(downstream) else { return downstream.close() }
             }

@@ -1,14 +1,29 @@
 import NIOCore
 import NIOHTTP1
+import Policy
 
 /// The heads the proxy writes. Forwarded heads are copied as received, except
 /// hop-by-hop headers, which stay on their hop (RFC 9110 §7.6.1); forwarding and trace headers
 /// are added to requests.
 enum HeaderRules {
+    /// What the gateway changes in a forwarded request: the target (a rewrite), the identity
+    /// headers (dropped as the client sent them, set to the verified caller's).
+    struct EdgeForwarding {
+        var target: String?
+        var identityHeaders: IdentityHeaders
+        var identity: EdgeIdentity?
+    }
+
     /// The head sent upstream for `request`, always HTTP/1.1 since upstream connections are kept open.
-    static func upstreamRequest(_ request: MessageHead, client: String, trace: TraceContext, allocator: ByteBufferAllocator) -> ByteBuffer {
+    static func upstreamRequest(_ request: MessageHead, client: String, trace: TraceContext, edge: EdgeForwarding? = nil,
+                                allocator: ByteBufferAllocator) -> ByteBuffer {
         var out = allocator.buffer(capacity: request.bytes.readableBytes + 320)
-        request.copy(request.first.lowerBound..<request.second.upperBound, to: &out)
+        if let target = edge?.target {
+            request.copy(request.first, to: &out)
+            out.writeString(" " + target)
+        } else {
+            request.copy(request.first.lowerBound..<request.second.upperBound, to: &out)
+        }
         out.writeStaticString(" HTTP/1.1\r\n")
         var forwardedFor = false
         var forwardedProto = false
@@ -17,8 +32,17 @@ enum HeaderRules {
             case .forwardedFor: forwardedFor = true; return false
             case .forwardedProto: forwardedProto = true; return true
             case .traceparent, .requestID, .b3, .b3Multi: return !trace.replaces(field.kind)
+            case .other:
+                // A client never speaks for the gateway's verified caller.
+                if let headers = edge?.identityHeaders, MessageHead.equalsIgnoringCase(request.bytes, field.name, headers.user)
+                    || MessageHead.equalsIgnoringCase(request.bytes, field.name, headers.roles) { return false }
+                return !request.isHopByHop(field)
             default: return !request.isHopByHop(field)
             }
+        }
+        if let edge, let identity = edge.identity {
+            writeLine(edge.identityHeaders.user, identity.id, to: &out)
+            if !identity.roles.isEmpty { writeLine(edge.identityHeaders.roles, identity.roles.joined(separator: ","), to: &out) }
         }
         out.writeStaticString("x-forwarded-for: ")
         if forwardedFor {
@@ -71,22 +95,30 @@ enum HeaderRules {
         return out
     }
 
-    /// A whole response made by the sidecar itself: a plain-text `message` (no body for HEAD) and
-    /// `x-trellis-error: reason`.
-    static func localResponse(_ status: HTTPResponseStatus, reason: String, message: String, clientMinorVersion: Int,
+    /// A whole response made by the sidecar itself: a plain-text `message` (or a JSON body; no body
+    /// for HEAD, nor at all for 204) and `x-trellis-error: reason`.
+    static func localResponse(_ status: HTTPResponseStatus, reason: String, message: String, json: String? = nil, clientMinorVersion: Int,
                               keepAlive: Bool, withBody: Bool, extra: ByteBuffer?, allocator: ByteBufferAllocator) -> ByteBuffer {
-        var out = allocator.buffer(capacity: 256 + message.utf8.count)
+        let body = status == .noContent ? nil : (json ?? message) + "\n"
+        var out = allocator.buffer(capacity: 256 + (body?.utf8.count ?? 0))
         out.writeString("HTTP/1.\(clientMinorVersion) \(status.code) \(status.reasonPhrase)\r\n")
-        out.writeStaticString("content-type: text/plain; charset=utf-8\r\n")
-        out.writeString("content-length: \(message.utf8.count + 1)\r\n")
-        writeLine("x-trellis-error", reason, to: &out)
+        if let body {
+            out.writeString(json == nil ? "content-type: text/plain; charset=utf-8\r\n" : "content-type: application/json\r\n")
+            out.writeString("content-length: \(body.utf8.count)\r\n")
+        }
+        if status != .noContent { writeLine("x-trellis-error", reason, to: &out) }
         connectionHeader(keepAlive: keepAlive, clientMinorVersion: clientMinorVersion, to: &out)
         if var extra { out.writeBuffer(&extra) }
         out.writeStaticString("\r\n")
-        if withBody {
-            out.writeString(message)
-            out.writeStaticString("\n")
-        }
+        if withBody, let body { out.writeString(body) }
+        return out
+    }
+
+    /// Header lines of `pairs`, nil when there are none.
+    static func lines(_ pairs: [(String, String)], allocator: ByteBufferAllocator) -> ByteBuffer? {
+        guard !pairs.isEmpty else { return nil }
+        var out = allocator.buffer(capacity: 64 * pairs.count)
+        for (name, value) in pairs { writeLine(name, value, to: &out) }
         return out
     }
 

@@ -1,4 +1,5 @@
 import EventIO
+import Foundation
 import NIOCore
 import NIOHTTP1
 
@@ -19,6 +20,8 @@ final class ProxyHandler: StreamSocketDelegate, UpstreamReceiver {
     private let listenerKey: ListenerKey
     private let listener: ListenerRuntime
     private let isInbound: Bool
+    /// The inbound or a gateway's edge listener: what draining waits for and asks to close.
+    private let servesClients: Bool
     private let downstream: StreamSocket
     private let client: String
 
@@ -46,6 +49,8 @@ final class ProxyHandler: StreamSocketDelegate, UpstreamReceiver {
     private var readingPaused = false
     /// Set at the first bytes from the client (a TLS handshake is complete by then).
     private var sawBytes = false
+    /// Body bytes of the request in flight received so far.
+    private var requestBodyBytes = 0
 
     /// Serves `downstream`, a connection accepted by the listener `listenerKey`.
     init(plane: DataPlane, listenerKey: ListenerKey, downstream: StreamSocket) {
@@ -54,6 +59,7 @@ final class ProxyHandler: StreamSocketDelegate, UpstreamReceiver {
         self.downstream = downstream
         listener = plane.listeners[listenerKey]!
         isInbound = listenerKey == .inbound
+        servesClients = isInbound || listenerKey == .edge
         client = downstream.remoteIP ?? "-"
         request = listener.idleRequest
         deadlines = ConnectionDeadlines(plane.connectionTimeouts, openedAt: plane.reactor.now)
@@ -180,27 +186,37 @@ final class ProxyHandler: StreamSocketDelegate, UpstreamReceiver {
     private func begin(_ head: MessageHead, bodyEnded: Bool) {
         let now = plane.reactor.now
         let route = listener.route(for: head)
-        let cluster = listener.cluster
-        request = ProxyRequest(head: head, route: route, upstream: cluster.name,
-                               keepAlive: head.keepAlive && !(plane.draining && isInbound), bodyEnded: bodyEnded)
+        let cluster = route.pickCluster(random: &plane.random)
+        request = ProxyRequest(head: head, route: route, cluster: cluster,
+                               keepAlive: head.keepAlive && !(plane.draining && servesClients), bodyEnded: bodyEnded)
+        requestBodyBytes = 0
         if isInbound, let (answer, source) = plane.mesh.refusal(of: downstream) {
             plane.metrics.authorizationDenied(source: source)
             respond(answer)
             return
         }
-        switch Admission.admit(head, route: route, cluster: cluster, client: client, now: now, metrics: plane.metrics,
-                               allocator: plane.reactor.allocator) {
+        var identity: EdgeIdentity?
+        if listener.isEdge {
+            switch edgeStages(head, route: route) {
+            case .failure(let answer): return respond(answer)
+            case .success(let verified): identity = verified
+            }
+        }
+        switch Admission.admit(head, route: route, cluster: cluster, client: client, clientID: identity?.id, now: now,
+                               metrics: plane.metrics, allocator: plane.reactor.allocator) {
         case .refused(let answer, let headers):
-            request.rateLimitHeaders = headers
+            addResponseHeaders(headers)
             respond(answer)
             return
         case .admitted(let headers):
-            request.rateLimitHeaders = headers
+            addResponseHeaders(headers)
             request.admitted = true
         }
-        if isInbound { plane.inboundInFlight += 1 }
+        if servesClients { plane.inFlight += 1 }
         let trace = TraceContext(headers: head, random: &plane.random)
-        request.upstreamHead = HeaderRules.upstreamRequest(head, client: client, trace: trace, allocator: plane.reactor.allocator)
+        let forwarding = listener.isEdge ? HeaderRules.EdgeForwarding(target: route.edge?.upstreamTarget(head.target),
+                                                                      identityHeaders: plane.edgeAuth.identityHeaders, identity: identity) : nil
+        request.upstreamHead = HeaderRules.upstreamRequest(head, client: client, trace: trace, edge: forwarding, allocator: plane.reactor.allocator)
         request.trace = trace
         if !bodyEnded && head.minorVersion == 1 && head.expectsContinue {
             downstream.write(ByteBuffer(string: "HTTP/1.1 100 Continue\r\n\r\n"))
@@ -210,8 +226,45 @@ final class ProxyHandler: StreamSocketDelegate, UpstreamReceiver {
         perform(request.machine.start(now: now, budget: &cluster.retryBudget))
     }
 
+    /// A gateway's own stages, before admission: the rule (404 without one), CORS (preflights
+    /// answered here), the body limit (413 from `Content-Length`) and the caller's credentials.
+    private func edgeStages(_ head: MessageHead, route: RouteRuntime) -> Result<EdgeIdentity?, LocalAnswer> {
+        guard let edge = route.edge else {
+            let description = "no route for \(head.method) \(head.target.prefix(200))"
+            return .failure(LocalAnswer(status: .notFound, reason: "no_route", message: description,
+                                        json: EdgeAuthenticator.errorBody("no_route", description)))
+        }
+        if let cors = edge.rule.cors {
+            if CORS.isPreflight(head) { return .failure(CORS.preflight(cors, head)) }
+            addResponseHeaders(HeaderRules.lines(CORS.responseLines(cors, origin: head.first(name: "origin")), allocator: plane.reactor.allocator))
+        }
+        if let limit = edge.rule.maxRequestBody, case .length(let length) = head.body, length > limit {
+            return .failure(Self.bodyTooLarge(limit))
+        }
+        let identity = plane.edgeAuth.authenticate(edge.rule.auth, head, now: Date().timeIntervalSince1970)
+        if case .success(let verified) = identity { request.clientID = verified?.id }
+        return identity
+    }
+
+    private static func bodyTooLarge(_ limit: Int) -> LocalAnswer {
+        let description = "request body larger than \(limit) bytes"
+        return LocalAnswer(status: .payloadTooLarge, reason: "body_too_large", message: description,
+                           json: EdgeAuthenticator.errorBody("body_too_large", description))
+    }
+
+    /// Adds header lines to the response the client will get.
+    private func addResponseHeaders(_ lines: ByteBuffer?) {
+        guard var lines, lines.readableBytes > 0 else { return }
+        if request.responseHeaders == nil { request.responseHeaders = lines } else { request.responseHeaders!.writeBuffer(&lines) }
+    }
+
     private func receiveBody(_ part: ByteBuffer) {
         guard request.isActive else { return }
+        requestBodyBytes += part.readableBytes
+        if let limit = request.route.edge?.rule.maxRequestBody, requestBodyBytes > limit {
+            // A chunked body is measured as it streams; the connection cannot be kept after it.
+            return refuse(.payloadTooLarge, "request body larger than \(limit) bytes")
+        }
         switch request.machine.bodyPart(part) {
         case .write: request.connection?.socket.write(part)
         case .wait, .drop: break
@@ -244,7 +297,7 @@ final class ProxyHandler: StreamSocketDelegate, UpstreamReceiver {
             startAttempt()
         case .retry:
             endAttempt(reusable: false)
-            plane.metrics.retry(upstream: listener.cluster.name)
+            plane.metrics.retry(upstream: request.cluster.name)
         case .respondLocally(let answer):
             endAttempt(reusable: false)
             respond(answer)
@@ -258,7 +311,7 @@ final class ProxyHandler: StreamSocketDelegate, UpstreamReceiver {
     private func timerFired() {
         guard request.isActive else { return }
         let now = plane.reactor.now
-        let cluster = listener.cluster
+        let cluster = request.cluster
         if let endpoint = request.endpoint, request.machine.tryDeadlinePassed(at: now) {
             cluster.record(endpoint, failed: true, now: now)
         }
@@ -270,7 +323,7 @@ final class ProxyHandler: StreamSocketDelegate, UpstreamReceiver {
     private func startAttempt() {
         generation += 1
         let now = plane.reactor.now
-        let cluster = listener.cluster
+        let cluster = request.cluster
         let hashKey = cluster.policy.loadBalancer.hashHeader.flatMap { request.head.first(name: $0) }
         guard let endpoint = cluster.pick(tag: request.subset, hashKey: hashKey, tried: request.machine.tried, now: now,
                                           random: &plane.random) else {
@@ -325,7 +378,7 @@ final class ProxyHandler: StreamSocketDelegate, UpstreamReceiver {
 
     private func attemptFailed(_ failure: AttemptMachine<Endpoint>.Failure) {
         let now = plane.reactor.now
-        let cluster = listener.cluster
+        let cluster = request.cluster
         if let endpoint = request.endpoint { cluster.record(endpoint, failed: true, now: now) }
         perform(request.machine.failed(failure, now: now, budget: &cluster.retryBudget, random: &plane.random))
     }
@@ -359,7 +412,7 @@ final class ProxyHandler: StreamSocketDelegate, UpstreamReceiver {
         switch part {
         case .head(let response):
             let now = plane.reactor.now
-            let cluster = listener.cluster
+            let cluster = request.cluster
             if let endpoint = request.endpoint { cluster.record(endpoint, failed: response.status >= 500, now: now) }
             let action = request.machine.responseHead(status: response.status, body: response.body, now: now,
                                                       budget: &cluster.retryBudget, random: &plane.random)
@@ -397,7 +450,7 @@ final class ProxyHandler: StreamSocketDelegate, UpstreamReceiver {
         request.bytesSent = 0
         request.responseKeepsOpen = keepsOpen
         request.responseStart = HeaderRules.downstreamResponse(response, clientMinorVersion: minorVersion, keepAlive: keepsOpen,
-                                                               dechunk: minorVersion == 0, extra: request.rateLimitHeaders,
+                                                               dechunk: minorVersion == 0, extra: request.responseHeaders,
                                                                allocator: plane.reactor.allocator)
     }
 
@@ -439,13 +492,14 @@ final class ProxyHandler: StreamSocketDelegate, UpstreamReceiver {
     private func respond(_ answer: LocalAnswer) {
         request.status = Int(answer.status.code)
         let close = !request.keepAlive || !request.bodyEnded
-        let response = HeaderRules.localResponse(answer.status, reason: answer.reason, message: answer.message,
+        addResponseHeaders(HeaderRules.lines(answer.headerLines.map { ($0.name, $0.value) }, allocator: plane.reactor.allocator))
+        let response = HeaderRules.localResponse(answer.status, reason: answer.reason, message: answer.message, json: answer.json,
                                                  clientMinorVersion: request.head.minorVersion, keepAlive: !close,
-                                                 withBody: !request.head.isHEAD, extra: request.rateLimitHeaders,
+                                                 withBody: !request.head.isHEAD, extra: request.responseHeaders,
                                                  allocator: plane.reactor.allocator)
-        request.bytesSent = answer.message.utf8.count + 1
+        request.bytesSent = (answer.json ?? answer.message).utf8.count + 1
         downstream.write(response)
-        plane.metrics.localResponse(direction: listener.direction, upstream: listener.cluster.name, reason: answer.reason)
+        plane.metrics.localResponse(direction: listener.direction, upstream: request.cluster.name, reason: answer.reason)
         complete(localReason: answer.reason, thenClose: close)
         finishResponse(thenClose: close)
     }
@@ -462,10 +516,10 @@ final class ProxyHandler: StreamSocketDelegate, UpstreamReceiver {
         let duration = Double((NIODeadline.now() - request.started).nanoseconds) / 1e9
         route.stats.requests[min(status / 100, 5)].increment()
         route.stats.duration.record(duration)
-        let cluster = listener.cluster
+        let cluster = request.cluster
         if request.admitted {
             cluster.limits.activeRequests -= 1
-            if isInbound { plane.inboundInFlight -= 1 }
+            if servesClients { plane.inFlight -= 1 }
         }
         if request.machine.budgetExhausted { plane.metrics.retryBudgetExhausted(upstream: cluster.name) }
         if plane.accessLog.isEnabled {
@@ -473,7 +527,7 @@ final class ProxyHandler: StreamSocketDelegate, UpstreamReceiver {
                 direction: listener.direction, upstream: cluster.name, route: route.name,
                 method: request.head.method, path: request.head.target, status: status, durationSeconds: duration,
                 attempts: request.machine.attempts, upstreamHost: request.machine.tried.last?.info.address,
-                bytesSent: request.bytesSent, client: client, trace: request.trace, localReason: localReason,
+                bytesSent: request.bytesSent, client: client, clientID: request.clientID, trace: request.trace, localReason: localReason,
                 peerIdentity: isInbound ? downstream.peerIdentity : nil))
         }
         // An idle keep-alive connection keeps nothing of its last request.

@@ -10,6 +10,8 @@ struct ProxyRequest {
     let isActive: Bool
     let head: MessageHead
     let route: RouteRuntime
+    /// Where the request goes: the route's cluster, or on a gateway the backend drawn for it.
+    let cluster: Cluster
     let started: NIODeadline
     var machine: AttemptMachine<Endpoint>
     /// The client's connection may stay open: it asked for that and the sidecar is not draining.
@@ -18,8 +20,11 @@ struct ProxyRequest {
     var bodyEnded: Bool
     /// Counted as active against the cluster's circuit breaker until booked.
     var admitted = false
-    /// `X-RateLimit-*` header lines for the response, when the route is rate limited.
-    var rateLimitHeaders: ByteBuffer?
+    /// Header lines the proxy adds to the response: `X-RateLimit-*` when the route is rate
+    /// limited, CORS on a gateway.
+    var responseHeaders: ByteBuffer?
+    /// The caller a gateway verified (a token's subject, an API key's name).
+    var clientID: String?
     /// The canary tag subset drawn for this request; nil is the whole upstream.
     var subset: String?
     var trace: TraceContext?
@@ -39,24 +44,26 @@ struct ProxyRequest {
     /// response), or the whole response while the machine holds it.
     var responseStart: ByteBuffer?
 
-    init(head: MessageHead, route: RouteRuntime, upstream: String, keepAlive: Bool, bodyEnded: Bool) {
+    init(head: MessageHead, route: RouteRuntime, cluster: Cluster, keepAlive: Bool, bodyEnded: Bool) {
         self.isActive = true
         self.head = head
         self.route = route
+        self.cluster = cluster
         self.started = .now()
-        self.machine = AttemptMachine(upstream: upstream, rules: route.attemptRules, idempotent: head.isIdempotent)
+        self.machine = AttemptMachine(upstream: cluster.name, rules: route.attemptRules, idempotent: head.isIdempotent)
         self.keepAlive = keepAlive
         self.bodyEnded = bodyEnded
     }
 
     /// The value between requests, on a listener whose default route is `route`.
-    init(idleOn route: RouteRuntime, upstream: String) {
+    init(idleOn route: RouteRuntime, cluster: Cluster) {
         isActive = false
         head = MessageHead(bytes: ByteBuffer(), fields: [], minorVersion: 1, first: 0..<0, second: 0..<0, status: 0, body: .none,
                            keepAlive: false, connectionNamed: [])
         self.route = route
+        self.cluster = cluster
         started = .uptimeNanoseconds(0)
-        machine = AttemptMachine(upstream: upstream, rules: route.attemptRules, idempotent: false)
+        machine = AttemptMachine(upstream: cluster.name, rules: route.attemptRules, idempotent: false)
         keepAlive = false
         bodyEnded = true
     }
