@@ -4,9 +4,10 @@ SUDO := $(shell [ "$$(id -u)" -eq 0 ] || echo sudo)
 
 # libcurl4-openssl-dev: the shop services use URLSession, whose static Foundation needs -lcurl to link.
 APT_BUILD := libsystemd-dev libssl-dev libsqlite3-dev zlib1g-dev libsnappy-dev pkg-config libcurl4-openssl-dev
-# chromium, chromium-driver, python3-selenium: the web UI's suite runs in a real headless browser.
+# chromium, chromium-driver, python3-selenium: the web UI's suite runs in a real headless browser;
+# python3-jwt (PyJWT): an independent JWT implementation signs the gateway tests' tokens.
 APT_TEST  := $(APT_BUILD) openssl etcd-server victoria-metrics prometheus python3 python3-snappy systemd-journal-remote curl dnsutils \
-             chromium chromium-driver python3-selenium
+             chromium chromium-driver python3-selenium python3-jwt python3-cryptography
 APT_BENCH := $(APT_BUILD) nginx-light haproxy wrk etcd-server etcd-client curl python3 python3-snappy python3-prometheus-client dnsutils dnsperf dnsmasq-base
 
 # Installs the listed Debian packages that are missing (apt-get update first, non-interactive).

@@ -79,16 +79,18 @@ public final class Gateway: Service {
         for (index, reactor) in reactors.enumerated() { reactor.start(name: "trellis-edge-\(index)") }
 
         let admin = AdminResponder(planes: planes, metrics: metrics, hasRoutes: true,
-                                   config: { state.json }, readiness: { .text(.ok, "ready") })
+                                   config: { state.json }, readiness: { state.readiness })
         let adminServer = try await HTTPServer.start(host: settings.address, port: settings.adminPort, group: controlGroup,
                                                      limits: HTTPLimits(maxBodySize: 1024), responder: admin, logger: logger)
         let adminPort = adminServer.localAddress.port!
         let instanceID = "\(settings.name)-\(port)"
         let registration = Registration(registry: registry, logger: logger,
                                         body: registrationBody(id: instanceID, port: port, adminPort: adminPort), instanceID: instanceID)
-        let apply: @Sendable (GatewayPolicy, [String: [VerificationKey]]) -> Void = { policy, keys in
+        let apply: @Sendable (GatewayPolicy, [String: [VerificationKey]], [String: [EndpointInfo]]) -> Void = { policy, keys, endpoints in
             let limiters = state.limiters(for: policy)
-            for plane in planes { plane.reactor.execute { plane.value.apply(gateway: policy, keys: keys, limiters: limiters) } }
+            for plane in planes {
+                plane.reactor.execute { plane.value.apply(gateway: policy, keys: keys, limiters: limiters, endpoints: endpoints) }
+            }
         }
         onReady("trellis gateway \(settings.name) listening on http://\(HostPort.format(settings.address, port)) "
             + "(\(settings.workers) workers), admin http://\(HostPort.format(settings.address, adminPort))")
@@ -103,6 +105,7 @@ public final class Gateway: Service {
                     followers.start("service:\(service)") {
                         await ServiceDiscovery.follow(service, registry: registry, log: { logger.warning("\($0)") }) { endpoints in
                             logger.info("instances changed", metadata: ["backend": "\(service)", "count": "\(endpoints.count)"])
+                            state.discovered(service)
                             for plane in planes { plane.reactor.execute { plane.value.updateEndpoints(upstream: service, endpoints) } }
                         }
                     }
@@ -111,7 +114,7 @@ public final class Gateway: Service {
                     guard let url = provider.jwksURL else { continue }
                     followers.start("jwks:\(name):\(url)") {
                         await state.followJWKS(provider: name, url: url, every: provider.jwksRefresh, client: HTTPClient(group: controlGroup),
-                                               logger: logger) { apply(state.current.policy, $0) }
+                                               logger: logger) { apply(state.current.policy, $0, [:]) }
                     }
                 }
             }
@@ -136,10 +139,18 @@ public final class Gateway: Service {
                         logger.error("gateway policy rejected: a key does not load", metadata: ["error": "\(error)"])
                         return
                     }
+                    // Backends the rules did not name before are looked up first: a rule never
+                    // switches to a backend whose instances the gateway does not know yet.
+                    let known = Set(state.current.policy.backendServices)
+                    var endpoints: [String: [EndpointInfo]] = [:]
+                    for service in next.policy.backendServices where !known.contains(service) {
+                        let answer = try? await registry.call(.GET, "/v1/health/service/\(URLPath.escape(service))?passing=1")
+                        endpoints[service] = answer.flatMap { try? ServiceDiscovery.parse($0.bodyBytes) }
+                    }
                     state.set(next)
                     metrics.policyApplied.increment()
                     logger.info("gateway policy applied", metadata: ["source": "\(next.source)", "rules": "\(next.policy.rules.count)"])
-                    apply(next.policy, keys)
+                    apply(next.policy, keys, endpoints)
                     follow(next.policy)
                 }
             }
@@ -192,6 +203,8 @@ final class GatewayState: Sendable {
     private let state: Mutex<(policy: GatewayPolicy, source: String)>
     private let jwks = Mutex<[String: [VerificationKey]]>([:])
     private let limiterState = Mutex<[String: RateLimiter]>([:])
+    /// Backends whose instances the registry has answered for at least once.
+    private let known = Mutex<Set<String>>([])
 
     init(fallback: (policy: GatewayPolicy, source: String)) {
         self.fallback = fallback
@@ -201,6 +214,14 @@ final class GatewayState: Sendable {
     var current: (policy: GatewayPolicy, source: String) { state.withLock { $0 } }
 
     func set(_ next: (policy: GatewayPolicy, source: String)) { state.withLock { $0 = next } }
+
+    func discovered(_ service: String) { _ = known.withLock { $0.insert(service) } }
+
+    /// Ready once the registry answered for every backend the rules name.
+    var readiness: HTTPResponse {
+        let waiting = current.policy.backendServices.filter { service in !known.withLock { $0.contains(service) } }
+        return waiting.isEmpty ? .text(.ok, "ready") : .text(.serviceUnavailable, "waiting for the instances of \(waiting.joined(separator: ", "))")
+    }
 
     var json: JSON {
         let (policy, source) = current

@@ -8,9 +8,10 @@ final class AdmissionTests: XCTestCase {
     private let metrics = SidecarMetrics()
     private let now = NIODeadline.uptimeNanoseconds(5_000_000_000)
 
-    private func route(rateLimit: RateLimitPolicy?) -> RouteRuntime {
+    private func route(rateLimit: RateLimitPolicy?) throws -> RouteRuntime {
         RouteRuntime(name: "api", match: nil, settings: RouteSettings(timeouts: .init(), retries: .init(), rateLimit: rateLimit),
-                     split: [], previous: nil, stats: .init(metrics, direction: "inbound", upstream: "local", route: "api"))
+                     split: [], backends: [(try cluster(), 1)], previous: nil,
+                     stats: .init(metrics, direction: "inbound", upstream: "local", route: "api"))
     }
 
     private func cluster(maxRequests: Int = 1024) throws -> Cluster {
@@ -30,7 +31,7 @@ final class AdmissionTests: XCTestCase {
     }
 
     func testARateLimitedRouteCountsDownThenRefusesWith429AndRetryAfter() throws {
-        let route = route(rateLimit: RateLimitPolicy(rate: 1, burst: 2, key: .source, requests: 2, period: .seconds(2)))
+        let route = try route(rateLimit: RateLimitPolicy(rate: 1, burst: 2, key: .source, requests: 2, period: .seconds(2)))
         let cluster = try cluster()
         guard case .admitted(let first) = try admit(route, cluster) else { return XCTFail("the first request passes") }
         XCTAssertEqual(lines(first), ["X-RateLimit-Limit: 2", "X-RateLimit-Remaining: 1", "X-RateLimit-Reset: 1"])
@@ -43,7 +44,7 @@ final class AdmissionTests: XCTestCase {
     }
 
     func testTheBreakerRefusesPastMaxRequestsWith503() throws {
-        let route = route(rateLimit: nil)
+        let route = try route(rateLimit: nil)
         let cluster = try cluster(maxRequests: 1)
         guard case .admitted(nil) = try admit(route, cluster) else { return XCTFail("no rate limit, no headers") }
         guard case .refused(let answer, nil) = try admit(route, cluster) else { return XCTFail("one active request is the limit") }
@@ -54,7 +55,7 @@ final class AdmissionTests: XCTestCase {
     }
 
     func testAHeaderKeyedLimitSharesABucketPerHeaderValue() throws {
-        let route = route(rateLimit: RateLimitPolicy(rate: 1, burst: 1, key: .header("x-user"), requests: 1, period: .seconds(1)))
+        let route = try route(rateLimit: RateLimitPolicy(rate: 1, burst: 1, key: .header("x-user"), requests: 1, period: .seconds(1)))
         let cluster = try cluster()
         guard case .admitted = try admit(route, cluster, client: "a", headers: "x-user: ann\r\n") else { return XCTFail() }
         guard case .refused = try admit(route, cluster, client: "b", headers: "x-user: ann\r\n") else { return XCTFail("same user") }

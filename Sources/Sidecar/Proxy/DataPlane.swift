@@ -76,15 +76,17 @@ final class DataPlane {
     }
 
     /// A gateway's new policy, in one step: clusters for backends it names first (kept for those
-    /// it keeps), then its rules. Clusters of backends no rule names any more stay until restart
-    /// (their connections close when idle).
-    func apply(gateway: GatewayPolicy, keys: [String: [VerificationKey]], limiters: [String: RateLimiter]) {
+    /// it keeps, given `endpoints` when new), then its rules. Clusters of backends no rule names
+    /// any more stay until restart (their connections close when idle).
+    func apply(gateway: GatewayPolicy, keys: [String: [VerificationKey]], limiters: [String: RateLimiter],
+               endpoints: [String: [EndpointInfo]] = [:]) {
         policy = SidecarPolicy(defaults: gateway.backends)
         edgeAuth.apply(gateway, keys: keys)
         for service in gateway.backendServices where listeners[.upstream(service)] == nil {
             let cluster = Cluster(name: service, policy: gateway.backends, reactor: reactor, mesh: mesh)
             cluster.onEjection = { [metrics] in metrics.ejection(upstream: service) }
             listeners[.upstream(service)] = ListenerRuntime(direction: "outbound", cluster: cluster, policy: gateway.backends, metrics: metrics)
+            if let known = endpoints[service] { cluster.update(known) }
         }
         for (key, listener) in listeners { if case .upstream = key { listener.apply(gateway.backends, metrics: metrics) } }
         var clusters: [String: Cluster] = [:]

@@ -70,8 +70,11 @@ final class ListenerRuntime {
             let previous = old.first { $0.name == rule.name }
             let backends = rule.backends.compactMap { ref in clusters[ref.service].map { (cluster: $0, weight: ref.weight) } }
             let upstream = rule.backends.first?.service ?? "none"
+            // Stats are labelled with the first backend: a rule that now sends elsewhere counts anew.
+            let stats = previous.flatMap { $0.backends.first?.cluster.name == upstream ? $0.stats : nil }
             return RouteRuntime(name: rule.name, match: nil, settings: rule.settings, split: [], backends: backends, edge: EdgeRoute(rule),
-                                sharedLimiter: limiters[rule.name], previous: previous, stats: previous?.stats ?? .init(metrics, direction: direction, upstream: upstream, route: rule.name))
+                                sharedLimiter: limiters[rule.name], previous: previous,
+                                stats: stats ?? .init(metrics, direction: direction, upstream: upstream, route: rule.name))
         }
     }
 
