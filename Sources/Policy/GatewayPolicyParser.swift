@@ -195,7 +195,9 @@ public enum GatewayPolicyParser {
             }
         }
         if let url = try p.string("jwks_url") {
-            guard url.hasPrefix("http://") || url.hasPrefix("https://") else { throw p.error("jwks_url", "must be an http(s) URL") }
+            guard url.hasPrefix("http://") else {
+                throw p.error("jwks_url", "must be an http:// URL (the gateway fetches JWKS over plain HTTP: serve it on a trusted network, or give the keys inline)")
+            }
             out.jwksURL = url
         }
         out.jwksRefresh = try p.timeAmount("jwks_refresh") ?? out.jwksRefresh

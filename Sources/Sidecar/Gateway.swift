@@ -119,6 +119,14 @@ public final class Gateway: Service {
                 }
             }
             follow(state.current.policy)
+            // The gateway's own identity: its calls to sidecars that take mutual TLS present it.
+            group.addTask { [settings, logger, metrics] in
+                await IdentityWatcher(service: settings.name, registry: registry, logger: logger, metrics: metrics,
+                                      onIdentity: { identity in
+                                          for plane in planes { plane.reactor.execute { plane.value.install(identity, logger: logger) } }
+                                      },
+                                      onIntentions: nil).run()
+            }
             group.addTask { [settings, logger, metrics] in
                 let key = GatewayPolicy.key(for: settings.name)
                 await registry.watch("/v1/kv/" + URLPath.escape(key, keepingSlashes: true), onError: { logger.warning("policy watch: \($0)") }) { response in

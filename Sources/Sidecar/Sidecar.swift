@@ -120,13 +120,7 @@ public final class Sidecar: Service {
             }
             group.addTask { [settings, logger, metrics] in
                 await IdentityWatcher(service: settings.service, registry: registry, logger: logger, metrics: metrics,
-                                      onIdentity: { identity in
-                                          reactor.execute {
-                                              do { try plane.value.mesh.install(identity) } catch {
-                                                  logger.error("certificate refused; keeping the current one", metadata: ["error": "\(error)"])
-                                              }
-                                          }
-                                      },
+                                      onIdentity: { identity in reactor.execute { plane.value.install(identity, logger: logger) } },
                                       onIntentions: { rules in reactor.execute { plane.value.mesh.intentions = rules } }).run()
             }
             group.addTask { [settings, logger, metrics] in

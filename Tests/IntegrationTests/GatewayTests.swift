@@ -292,6 +292,28 @@ final class GatewayTests: XCTestCase {
         XCTAssertTrue(metrics.contains(#"trellis_gateway_requests_total{direction="edge",upstream="v2",route="a",code_class="2xx"}"#), metrics)
     }
 
+    func testCallsToStrictSidecarsCarryTheGatewaysIdentityAndObeyIntentions() async throws {
+        let registry = try await RegistryUnderTest.start(self)
+        let local = try await EchoBackend.start(self, "secure")
+        let sidecar = try await SidecarUnderTest(self, registry: registry, service: "secure", localPort: local, extra: ["--mtls", "strict"])
+        let gateway = try await GatewayUnderTest(self, registry: registry, policy: """
+            rules: [{name: secure, matches: [{path: {value: /secure}}], backendRefs: [{name: secure}]}]
+            """)
+        try await eventually(timeout: 20, "the gateway calls the strict sidecar over mutual TLS") {
+            (try? await gateway.echo("GET", "/secure/x").backend) == "secure"
+        }
+        let clusters = String(decoding: try await gateway.admin("/clusters").body, as: UTF8.self)
+        XCTAssertTrue(clusters.contains(#""mtls" : true"#) || clusters.contains(#""mtls": true"#), clusters)
+        let plaintext = try? await ConsulClient(address: "127.0.0.1:\(sidecar.port)", environment: [:]).send("GET", "/secure/x", timeout: 3)
+        XCTAssertNil(plaintext, "the sidecar takes no plaintext caller, so the gateway's call was mutual TLS")
+        let denied = try await registry.put("/v1/connect/intentions/exact?source=edge&destination=secure", #"{"Action":"deny"}"#)
+        XCTAssertEqual(denied.status, 200)
+        try await eventually(timeout: 20, "an intention denying the gateway's identity is enforced") {
+            let answer = try await gateway.send("GET", "/secure/x")
+            return answer.status == 403 && answer.headers["x-trellis-error"] == "intention_denied"
+        }
+    }
+
     // MARK: Helpers
 
     /// Runs `Tests/Gateway/jwt_tool.py` (PyJWT) and answers its output line.
@@ -318,9 +340,18 @@ struct GatewayTestFailure: Error, CustomStringConvertible {
 }
 
 /// A backend that answers every request with JSON of what it received: its name, method, path
-/// and headers. Registered in the registry under its name.
+/// and headers.
 enum EchoBackend {
+    /// Registered in the registry under its name.
     static func register(_ test: XCTestCase, _ registry: RegistryUnderTest, _ name: String) async throws {
+        let port = try await start(test, name)
+        let registration = #"{"Name":"\#(name)","ID":"\#(name)-1","Address":"127.0.0.1","Port":\#(port)}"#
+        let answer = try await registry.put("/v1/agent/service/register", registration)
+        XCTAssertEqual(answer.status, 200)
+    }
+
+    /// Started on a free loopback port, which it answers.
+    static func start(_ test: XCTestCase, _ name: String) async throws -> Int {
         let script = """
         import http.server, json, sys
         class H(http.server.BaseHTTPRequestHandler):
@@ -343,10 +374,7 @@ enum EchoBackend {
         """
         let child = try ChildProcess("/usr/bin/python3", ["-c", script, name])
         test.addTeardownBlock { child.kill9() }
-        let port = try await child.waitForLine(containing: "port").split(separator: " ")[1]
-        let registration = #"{"Name":"\#(name)","ID":"\#(name)-1","Address":"127.0.0.1","Port":\#(port)}"#
-        let answer = try await registry.put("/v1/agent/service/register", registration)
-        XCTAssertEqual(answer.status, 200)
+        return Int(try await child.waitForLine(containing: "port").split(separator: " ")[1])!
     }
 }
 

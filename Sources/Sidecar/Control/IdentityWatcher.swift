@@ -17,7 +17,8 @@ struct IdentityWatcher {
     let metrics: SidecarMetrics
     /// Receives each new identity (leaf and roots together).
     let onIdentity: @Sendable (MeshIdentity) -> Void
-    let onIntentions: @Sendable (IntentionRules) -> Void
+    /// Receives the intentions toward the service; nil follows none (a gateway takes no mesh callers).
+    let onIntentions: (@Sendable (IntentionRules) -> Void)?
 
     private final class Pending: Sendable {
         let parts = Mutex<(leaf: JSON?, roots: String?, installed: MeshIdentity?)>((nil, nil, nil))
@@ -50,7 +51,7 @@ struct IdentityWatcher {
                     }, pending)
                 }
             }
-            group.addTask { await followIntentions() }
+            if onIntentions != nil { group.addTask { await followIntentions() } }
         }
     }
 
@@ -117,7 +118,7 @@ struct IdentityWatcher {
                 || debug?["ACLResolverSettings"]?["ACLDefaultPolicy"]?.stringValue != "deny"
             case let policy: rules.defaultAllow = policy != "deny"
             }
-            onIntentions(rules)
+            onIntentions?(rules)
         }
     }
 }

@@ -1,5 +1,6 @@
 import CEventIO
 import EventIO
+import Logging
 import NIOCore
 import Policy
 
@@ -104,6 +105,13 @@ final class DataPlane {
     private lazy var flushPending: () -> Void = { [unowned self] in
         for socket in pendingFlushes { socket.flush() }
         pendingFlushes.removeAll(keepingCapacity: true)
+    }
+
+    /// Installs a new leaf and roots; one that does not load is logged and the current one stays.
+    func install(_ identity: MeshIdentity, logger: Logger) {
+        do { try mesh.install(identity) } catch {
+            logger.error("certificate refused; keeping the current one", metadata: ["error": "\(error)"])
+        }
     }
 
     func updateEndpoints(upstream: String, _ endpoints: [EndpointInfo]) {
