@@ -8,7 +8,8 @@ APT_BUILD := libsystemd-dev libssl-dev libsqlite3-dev zlib1g-dev libsnappy-dev p
 # python3-jwt (PyJWT): an independent JWT implementation signs the gateway tests' tokens.
 APT_TEST  := $(APT_BUILD) openssl etcd-server victoria-metrics prometheus python3 python3-snappy systemd-journal-remote curl dnsutils \
              chromium chromium-driver python3-selenium python3-jwt python3-cryptography
-APT_BENCH := $(APT_BUILD) nginx-light haproxy wrk etcd-server etcd-client curl python3 python3-snappy python3-prometheus-client dnsutils dnsperf dnsmasq-base
+APT_BENCH := $(APT_BUILD) nginx-light haproxy wrk etcd-server etcd-client curl python3 python3-snappy python3-prometheus-client dnsutils dnsperf dnsmasq-base \
+             python3-jwt python3-cryptography openssl
 
 # Installs the listed Debian packages that are missing (apt-get update first, non-interactive).
 define apt_install

@@ -29,6 +29,9 @@ public final class Fleet: Sendable {
     public let dnsPort: Int?
     public let instances: [Instance]
     private let registry: ChildProcess
+    /// The public entry's ports, when the topology has one.
+    public let gateway: (port: Int, adminPort: Int)?
+    private let gatewayProcess: ChildProcess?
     private let collector: ChildProcess
     /// With ACLs on: the management token and the file that holds it (named in `endpoints.env`).
     public let managementTokenFile: String?
@@ -103,9 +106,21 @@ public final class Fleet: Sendable {
                                               process: try launch(id, arguments, in: directory)))
                 }
             }
+            var gateway: (process: ChildProcess, port: Int, adminPort: Int)?
+            if let settings = topology.gateway, let (port, admin) = ports.gateway {
+                var arguments = ["gateway", "--name", settings.name, "--port", String(port), "--admin-port", String(admin),
+                                 "--address", "127.0.0.1", "--workers", String(settings.workers), "--registry", registryAddress,
+                                 "--log-format", "json"]
+                if let acl { arguments += ["--token-file", try await acl.gatewayToken(settings.name, registry: registryAddress)] }
+                let directory = "\(data)/gateway"
+                try FileManager.default.createDirectory(atPath: directory, withIntermediateDirectories: true)
+                gateway = (try launch(settings.name, arguments, in: directory), port, admin)
+                try await waitUntilAnswering("127.0.0.1:\(admin)", "/ready", process: gateway!.process)
+                logger.info("gateway up", metadata: ["address": "127.0.0.1:\(port)"])
+            }
             return Fleet(topology: topology, registryPort: ports.registry, collectorPort: ports.collector, dnsPort: ports.dns,
-                         instances: instances, registry: registry, collector: collector, managementTokenFile: acl?.managementTokenFile,
-                         managementToken: acl?.managementToken)
+                         instances: instances, gateway: gateway, registry: registry, collector: collector,
+                         managementTokenFile: acl?.managementTokenFile, managementToken: acl?.managementToken)
         } catch {
             for child in started.reversed() { await child.stop(grace: .seconds(5)) }
             throw error
@@ -113,7 +128,10 @@ public final class Fleet: Sendable {
     }
 
     private init(topology: Topology, registryPort: Int, collectorPort: Int, dnsPort: Int?, instances: [Instance],
-                 registry: ChildProcess, collector: ChildProcess, managementTokenFile: String?, managementToken: String?) {
+                 gateway: (process: ChildProcess, port: Int, adminPort: Int)?, registry: ChildProcess, collector: ChildProcess,
+                 managementTokenFile: String?, managementToken: String?) {
+        self.gateway = gateway.map { ($0.port, $0.adminPort) }
+        gatewayProcess = gateway?.process
         self.managementTokenFile = managementTokenFile
         self.managementToken = managementToken
         self.topology = topology
@@ -128,9 +146,11 @@ public final class Fleet: Sendable {
     public var registryRunning: Bool { registry.isRunning }
     public var collectorRunning: Bool { collector.isRunning }
 
-    /// Sidecars first (each deregisters, drains and stops its service), then the collector (which
-    /// flushes its buffer), then the registry. Whatever does not stop in time is killed.
+    /// The gateway first (it drains its clients), then the sidecars (each deregisters, drains and
+    /// stops its service), then the collector (which flushes its buffer), then the registry.
+    /// Whatever does not stop in time is killed.
     public func stop() async {
+        await gatewayProcess?.stop(grace: .seconds(12))
         await withTaskGroup(of: Void.self) { group in
             for instance in instances { group.addTask { await instance.process.stop(grace: .seconds(12)) } }
         }
@@ -160,6 +180,7 @@ public final class Fleet: Sendable {
         var lines = ["TRELLIS_ADDR=\(registryAddress)", "CONSUL_HTTP_ADDR=\(registryAddress)", "TRELLIS_COLLECTOR_ADDR=\(collectorAddress)"]
         if let managementTokenFile { lines.append("CONSUL_HTTP_TOKEN_FILE=\(managementTokenFile)") }
         if let dnsPort { lines.append("TRELLIS_DNS_ADDR=127.0.0.1:\(dnsPort)") }
+        if let gateway { lines.append("GATEWAY_URL=http://127.0.0.1:\(gateway.port)") }
         for service in topology.services {
             guard let first = instances.first(where: { $0.service == service.name }) else { continue }
             let variable = service.name.uppercased().replacingOccurrences(of: "-", with: "_")
@@ -168,26 +189,28 @@ public final class Fleet: Sendable {
         return lines.joined(separator: "\n") + "\n"
     }
 
+    /// Stores each service's policy and the gateway's in the registry KV, where they are followed.
     private static func applyPolicies(_ topology: Topology, registry client: ConsulClient) async throws {
-        for service in topology.services {
-            guard let text = service.policyText else { continue }
-            let (status, _, body) = try await client.send("PUT", SidecarPolicy.kvPath(for: service.name), body: Array(text.utf8))
+        var stored = topology.services.compactMap { service in service.policyText.map { (service.name, SidecarPolicy.key(for: service.name), $0) } }
+        if let gateway = topology.gateway, let text = gateway.policyText { stored.append((gateway.name, GatewayPolicy.key(for: gateway.name), text)) }
+        for (owner, key, text) in stored {
+            let (status, _, body) = try await client.send("PUT", "/v1/kv/" + URLPath.escape(key, keepingSlashes: true), body: Array(text.utf8))
             guard status == 200 else {
-                throw ConfigError(description: "storing the policy of \(service.name) failed: \(status) \(String(decoding: body, as: UTF8.self))")
+                throw ConfigError(description: "storing the policy of \(owner) failed: \(status) \(String(decoding: body, as: UTF8.self))")
             }
         }
     }
 
     /// Under default-deny ACLs intentions deny by default: one `allow` intention per upstream edge
-    /// of the topology lets each service call exactly the services it names.
+    /// of the topology (and per backend of the gateway) lets each caller reach exactly what it names.
     private static func allowUpstreamCalls(_ topology: Topology, registry client: ConsulClient) async throws {
-        for service in topology.services {
-            for upstream in service.upstreams {
-                let path = "/v1/connect/intentions/exact?source=\(URLPath.escapeQueryValue(service.name))"
-                    + "&destination=\(URLPath.escapeQueryValue(upstream))"
-                let body = JSON.object(JSONObject([("Action", .string("allow")), ("Description", .string("trellis up: an upstream of the topology"))]))
-                try await client.expectOK(.PUT, path, body: body.serialized())
-            }
+        var edges = topology.services.flatMap { service in service.upstreams.map { (service.name, $0) } }
+        if let gateway = topology.gateway { edges += gateway.backends.map { (gateway.name, $0) } }
+        for (source, destination) in edges {
+            let path = "/v1/connect/intentions/exact?source=\(URLPath.escapeQueryValue(source))"
+                + "&destination=\(URLPath.escapeQueryValue(destination))"
+            let body = JSON.object(JSONObject([("Action", .string("allow")), ("Description", .string("trellis up: an upstream of the topology"))]))
+            try await client.expectOK(.PUT, path, body: body.serialized())
         }
     }
 
@@ -213,6 +236,8 @@ private struct PortPlan {
     let dns: Int?
     /// Public and admin port of each replica, per service.
     let replicas: [[(Int, Int)]]
+    /// Public and admin port of the gateway, when there is one.
+    let gateway: (Int, Int)?
     private let held: [HeldPort]
 
     init(_ topology: Topology) throws(ConfigError) {
@@ -244,6 +269,9 @@ private struct PortPlan {
             replicas.append(ports)
         }
         self.replicas = replicas
+        gateway = try topology.gateway.map { settings throws(ConfigError) in
+            (try take(settings.port, "gateway \(settings.name)"), try take(nil, "gateway \(settings.name) admin"))
+        }
         self.held = held
     }
 

@@ -37,6 +37,13 @@ struct FleetACL: Sendable {
         return try await token(name: "sidecar-\(service)", rules: rules, serviceIdentity: service, registry: registry).file
     }
 
+    /// A gateway's token: the service identity of its name (register, get its leaf certificate,
+    /// discover backends) and reading its policy key. Answers the token file.
+    func gatewayToken(_ name: String, registry: String) async throws -> String {
+        try await token(name: "gateway-\(name)", rules: "key \"\(GatewayPolicy.key(for: name))\" { policy = \"read\" }",
+                        serviceIdentity: name, registry: registry).file
+    }
+
     /// The collector's token: registering itself, reading the catalog and the registry's metrics.
     func collectorToken(registry: String) async throws -> String {
         try await token(name: "collector", rules: "agent_prefix \"\" { policy = \"read\" }",

@@ -30,6 +30,19 @@ public struct Topology: Sendable {
         }
     }
 
+    /// The fleet's public entry (`trellis gateway`), with rules from its policy file.
+    public struct Gateway: Sendable {
+        public var name = "gateway"
+        /// Fixed port; nil picks a free one.
+        public var port: Int?
+        public var workers = 1
+        public var policyFile: String
+        /// The policy file's text as `check` validated it; what `trellis up` stores.
+        public var policyText: String?
+        /// The services its rules send to, once checked.
+        public var backends: [String] = []
+    }
+
     /// Where the registry store, the collector's buffer, the services' databases and the logs go.
     public var dataDir: String
     /// Fixed ports; nil picks a free one.
@@ -39,6 +52,7 @@ public struct Topology: Sendable {
     public var collectorPort: Int?
     public var collectorConfig: String?
     public var services: [Service]
+    public var gateway: Gateway?
 
     /// Reads and checks a topology file; errors name the file and the field.
     public static func load(file: String) throws(ConfigError) -> Topology {
@@ -50,7 +64,7 @@ public struct Topology: Sendable {
     }
 
     public static func parse(_ yaml: String, relativeTo base: String) throws(ConfigError) -> Topology {
-        let root = try ConfigReader(yaml: yaml, allowed: ["data_dir", "registry", "collector", "services"])
+        let root = try ConfigReader(yaml: yaml, allowed: ["data_dir", "registry", "collector", "gateway", "services"])
         var topology = Topology(dataDir: try root.string("data_dir") ?? ".trellis", services: [])
         if let registry = try root.map("registry", allowed: ["port", "acl"]) {
             topology.registryPort = try port(registry)
@@ -59,6 +73,17 @@ public struct Topology: Sendable {
         if let collector = try root.map("collector", allowed: ["port", "config"]) {
             topology.collectorPort = try port(collector)
             topology.collectorConfig = try collector.string("config").map { absolute($0, base: base) }
+        }
+        if let gateway = try root.map("gateway", allowed: ["name", "port", "workers", "policy"]) {
+            var parsed = Gateway(policyFile: absolute(try gateway.requiredString("policy"), base: base))
+            parsed.name = try gateway.string("name") ?? parsed.name
+            guard parsed.name.range(of: "^[a-z0-9]([a-z0-9-]*[a-z0-9])?$", options: .regularExpression) != nil else {
+                throw gateway.error("name", "must be lower-case letters, digits and dashes, got \"\(parsed.name)\"")
+            }
+            parsed.port = try port(gateway)
+            parsed.workers = try gateway.int("workers") ?? 1
+            guard (1...64).contains(parsed.workers) else { throw gateway.error("workers", "must be 1-64") }
+            topology.gateway = parsed
         }
         let entries = try root.list("services", allowed: ["name", "command", "replicas", "upstreams", "tags", "meta", "canary",
                                                           "policy", "health_path", "mtls"])
@@ -111,6 +136,16 @@ public struct Topology: Sendable {
         var seen = Set<String>()
         for service in services where !seen.insert(service.name).inserted {
             throw ConfigError(path: "services", "the name \"\(service.name)\" is used twice")
+        }
+        if let gateway {
+            guard !seen.contains(gateway.name) else { throw ConfigError(path: "gateway.name", "\"\(gateway.name)\" is also a service's name") }
+            let read: (text: String, policy: GatewayPolicy)
+            do { read = try GatewayPolicyParser.read(file: gateway.policyFile) } catch { throw ConfigError(path: "gateway.policy", "\(error)") }
+            for backend in read.policy.backendServices where !seen.contains(backend) {
+                throw ConfigError(path: "gateway.policy", "a rule sends to unknown service \"\(backend)\" (known: \(seen.sorted().joined(separator: ", ")))")
+            }
+            self.gateway?.policyText = read.text
+            self.gateway?.backends = read.policy.backendServices
         }
         for index in services.indices {
             let service = services[index]

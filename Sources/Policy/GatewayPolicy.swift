@@ -45,6 +45,8 @@ public struct GatewayRule: Sendable, Equatable {
     public var matches: [GatewayMatch]
     /// `URLRewrite` with `ReplacePrefixMatch`: the matched path prefix is replaced by this.
     public var replacePrefix: String?
+    /// `URLRewrite` with `ReplaceFullPath`: the whole path is replaced (the query stays).
+    public var replaceFullPath: String?
     public var backends: [BackendRef]
     public var settings: RouteSettings
     public var auth: RouteAuth = .none

@@ -49,7 +49,7 @@ public enum GatewayPolicyParser {
         let f = try node.mapping(allowed: ["name", "matches", "filters", "backendRefs", "timeouts", "retry", "auth", "rate_limit",
                                            "cors", "max_request_body"])
         let name = try f.requiredString("name")
-        var rule = GatewayRule(name: name, matches: [], replacePrefix: nil, backends: [], settings: policy.backends.route)
+        var rule = GatewayRule(name: name, matches: [], replacePrefix: nil, replaceFullPath: nil, backends: [], settings: policy.backends.route)
         if let matches = f["matches"] {
             for item in try matches.items() { rule.matches.append(try match(item)) }
         }
@@ -58,18 +58,25 @@ public enum GatewayPolicyParser {
                 throw filter.error("type", "only URLRewrite filters are supported")
             }
             guard let rewrite = try filter.map("urlRewrite", allowed: ["path"]),
-                  let rewritePath = try rewrite.map("path", allowed: ["type", "replacePrefixMatch"]) else {
-                throw filter.error("urlRewrite", "needs path: {type: ReplacePrefixMatch, replacePrefixMatch: /prefix}")
+                  let rewritePath = try rewrite.map("path", allowed: ["type", "replacePrefixMatch", "replaceFullPath"]) else {
+                throw filter.error("urlRewrite", "needs path: {type: ReplacePrefixMatch, replacePrefixMatch: /prefix} or {type: ReplaceFullPath, replaceFullPath: /path}")
             }
-            guard try rewritePath.requiredString("type") == "ReplacePrefixMatch" else {
-                throw rewritePath.error("type", "only ReplacePrefixMatch is supported")
+            switch try rewritePath.requiredString("type") {
+            case "ReplacePrefixMatch":
+                let prefix = try rewritePath.requiredString("replacePrefixMatch")
+                guard prefix.hasPrefix("/") else { throw rewritePath.error("replacePrefixMatch", "must start with /") }
+                // As in Gateway API: the prefix replaced is the one matched.
+                guard rule.matches.allSatisfy({ if case .prefix = $0.path { true } else { false } }), !rule.matches.isEmpty else {
+                    throw filter.error("type", "ReplacePrefixMatch needs PathPrefix matches")
+                }
+                rule.replacePrefix = prefix
+            case "ReplaceFullPath":
+                let path = try rewritePath.requiredString("replaceFullPath")
+                guard path.hasPrefix("/") else { throw rewritePath.error("replaceFullPath", "must start with /") }
+                rule.replaceFullPath = path
+            case let other:
+                throw rewritePath.error("type", "\"\(other)\" is not ReplacePrefixMatch or ReplaceFullPath")
             }
-            let prefix = try rewritePath.requiredString("replacePrefixMatch")
-            guard prefix.hasPrefix("/") else { throw rewritePath.error("replacePrefixMatch", "must start with /") }
-            guard rule.matches.allSatisfy({ if case .prefix = $0.path { true } else { false } }), !rule.matches.isEmpty else {
-                throw filter.error("type", "ReplacePrefixMatch needs PathPrefix matches")
-            }
-            rule.replacePrefix = prefix
         }
         let refs = try f.list("backendRefs", allowed: ["name", "weight", "port", "kind"])
         guard !refs.isEmpty else { throw ConfigError(path: "\(path).backendRefs", "needs at least one backend service") }

@@ -166,4 +166,16 @@ public struct RateLimitPolicy: Sendable, Equatable {
     /// Requests allowed per `period`, as written (for the `X-RateLimit-Limit` header).
     public var requests: Int
     public var period: TimeAmount
+    /// On a gateway: the limit of all its replicas together, each enforcing an equal share.
+    public var global = false
+
+    /// This limit's share when `replicas` enforce it together.
+    public func share(of replicas: Int) -> RateLimitPolicy {
+        guard global, replicas > 1 else { return self }
+        var share = self
+        share.rate = rate / Double(replicas)
+        share.burst = max(1, burst / replicas)
+        share.requests = max(1, requests / replicas)
+        return share
+    }
 }

@@ -93,7 +93,7 @@ extension RouteSettings {
             }
             fields.append(("rate_limit", .object(JSONObject([
                 ("requests", .int(Int64(limit.requests))), ("per", .string(duration(limit.period))),
-                ("burst", .int(Int64(limit.burst))), ("key", .string(key)),
+                ("burst", .int(Int64(limit.burst))), ("key", .string(key)), ("global", .bool(limit.global)),
             ]))))
         } else {
             fields.append(("rate_limit", .null))
@@ -145,6 +145,7 @@ extension GatewayPolicy {
                     ("name", .string(rule.name)),
                     ("matches", .array(rule.matches.map(\.json))),
                     ("rewrite_prefix", rule.replacePrefix.map { .string($0) } ?? .null),
+                    ("rewrite_full_path", rule.replaceFullPath.map { .string($0) } ?? .null),
                     ("backendRefs", .array(rule.backends.map { .object(JSONObject([("name", .string($0.service)), ("weight", .int(Int64($0.weight)))])) })),
                     ("auth", rule.auth.json),
                     ("max_request_body", rule.maxRequestBody.map { .int(Int64($0)) } ?? .null),

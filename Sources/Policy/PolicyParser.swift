@@ -180,10 +180,11 @@ public enum PolicyParser {
         }
     }
 
-    /// `key`: none, source or header:<name>; on a gateway also client (the verified caller).
+    /// `key`: none, source or header:<name>; on a gateway also client (the verified caller), and
+    /// `global` (the limit of all the gateway's replicas together).
     static func rateLimit(_ node: ConfigValue, allowsClient: Bool = false) throws(ConfigError) -> RateLimitPolicy {
         let path = node.path
-        let r = try node.mapping(allowed: ["requests", "per", "burst", "key"])
+        let r = try node.mapping(allowed: allowsClient ? ["requests", "per", "burst", "key", "global"] : ["requests", "per", "burst", "key"])
         guard let requests = try r.int("requests", 1...100_000_000) else { throw ConfigError(path: "\(path).requests", "is required") }
         let period = try r.timeAmount("per") ?? .seconds(1)
         guard period > .zero else { throw ConfigError(path: "\(path).per", "must be above 0") }
@@ -202,7 +203,7 @@ public enum PolicyParser {
             }
         }
         let rate = Double(requests) / (Double(period.nanoseconds) / 1e9)
-        return RateLimitPolicy(rate: rate, burst: burst, key: key, requests: requests, period: period)
+        return RateLimitPolicy(rate: rate, burst: burst, key: key, requests: requests, period: period, global: try r.bool("global") ?? false)
     }
 
     private static func loadBalancer(_ node: ConfigValue, base: LoadBalancerPolicy) throws(ConfigError) -> LoadBalancerPolicy {

@@ -119,6 +119,16 @@ public final class Gateway: Service {
                 }
             }
             follow(state.current.policy)
+            // Global limits are divided between the gateway's replicas, as many as the registry lists.
+            group.addTask { [settings, logger] in
+                await ServiceDiscovery.follow(settings.name, registry: registry, log: { logger.debug("\($0)") }) { instances in
+                    guard state.setReplicas(instances.count) else { return }
+                    logger.info("replicas changed", metadata: ["count": "\(instances.count)"])
+                    let current = state.current.policy
+                    guard current.rules.contains(where: { $0.settings.rateLimit?.global == true }) else { return }
+                    Task { if let keys = try? await state.keys(for: current) { apply(current, keys, [:]) } }
+                }
+            }
             // The gateway's own identity: its calls to sidecars that take mutual TLS present it.
             group.addTask { [settings, logger, metrics] in
                 await IdentityWatcher(service: settings.name, registry: registry, logger: logger, metrics: metrics,
@@ -211,6 +221,8 @@ final class GatewayState: Sendable {
     private let state: Mutex<(policy: GatewayPolicy, source: String)>
     private let jwks = Mutex<[String: [VerificationKey]]>([:])
     private let limiterState = Mutex<[String: RateLimiter]>([:])
+    /// Passing instances of this gateway in the registry (itself included), among which global limits are divided.
+    private let replicas = Mutex(1)
     /// Backends whose instances the registry has answered for at least once.
     private let known = Mutex<Set<String>>([])
 
@@ -222,6 +234,14 @@ final class GatewayState: Sendable {
     var current: (policy: GatewayPolicy, source: String) { state.withLock { $0 } }
 
     func set(_ next: (policy: GatewayPolicy, source: String)) { state.withLock { $0 = next } }
+
+    /// Notes how many replicas run; true when that changed.
+    func setReplicas(_ count: Int) -> Bool {
+        replicas.withLock { current in
+            defer { current = max(1, count) }
+            return current != max(1, count)
+        }
+    }
 
     func discovered(_ service: String) { _ = known.withLock { $0.insert(service) } }
 
@@ -239,10 +259,11 @@ final class GatewayState: Sendable {
     /// The rate limiters of `policy`'s rules, shared by the workers; a rule whose limit did not
     /// change keeps its buckets.
     func limiters(for policy: GatewayPolicy) -> [String: RateLimiter] {
-        limiterState.withLock { current in
+        let replicas = self.replicas.withLock { $0 }
+        return limiterState.withLock { current in
             var next: [String: RateLimiter] = [:]
             for rule in policy.rules {
-                guard let limit = rule.settings.rateLimit else { continue }
+                guard let limit = rule.settings.rateLimit?.share(of: replicas) else { continue }
                 next[rule.name] = current[rule.name].flatMap { $0.policy == limit ? $0 : nil } ?? RateLimiter(policy: limit)
             }
             current = next

@@ -58,6 +58,9 @@ private struct UpService: Service {
         var rows = [["registry", "http://\(fleet.registryAddress)", fleet.dnsPort.map { "DNS 127.0.0.1:\($0)" } ?? ""],
                     ["ui", "http://\(fleet.registryAddress)/ui/", fleet.managementTokenFile.map { "log in with the token in \($0)" } ?? ""],
                     ["collector", "http://\(fleet.collectorAddress)", ""]]
+        if let gateway = fleet.gateway {
+            rows.append(["gateway", "http://127.0.0.1:\(gateway.port)", "admin http://127.0.0.1:\(gateway.adminPort)"])
+        }
         rows += fleet.instances.map { [$0.id, "http://127.0.0.1:\($0.port)", "admin http://127.0.0.1:\($0.adminPort)"] }
         rows.append(["endpoints", endpoints, "(source it for TRELLIS_ADDR and <SERVICE>_URL)"])
         Self.output(TextTable.lines(rows).joined(separator: "\n") + "\n")

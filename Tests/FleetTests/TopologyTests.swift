@@ -48,6 +48,33 @@ final class TopologyTests: XCTestCase {
         XCTAssertEqual(topology.services[1].mtls, "strict", "every hop between sidecars is mutual TLS unless said otherwise")
     }
 
+    func testAGatewayIsCheckedAgainstTheServices() throws {
+        let dir = FileManager.default.temporaryDirectory.appendingPathComponent("topology-\(UUID().uuidString)").path
+        try FileManager.default.createDirectory(atPath: dir, withIntermediateDirectories: true)
+        defer { try? FileManager.default.removeItem(atPath: dir) }
+        try "rules: [{name: a, backendRefs: [{name: api}]}]".write(toFile: dir + "/gateway.yaml", atomically: true, encoding: .utf8)
+        try "rules: [{name: a, backendRefs: [{name: nobody}]}]".write(toFile: dir + "/stray.yaml", atomically: true, encoding: .utf8)
+        var topology = try Topology.parse("""
+            gateway: {name: edge, port: 8080, workers: 2, policy: gateway.yaml}
+            services: [{name: api, command: [sh]}]
+            """, relativeTo: dir)
+        try topology.check(searchPath: "/usr/bin:/bin")
+        XCTAssertEqual(topology.gateway?.name, "edge")
+        XCTAssertEqual(topology.gateway?.port, 8080)
+        XCTAssertEqual(topology.gateway?.workers, 2)
+        XCTAssertEqual(topology.gateway?.backends, ["api"])
+        XCTAssertNotNil(topology.gateway?.policyText)
+        for (yaml, expected) in [
+            ("gateway: {policy: \(dir)/stray.yaml}\nservices: [{name: api, command: [sh]}]", "unknown service \"nobody\""),
+            ("gateway: {name: api, policy: \(dir)/gateway.yaml}\nservices: [{name: api, command: [sh]}]", "also a service's name"),
+            ("gateway: {policy: \(dir)/missing.yaml}\nservices: [{name: api, command: [sh]}]", "gateway.policy"),
+            ("gateway: {workers: 0, policy: x.yaml}\nservices: [{name: api, command: [sh]}]", "workers"),
+            ("gateway: {port: 80}\nservices: [{name: api, command: [sh]}]", "policy"),
+        ] {
+            XCTAssertTrue(failure(yaml).contains(expected), "\(yaml): \(failure(yaml))")
+        }
+    }
+
     func testRejectsBadTopologiesByName() {
         let two = "services:\n  - {name: a, command: [sh]}\n"
         XCTAssertEqual(failure(two + "  - {name: a, command: [sh]}\n"), "services: the name \"a\" is used twice")

@@ -29,6 +29,10 @@ final class GatewayTests: XCTestCase {
               - name: exact
                 matches: [{path: {type: Exact, value: /status}, method: GET}]
                 backendRefs: [{name: v1}]
+              - name: login
+                matches: [{path: {type: Exact, value: /api-login}}]
+                filters: [{type: URLRewrite, urlRewrite: {path: {type: ReplaceFullPath, replaceFullPath: /session}}}]
+                backendRefs: [{name: v1}]
               - name: items
                 matches: [{path: {type: RegularExpression, value: "/items/[0-9]+"}}]
                 backendRefs: [{name: v2}]
@@ -39,6 +43,8 @@ final class GatewayTests: XCTestCase {
         let rewritten = try await gateway.echo("GET", "/api/v1/orders/7?x=1")
         XCTAssertEqual(rewritten.backend, "v1")
         XCTAssertEqual(rewritten.path, "/orders/7?x=1", "the matched prefix is replaced")
+        let fullPath = try await gateway.echo("GET", "/api-login?next=1").path
+        XCTAssertEqual(fullPath, "/session?next=1", "the whole path is replaced, the query kept")
         let headerMatched = try await gateway.echo("GET", "/api/v1", headers: ["X-Canary": "1"]).backend
         XCTAssertEqual(headerMatched, "v2", "rules are tried in order")
         let queryMatched = try await gateway.echo("GET", "/api/v1/x?beta=yes").backend
@@ -290,6 +296,60 @@ final class GatewayTests: XCTestCase {
         XCTAssertEqual(stillInForce, "v2")
         let metrics = String(decoding: try await gateway.admin("/metrics").body, as: UTF8.self)
         XCTAssertTrue(metrics.contains(#"trellis_gateway_requests_total{direction="edge",upstream="v2",route="a",code_class="2xx"}"#), metrics)
+    }
+
+    func testAGlobalLimitIsDividedBetweenTheGatewaysReplicas() async throws {
+        let registry = try await RegistryUnderTest.start(self)
+        try await EchoBackend.register(self, registry, "api")
+        let policy = "rules: [{name: api, backendRefs: [{name: api}], rate_limit: {requests: 20, per: 1s, burst: 1, key: source, global: true}}]"
+        let first = try await GatewayUnderTest(self, registry: registry, policy: policy)
+        let second = try await GatewayUnderTest(self, registry: registry, policy: policy)
+        for gateway in [first, second] {
+            try await eventually(timeout: 20, "each replica enforces half of the limit") {
+                let routes = try JSON.parse(try await gateway.admin("/routes").body)
+                return routes[0]?["rate_limit"]?["requests"]?.intValue == 10
+            }
+        }
+        let started = Date()
+        var allowed = 0
+        while Date().timeIntervalSince(started) < 3 {
+            if try await first.status("GET", "/x") == 200 { allowed += 1 }
+        }
+        let expected = 10 * Date().timeIntervalSince(started) + 1
+        XCTAssertTrue(abs(Double(allowed) - expected) <= expected * 0.05 + 1, "one replica allowed \(allowed) of an expected \(expected)")
+    }
+
+    /// `trellis up` with a `gateway:` section: the gateway starts with its own token, reaches strict
+    /// sidecars through the intentions written for its backends, and is in `endpoints.env`.
+    func testTrellisUpRunsAGatewayInFrontOfStrictServices() async throws {
+        let dir = try temporaryDirectory(self)
+        let data = dir + "/fleet"
+        try """
+            rules:
+              - name: products
+                matches: [{path: {value: /api/products}}]
+                filters: [{type: URLRewrite, urlRewrite: {path: {type: ReplacePrefixMatch, replacePrefixMatch: /products}}}]
+                backendRefs: [{name: catalog}]
+            """.write(toFile: dir + "/gateway.yaml", atomically: true, encoding: .utf8)
+        try """
+            gateway: {name: edge, workers: 2, policy: gateway.yaml}
+            services:
+              - {name: catalog, command: [shop-catalog], health_path: /health}
+            """.write(toFile: dir + "/topology.yaml", atomically: true, encoding: .utf8)
+        let up = try ChildProcess(TrellisBinary.path, ["up", dir + "/topology.yaml", "--data-dir", data, "--registry-port", "0", "--collector-port", "0"])
+        addTeardownBlock { up.kill9(); ShopEndToEndTests.killLeftovers(under: data) }
+        _ = try await up.waitForLine(containing: "all 1 instances passing", timeout: 90)
+        let endpoints = try String(contentsOfFile: data + "/endpoints.env", encoding: .utf8)
+        let url = try XCTUnwrap(endpoints.split(separator: "\n").first { $0.hasPrefix("GATEWAY_URL=") }?.dropFirst("GATEWAY_URL=http://".count))
+        let gateway = ConsulClient(address: String(url), environment: [:])
+        try await eventually(timeout: 20, "the strict catalog answers through the gateway") {
+            (try? await gateway.send("GET", "/api/products"))?.status == 200
+        }
+        let elsewhere = try await gateway.send("GET", "/elsewhere")
+        XCTAssertEqual(elsewhere.status, 404)
+        up.process.terminate()
+        _ = try await up.waitForLine(containing: "stopped", timeout: 60)
+        XCTAssertEqual(ShopEndToEndTests.processes(under: data).map(\.command), [], "processes left behind")
     }
 
     func testCallsToStrictSidecarsCarryTheGatewaysIdentityAndObeyIntentions() async throws {

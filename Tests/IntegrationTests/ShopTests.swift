@@ -214,7 +214,7 @@ final class ShopEndToEndTests: XCTestCase {
     }
 
     /// Processes working in `directory` (every process of the fleet runs in its data directory).
-    private static func processes(under directory: String) -> [(pid: Int32, command: String)] {
+    static func processes(under directory: String) -> [(pid: Int32, command: String)] {
         let entries = (try? FileManager.default.contentsOfDirectory(atPath: "/proc")) ?? []
         return entries.compactMap { entry -> (Int32, String)? in
             guard let pid = Int32(entry), let cwd = try? FileManager.default.destinationOfSymbolicLink(atPath: "/proc/\(entry)/cwd"),

@@ -58,6 +58,34 @@ final class GatewayPolicyParserTests: XCTestCase {
         XCTAssertFalse(policy.json.text.contains("partner-a-key-0001"))
     }
 
+    func testTheExamplePolicyParses() throws {
+        let dir = FileManager.default.temporaryDirectory.appendingPathComponent("gateway-\(UUID().uuidString)").path
+        try FileManager.default.createDirectory(atPath: dir, withIntermediateDirectories: true)
+        defer { try? FileManager.default.removeItem(atPath: dir) }
+        try secret.write(toFile: dir + "/jwt-secret", atomically: true, encoding: .utf8)
+        try "carrier-a: carrier-a-key-000001\n".write(toFile: dir + "/partner-keys.yaml", atomically: true, encoding: .utf8)
+        let root = URL(fileURLWithPath: #filePath).deletingLastPathComponent().deletingLastPathComponent().deletingLastPathComponent()
+        let text = try String(contentsOf: root.appendingPathComponent("policies/gateway/example.yaml"), encoding: .utf8)
+        let policy = try GatewayPolicyParser.parse(text.replacingOccurrences(of: "/etc/trellis", with: dir))
+        XCTAssertEqual(policy.rules.map(\.name), ["login", "products", "orders", "carrier-webhook"])
+        XCTAssertEqual(policy.apiKeys["partners"]?.keys, ["carrier-a": "carrier-a-key-000001"])
+        XCTAssertEqual(policy.jwtProviders["shop"]?.keys, [.hmac(algorithm: "HS256", secret: Array(secret.utf8))])
+    }
+
+    func testAGlobalLimitIsSharedBetweenReplicas() throws {
+        let policy = try GatewayPolicyParser.parse("""
+            rules: [{name: a, backendRefs: [{name: x}], rate_limit: {requests: 100, per: 1s, burst: 10, key: client, global: true}}]
+            """)
+        let limit = try XCTUnwrap(policy.rules.first?.settings.rateLimit)
+        XCTAssertEqual(limit.share(of: 1), limit)
+        XCTAssertEqual(limit.share(of: 4).rate, 25)
+        XCTAssertEqual(limit.share(of: 4).burst, 2)
+        XCTAssertEqual(limit.share(of: 4).requests, 25)
+        var local = limit
+        local.global = false
+        XCTAssertEqual(local.share(of: 4), local, "a limit without global holds on each replica")
+    }
+
     func testInvalidPoliciesAreRefusedNamingTheField() {
         let cases: [(String, String)] = [
             ("rules: [{name: a, backendRefs: [{name: x}], colour: red}]", "colour"),

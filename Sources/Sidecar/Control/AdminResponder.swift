@@ -147,13 +147,18 @@ final class AdminResponder: HTTPResponder {
                 ("name", .string(rule.name)),
                 ("matches", .array(rule.matches.map(\.json))),
                 ("rewrite_prefix", rule.replacePrefix.map { .string($0) } ?? .null),
+                ("rewrite_full_path", rule.replaceFullPath.map { .string($0) } ?? .null),
                 ("backends", .array(route.backends.map { backend in
                     .object(JSONObject([("service", .string(backend.cluster.name)), ("weight", .int(Int64(backend.weight))),
                                         ("healthy_instances", .int(Int64(backend.cluster.endpoints.count)))]))
                 })),
                 ("auth", rule.auth.json),
                 ("cors", .bool(rule.cors != nil)),
-                ("rate_limited", .bool(rule.settings.rateLimit != nil)),
+                // The limit this gateway enforces: a global limit's share of it.
+                ("rate_limit", route.rateLimiter.map { limiter in
+                    .object(JSONObject([("requests", .int(Int64(limiter.policy.requests))), ("burst", .int(Int64(limiter.policy.burst))),
+                                        ("rate_per_second", .double(limiter.policy.rate)), ("global", .bool(limiter.policy.global))]))
+                } ?? .null),
             ]))
         })
     }

@@ -25,8 +25,12 @@ final class EdgeRoute {
         return matches.contains { $0.accepts(path: path, query: query, method: method, head: head) }
     }
 
-    /// The request target sent to the backend: the matched prefix replaced, when the rule rewrites.
+    /// The request target sent to the backend, when the rule rewrites: the whole path replaced
+    /// (the query kept), or the matched prefix.
     func upstreamTarget(_ target: String) -> String? {
+        if let path = rule.replaceFullPath {
+            return target.firstIndex(of: "?").map { path + target[$0...] } ?? path
+        }
         guard let replacement = rule.replacePrefix else { return nil }
         for match in rule.matches {
             guard case .prefix(let prefix) = match.path, CompiledMatch.pathHasPrefix(Substring(target), prefix) else { continue }

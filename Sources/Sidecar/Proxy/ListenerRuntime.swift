@@ -27,11 +27,13 @@ final class ListenerRuntime {
     private(set) var routes: [RouteRuntime] = []
     /// What a connection's request state is between requests: nothing of the last one.
     private(set) var idleRequest: ProxyRequest
-    var isEdge: Bool { direction == "edge" }
+    /// A gateway's public listener, whose routes are its rules.
+    let isEdge: Bool
 
     init(direction: String, cluster: Cluster, policy: ListenerPolicy, metrics: SidecarMetrics) {
         self.direction = direction
         self.cluster = cluster
+        isEdge = false
         metrics.prepare(upstream: cluster.name)
         defaultRoute = RouteRuntime(name: "default", match: nil, settings: policy.route, split: [], backends: [(cluster, 1)], previous: nil,
                                     stats: .init(metrics, direction: direction, upstream: cluster.name, route: "default"))
@@ -42,6 +44,7 @@ final class ListenerRuntime {
     /// A gateway's public listener: one route per rule, sending to the rule's backends among `clusters`.
     init(edge policy: GatewayPolicy, clusters: [String: Cluster], limiters: [String: RateLimiter], reactor: Reactor, metrics: SidecarMetrics) {
         direction = "edge"
+        isEdge = true
         cluster = Cluster(name: "none", policy: policy.backends, reactor: reactor)
         defaultRoute = RouteRuntime(name: "no_route", match: nil, settings: policy.backends.route, split: [], backends: [(cluster, 1)],
                                     previous: nil, stats: .init(metrics, direction: direction, upstream: "none", route: "no_route"))
