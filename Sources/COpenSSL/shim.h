@@ -113,6 +113,41 @@ static inline SSL_CTX *trellis_context_new(int server, const char *cert_pem, con
     return ctx;
 }
 
+/// A server context for a public listener: the certificate chain in `chain_pem` (the leaf first)
+/// and its key; no client certificate is asked for.
+static inline SSL_CTX *trellis_server_context_new(const char *chain_pem, const char *key_pem) {
+    SSL_CTX *ctx = SSL_CTX_new(TLS_server_method());
+    if (ctx == NULL) return NULL;
+    SSL_CTX_set_min_proto_version(ctx, TLS1_2_VERSION);
+    SSL_CTX_set_mode(ctx, SSL_MODE_ENABLE_PARTIAL_WRITE | SSL_MODE_ACCEPT_MOVING_WRITE_BUFFER | SSL_MODE_RELEASE_BUFFERS);
+    SSL_CTX_set_options(ctx, SSL_OP_IGNORE_UNEXPECTED_EOF | SSL_OP_NO_RENEGOTIATION);
+    SSL_CTX_set_read_ahead(ctx, 1);
+    int ok = 1;
+    int certificates = 0;
+    BIO *bio = BIO_new_mem_buf(chain_pem, -1);
+    X509 *cert;
+    while (bio != NULL && (cert = PEM_read_bio_X509(bio, NULL, NULL, NULL)) != NULL) {
+        ok = ok && (certificates == 0 ? SSL_CTX_use_certificate(ctx, cert) : SSL_CTX_add1_chain_cert(ctx, cert)) == 1;
+        X509_free(cert);
+        certificates++;
+    }
+    ERR_clear_error();
+    BIO_free(bio);
+    ok = ok && certificates > 0;
+    bio = BIO_new_mem_buf(key_pem, -1);
+    EVP_PKEY *key = bio ? PEM_read_bio_PrivateKey(bio, NULL, NULL, NULL) : NULL;
+    ok = ok && key != NULL && SSL_CTX_use_PrivateKey(ctx, key) == 1 && SSL_CTX_check_private_key(ctx) == 1;
+    EVP_PKEY_free(key);
+    BIO_free(bio);
+    if (!ok) {
+        SSL_CTX_free(ctx);
+        return NULL;
+    }
+    SSL_CTX_set_alpn_select_cb(ctx, trellis_select_alpn, NULL);
+    SSL_CTX_set_session_id_context(ctx, (const unsigned char *)"trellis-edge", 12);
+    return ctx;
+}
+
 /// Names the URI SAN the peer must present (a copy is kept with the connection until it is freed).
 static inline void trellis_expect_peer(SSL *ssl, const char *uri) {
     SSL_set_ex_data(ssl, 0, uri == NULL ? NULL : OPENSSL_strdup(uri));

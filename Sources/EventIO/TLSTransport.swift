@@ -22,6 +22,16 @@ public final class TLSContext: @unchecked Sendable {
         self.isServer = server
     }
 
+    /// A public listener's context: `certificateChainPEM` (the leaf first) and its key; clients
+    /// present no certificate.
+    public init(serverCertificateChainPEM: String, privateKeyPEM: String) throws {
+        guard let pointer = trellis_server_context_new(serverCertificateChainPEM, privateKeyPEM) else {
+            throw TLSError("cannot load the certificate chain and key: \(TLSTransport.lastError() ?? "no certificate found")")
+        }
+        self.pointer = pointer
+        self.isServer = true
+    }
+
     deinit { SSL_CTX_free(pointer) }
 }
 

@@ -8,11 +8,7 @@ import TrellisCore
 public enum GatewayPolicyParser {
     /// Reads and parses a policy file; the error names the file or the field.
     public static func read(file path: String) throws(ConfigError) -> (text: String, policy: GatewayPolicy) {
-        let text: String
-        do { text = try String(contentsOfFile: path, encoding: .utf8) } catch {
-            throw ConfigError("cannot read \(path): \(error.localizedDescription)")
-        }
-        do { return (text, try parse(text)) } catch { throw error.inFile(path) }
+        try PolicyParser.readFile(path, parse)
     }
 
     public static func parse(_ yaml: String) throws(ConfigError) -> GatewayPolicy {

@@ -9,6 +9,12 @@ import TrellisCore
 public enum PolicyParser {
     /// Reads and parses a policy file; the error names the file or the field.
     public static func read(file path: String) throws(ConfigError) -> (text: String, policy: SidecarPolicy) {
+        try readFile(path, parse)
+    }
+
+    /// Reads `path` and parses its text with `parse`; the error names the file or the field.
+    static func readFile<Parsed>(_ path: String, _ parse: (String) throws(ConfigError) -> Parsed) throws(ConfigError)
+        -> (text: String, policy: Parsed) {
         let text: String
         do { text = try String(contentsOfFile: path, encoding: .utf8) } catch {
             throw ConfigError("cannot read \(path): \(error.localizedDescription)")

@@ -27,6 +27,8 @@ public struct GatewaySettings: Sendable {
     public var connectionTimeouts = ConnectionTimeouts()
     public var accessLog = true
     public var drainTimeout: TimeAmount = .seconds(10)
+    /// TLS on the public port: the certificate chain (PEM, the leaf first) and its key.
+    public var tls: (certificateChainPEM: String, privateKeyPEM: String)?
 
     public init(name: String, port: Int) {
         self.name = name
@@ -62,6 +64,7 @@ public final class Gateway: Service {
         let state = GatewayState(fallback: settings.filePolicy.map { ($0, "file") } ?? (GatewayPolicy(), "none"))
         let keys = try await state.keys(for: state.current.policy)
         let firstLimiters = state.limiters(for: state.current.policy)
+        let tls = try settings.tls.map { try TLSContext(serverCertificateChainPEM: $0.certificateChainPEM, privateKeyPEM: $0.privateKeyPEM) }
 
         // Every worker listens on the same port; the first one picks it when 0 was asked for.
         var port = settings.port
@@ -70,6 +73,7 @@ public final class Gateway: Service {
             let plane = DataPlane(reactor: reactor, gateway: state.current.policy, keys: keys, limiters: firstLimiters, metrics: metrics,
                                   accessLog: AccessLog(service: settings.name, enabled: settings.accessLog, sink: OutputSink(forwarder: nil)),
                                   connectionTimeouts: settings.connectionTimeouts)
+            plane.edgeTLS = tls
             port = try plane.listen(.edge, host: settings.address, port: port, reusePort: true)
             plane.accessLog.instance = "\(settings.name)-\(port)"
             plane.startHousekeeping()
@@ -92,7 +96,7 @@ public final class Gateway: Service {
                 plane.reactor.execute { plane.value.apply(gateway: policy, keys: keys, limiters: limiters, endpoints: endpoints) }
             }
         }
-        onReady("trellis gateway \(settings.name) listening on http://\(HostPort.format(settings.address, port)) "
+        onReady("trellis gateway \(settings.name) listening on \(tls == nil ? "http" : "https")://\(HostPort.format(settings.address, port)) "
             + "(\(settings.workers) workers), admin http://\(HostPort.format(settings.address, adminPort))")
         SystemdNotifier.ready(status: "\(instanceID) serving on \(settings.address):\(port)")
 

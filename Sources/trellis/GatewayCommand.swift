@@ -24,6 +24,8 @@ struct GatewayCommand: AsyncParsableCommand {
     @Option(name: .long, help: "Registry HOST:PORT (default: $TRELLIS_ADDR, $CONSUL_HTTP_ADDR, 127.0.0.1:8500).") var registry: String?
     @OptionGroup var token: TokenOption
     @Option(name: .long, help: "Gateway policy YAML used until one is stored in the registry KV.") var policy: String?
+    @Option(name: .long, help: "Certificate chain (PEM, the leaf first) to serve the public port over TLS.") var tlsCertFile: String?
+    @Option(name: .long, help: "Private key (PEM) of --tls-cert-file.") var tlsKeyFile: String?
     @Option(name: .long, help: "Time a client has to send a whole request head once it started (Go duration; 408 after).")
     var requestHeadersTimeout = "10s"
     @Option(name: .long, help: "How long a client connection may stay idle between requests (Go duration).") var idleTimeout = "60s"
@@ -40,6 +42,7 @@ struct GatewayCommand: AsyncParsableCommand {
             guard (GoDuration.parseNanoseconds(value) ?? 0) > 0 else { throw ValidationError("\(flag) must be a duration like 10s, got \"\(value)\"") }
         }
         guard ["stdout", "off"].contains(accessLog) else { throw ValidationError("--access-log must be stdout or off") }
+        guard (tlsCertFile == nil) == (tlsKeyFile == nil) else { throw ValidationError("--tls-cert-file and --tls-key-file go together") }
     }
 
     func run() async throws {
@@ -55,6 +58,13 @@ struct GatewayCommand: AsyncParsableCommand {
         settings.registryToken = try token.resolve()
         if let policy {
             do { settings.filePolicy = try GatewayPolicyParser.read(file: policy).policy } catch { throw ValidationError("\(error)") }
+        }
+        if let tlsCertFile, let tlsKeyFile {
+            do {
+                settings.tls = (try String(contentsOfFile: tlsCertFile, encoding: .utf8), try String(contentsOfFile: tlsKeyFile, encoding: .utf8))
+            } catch {
+                throw ValidationError("cannot read the TLS certificate or key: \(error.localizedDescription)")
+            }
         }
         let logger = LogSetup.make(label: "trellis.gateway", level: logLevel, format: logFormat)
         let gateway = Gateway(settings: settings, logger: logger) { banner in

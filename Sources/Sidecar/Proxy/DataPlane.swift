@@ -29,6 +29,8 @@ final class DataPlane {
     let mesh: MeshTLS
     /// A gateway's credentials checks (unused by a sidecar).
     let edgeAuth = EdgeAuthenticator()
+    /// TLS on a gateway's public listener, when it terminates TLS.
+    var edgeTLS: TLSContext?
 
     init(reactor: Reactor, policy: SidecarPolicy, upstreams: [String], localEndpoint: EndpointInfo,
          metrics: SidecarMetrics, accessLog: AccessLog, connectionTimeouts: ConnectionTimeouts = ConnectionTimeouts(),
@@ -128,6 +130,9 @@ final class DataPlane {
         let listener = try Listener(host: host, port: port, reusePort: reusePort, reactor: reactor) { [unowned self] downstream in
             if key == .inbound {
                 guard mesh.secureInbound(downstream) else { return downstream.close() }
+            }
+            if key == .edge, let edgeTLS {
+                do { try downstream.startTLS(edgeTLS) } catch { return downstream.close() }
             }
             downstream.delegate = ProxyHandler(plane: self, listenerKey: key, downstream: downstream)
         }

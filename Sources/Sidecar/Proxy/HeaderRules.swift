@@ -7,11 +7,13 @@ import Policy
 /// are added to requests.
 enum HeaderRules {
     /// What the gateway changes in a forwarded request: the target (a rewrite), the identity
-    /// headers (dropped as the client sent them, set to the verified caller's).
+    /// headers (dropped as the client sent them, set to the verified caller's), and
+    /// `x-forwarded-proto` (the scheme the client used, whatever it claims).
     struct EdgeForwarding {
         var target: String?
         var identityHeaders: IdentityHeaders
         var identity: EdgeIdentity?
+        var scheme: String
     }
 
     /// The head sent upstream for `request`, always HTTP/1.1 since upstream connections are kept open.
@@ -30,7 +32,10 @@ enum HeaderRules {
         request.copyFields(to: &out) { field in
             switch field.kind {
             case .forwardedFor: forwardedFor = true; return false
-            case .forwardedProto: forwardedProto = true; return true
+            case .forwardedProto:
+                if edge != nil { return false }
+                forwardedProto = true
+                return true
             case .traceparent, .requestID, .b3, .b3Multi: return !trace.replaces(field.kind)
             case .other:
                 // A client never speaks for the gateway's verified caller.
@@ -55,7 +60,7 @@ enum HeaderRules {
         ASCIIWriter.append(to: &out, maximum: client.utf8.count + 32 + trace.maximumLength) { out in
             out.write(client)
             out.write("\r\n")
-            if !forwardedProto { out.write("x-forwarded-proto: http\r\n") }
+            if !forwardedProto { out.write(edge?.scheme == "https" ? "x-forwarded-proto: https\r\n" : "x-forwarded-proto: http\r\n") }
             trace.write(to: &out)
             out.write("\r\n")
         }

@@ -72,7 +72,7 @@ final class ProxyHandler: StreamSocketDelegate, UpstreamReceiver {
     func socketRead(_ socket: StreamSocket, _ bytes: ByteBuffer) {
         if !sawBytes {
             sawBytes = true
-            if socket.isTLS { plane.mesh.handshakeCompleted(direction: "inbound", resumed: socket.resumedTLSSession) }
+            if socket.isTLS { plane.mesh.handshakeCompleted(direction: listener.direction, resumed: socket.resumedTLSSession) }
         }
         readingDownstream = true
         inbox.append(bytes)
@@ -165,7 +165,7 @@ final class ProxyHandler: StreamSocketDelegate, UpstreamReceiver {
     }
 
     func socketClosed(_ socket: StreamSocket) {
-        if let failure = socket.tlsFailure { plane.mesh.recordFailure(direction: "inbound", failure) }
+        if let failure = socket.tlsFailure { plane.mesh.recordFailure(direction: listener.direction, failure) }
         if request.isActive {
             endAttempt(reusable: false)
             request.status = 0
@@ -215,7 +215,8 @@ final class ProxyHandler: StreamSocketDelegate, UpstreamReceiver {
         if servesClients { plane.inFlight += 1 }
         let trace = TraceContext(headers: head, random: &plane.random)
         let forwarding = listener.isEdge ? HeaderRules.EdgeForwarding(target: route.edge?.upstreamTarget(head.target),
-                                                                      identityHeaders: plane.edgeAuth.identityHeaders, identity: identity) : nil
+                                                                      identityHeaders: plane.edgeAuth.identityHeaders, identity: identity,
+                                                                      scheme: downstream.isTLS ? "https" : "http") : nil
         request.upstreamHead = HeaderRules.upstreamRequest(head, client: client, trace: trace, edge: forwarding, allocator: plane.reactor.allocator)
         request.trace = trace
         if !bodyEnded && head.minorVersion == 1 && head.expectsContinue {
