@@ -409,6 +409,37 @@ final class GatewayTests: XCTestCase {
         XCTAssertNotEqual(unknownCA.status, 0, "a client that does not trust the certificate refuses it")
     }
 
+    /// The collector scrapes the gateway (found in the registry); a real Prometheus answers every
+    /// query of `dashboards/gateway.json` and loads the gateway's alert rules.
+    func testTheGatewayDashboardAndAlertsAnswerFromARealPrometheus() async throws {
+        let registry = try await RegistryUnderTest.start(self)
+        try await EchoBackend.register(self, registry, "api")
+        let gateway = try await GatewayUnderTest(self, registry: registry, policy: """
+            jwt: {main: {keys: [{alg: HS256, secret: "\(Self.secret)"}]}}
+            rules:
+              - {name: open, matches: [{path: {value: /open}}], backendRefs: [{name: api}], rate_limit: {requests: 1, per: 1s}}
+              - {name: closed, matches: [{path: {value: /closed}}], backendRefs: [{name: api}], auth: {jwt: main}}
+            """)
+        let collector = try await CollectorUnderTest(self, registry: registry, config: "scrape: {interval: 1s, timeout: 1s}\n")
+        let prometheus = try await ShopEndToEndTests.startPrometheus(dir: try temporaryDirectory(self), collector: collector.address, test: self)
+        let queries = try ShopEndToEndTests.dashboardQueries { $0 == "gateway.json" }.prometheus
+        XCTAssertEqual(queries.count, 6)
+        var empty: [String] = []
+        for _ in 0..<60 {
+            for path in ["/open", "/open", "/closed", "/nowhere"] { _ = try await gateway.status("GET", path) }
+            empty = []
+            for query in queries where await ShopEndToEndTests.series(prometheus, query).isEmpty { empty.append(query) }
+            if empty.isEmpty { break }
+            try await Task.sleep(for: .seconds(1))
+        }
+        XCTAssertEqual(empty, [], "gateway dashboard queries without data")
+        let rules = try JSON.parse(try await prometheus.send("GET", "/api/v1/rules").body)
+        let gatewayRules = (rules["data"]?["groups"]?.arrayValue ?? []).filter { $0["name"]?.stringValue == "trellis-gateway" }
+            .flatMap { $0["rules"]?.arrayValue ?? [] }
+        XCTAssertEqual(gatewayRules.compactMap { $0["name"]?.stringValue }, ["TrellisGatewayHighErrorRatio", "TrellisGatewayRateLimiting"])
+        XCTAssertEqual(gatewayRules.filter { $0["health"]?.stringValue == "err" }.count, 0)
+    }
+
     // MARK: Helpers
 
     /// Runs `Tests/Gateway/jwt_tool.py` (PyJWT) and answers its output line.
