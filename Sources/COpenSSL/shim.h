@@ -68,25 +68,39 @@ static int trellis_select_alpn(SSL *ssl, const unsigned char **out, unsigned cha
 
 /// A TLS 1.2+ context presenting `cert_pem`/`key_pem` and trusting only the roots in `roots_pem`,
 /// which requires a peer certificate (both sides of mutual TLS). NULL on any error.
-static inline SSL_CTX *trellis_context_new(int server, const char *cert_pem, const char *key_pem, const char *roots_pem) {
-    SSL_CTX *ctx = SSL_CTX_new(server ? TLS_server_method() : TLS_client_method());
+/// A context with the settings every Trellis TLS connection shares: TLS 1.2 or later, partial
+/// writes, no renegotiation, read-ahead.
+static inline SSL_CTX *trellis_context_base(const SSL_METHOD *method) {
+    SSL_CTX *ctx = SSL_CTX_new(method);
     if (ctx == NULL) return NULL;
     SSL_CTX_set_min_proto_version(ctx, TLS1_2_VERSION);
     SSL_CTX_set_mode(ctx, SSL_MODE_ENABLE_PARTIAL_WRITE | SSL_MODE_ACCEPT_MOVING_WRITE_BUFFER | SSL_MODE_RELEASE_BUFFERS);
     SSL_CTX_set_options(ctx, SSL_OP_IGNORE_UNEXPECTED_EOF | SSL_OP_NO_RENEGOTIATION);
     // Read as much as the socket has in one call rather than a record header, then its body.
     SSL_CTX_set_read_ahead(ctx, 1);
+    return ctx;
+}
+
+/// Loads the PEM private key of the certificate already set; 1 when it is that certificate's.
+static inline int trellis_use_key(SSL_CTX *ctx, const char *key_pem) {
+    BIO *bio = BIO_new_mem_buf(key_pem, -1);
+    EVP_PKEY *key = bio ? PEM_read_bio_PrivateKey(bio, NULL, NULL, NULL) : NULL;
+    int ok = key != NULL && SSL_CTX_use_PrivateKey(ctx, key) == 1 && SSL_CTX_check_private_key(ctx) == 1;
+    EVP_PKEY_free(key);
+    BIO_free(bio);
+    return ok;
+}
+
+static inline SSL_CTX *trellis_context_new(int server, const char *cert_pem, const char *key_pem, const char *roots_pem) {
+    SSL_CTX *ctx = trellis_context_base(server ? TLS_server_method() : TLS_client_method());
+    if (ctx == NULL) return NULL;
     int ok = 1;
     BIO *bio = BIO_new_mem_buf(cert_pem, -1);
     X509 *cert = bio ? PEM_read_bio_X509(bio, NULL, NULL, NULL) : NULL;
     ok = ok && cert != NULL && SSL_CTX_use_certificate(ctx, cert) == 1;
     X509_free(cert);
     BIO_free(bio);
-    bio = BIO_new_mem_buf(key_pem, -1);
-    EVP_PKEY *key = bio ? PEM_read_bio_PrivateKey(bio, NULL, NULL, NULL) : NULL;
-    ok = ok && key != NULL && SSL_CTX_use_PrivateKey(ctx, key) == 1 && SSL_CTX_check_private_key(ctx) == 1;
-    EVP_PKEY_free(key);
-    BIO_free(bio);
+    ok = ok && trellis_use_key(ctx, key_pem);
     X509_STORE *store = SSL_CTX_get_cert_store(ctx);
     bio = BIO_new_mem_buf(roots_pem, -1);
     int roots = 0;
@@ -116,12 +130,8 @@ static inline SSL_CTX *trellis_context_new(int server, const char *cert_pem, con
 /// A server context for a public listener: the certificate chain in `chain_pem` (the leaf first)
 /// and its key; no client certificate is asked for.
 static inline SSL_CTX *trellis_server_context_new(const char *chain_pem, const char *key_pem) {
-    SSL_CTX *ctx = SSL_CTX_new(TLS_server_method());
+    SSL_CTX *ctx = trellis_context_base(TLS_server_method());
     if (ctx == NULL) return NULL;
-    SSL_CTX_set_min_proto_version(ctx, TLS1_2_VERSION);
-    SSL_CTX_set_mode(ctx, SSL_MODE_ENABLE_PARTIAL_WRITE | SSL_MODE_ACCEPT_MOVING_WRITE_BUFFER | SSL_MODE_RELEASE_BUFFERS);
-    SSL_CTX_set_options(ctx, SSL_OP_IGNORE_UNEXPECTED_EOF | SSL_OP_NO_RENEGOTIATION);
-    SSL_CTX_set_read_ahead(ctx, 1);
     int ok = 1;
     int certificates = 0;
     BIO *bio = BIO_new_mem_buf(chain_pem, -1);
@@ -133,12 +143,7 @@ static inline SSL_CTX *trellis_server_context_new(const char *chain_pem, const c
     }
     ERR_clear_error();
     BIO_free(bio);
-    ok = ok && certificates > 0;
-    bio = BIO_new_mem_buf(key_pem, -1);
-    EVP_PKEY *key = bio ? PEM_read_bio_PrivateKey(bio, NULL, NULL, NULL) : NULL;
-    ok = ok && key != NULL && SSL_CTX_use_PrivateKey(ctx, key) == 1 && SSL_CTX_check_private_key(ctx) == 1;
-    EVP_PKEY_free(key);
-    BIO_free(bio);
+    ok = ok && certificates > 0 && trellis_use_key(ctx, key_pem);
     if (!ok) {
         SSL_CTX_free(ctx);
         return NULL;
