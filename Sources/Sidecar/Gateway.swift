@@ -141,41 +141,7 @@ public final class Gateway: Service {
                                       },
                                       onIntentions: nil).run()
             }
-            group.addTask { [settings, logger, metrics] in
-                let key = GatewayPolicy.key(for: settings.name)
-                await registry.watch("/v1/kv/" + URLPath.escape(key, keepingSlashes: true), onError: { logger.warning("policy watch: \($0)") }) { response in
-                    let next: (policy: GatewayPolicy, source: String)
-                    if response.status == .ok, let value = try JSON.parse(response.bodyBytes)[0]?["Value"]?.stringValue, let yaml = Base64.decode(value) {
-                        do { next = (try GatewayPolicyParser.parse(String(decoding: yaml, as: UTF8.self)), "registry:\(key)") } catch {
-                            metrics.policyRejected.increment()
-                            logger.error("gateway policy rejected, keeping the one in force", metadata: ["key": "\(key)", "error": "\(error)"])
-                            return
-                        }
-                    } else {
-                        next = state.fallback
-                    }
-                    guard next.policy != state.current.policy || next.source != state.current.source else { return }
-                    let keys: [String: [VerificationKey]]
-                    do { keys = try await state.keys(for: next.policy) } catch {
-                        metrics.policyRejected.increment()
-                        logger.error("gateway policy rejected: a key does not load", metadata: ["error": "\(error)"])
-                        return
-                    }
-                    // Backends the rules did not name before are looked up first: a rule never
-                    // switches to a backend whose instances the gateway does not know yet.
-                    let known = Set(state.current.policy.backendServices)
-                    var endpoints: [String: [EndpointInfo]] = [:]
-                    for service in next.policy.backendServices where !known.contains(service) {
-                        let answer = try? await registry.call(.GET, "/v1/health/service/\(URLPath.escape(service))?passing=1")
-                        endpoints[service] = answer.flatMap { try? ServiceDiscovery.parse($0.bodyBytes) }
-                    }
-                    state.set(next)
-                    metrics.policyApplied.increment()
-                    logger.info("gateway policy applied", metadata: ["source": "\(next.source)", "rules": "\(next.policy.rules.count)"])
-                    apply(next.policy, keys, endpoints)
-                    follow(next.policy)
-                }
-            }
+            group.addTask { await self.followPolicy(registry: registry, state: state, apply: apply, follow: follow) }
 
             try? await gracefulShutdown()
             SystemdNotifier.stopping()
@@ -197,6 +163,48 @@ public final class Gateway: Service {
         }
         await adminServer.close()
         logger.info("stopped", metadata: ["instance": "\(instanceID)"])
+    }
+
+    /// Follows `trellis/gateways/<name>` in the registry KV: each valid version is applied whole
+    /// (keys loaded and new backends looked up first); an invalid one is logged and counted, and
+    /// the policy in force stays. A deleted key returns to the `--policy` file.
+    private func followPolicy(registry: ConsulClient, state: GatewayState,
+                              apply: @escaping @Sendable (GatewayPolicy, [String: [VerificationKey]], [String: [EndpointInfo]]) -> Void,
+                              follow: @escaping @Sendable (GatewayPolicy) -> Void) async {
+        let key = GatewayPolicy.key(for: settings.name)
+        await registry.watch("/v1/kv/" + URLPath.escape(key, keepingSlashes: true), onError: { [logger] in logger.warning("policy watch: \($0)") }) {
+            [logger, metrics] response in
+            let next: (policy: GatewayPolicy, source: String)
+            if response.status == .ok, let value = try JSON.parse(response.bodyBytes)[0]?["Value"]?.stringValue, let yaml = Base64.decode(value) {
+                do { next = (try GatewayPolicyParser.parse(String(decoding: yaml, as: UTF8.self)), "registry:\(key)") } catch {
+                    metrics.policyRejected.increment()
+                    logger.error("gateway policy rejected, keeping the one in force", metadata: ["key": "\(key)", "error": "\(error)"])
+                    return
+                }
+            } else {
+                next = state.fallback
+            }
+            guard next.policy != state.current.policy || next.source != state.current.source else { return }
+            let keys: [String: [VerificationKey]]
+            do { keys = try await state.keys(for: next.policy) } catch {
+                metrics.policyRejected.increment()
+                logger.error("gateway policy rejected: a key does not load", metadata: ["error": "\(error)"])
+                return
+            }
+            // Backends the rules did not name before are looked up first: a rule never switches
+            // to a backend whose instances the gateway does not know yet.
+            let known = Set(state.current.policy.backendServices)
+            var endpoints: [String: [EndpointInfo]] = [:]
+            for service in next.policy.backendServices where !known.contains(service) {
+                let answer = try? await registry.call(.GET, "/v1/health/service/\(URLPath.escape(service))?passing=1")
+                endpoints[service] = answer.flatMap { try? ServiceDiscovery.parse($0.bodyBytes) }
+            }
+            state.set(next)
+            metrics.policyApplied.increment()
+            logger.info("gateway policy applied", metadata: ["source": "\(next.source)", "rules": "\(next.policy.rules.count)"])
+            apply(next.policy, keys, endpoints)
+            follow(next.policy)
+        }
     }
 
     /// Registered so that the collector scrapes the admin port and the UI lists the gateway.
@@ -292,15 +300,20 @@ final class GatewayState: Sendable {
             logger.error("jwks_url is not an http URL this gateway can fetch", metadata: ["url": "\(url)"])
             return
         }
+        var last: [UInt8]?
         while !Task.isCancelled {
             var wait = every
             do {
                 let answer = try await client.send(.GET, host: target.host, port: target.port, path: target.path, timeout: .seconds(10))
                 guard answer.status == .ok else { throw JWKSFailure(description: "answered \(answer.status.code)") }
-                let keys = try await VerificationKey.keys(ofJWKS: String(decoding: answer.bodyBytes, as: UTF8.self))
-                guard !keys.isEmpty else { throw JWKSFailure(description: "no usable key in the JWKS") }
-                jwks.withLock { $0[provider] = keys }
-                onChange(try await self.keys(for: current.policy))
+                // An unchanged document changes nothing (verified tokens stay remembered).
+                if answer.bodyBytes != last {
+                    let keys = try await VerificationKey.keys(ofJWKS: String(decoding: answer.bodyBytes, as: UTF8.self))
+                    guard !keys.isEmpty else { throw JWKSFailure(description: "no usable key in the JWKS") }
+                    jwks.withLock { $0[provider] = keys }
+                    last = answer.bodyBytes
+                    onChange(try await self.keys(for: current.policy))
+                }
             } catch {
                 logger.warning("JWKS fetch failed, keeping the last good keys", metadata: ["url": "\(url)", "error": "\(error)"])
                 wait = min(every, .seconds(5))
