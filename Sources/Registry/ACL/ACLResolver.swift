@@ -17,11 +17,13 @@ public struct ACLSettings: Sendable {
     public init() {}
 }
 
-/// Turns a request's secret into the `ACLAuthorizer` of its token, compiled once per token and
-/// ACL index and reused until any ACL record changes.
+/// Turns a request's secret into the `ACLAuthorizer` of its token, compiled once per secret and
+/// ACL index and reused until any ACL record changes; a secret seen at the current index is
+/// answered without reading the catalog.
 public final class ACLResolver: Sendable {
     let settings: ACLSettings
     let datacenter: String
+    /// By the secret the request resolves to (after the default token stands in for none).
     private let compiled = Mutex<[String: (index: UInt64, authorizer: ACLAuthorizer)]>([:])
     private static let cacheCapacity = 4096
     /// Tokens set with `PUT /v1/agent/token/:type`; `default` stands in for requests without one.
@@ -54,21 +56,33 @@ public final class ACLResolver: Sendable {
     /// empty); nil when no token has that secret or it has expired (Consul's `ACL not found`).
     func authorizer(secret: String?, in state: borrowing RegistryState) -> ACLAuthorizer? {
         guard settings.enabled else { return Self.unrestricted }
-        let secret = secret.flatMap { $0.isEmpty ? nil : $0 } ?? agentTokens.withLock { $0["default"] } ?? ACLToken.anonymousSecret
-        guard let accessorID = state.aclAccessorID(secret: secret) else { return nil }
+        let secret = effectiveSecret(secret)
         let index = state.aclIndex
-        if let cached = compiled.withLock({ $0[accessorID] }), cached.index == index {
+        if let cached = compiled.withLock({ $0[secret] }), cached.index == index {
             return cached.authorizer.expired ? nil : cached.authorizer
         }
-        guard let token = state.aclToken(accessorID: accessorID) else { return nil }
+        guard let accessorID = state.aclAccessorID(secret: secret), let token = state.aclToken(accessorID: accessorID) else { return nil }
         let authorizer = ACLAuthorizer(accessorID: token.accessorID, rules: state.aclRules(of: token, datacenter: datacenter),
                                        defaultAllows: settings.defaultAllows, expiresAt: token.expirationTime, aclIndex: index)
         if authorizer.expired { return nil }
         compiled.withLock { compiled in
             if compiled.count >= Self.cacheCapacity { compiled.removeAll(keepingCapacity: true) }
-            compiled[token.accessorID] = (index, authorizer)
+            compiled[secret] = (index, authorizer)
         }
         return authorizer
+    }
+
+    /// The authorizer of `secret` compiled at `aclIndex` (the catalog's current one), when there
+    /// is one that has not expired; nil sends the caller to `authorizer(secret:in:)`.
+    func cachedAuthorizer(secret: String?, aclIndex: UInt64) -> ACLAuthorizer? {
+        let secret = effectiveSecret(secret)
+        guard let cached = compiled.withLock({ $0[secret] }), cached.index == aclIndex, !cached.authorizer.expired else { return nil }
+        return cached.authorizer
+    }
+
+    /// The secret a request acts with: its own, else the agent's default token, else the anonymous token.
+    private func effectiveSecret(_ secret: String?) -> String {
+        secret.flatMap { $0.isEmpty ? nil : $0 } ?? agentTokens.withLock { $0["default"] } ?? ACLToken.anonymousSecret
     }
 }
 
@@ -94,6 +108,14 @@ final class RequestACL: @unchecked Sendable {
         guard let authorizer = resolver.authorizer(secret: secret, in: state) else { return nil }
         self.authorizer = authorizer
         resolvedAt = state.aclIndex
+    }
+
+    /// With `authorizer`, resolved for `secret` at `aclIndex` already.
+    init(secret: String?, resolver: ACLResolver, authorizer: ACLAuthorizer, resolvedAt aclIndex: UInt64) {
+        self.secret = secret
+        self.resolver = resolver
+        self.authorizer = authorizer
+        resolvedAt = aclIndex
     }
 
     private init() {

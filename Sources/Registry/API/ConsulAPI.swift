@@ -262,7 +262,13 @@ public final class ConsulAPI: HTTPResponder {
     /// order, resolved; nil when it names no token.
     private func requestACL(_ request: HTTPRequest, endpoint: String) -> RequestACL? {
         guard aclResolver.settings.enabled, !Self.tokenless.contains(endpoint) else { return .unrestricted }
-        return catalog.read { RequestACL(secret: Self.secret(of: request), resolver: aclResolver, state: $0) }
+        let secret = Self.secret(of: request)
+        // A token in use is resolved without waiting for the catalog's lock.
+        let index = catalog.aclIndex.load(ordering: .acquiring)
+        if let known = aclResolver.cachedAuthorizer(secret: secret, aclIndex: index) {
+            return RequestACL(secret: secret, resolver: aclResolver, authorizer: known, resolvedAt: index)
+        }
+        return catalog.read { RequestACL(secret: secret, resolver: aclResolver, state: $0) }
     }
 
     static func secret(of request: HTTPRequest) -> String? {

@@ -14,11 +14,15 @@ public final class Catalog: Sendable {
     let durable = DurableIndex()
     /// Rendered reads, reused while the data behind them is unchanged.
     let responses = ResponseCache()
+    /// The state's ACL index, readable without the lock: a request whose token was resolved at it
+    /// needs no read of the state to be resolved again.
+    let aclIndex = Atomic<UInt64>(0)
 
     /// A catalog holding what `store` holds.
     public init(store: any Store) async throws {
         self.store = store
         try await store.open(self)
+        aclIndex.store(read { $0.aclIndex }, ordering: .releasing)
     }
 
     /// Reads a consistent snapshot.
@@ -66,6 +70,7 @@ public final class Catalog: Sendable {
                       persist: ([StoreOp], @escaping @Sendable (Result<Void, any Error>) -> Void) -> Void) {
         state.withLock { state in
             let (effect, report) = write.apply(&state)
+            aclIndex.store(state.aclIndex, ordering: .releasing)
             persist(effect?.ops ?? []) { [hub, durable] outcome in
                 if case .success = outcome, let effect {
                     durable.advance(to: effect.index)
@@ -99,6 +104,7 @@ public final class Catalog: Sendable {
             guard applies(state) else { return (false, state.index) }
             for change in changes { wake.formUnion(try state.apply(change, now: now)) }
             if let revision { state.storeRevision = revision }
+            aclIndex.store(state.aclIndex, ordering: .releasing)
             return (true, state.index)
         }
         // What a shared store applies is committed already.
@@ -112,7 +118,10 @@ public final class Catalog: Sendable {
         var fresh = try RegistryState(records: records)
         fresh.storeRevision = revision
         let index = fresh.index
-        state.withLock { swap(&$0, &fresh) }
+        state.withLock { state in
+            swap(&state, &fresh)
+            aclIndex.store(state.aclIndex, ordering: .releasing)
+        }
         durable.advance(to: index)
         hub.notifyAll()
     }
