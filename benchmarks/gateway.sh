@@ -26,6 +26,7 @@ proxy_conf nginx1 1 18090
 taskset -c 0 nginx -c "$WORK/nginx1.conf" & NGINX1_PID=$!; PIDS+=("$NGINX1_PID")
 proxy_conf nginx2 2 18190
 nginx -c "$WORK/nginx2.conf" & NGINX2_PID=$!; PIDS+=("$NGINX2_PID")
+sleep 0.5; for worker in $(pgrep -P "$NGINX2_PID"); do PIDS+=("$worker"); done  # its workers outlive a killed master
 
 taskset -c 1 "$BIN" registry --http-addr 127.0.0.1:18500 --data-dir "$WORK/reg" --log-level error > /dev/null 2>&1 & PIDS+=("$!")
 for _ in $(seq 100); do curl -sf 127.0.0.1:18500/v1/status/leader >/dev/null && break; sleep 0.1; done

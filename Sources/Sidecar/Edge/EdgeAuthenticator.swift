@@ -98,7 +98,7 @@ final class EdgeAuthenticator {
 enum CORS {
     /// `OPTIONS` with `Origin` and `Access-Control-Request-Method`.
     static func isPreflight(_ head: MessageHead) -> Bool {
-        head.method == "OPTIONS" && head.first(name: "origin") != nil && head.first(name: "access-control-request-method") != nil
+        head.isOPTIONS && head.first(name: "origin") != nil && head.first(name: "access-control-request-method") != nil
     }
 
     /// 204 with what the route allows, or 403 when the origin, method or a header is not allowed.

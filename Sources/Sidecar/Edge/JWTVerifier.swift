@@ -108,7 +108,10 @@ final class JWTVerifier {
     }
 
     func verify(_ token: Substring, now: Double) -> Result<EdgeIdentity, Failure> {
-        let digest = SHA256.hash(data: Array(token.utf8))
+        var hasher = SHA256()
+        var text = token
+        text.withUTF8 { hasher.update(bufferPointer: UnsafeRawBufferPointer($0)) }
+        let digest = hasher.finalize()
         if let known = verified[digest] {
             if known.expires > now - skew { return .success(known.identity) }
             verified[digest] = nil

@@ -60,6 +60,7 @@ struct MessageHead {
     var method: String { string(first) }
     var target: String { string(second) }
     var isHEAD: Bool { bytesEqual(first, "HEAD") }
+    var isOPTIONS: Bool { bytesEqual(first, "OPTIONS") }
 
     /// RFC 9110 idempotent methods: safe to send twice.
     var isIdempotent: Bool {
