@@ -91,19 +91,17 @@ report() { # $1 title, then pairs of "name port pid" via globals
   echo "gateway/nginx req/s: $(echo "$g $n" | awk '{printf "%.2f", $1 / $2}')   p99 gateway - nginx: $(echo "$gp $np" | awk '{printf "%+.2f ms", $1 - $2}')"
 }
 
-echo "== 1 worker each, proxies on CPU 0, wrk on CPU 1; $CONNECTIONS connections, $DURATION per run, $ROUNDS rounds"
+compare() { # $1 title, $2 nginx port, $3 nginx pid, $4 gateway port, $5 gateway pid, then the wrk prefix if any
+  local title=$1 nginx_port=$2 nginx_pid=$3 gateway_port=$4 gateway_pid=$5; shift 5
+  echo "== $title; $CONNECTIONS connections, $DURATION per run, $ROUNDS rounds"
+  RESULTS=()
+  for round in $(seq "$ROUNDS"); do
+    RESULTS[nginx]+="$(run "$nginx_port" "$nginx_pid" "$@")"$'\n'
+    RESULTS[gateway]+="$(run "$gateway_port" "$gateway_pid" "$@")"$'\n'
+  done
+  report
+}
 declare -A RESULTS=()
-for round in $(seq "$ROUNDS"); do
-  RESULTS[nginx]+="$(run 18090 "$NGINX1_PID" taskset -c 1)"$'\n'
-  RESULTS[gateway]+="$(run 18092 "$GATEWAY1_PID" taskset -c 1)"$'\n'
-done
-report
-
-echo "== 2 workers each, unpinned; $CONNECTIONS connections, $DURATION per run, $ROUNDS rounds"
-RESULTS=()
-for round in $(seq "$ROUNDS"); do
-  RESULTS[nginx]+="$(run 18190 "$NGINX2_PID")"$'\n'
-  RESULTS[gateway]+="$(run 18192 "$GATEWAY2_PID")"$'\n'
-done
-report
+compare "1 worker each, proxies on CPU 0, wrk on CPU 1" 18090 "$NGINX1_PID" 18092 "$GATEWAY1_PID" taskset -c 1
+compare "2 workers each, unpinned" 18190 "$NGINX2_PID" 18192 "$GATEWAY2_PID"
 echo "(CPU of nginx with 2 workers counts its master only; compare req/s there.)"
