@@ -190,6 +190,9 @@ final class ProxyHandler: StreamSocketDelegate, UpstreamReceiver {
         request = ProxyRequest(head: head, route: route, cluster: cluster,
                                keepAlive: head.keepAlive && !(plane.draining && servesClients), bodyEnded: bodyEnded)
         requestBodyBytes = 0
+        // Started (or continued) first, so that even a refused request is logged with its trace.
+        let trace = TraceContext(headers: head, random: &plane.random)
+        request.trace = trace
         if isInbound, let (answer, source) = plane.mesh.refusal(of: downstream) {
             plane.metrics.authorizationDenied(source: source)
             respond(answer)
@@ -213,12 +216,10 @@ final class ProxyHandler: StreamSocketDelegate, UpstreamReceiver {
             request.admitted = true
         }
         if servesClients { plane.inFlight += 1 }
-        let trace = TraceContext(headers: head, random: &plane.random)
         let forwarding = listener.isEdge ? HeaderRules.EdgeForwarding(target: route.edge?.upstreamTarget(head.target),
                                                                       identityHeaders: plane.edgeAuth.identityHeaders, identity: identity,
                                                                       scheme: downstream.isTLS ? "https" : "http") : nil
         request.upstreamHead = HeaderRules.upstreamRequest(head, client: client, trace: trace, edge: forwarding, allocator: plane.reactor.allocator)
-        request.trace = trace
         if !bodyEnded && head.minorVersion == 1 && head.expectsContinue {
             downstream.write(ByteBuffer(string: "HTTP/1.1 100 Continue\r\n\r\n"))
             downstream.flush()
