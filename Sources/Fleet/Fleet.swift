@@ -191,10 +191,10 @@ public final class Fleet: Sendable {
 
     /// Stores each service's policy and the gateway's in the registry KV, where they are followed.
     private static func applyPolicies(_ topology: Topology, registry client: ConsulClient) async throws {
-        var stored = topology.services.compactMap { service in service.policyText.map { (service.name, SidecarPolicy.key(for: service.name), $0) } }
-        if let gateway = topology.gateway, let text = gateway.policyText { stored.append((gateway.name, GatewayPolicy.key(for: gateway.name), text)) }
-        for (owner, key, text) in stored {
-            let (status, _, body) = try await client.send("PUT", "/v1/kv/" + URLPath.escape(key, keepingSlashes: true), body: Array(text.utf8))
+        var stored = topology.services.compactMap { service in service.policyText.map { (service.name, SidecarPolicy.kvPath(for: service.name), $0) } }
+        if let gateway = topology.gateway, let text = gateway.policyText { stored.append((gateway.name, GatewayPolicy.kvPath(for: gateway.name), text)) }
+        for (owner, path, text) in stored {
+            let (status, _, body) = try await client.send("PUT", path, body: Array(text.utf8))
             guard status == 200 else {
                 throw ConfigError(description: "storing the policy of \(owner) failed: \(status) \(String(decoding: body, as: UTF8.self))")
             }

@@ -1,4 +1,5 @@
 import NIOCore
+import TrellisCore
 
 /// Everything a gateway applies at the public edge: routes shaped like Kubernetes Gateway API's
 /// HTTPRoute rules, the token issuers and API keys they check, and how backends are called.
@@ -25,6 +26,11 @@ public struct GatewayPolicy: Sendable, Equatable {
 
     /// The registry KV key holding the policy of gateway `name`.
     public static func key(for name: String) -> String { "trellis/gateways/\(name)" }
+
+    /// The registry API path of that key (`/v1/kv/trellis/gateways/<name>`).
+    public static func kvPath(for name: String) -> String {
+        "/v1/kv/" + URLPath.escape(key(for: name), keepingSlashes: true)
+    }
 }
 
 public struct IdentityHeaders: Sendable, Equatable {

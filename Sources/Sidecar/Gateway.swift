@@ -90,7 +90,7 @@ public final class Gateway: Service {
         let instanceID = "\(settings.name)-\(port)"
         let registration = Registration(registry: registry, logger: logger,
                                         body: registrationBody(id: instanceID, port: port, adminPort: adminPort), instanceID: instanceID)
-        let apply: @Sendable (GatewayPolicy, [String: [VerificationKey]], [String: [EndpointInfo]]) -> Void = { policy, keys, endpoints in
+        let apply: @Sendable (GatewayPolicy, [String: [VerificationKey]]?, [String: [EndpointInfo]]) -> Void = { policy, keys, endpoints in
             let limiters = state.limiters(for: policy)
             for plane in planes {
                 plane.reactor.execute { plane.value.apply(gateway: policy, keys: keys, limiters: limiters, endpoints: endpoints) }
@@ -118,7 +118,10 @@ public final class Gateway: Service {
                     guard let url = provider.jwksURL else { continue }
                     followers.start("jwks:\(name):\(url)") {
                         await state.followJWKS(provider: name, url: url, every: provider.jwksRefresh, client: HTTPClient(group: controlGroup),
-                                               logger: logger) { apply(state.current.policy, $0, [:]) }
+                                               logger: logger) { keys in
+                            // Only this issuer's keys change: the rules and the other issuers' remembered tokens stay.
+                            for plane in planes { plane.reactor.execute { plane.value.edgeAuth.verifiers[name]?.install(keys) } }
+                        }
                     }
                 }
             }
@@ -130,7 +133,7 @@ public final class Gateway: Service {
                     logger.info("replicas changed", metadata: ["count": "\(instances.count)"])
                     let current = state.current.policy
                     guard current.rules.contains(where: { $0.settings.rateLimit?.global == true }) else { return }
-                    Task { if let keys = try? await state.keys(for: current) { apply(current, keys, [:]) } }
+                    apply(current, nil, [:])
                 }
             }
             // The gateway's own identity: its calls to sidecars that take mutual TLS present it.
@@ -169,10 +172,10 @@ public final class Gateway: Service {
     /// (keys loaded and new backends looked up first); an invalid one is logged and counted, and
     /// the policy in force stays. A deleted key returns to the `--policy` file.
     private func followPolicy(registry: ConsulClient, state: GatewayState,
-                              apply: @escaping @Sendable (GatewayPolicy, [String: [VerificationKey]], [String: [EndpointInfo]]) -> Void,
+                              apply: @escaping @Sendable (GatewayPolicy, [String: [VerificationKey]]?, [String: [EndpointInfo]]) -> Void,
                               follow: @escaping @Sendable (GatewayPolicy) -> Void) async {
         let key = GatewayPolicy.key(for: settings.name)
-        await registry.watch("/v1/kv/" + URLPath.escape(key, keepingSlashes: true), onError: { [logger] in logger.warning("policy watch: \($0)") }) {
+        await registry.watch(GatewayPolicy.kvPath(for: settings.name), onError: { [logger] in logger.warning("policy watch: \($0)") }) {
             [logger, metrics] response in
             let next: (policy: GatewayPolicy, source: String)
             if response.status == .ok, let value = try JSON.parse(response.bodyBytes)[0]?["Value"]?.stringValue, let yaml = Base64.decode(value) {
@@ -292,10 +295,11 @@ final class GatewayState: Sendable {
         return out
     }
 
-    /// Fetches `url` now and every `every`; a good document replaces the provider's JWKS keys and
-    /// `onChange` gets all keys, a failed fetch keeps the last good set (and is tried again in 5 s).
+    /// Fetches `url` now and every `every`; a changed document replaces the provider's JWKS keys and
+    /// `onChange` gets all of the provider's keys; a failed fetch keeps the last good set (and is
+    /// tried again in 5 s).
     func followJWKS(provider: String, url: String, every: TimeAmount, client: HTTPClient, logger: Logger,
-                    onChange: @escaping @Sendable ([String: [VerificationKey]]) -> Void) async {
+                    onChange: @escaping @Sendable ([VerificationKey]) -> Void) async {
         guard let target = HTTPTarget(url) else {
             logger.error("jwks_url is not an http URL this gateway can fetch", metadata: ["url": "\(url)"])
             return
@@ -312,7 +316,7 @@ final class GatewayState: Sendable {
                     guard !keys.isEmpty else { throw JWKSFailure(description: "no usable key in the JWKS") }
                     jwks.withLock { $0[provider] = keys }
                     last = answer.bodyBytes
-                    onChange(try await self.keys(for: current.policy))
+                    onChange(try await self.keys(for: current.policy)[provider] ?? [])
                 }
             } catch {
                 logger.warning("JWKS fetch failed, keeping the last good keys", metadata: ["url": "\(url)", "error": "\(error)"])

@@ -31,7 +31,7 @@ struct VerificationKey: Sendable {
                 case "ES256": await collection.add(ecdsa: try ES256PublicKey(pem: pem))
                 case "ES384": await collection.add(ecdsa: try ES384PublicKey(pem: pem))
                 case "ES512": await collection.add(ecdsa: try ES512PublicKey(pem: pem))
-                default: await collection.add(rsa: try Insecure.RSA.PublicKey(pem: pem), digestAlgorithm: rsaDigest(algorithm))
+                default: await collection.add(rsa: try Insecure.RSA.PublicKey(pem: pem), digestAlgorithm: digest(algorithm))
                 }
                 out.append(VerificationKey(id: nil, algorithm: algorithm, verifier: try await collection.getKey()))
             }
@@ -56,8 +56,6 @@ struct VerificationKey: Sendable {
     private static func digest(_ algorithm: String) -> DigestAlgorithm {
         algorithm.hasSuffix("512") ? .sha512 : algorithm.hasSuffix("384") ? .sha384 : .sha256
     }
-
-    private static func rsaDigest(_ algorithm: String) -> DigestAlgorithm { digest(algorithm) }
 }
 
 /// Verifies the bearer tokens of one provider: signature (with the key the header's `kid` and

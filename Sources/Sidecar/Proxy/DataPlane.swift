@@ -80,11 +80,12 @@ final class DataPlane {
 
     /// A gateway's new policy, in one step: clusters for backends it names first (kept for those
     /// it keeps, given `endpoints` when new), then its rules. Clusters of backends no rule names
-    /// any more stay until restart (their connections close when idle).
-    func apply(gateway: GatewayPolicy, keys: [String: [VerificationKey]], limiters: [String: RateLimiter],
+    /// any more stay until restart (their connections close when idle). Nil `keys`: the same
+    /// token issuers and keys as before (only the limits' shares changed).
+    func apply(gateway: GatewayPolicy, keys: [String: [VerificationKey]]?, limiters: [String: RateLimiter],
                endpoints: [String: [EndpointInfo]] = [:]) {
         policy = SidecarPolicy(defaults: gateway.backends)
-        edgeAuth.apply(gateway, keys: keys)
+        if let keys { edgeAuth.apply(gateway, keys: keys) }
         for service in gateway.backendServices where listeners[.upstream(service)] == nil {
             let cluster = Cluster(name: service, policy: gateway.backends, reactor: reactor, mesh: mesh)
             cluster.onEjection = { [metrics] in metrics.ejection(upstream: service) }
